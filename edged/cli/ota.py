@@ -1,0 +1,212 @@
+"""``edged-ota``: install a model version the way an OTA framework needs it — all or nothing.
+
+install → test-load the new version in its own worker → compare its signature with the active
+version's → switch atomically → probe health (and one inference when a probe input is given)
+→ commit; any failure after the install rolls back to the previous state: the previous version
+is re-activated and the new one removed. Exit codes (stable, for Mender/RAUC/SWUpdate hooks):
+
+  0  committed                       5  test-load failed (rolled back)
+  1  other failure (rolled back)     6  signature differs from the active version (rolled back)
+  2  usage error                     7  health probe failed after the switch (rolled back)
+  3  daemon unreachable              8  ROLLBACK FAILED: the device needs attention
+  4  verification failed: checksum, corrupt or unfit artifact (nothing installed)
+
+``--json`` prints one JSON object: {"ok", "exit_code", "stage", "name", "version",
+"previous_version", "message", "steps": [...]}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edged import errors as e
+from edged.client import DaemonUnreachable, EdgedClient
+
+COMMITTED, FAILED, USAGE, UNREACHABLE, VERIFY, TEST_LOAD, SIGNATURE, HEALTH, ROLLBACK_FAILED = (
+    0, 1, 2, 3, 4, 5, 6, 7, 8)
+
+
+class Step(Exception):
+    def __init__(self, code: int, stage: str, message: str) -> None:
+        super().__init__(message)
+        self.code, self.stage = code, stage
+
+
+@dataclass
+class Outcome:
+    name: str
+    version: int = 0
+    previous_version: int = 0
+    stage: str = "start"
+    steps: list[str] = field(default_factory=list)
+
+    def log(self, text: str, quiet: bool) -> None:
+        self.steps.append(text)
+        if not quiet:
+            print(f"edged-ota: {text}", file=sys.stderr)
+
+
+def _signature(model: Any, version: int) -> list[tuple[str, str, str, tuple[int, ...]]]:
+    for v in model.versions:
+        if v.version == version:
+            return sorted([(kind, t.name, t.datatype, tuple(t.shape))
+                           for kind, ts in (("input", v.signature.inputs),
+                                            ("output", v.signature.outputs)) for t in ts])
+    return []
+
+
+def run_install(client: EdgedClient, args: argparse.Namespace, out: Outcome) -> None:
+    q = args.json
+    try:
+        prev = client.get_model(args.name)
+        out.previous_version = prev.active_version
+        tier = args.tier or {1: "ram", 2: "swap", 3: "storage"}.get(prev.tier, "swap")
+    except e.NotFound:
+        prev, tier = None, args.tier or "swap"
+    out.stage = "install"
+    try:
+        res = client.install(args.name, Path(args.file), sha256=args.sha256, version=args.version,
+                             tier=tier, tasks=args.task, quality=args.quality, activate=False,
+                             warmup_shapes=_warmup(args.warmup))
+    except (e.DataLoss, e.InvalidArgument, e.ResourceExhausted, e.AlreadyExists) as exc:
+        raise Step(VERIFY, "install", str(exc)) from None
+    out.version = res.version
+    out.log(f"installed {args.name} v{res.version} (sha256 {res.sha256[:12]}, verified)", q)
+    try:
+        out.stage = "test-load"
+        if prev is not None:
+            client.load(args.name, version=res.version)
+            client.unload_version(args.name, res.version)
+            out.log(f"test-loaded v{res.version} in its own worker and unloaded it", q)
+            out.stage = "signature"
+            old, new = _signature(prev, prev.active_version), _signature(
+                client.get_model(args.name), res.version)
+            if old != new and not args.allow_signature_change:
+                raise Step(SIGNATURE, "signature",
+                           f"signature of v{res.version} differs from active "
+                           f"v{prev.active_version}: {sorted(set(old) ^ set(new))}")
+            out.log("signature matches the active version" if old == new
+                    else "signature differs (allowed)", q)
+        out.stage = "switch"
+        client.activate(args.name, res.version,
+                        allow_signature_change=args.allow_signature_change)
+        out.log(f"switched {args.name} to v{res.version}", q)
+        out.stage = "health"
+        _probe(client, args)
+        out.log("health probe passed", q)
+    except Step:
+        raise
+    except e.EdgedError as exc:
+        code = {"test-load": TEST_LOAD, "health": HEALTH}.get(out.stage, FAILED)
+        raise Step(code, out.stage, str(exc)) from None
+
+
+def _probe(client: EdgedClient, args: argparse.Namespace) -> None:
+    if client.health() != "SERVING":
+        raise Step(HEALTH, "health", "daemon is not SERVING")
+    model = client.get_model(args.name)
+    if model.tier in (1, 2):  # ram or swap: it must load and answer
+        client.load(args.name)
+        if args.probe_input:
+            inputs = {}
+            for spec in args.probe_input:
+                name, _, file = spec.partition("=")
+                inputs[name] = np.load(file, allow_pickle=False)
+            client.infer(args.name, inputs)
+
+
+def rollback(client: EdgedClient, out: Outcome, quiet: bool) -> bool:
+    """Back to the previous state; True when that worked."""
+    try:
+        model = client.get_model(out.name)
+    except e.NotFound:
+        return True
+    try:
+        if out.previous_version and model.active_version != out.previous_version:
+            client.activate(out.name, out.previous_version, allow_signature_change=True)
+            out.log(f"re-activated v{out.previous_version}", quiet)
+        if out.version and any(v.version == out.version for v in model.versions):
+            client.remove(out.name, out.version, force=True)
+            out.log(f"removed v{out.version}", quiet)
+        return True
+    except e.EdgedError as exc:
+        out.log(f"rollback failed: {exc}", quiet)
+        return False
+
+
+def _warmup(specs: Sequence[str]) -> dict[str, list[int]]:
+    return {n: [int(x) for x in d.split("x")] for n, _, d in (s.partition("=") for s in specs)}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="edged-ota", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=__doc__.split("\n\n", 1)[1])
+    p.add_argument("--target", default=None)
+    p.add_argument("--timeout", type=float, default=120.0)
+    p.add_argument("--token-file", type=Path)
+    p.add_argument("--json", action="store_true")
+    sub = p.add_subparsers(dest="command", required=True)
+    i = sub.add_parser("install", help="install, verify, test-load, switch, probe, commit")
+    i.add_argument("name")
+    i.add_argument("file")
+    i.add_argument("--sha256", required=True, help="expected sha256 of FILE")
+    i.add_argument("--version", type=int, default=0)
+    i.add_argument("--tier", choices=("ram", "swap", "storage"))
+    i.add_argument("--task", action="append", default=[])
+    i.add_argument("--quality", type=float, default=0.0)
+    i.add_argument("--warmup", action="append", default=[], metavar="INPUT=1x3x64x64")
+    i.add_argument("--probe-input", action="append", default=[], metavar="NAME=FILE.npy")
+    i.add_argument("--allow-signature-change", action="store_true")
+    r = sub.add_parser("rollback", help="re-activate PREVIOUS and remove VERSION")
+    r.add_argument("name")
+    r.add_argument("--version", type=int, required=True, help="the version to remove")
+    r.add_argument("--previous", type=int, default=0, help="the version to re-activate")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    token = args.token_file.read_text().strip() if args.token_file else None
+    out = Outcome(args.name)
+    code, message = COMMITTED, "committed"
+    with EdgedClient(args.target, timeout=args.timeout, token=token) as client:
+        try:
+            if args.command == "rollback":
+                out.version, out.previous_version = args.version, args.previous
+                out.stage = "rollback"
+                code = COMMITTED if rollback(client, out, args.json) else ROLLBACK_FAILED
+                message = "rolled back" if code == COMMITTED else "rollback failed"
+            else:
+                run_install(client, args, out)
+        except DaemonUnreachable as exc:
+            code, message = UNREACHABLE, str(exc)
+        except Step as step:
+            code, message = step.code, str(step)
+            out.log(f"{step.stage} failed: {step}", args.json)
+            if step.code != VERIFY and not rollback(client, out, args.json):
+                code = ROLLBACK_FAILED
+        except e.EdgedError as exc:
+            code, message = FAILED, str(exc)
+            if not rollback(client, out, args.json):
+                code = ROLLBACK_FAILED
+    if args.json:
+        print(json.dumps({"ok": code == COMMITTED, "exit_code": code, "stage": out.stage,
+                          "name": out.name, "version": out.version,
+                          "previous_version": out.previous_version, "message": message,
+                          "steps": out.steps}))
+    elif code != COMMITTED:
+        print(f"edged-ota: {message} (exit {code})", file=sys.stderr)
+    return code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

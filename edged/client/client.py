@@ -1,0 +1,257 @@
+"""``EdgedClient``: the typed Python client; everything ``edgectl`` does is a call of it.
+
+Failed calls raise the domain errors of ``edged.errors`` (rebuilt from the status details by the
+one error table), so ``except CapacityExceeded as e: e.needed_bytes`` works across the socket.
+A daemon that cannot be reached raises ``DaemonUnreachable`` naming the target.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import grpc
+import numpy as np
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from edged import errors as e
+from edged.client import tensors
+from edged.client.target import Target, parse_target
+from edged.oip import grpc_service_pb2 as oip
+from edged.oip import grpc_service_pb2_grpc as oip_grpc
+from edged.rpc_errors import from_rpc_error
+from edged.v1 import models_pb2 as mpb
+from edged.v1 import models_pb2_grpc, system_pb2, system_pb2_grpc
+
+T = TypeVar("T")
+CHUNK = 1 << 20
+TIERS = {"ram": mpb.TIER_RAM, "swap": mpb.TIER_SWAP, "storage": mpb.TIER_STORAGE}
+PRIORITIES = {"balanced": mpb.PRIORITY_BALANCED, "speed": mpb.PRIORITY_SPEED,
+              "quality": mpb.PRIORITY_QUALITY}
+Progress = Callable[[int, int], None]
+
+
+class DaemonUnreachable(e.Unavailable):
+    """No daemon answers at the target (not running, wrong path, no permission)."""
+
+    default_reason = "UNREACHABLE"
+
+
+class EdgedClient:
+    def __init__(self, target: str | None = None, *, timeout: float = 30.0,
+                 token: str | None = None, tls_ca: Path | None = None,
+                 tls_cert: Path | None = None, tls_key: Path | None = None,
+                 max_message_bytes: int = 64 << 20) -> None:
+        self.target: Target = parse_target(target)
+        self.timeout = timeout
+        opts = [("grpc.max_receive_message_length", max_message_bytes),
+                ("grpc.max_send_message_length", max_message_bytes)]
+        if self.target.is_local or (tls_ca is None and token is None):
+            self._channel = grpc.insecure_channel(self.target.grpc_target, options=opts)
+        else:
+            creds = grpc.ssl_channel_credentials(
+                root_certificates=tls_ca.read_bytes() if tls_ca else None,
+                private_key=tls_key.read_bytes() if tls_key else None,
+                certificate_chain=tls_cert.read_bytes() if tls_cert else None)
+            self._channel = grpc.secure_channel(self.target.grpc_target, creds, options=opts)
+        self._metadata: tuple[tuple[str, str], ...] = (
+            (("authorization", f"Bearer {token}"),) if token else ())
+        self.models = models_pb2_grpc.ModelsStub(self._channel)
+        self.system = system_pb2_grpc.SystemStub(self._channel)
+        self.oip = oip_grpc.GRPCInferenceServiceStub(self._channel)
+        self._health = health_pb2_grpc.HealthStub(self._channel)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> EdgedClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- plumbing ------------------------------------------------------------------------
+    def _call(self, fn: Callable[..., T], request: Any, timeout: float | None = None) -> T:
+        try:
+            return fn(request, timeout=timeout or self.timeout, metadata=self._metadata)
+        except grpc.RpcError as exc:
+            raise self._error(exc) from None
+
+    def _error(self, exc: grpc.RpcError) -> e.EdgedError:
+        err = from_rpc_error(exc)
+        if exc.code() == grpc.StatusCode.UNAVAILABLE and not getattr(err, "error_id", None) \
+                and err.reason == "UNAVAILABLE" and _looks_unreachable(exc):
+            return DaemonUnreachable(f"cannot reach edged at {self.target.text}: "
+                                     f"{exc.details()}")
+        return err
+
+    def _stream(self, it: Iterator[T]) -> Iterator[T]:
+        try:
+            yield from it
+        except grpc.RpcError as exc:
+            raise self._error(exc) from None
+
+    # -- system --------------------------------------------------------------------------
+    def health(self, service: str = "") -> str:
+        resp = self._call(self._health.Check, health_pb2.HealthCheckRequest(service=service))
+        return str(health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status))
+
+    def status(self) -> system_pb2.StatusResponse:
+        return self._call(self.system.Status, system_pb2.StatusRequest())
+
+    def reload(self) -> system_pb2.ReloadResponse:
+        return self._call(self.system.Reload, system_pb2.ReloadRequest())
+
+    def events(self, follow: bool = False, since_seq: int = 0,
+               kinds: Sequence[str] = ()) -> Iterator[system_pb2.Event]:
+        req = system_pb2.EventsRequest(follow=follow, since_seq=since_seq, kinds=list(kinds))
+        it = self.system.Events(req, timeout=None if follow else self.timeout,
+                                metadata=self._metadata)
+        return self._stream(it)
+
+    # -- models --------------------------------------------------------------------------
+    def list_models(self, tier: str | None = None, task: str = "") -> list[mpb.Model]:
+        req = mpb.ListModelsRequest(tier=TIERS.get(tier or "", 0), task=task)
+        return list(self._call(self.models.ListModels, req).models)
+
+    def get_model(self, name: str) -> mpb.Model:
+        return self._call(self.models.GetModel, mpb.GetModelRequest(name=name))
+
+    def install(self, name: str, path: Path, *, sha256: str | None = None,
+                extra_files: Sequence[Path] = (), progress: Progress | None = None,
+                timeout: float | None = None, **header: Any) -> mpb.InstallResponse:
+        """Stream ``path`` (and ONNX external-data ``extra_files``) to the daemon in chunks."""
+        files = [Path(path), *map(Path, extra_files)]
+        for f in files:
+            if not f.is_file():
+                raise e.InvalidArgument(f"{f} is not a file", field="path")
+        total = sum(f.stat().st_size for f in files)
+        hdr = self._header(name, **header)
+
+        def requests() -> Iterator[mpb.InstallRequest]:
+            yield mpb.InstallRequest(header=hdr)
+            done = 0
+            for i, f in enumerate(files):
+                digest = sha256 if i == 0 and sha256 else _sha256(f)
+                yield mpb.InstallRequest(file=mpb.InstallFile(
+                    path=f.name, size_bytes=f.stat().st_size, sha256=digest))
+                with f.open("rb") as fh:
+                    while chunk := fh.read(CHUNK):
+                        done += len(chunk)
+                        yield mpb.InstallRequest(chunk=chunk)
+                        if progress:
+                            progress(done, total)
+
+        return self._call(self.models.Install, requests(), timeout=timeout or max(
+            self.timeout, 600.0))
+
+    def install_from(self, name: str, source: str, *, sha256: str = "", size_bytes: int = 0,
+                     progress: Progress | None = None, timeout: float | None = None,
+                     **header: Any) -> mpb.InstallResponse:
+        """Install from a path on the device or an http(s) URL the daemon downloads."""
+        req = mpb.InstallFromRequest(header=self._header(name, **header), source=source,
+                                     sha256=sha256, size_bytes=size_bytes)
+        it = self.models.InstallFrom(req, timeout=timeout or max(self.timeout, 3600.0),
+                                     metadata=self._metadata)
+        result: mpb.InstallResponse | None = None
+        for msg in self._stream(it):
+            if progress and msg.bytes_total:
+                progress(msg.bytes_done, msg.bytes_total)
+            if msg.HasField("result"):
+                result = msg.result
+        if result is None:
+            raise e.Internal("install stream ended without a result")
+        return result
+
+    @staticmethod
+    def _header(name: str, *, version: int = 0, tier: str = "swap", tasks: Sequence[str] = (),
+                quality: float = 0.0, providers: Sequence[str] = (), precision: str = "",
+                notes: str = "", warmup_shapes: Mapping[str, Sequence[int]] | None = None,
+                group: str = "", activate: bool = True,
+                engine_info: Mapping[str, str] | None = None,
+                allow_signature_change: bool = False) -> mpb.InstallHeader:
+        if tier not in TIERS:
+            raise e.InvalidArgument(f"unknown tier {tier!r} (ram, swap, storage)", field="tier")
+        return mpb.InstallHeader(
+            name=name, version=version, tier=TIERS[tier], tasks=list(tasks), quality=quality,
+            providers=list(providers), precision=precision, notes=notes,
+            warmup_shapes={k: "x".join(map(str, v)) for k, v in (warmup_shapes or {}).items()},
+            group=group, activate=activate, engine_info=dict(engine_info or {}),
+            allow_signature_change=allow_signature_change)
+
+    def remove(self, name: str, version: int = 0, force: bool = False) -> list[int]:
+        req = mpb.RemoveRequest(name=name, version=version, force=force)
+        return list(self._call(self.models.Remove, req).removed_versions)
+
+    def set_tier(self, name: str, tier: str) -> mpb.Model:
+        if tier not in TIERS:
+            raise e.InvalidArgument(f"unknown tier {tier!r} (ram, swap, storage)", field="tier")
+        return self._call(self.models.SetTier, mpb.SetTierRequest(name=name, tier=TIERS[tier]))
+
+    def activate(self, name: str, version: int,
+                 allow_signature_change: bool = False) -> mpb.Model:
+        req = mpb.ActivateRequest(name=name, version=version,
+                                  allow_signature_change=allow_signature_change)
+        return self._call(self.models.Activate, req)
+
+    def rollback(self, name: str) -> mpb.Model:
+        return self._call(self.models.Rollback, mpb.RollbackRequest(name=name))
+
+    def load(self, name: str, version: int = 0, timeout: float | None = None) -> mpb.LoadResponse:
+        return self._call(self.models.Load, mpb.LoadRequest(name=name, version=version),
+                          timeout=timeout or max(self.timeout, 120.0))
+
+    def unload(self, name: str) -> mpb.UnloadResponse:
+        return self._call(self.models.Unload, mpb.UnloadRequest(name=name))
+
+    def unload_version(self, name: str, version: int) -> mpb.UnloadResponse:
+        return self._call(self.models.Unload, mpb.UnloadRequest(name=name, version=version))
+
+    def check(self, name: str | None = None, *, artifact_path: str | None = None,
+              tier: str | None = None) -> mpb.CheckResponse:
+        req = mpb.CheckRequest(tier=TIERS.get(tier or "", 0))
+        if artifact_path:
+            req.artifact_path = artifact_path
+        elif name:
+            req.name = name
+        else:
+            raise e.InvalidArgument("give a model name or an artifact path", field="target")
+        return self._call(self.models.Check, req)
+
+    def select(self, task: str, priority: str = "balanced", max_bytes: int = 0,
+               max_latency_ms: float = 0.0) -> mpb.SelectResponse:
+        if priority not in PRIORITIES:
+            raise e.InvalidArgument(f"unknown priority {priority!r} (speed, quality, balanced)",
+                                    field="priority")
+        req = mpb.SelectRequest(task=task, priority=PRIORITIES[priority], max_bytes=max_bytes,
+                                max_latency_ms=max_latency_ms)
+        return self._call(self.models.Select, req)
+
+    # -- inference (Open Inference Protocol) --------------------------------------------
+    def infer(self, name: str, inputs: Mapping[str, np.ndarray],
+              outputs: Sequence[str] | None = None, version: str = "",
+              timeout: float | None = None) -> dict[str, np.ndarray]:
+        req = tensors.infer_request(name, inputs, outputs, version)
+        resp = self._call(self.oip.ModelInfer, req, timeout=timeout)
+        return tensors.infer_outputs(resp)
+
+    def model_metadata(self, name: str, version: str = "") -> oip.ModelMetadataResponse:
+        return self._call(self.oip.ModelMetadata,
+                          oip.ModelMetadataRequest(name=name, version=version))
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(CHUNK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _looks_unreachable(exc: grpc.RpcError) -> bool:
+    text = (exc.details() or "").lower()
+    return any(s in text for s in ("failed to connect", "connect failed", "no such file",
+                                   "connection refused", "permission denied", "unavailable",
+                                   "deadline", "socket closed", "connections to all backends"))

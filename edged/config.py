@@ -1,0 +1,289 @@
+"""The one place configuration is read and validated.
+
+One YAML file (default ``/etc/edged/edged.yaml``); every key is optional and defaults work out of
+the box. Errors name the key path, the line and the reason (``budgets.ram (line 9): cannot parse
+size 'lots'``) so an operator can fix the file without reading code.
+
+Why hand-written rather than pydantic: the daemon's idle budget is 80 MB RSS, the schema is small
+and flat, and we need YAML line numbers for every error, which pydantic does not know about; a
+few typed readers over the composed YAML node tree do both in ~250 lines.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from edged.units import parse_size
+
+DEFAULT_PATH = Path("/etc/edged/edged.yaml")
+CONFIG_VERSION = 1
+SCOPES = ("admin", "infer")
+
+
+class ConfigError(Exception):
+    """A configuration problem: ``key (line N): reason``."""
+
+    def __init__(self, key: str, reason: str, line: int | None = None, source: str = "") -> None:
+        where = f" (line {line})" if line else ""
+        prefix = f"{source}: " if source else ""
+        super().__init__(f"{prefix}{key}{where}: {reason}")
+        self.key, self.reason, self.line = key, reason, line
+
+
+@dataclass(frozen=True)
+class TokenConfig:
+    file: Path
+    scope: str
+
+
+@dataclass(frozen=True)
+class ListenConfig:
+    unix: Path = Path("/run/edged/edged.sock")
+    unix_mode: int = 0o660
+    unix_group: str | None = None
+    tcp: str | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None
+    max_message_bytes: int = 64 << 20
+    max_concurrent_rpcs: int = 256
+    threads: int = 32
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    tokens: tuple[TokenConfig, ...] = ()
+    require_admin_token_on_socket: bool = False
+
+
+@dataclass(frozen=True)
+class BudgetsConfig:
+    """Sizes stay as written (percentages resolve against the device at start)."""
+
+    memory_total: int | None = None  # simulate a smaller device (e.g. 8GiB for an Orin Nano)
+    reserve: str | int = 1 << 30
+    ram: str | int = "40%"
+    swap: str | int = "30%"
+    storage: str | int = 20 << 30
+    disk_reserve: int = 512 << 20
+
+
+@dataclass(frozen=True)
+class EnginesConfig:
+    intra_op_threads: int = 1
+    inter_op_threads: int = 1
+    per_model_concurrency: int = 2
+    queue_depth: int = 64
+    shm_threshold_bytes: int = 64 << 10
+    request_timeout_s: float = 30.0
+    hang_timeout_s: float = 60.0
+    start_timeout_s: float = 120.0
+    cuda_context_bytes: int = 300 << 20
+
+
+@dataclass(frozen=True)
+class InstallConfig:
+    max_artifact_bytes: int = 8 << 30
+    allow_local_paths: bool = True
+
+
+@dataclass(frozen=True)
+class PreloadConfig:
+    enabled: bool = True
+    interval_s: float = 0.5
+    policy: str = "edged"
+
+
+@dataclass(frozen=True)
+class TraceConfig:
+    path: Path | None = None
+    max_bytes: int = 64 << 20
+
+
+@dataclass(frozen=True)
+class TelemetryConfig:
+    interval_s: float = 2.0
+    root: Path = Path("/")
+    jtop: bool = True
+    nvml: bool = True
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    port: int | None = None
+    host: str = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class Config:
+    version: int = CONFIG_VERSION
+    state_dir: Path = Path("/var/lib/edged")
+    listen: ListenConfig = field(default_factory=ListenConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    budgets: BudgetsConfig = field(default_factory=BudgetsConfig)
+    engines: EnginesConfig = field(default_factory=EnginesConfig)
+    install: InstallConfig = field(default_factory=InstallConfig)
+    preload: PreloadConfig = field(default_factory=PreloadConfig)
+    trace: TraceConfig = field(default_factory=TraceConfig)
+    telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    log_level: str = "info"
+    stop_grace_s: float = 10.0
+    events_history: int = 1000
+
+    def with_overrides(self, state_dir: Path | None = None, socket: Path | None = None) -> Config:
+        """Command-line overrides (``--state-dir``, ``--socket``) win over the file."""
+        cfg = self
+        if state_dir is not None:
+            cfg = replace(cfg, state_dir=state_dir)
+        if socket is not None:
+            cfg = replace(cfg, listen=replace(cfg.listen, unix=socket))
+        return cfg
+
+
+@dataclass(frozen=True)
+class Budgets:
+    """Budgets resolved to bytes against the device (or its simulated size)."""
+
+    memory_total: int
+    reserve: int
+    ram: int
+    swap: int
+    storage: int
+
+
+def resolve_budgets(b: BudgetsConfig, memory_total: int, disk_total: int) -> Budgets:
+    total = b.memory_total or memory_total
+    reserve = parse_size(b.reserve, percent_of=total)
+    usable = max(0, total - reserve)
+    return Budgets(
+        memory_total=total,
+        reserve=reserve,
+        ram=parse_size(b.ram, percent_of=usable),
+        swap=parse_size(b.swap, percent_of=usable),
+        storage=parse_size(b.storage, percent_of=disk_total),
+    )
+
+
+def load(path: Path | None = None, *, required: bool = False) -> Config:
+    """Read and validate the config file; a missing default file means all defaults."""
+    target = path or Path(os.environ.get("EDGED_CONFIG", DEFAULT_PATH))
+    if not target.exists():
+        if required or path is not None:
+            raise ConfigError("config", f"file {target} does not exist")
+        return Config()
+    try:
+        text = target.read_text()
+    except OSError as exc:
+        raise ConfigError("config", f"cannot read {target}: {exc.strerror}") from exc
+    return parse(text, source=str(target))
+
+
+def parse(text: str, source: str = "") -> Config:
+    from edged.config_reader import read_config
+
+    try:
+        node = yaml.compose(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark else None
+        raise ConfigError("(yaml)", str(getattr(exc, "problem", exc)), line, source) from exc
+    return read_config(node, source)
+
+
+def default_text() -> str:
+    """The commented default config printed by ``edged config default``."""
+    return _DEFAULT_TEXT
+
+
+def as_dict(cfg: Config) -> dict[str, Any]:
+    """A plain, JSON-safe view (paths as strings) for ``edged config show``."""
+    import dataclasses
+
+    def conv(v: Any) -> Any:
+        if dataclasses.is_dataclass(v) and not isinstance(v, type):
+            return {f.name: conv(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        if isinstance(v, Path):
+            return str(v)
+        if isinstance(v, tuple):
+            return [conv(x) for x in v]
+        return v
+
+    return conv(cfg)  # type: ignore[no-any-return]
+
+
+_DEFAULT_TEXT = """\
+# edged configuration. Every key is optional; these are the defaults.
+version: 1
+
+# Installed artifacts, tier manifests (tiers/ram.yaml, tiers/swap.yaml, tiers/storage.yaml).
+state_dir: /var/lib/edged
+
+listen:
+  unix: /run/edged/edged.sock   # robot processes connect here
+  unix_mode: "0660"             # owner and group may connect
+  unix_group: null              # e.g. edged: the group robot processes run in
+  tcp: null                     # e.g. "0.0.0.0:8001"; needs tls_cert/tls_key and a token
+  tls_cert: null
+  tls_key: null
+  tls_client_ca: null           # set to require client certificates (mTLS)
+  max_message_bytes: 64MiB
+  max_concurrent_rpcs: 256      # beyond this, calls get RESOURCE_EXHAUSTED
+  threads: 32
+
+auth:
+  tokens: []                    # - {file: /etc/edged/admin.token, scope: admin}
+                                # - {file: /etc/edged/infer.token, scope: infer}
+  require_admin_token_on_socket: false
+
+budgets:                        # bytes, "512MiB", "2GB", or a percentage
+  memory_total: null            # simulate a smaller device, e.g. 8GiB for an Orin Nano 8 GB
+  reserve: 1GiB                 # kept free for the OS and the robot's own processes
+  ram: 40%                      # of (memory_total - reserve): resident, pinned models
+  swap: 30%                     # of (memory_total - reserve): on-demand, evictable models
+  storage: 20GiB                # disk for installed artifacts (a percentage is of the disk)
+  disk_reserve: 512MiB          # installs never fill the disk past this
+
+engines:
+  intra_op_threads: 1
+  inter_op_threads: 1
+  per_model_concurrency: 2      # requests running at once on one model
+  queue_depth: 64               # waiting requests per model before RESOURCE_EXHAUSTED
+  shm_threshold_bytes: 64KiB    # larger tensors go to the engine worker through shared memory
+  request_timeout_s: 30
+  hang_timeout_s: 60            # a worker silent this long is killed and restarted
+  start_timeout_s: 120
+  cuda_context_bytes: 300MiB    # one-time overhead counted per GPU worker
+
+install:
+  max_artifact_bytes: 8GiB
+  allow_local_paths: true       # InstallFrom a path on the device
+
+preload:
+  enabled: true
+  interval_s: 0.5
+  policy: edged                 # edged | lru | lfu
+
+trace:
+  path: null                    # record live traffic as JSONL for tools/replay.py
+  max_bytes: 64MiB
+
+telemetry:
+  interval_s: 2.0
+  root: /                       # tests point this at a recorded sysfs tree
+  jtop: true                    # use jetson-stats when its service runs
+  nvml: true
+
+metrics:
+  port: null                    # e.g. 9464 to serve Prometheus metrics
+  host: 127.0.0.1
+
+log_level: info                 # debug | info | warning | error
+stop_grace_s: 10                # SIGTERM: in-flight requests get this long to finish
+events_history: 1000
+"""

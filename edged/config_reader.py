@@ -1,0 +1,287 @@
+"""Typed readers over a composed YAML node tree, so every error knows its line.
+
+Kept apart from ``config.py`` (which holds the schema as dataclasses and the defaults) so that
+the schema reads top to bottom without the plumbing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from edged.config import (
+    CONFIG_VERSION,
+    SCOPES,
+    AuthConfig,
+    BudgetsConfig,
+    Config,
+    ConfigError,
+    EnginesConfig,
+    InstallConfig,
+    ListenConfig,
+    MetricsConfig,
+    PreloadConfig,
+    TelemetryConfig,
+    TokenConfig,
+    TraceConfig,
+)
+from edged.units import is_percent, parse_size
+
+T = TypeVar("T")
+_LEVELS = ("debug", "info", "warning", "error")
+
+
+class Section:
+    """One mapping node: typed getters that check types and remember which keys were read."""
+
+    def __init__(self, node: yaml.Node | None, path: str, source: str) -> None:
+        self.path, self.source = path, source
+        self.line = node.start_mark.line + 1 if node is not None else None
+        self.items: dict[str, yaml.Node] = {}
+        if node is None or (isinstance(node, yaml.ScalarNode) and node.tag.endswith(":null")):
+            return
+        if not isinstance(node, yaml.MappingNode):
+            self.fail(None, "must be a mapping", self.line)
+        for key_node, value_node in node.value:
+            key = key_node.value
+            if key in self.items:
+                self.fail(key, "duplicate key", key_node.start_mark.line + 1)
+            self.items[key] = value_node
+
+    def key(self, name: str | None) -> str:
+        if not name:
+            return self.path or "(top level)"
+        return f"{self.path}.{name}" if self.path else name
+
+    def fail(self, name: str | None, reason: str, line: int | None = None) -> Any:
+        if line is None and name in self.items:
+            line = self.items[name].start_mark.line + 1
+        elif line is None:
+            line = self.line
+        raise ConfigError(self.key(name), reason, line, self.source)
+
+    def check_known(self, known: set[str]) -> None:
+        for name in self.items:
+            if name not in known:
+                hint = ", ".join(sorted(known))
+                self.fail(name, f"unknown key (known keys: {hint})")
+
+    def scalar(self, name: str) -> Any:
+        node = self.items.get(name)
+        if node is None:
+            return None
+        if not isinstance(node, yaml.ScalarNode):
+            self.fail(name, "must be a single value")
+        return yaml.safe_load(yaml.serialize(node))
+
+    def get(self, name: str, default: T, conv: Callable[[Any], T]) -> T:
+        if name not in self.items:
+            return default
+        raw = self.scalar(name)
+        try:
+            return conv(raw)
+        except (ValueError, TypeError) as exc:
+            return self.fail(name, str(exc))  # type: ignore[no-any-return]
+
+    def sub(self, name: str) -> Section:
+        return Section(self.items.get(name), self.key(name), self.source)
+
+
+def _int(lo: int, hi: int = 1 << 62) -> Callable[[Any], int]:
+    def conv(v: Any) -> int:
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise ValueError(f"must be an integer, got {v!r}")
+        if not lo <= v <= hi:
+            raise ValueError(f"must be between {lo} and {hi}, got {v}")
+        return v
+    return conv
+
+
+def _float(lo: float, hi: float = 1e9) -> Callable[[Any], float]:
+    def conv(v: Any) -> float:
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            raise ValueError(f"must be a number, got {v!r}")
+        if not lo <= v <= hi:
+            raise ValueError(f"must be between {lo} and {hi}, got {v}")
+        return float(v)
+    return conv
+
+
+def _bool(v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise ValueError(f"must be true or false, got {v!r}")
+    return v
+
+
+def _str(v: Any) -> str:
+    if not isinstance(v, str) or not v:
+        raise ValueError(f"must be a non-empty string, got {v!r}")
+    return v
+
+
+def _opt(conv: Callable[[Any], T]) -> Callable[[Any], T | None]:
+    return lambda v: None if v is None else conv(v)
+
+
+def _path(v: Any) -> Path:
+    return Path(_str(v))
+
+
+def _size(v: Any) -> int:
+    return parse_size(v)
+
+
+def _size_or_percent(v: Any) -> str | int:
+    parse_size(v, percent_of=100)  # syntax check only; resolved against the device at start
+    if isinstance(v, str) and not is_percent(v):
+        return parse_size(v)
+    return v  # type: ignore[no-any-return]
+
+
+def _mode(v: Any) -> int:
+    text = str(v) if not isinstance(v, int) else oct(v)[2:]
+    try:
+        mode = int(text, 8)
+    except ValueError:
+        raise ValueError(f'must be an octal mode like "0660", got {v!r}') from None
+    if not 0 <= mode <= 0o777:
+        raise ValueError(f"must be a permission mode between 0000 and 0777, got {v!r}")
+    return mode
+
+
+def _choice(options: tuple[str, ...]) -> Callable[[Any], str]:
+    def conv(v: Any) -> str:
+        if v not in options:
+            raise ValueError(f"must be one of {', '.join(options)}, got {v!r}")
+        return str(v)
+    return conv
+
+
+def _listen(s: Section) -> ListenConfig:
+    d = ListenConfig()
+    s.check_known({"unix", "unix_mode", "unix_group", "tcp", "tls_cert", "tls_key",
+                   "tls_client_ca", "max_message_bytes", "max_concurrent_rpcs", "threads"})
+    cfg = ListenConfig(
+        unix=s.get("unix", d.unix, _path),
+        unix_mode=s.get("unix_mode", d.unix_mode, _mode),
+        unix_group=s.get("unix_group", d.unix_group, _opt(_str)),
+        tcp=s.get("tcp", d.tcp, _opt(_str)),
+        tls_cert=s.get("tls_cert", d.tls_cert, _opt(_path)),
+        tls_key=s.get("tls_key", d.tls_key, _opt(_path)),
+        tls_client_ca=s.get("tls_client_ca", d.tls_client_ca, _opt(_path)),
+        max_message_bytes=s.get("max_message_bytes", d.max_message_bytes, _size),
+        max_concurrent_rpcs=s.get("max_concurrent_rpcs", d.max_concurrent_rpcs, _int(1, 100_000)),
+        threads=s.get("threads", d.threads, _int(2, 1024)),
+    )
+    if cfg.tcp is not None:
+        if ":" not in cfg.tcp:
+            s.fail("tcp", 'must be "HOST:PORT", e.g. "0.0.0.0:8001"')
+        if cfg.tls_cert is None or cfg.tls_key is None:
+            s.fail("tcp", "TCP needs TLS: set listen.tls_cert and listen.tls_key")
+    if cfg.max_message_bytes < 4096:
+        s.fail("max_message_bytes", "must be at least 4KiB")
+    return cfg
+
+
+def _auth(s: Section) -> AuthConfig:
+    s.check_known({"tokens", "require_admin_token_on_socket"})
+    tokens: list[TokenConfig] = []
+    node = s.items.get("tokens")
+    if node is not None and not (isinstance(node, yaml.ScalarNode) and node.value in ("", "null")):
+        if not isinstance(node, yaml.SequenceNode):
+            s.fail("tokens", "must be a list of {file, scope}")
+        for i, item in enumerate(node.value):
+            t = Section(item, f"{s.key('tokens')}[{i}]", s.source)
+            t.check_known({"file", "scope"})
+            if "file" not in t.items:
+                t.fail(None, "needs a file")
+            tokens.append(TokenConfig(
+                file=t.get("file", Path(), _path),
+                scope=t.get("scope", "infer", _choice(SCOPES)),
+            ))
+    return AuthConfig(
+        tokens=tuple(tokens),
+        require_admin_token_on_socket=s.get("require_admin_token_on_socket", False, _bool),
+    )
+
+
+def _budgets(s: Section) -> BudgetsConfig:
+    d = BudgetsConfig()
+    s.check_known({"memory_total", "reserve", "ram", "swap", "storage", "disk_reserve"})
+    return BudgetsConfig(
+        memory_total=s.get("memory_total", d.memory_total, _opt(_size)),
+        reserve=s.get("reserve", d.reserve, _size_or_percent),
+        ram=s.get("ram", d.ram, _size_or_percent),
+        swap=s.get("swap", d.swap, _size_or_percent),
+        storage=s.get("storage", d.storage, _size_or_percent),
+        disk_reserve=s.get("disk_reserve", d.disk_reserve, _size),
+    )
+
+
+def _engines(s: Section) -> EnginesConfig:
+    d = EnginesConfig()
+    s.check_known(set(EnginesConfig.__dataclass_fields__))
+    return EnginesConfig(
+        intra_op_threads=s.get("intra_op_threads", d.intra_op_threads, _int(0, 256)),
+        inter_op_threads=s.get("inter_op_threads", d.inter_op_threads, _int(0, 256)),
+        per_model_concurrency=s.get("per_model_concurrency", d.per_model_concurrency,
+                                    _int(1, 256)),
+        queue_depth=s.get("queue_depth", d.queue_depth, _int(1, 100_000)),
+        shm_threshold_bytes=s.get("shm_threshold_bytes", d.shm_threshold_bytes, _size),
+        request_timeout_s=s.get("request_timeout_s", d.request_timeout_s, _float(0.001)),
+        hang_timeout_s=s.get("hang_timeout_s", d.hang_timeout_s, _float(0.1)),
+        start_timeout_s=s.get("start_timeout_s", d.start_timeout_s, _float(1)),
+        cuda_context_bytes=s.get("cuda_context_bytes", d.cuda_context_bytes, _size),
+    )
+
+
+def read_config(root: yaml.Node | None, source: str) -> Config:
+    top = Section(root, "", source)
+    top.check_known(set(Config.__dataclass_fields__))
+    version = top.get("version", CONFIG_VERSION, _int(1, 1_000))
+    if version != CONFIG_VERSION:
+        top.fail("version",
+                 f"unsupported config version {version} (this edged reads {CONFIG_VERSION})")
+    d = Config()
+    inst, pre, tr, tel, met = (top.sub(k) for k in ("install", "preload", "trace", "telemetry",
+                                                      "metrics"))
+    for sec, cls in ((inst, InstallConfig), (pre, PreloadConfig), (tr, TraceConfig),
+                     (tel, TelemetryConfig), (met, MetricsConfig)):
+        sec.check_known(set(cls.__dataclass_fields__))
+    return Config(
+        version=version,
+        state_dir=top.get("state_dir", d.state_dir, _path),
+        listen=_listen(top.sub("listen")),
+        auth=_auth(top.sub("auth")),
+        budgets=_budgets(top.sub("budgets")),
+        engines=_engines(top.sub("engines")),
+        install=InstallConfig(
+            max_artifact_bytes=inst.get("max_artifact_bytes", d.install.max_artifact_bytes, _size),
+            allow_local_paths=inst.get("allow_local_paths", d.install.allow_local_paths, _bool),
+        ),
+        preload=PreloadConfig(
+            enabled=pre.get("enabled", d.preload.enabled, _bool),
+            interval_s=pre.get("interval_s", d.preload.interval_s, _float(0.01, 3600)),
+            policy=pre.get("policy", d.preload.policy, _choice(("edged", "lru", "lfu"))),
+        ),
+        trace=TraceConfig(
+            path=tr.get("path", d.trace.path, _opt(_path)),
+            max_bytes=tr.get("max_bytes", d.trace.max_bytes, _size),
+        ),
+        telemetry=TelemetryConfig(
+            interval_s=tel.get("interval_s", d.telemetry.interval_s, _float(0.05, 3600)),
+            root=tel.get("root", d.telemetry.root, _path),
+            jtop=tel.get("jtop", d.telemetry.jtop, _bool),
+            nvml=tel.get("nvml", d.telemetry.nvml, _bool),
+        ),
+        metrics=MetricsConfig(
+            port=met.get("port", d.metrics.port, _opt(_int(0, 65535))),
+            host=met.get("host", d.metrics.host, _str),
+        ),
+        log_level=top.get("log_level", d.log_level, _choice(_LEVELS)),
+        stop_grace_s=top.get("stop_grace_s", d.stop_grace_s, _float(0, 3600)),
+        events_history=top.get("events_history", d.events_history, _int(0, 1_000_000)),
+    )

@@ -1,0 +1,166 @@
+"""Composition root: config → telemetry → store → engines → manager → server; signals.
+
+The only module that builds real things. Tests build the same graph on a temp dir by running
+this as a subprocess with ``--state-dir`` and ``--socket``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from edged import __version__
+from edged import config as cfgmod
+from edged import errors as e
+from edged.logs import setup_logging
+
+log = logging.getLogger("edged")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="edged", description="The model daemon of an edge device.")
+    p.add_argument("--version", action="version", version=f"edged {__version__}")
+    p.add_argument("--config", type=Path, help="config file (default /etc/edged/edged.yaml)")
+    p.add_argument("--state-dir", type=Path, help="override state_dir from the config")
+    p.add_argument("--socket", type=Path, help="override listen.unix from the config")
+    p.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+    sub = p.add_subparsers(dest="command")
+    sub.add_parser("run", help="run the daemon (the default)")
+    c = sub.add_parser("config", help="print or check configuration")
+    csub = c.add_subparsers(dest="config_command", required=True)
+    csub.add_parser("default", help="print the commented default config")
+    chk = csub.add_parser("check", help="validate a config file")
+    chk.add_argument("file", type=Path)
+    csub.add_parser("show", help="print the effective config as JSON")
+    f = sub.add_parser("fsck", help="verify the store and manifests offline")
+    f.add_argument("--repair", action="store_true", help="remove leftovers and orphan blobs")
+    f.add_argument("--quick", action="store_true", help="skip re-hashing artifacts")
+    f.add_argument("--json", action="store_true")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "config" and args.config_command == "default":
+        sys.stdout.write(cfgmod.default_text())
+        return 0
+    try:
+        if args.command == "config" and args.config_command == "check":
+            cfgmod.load(args.file, required=True)
+            print(f"{args.file}: ok")
+            return 0
+        cfg = cfgmod.load(args.config).with_overrides(args.state_dir, args.socket)
+    except cfgmod.ConfigError as exc:
+        print(f"edged: config error: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "config":
+        print(json.dumps(cfgmod.as_dict(cfg), indent=2))
+        return 0
+    if args.command == "fsck":
+        return _fsck(cfg, repair=args.repair, deep=not args.quick, as_json=args.json)
+    setup_logging(args.log_level or cfg.log_level)
+    try:
+        daemon = Daemon(cfg)
+    except (e.EdgedError, OSError) as exc:
+        log.error("cannot start: %s", exc)
+        return 1
+    return daemon.run()
+
+
+def _fsck(cfg: cfgmod.Config, *, repair: bool, deep: bool, as_json: bool) -> int:
+    try:
+        from edged.manager.fsck import fsck
+    except ImportError:  # pragma: no cover - until the store lands
+        print("edged fsck: not implemented yet", file=sys.stderr)
+        return 1
+    report = fsck(cfg.state_dir, repair=repair, deep=deep)
+    if as_json:
+        print(json.dumps(report.as_dict(), indent=2))
+    else:
+        print(report.describe())
+    return 0 if report.ok else 1
+
+
+class Daemon:
+    """Builds the object graph; ``run()`` serves until SIGTERM/SIGINT."""
+
+    def __init__(self, cfg: cfgmod.Config) -> None:
+        from edged.manager.events import EventBus
+        from edged.manager.manager import ModelManager
+        from edged.service.wiring import build_server
+        from edged.telemetry.sampler import Sampler
+
+        self.cfg = cfg
+        cfg.state_dir.mkdir(parents=True, exist_ok=True)
+        self.sampler = Sampler(root=cfg.telemetry.root, interval_s=cfg.telemetry.interval_s,
+                               memory_total_override=cfg.budgets.memory_total,
+                               use_jtop=cfg.telemetry.jtop, use_nvml=cfg.telemetry.nvml)
+        self.sampler.start()
+        mem = self.sampler.snapshot().memory
+        disk_total = shutil.disk_usage(cfg.state_dir).total
+        self.budgets = cfgmod.resolve_budgets(cfg.budgets, mem.total_bytes, disk_total)
+        self.events = EventBus(cfg.events_history)
+        self.manager = ModelManager(state_dir=cfg.state_dir, budgets=self.budgets,
+                                    sampler=self.sampler, events=self.events)
+        self.server = build_server(cfg, self.manager, reload=self.reload)
+        self._stop = threading.Event()
+        self._reload_requested = threading.Event()
+
+    def reload(self) -> tuple[bool, str, int]:
+        """SIGHUP / the Reload RPC: re-read the manifests without dropping loaded models."""
+        reload = getattr(self.manager, "reload", None)
+        if reload is None:
+            return True, "", 0
+        result: tuple[bool, str, int] = reload()
+        return result
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        if signum == signal.SIGHUP:
+            self._reload_requested.set()
+        else:
+            self._stop.set()
+
+    def run(self) -> int:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, self._on_signal)
+        self.server.start()
+        self.manager.set_state("serving")
+        self.server.set_serving(True)
+        log.info("edged %s serving on unix:%s (state %s, budgets ram %d swap %d reserve %d)",
+                 __version__, self.cfg.listen.unix, self.cfg.state_dir, self.budgets.ram,
+                 self.budgets.swap, self.budgets.reserve)
+        print(f"edged {__version__} ready: socket unix:{self.cfg.listen.unix}", flush=True)
+        while not self._stop.wait(0.2):
+            if self._reload_requested.is_set():
+                self._reload_requested.clear()
+                ok, err, _ = self.reload()
+                if not ok:
+                    log.warning("reload rejected, old manifests stay in force: %s", err)
+        return self.shutdown()
+
+    def shutdown(self) -> int:
+        log.info("stopping: draining in-flight requests (grace %.1fs)", self.cfg.stop_grace_s)
+        self.manager.set_state("stopping")
+        started = time.monotonic()
+        self.server.stop(self.cfg.stop_grace_s)
+        close = getattr(self.manager, "close", None)
+        if close is not None:
+            close()
+        self.events.close()
+        self.sampler.stop()
+        log.info("stopped in %.2fs", time.monotonic() - started)
+        return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())

@@ -1,0 +1,73 @@
+"""Read-only views the manager hands to the service layer (which turns them into protos)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class TierUsage:
+    tier: str
+    budget_bytes: int
+    used_bytes: int
+    models: int
+    loaded: int
+
+
+@dataclass(frozen=True)
+class LoadedView:
+    name: str
+    version: int
+    tier: str
+    state: str  # "loading" | "ready" | "unloading" | "failed"
+    footprint_bytes: int
+    in_flight: int
+    requests: int
+    worker_pid: int
+    loaded_at: float
+    last_used: float
+    providers: tuple[str, ...] = ()
+    preloaded: bool = False
+
+
+@dataclass(frozen=True)
+class StatusView:
+    version: str
+    uptime_s: float
+    state: str
+    state_dir: str
+    snapshot: Any  # edged.telemetry Snapshot
+    reserve_bytes: int
+    tiers: tuple[TierUsage, ...]
+    loaded: tuple[LoadedView, ...]
+    models_installed: int
+    manifest_error: str = ""
+
+
+@dataclass(frozen=True)
+class CheckView:
+    decision: str  # "admit" | "admit_after_evicting" | "reject"
+    evict: tuple[str, ...]
+    numbers: Any  # edged.errors.CapacityNumbers
+    reason: str
+    estimated_bytes: int
+
+
+@dataclass(frozen=True)
+class InstallSpec:
+    """What an install asks for, whatever the transport (stream, local path, URL)."""
+
+    name: str
+    version: int | None = None
+    tier: str = "swap"
+    tasks: tuple[str, ...] = ()
+    quality: float = 0.0
+    providers: tuple[str, ...] = ()
+    precision: str = "fp32"
+    notes: str = ""
+    warmup_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    group: str | None = None
+    activate: bool = True
+    engine_info: dict[str, str] = field(default_factory=dict)
+    allow_signature_change: bool = False

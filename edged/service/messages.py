@@ -1,0 +1,144 @@
+"""Converters between the manager's views and the protos. No logic, no decisions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from edged.manager.views import LoadedView, StatusView
+from edged.v1 import models_pb2, system_pb2
+
+TIER_TO_PB = {"ram": models_pb2.TIER_RAM, "swap": models_pb2.TIER_SWAP,
+              "storage": models_pb2.TIER_STORAGE}
+TIER_FROM_PB = {v: k for k, v in TIER_TO_PB.items()}
+STATE_TO_PB = {
+    "unloaded": models_pb2.LOAD_STATE_UNLOADED, "loading": models_pb2.LOAD_STATE_LOADING,
+    "ready": models_pb2.LOAD_STATE_READY, "unloading": models_pb2.LOAD_STATE_UNLOADING,
+    "failed": models_pb2.LOAD_STATE_FAILED,
+}
+FORMAT_TO_PB = {"onnx": models_pb2.MODEL_FORMAT_ONNX, "tensorrt": models_pb2.MODEL_FORMAT_TENSORRT}
+
+
+def loaded_pb(v: LoadedView) -> models_pb2.LoadedModel:
+    return models_pb2.LoadedModel(
+        name=v.name, version=v.version, tier=TIER_TO_PB.get(v.tier, 0),
+        state=STATE_TO_PB.get(v.state, 0), footprint_bytes=v.footprint_bytes,
+        in_flight=v.in_flight, requests=v.requests, worker_pid=v.worker_pid,
+        loaded_at=v.loaded_at, last_used=v.last_used, providers=list(v.providers),
+        preloaded=v.preloaded)
+
+
+def status_pb(s: StatusView) -> system_pb2.StatusResponse:
+    snap = s.snapshot
+    mem, dev = snap.memory, snap.device
+    return system_pb2.StatusResponse(
+        version=s.version,
+        uptime_s=s.uptime_s,
+        state=s.state,
+        state_dir=s.state_dir,
+        manifest_error=s.manifest_error,
+        models_installed=s.models_installed,
+        device=system_pb2.DeviceStatus(
+            kind=dev.kind, model=dev.model, l4t_release=dev.l4t_release or "",
+            jetpack=dev.jetpack or "", cpu_model=dev.cpu_model, cpu_count=dev.cpu_count,
+            gpus=[_gpu_pb(g) for g in dev.gpus],
+            temperatures_c=dict(dev.temperatures_c), power_mw=dict(dev.power_mw),
+            cpu_percent=snap.cpu_percent),
+        memory=system_pb2.MemoryStatus(
+            total_bytes=mem.total_bytes, available_bytes=mem.available_bytes,
+            swap_total_bytes=mem.swap_total_bytes, swap_free_bytes=mem.swap_free_bytes,
+            nvmap_used_bytes=mem.nvmap_used_bytes or 0, simulated=mem.simulated,
+            reserve_bytes=s.reserve_bytes, daemon_rss_bytes=snap.process_rss_bytes),
+        tiers=[system_pb2.TierStatus(tier=TIER_TO_PB[t.tier], budget_bytes=t.budget_bytes,
+                                     used_bytes=t.used_bytes, models=t.models, loaded=t.loaded)
+               for t in s.tiers],
+        loaded=[loaded_pb(v) for v in s.loaded],
+        telemetry_sources=list(snap.sources),
+        telemetry_errors=list(snap.errors),
+    )
+
+
+def _gpu_pb(g: Any) -> system_pb2.GpuStatus:
+    return system_pb2.GpuStatus(
+        name=g.name, load_percent=-1.0 if g.load_percent is None else g.load_percent,
+        freq_hz=g.freq_hz or 0, memory_total_bytes=g.memory_total_bytes or 0,
+        memory_used_bytes=g.memory_used_bytes or 0, source=g.source)
+
+
+def event_pb(ev: Any) -> system_pb2.Event:
+    return system_pb2.Event(seq=ev.seq, time=ev.time, kind=ev.kind, model=ev.model,
+                            version=ev.version, message=ev.message, details=dict(ev.details))
+
+
+def _shape_text(dims: Any) -> str:
+    return "x".join(str(int(d)) for d in dims)
+
+
+def signature_pb(sig: Any) -> models_pb2.Signature:
+    out = models_pb2.Signature()
+    if sig is None:
+        return out
+    for kind in ("inputs", "outputs"):
+        for t in getattr(sig, kind):
+            getattr(out, kind).add(name=t.name, datatype=t.datatype, shape=list(t.shape))
+    return out
+
+
+def version_pb(name: str, number: int, v: Any, tier: str, active: bool) -> models_pb2.ModelVersion:
+    return models_pb2.ModelVersion(
+        version=number, sha256=v.sha256, size_bytes=v.size_bytes,
+        format=FORMAT_TO_PB.get(v.format, 0), tier=TIER_TO_PB.get(tier, 0), active=active,
+        tasks=list(v.tasks), quality=v.quality, providers=list(v.providers),
+        precision=v.precision or "", notes=v.notes or "", signature=signature_pb(v.signature),
+        estimated_bytes=v.estimated_bytes or 0, measured_bytes=v.measured_bytes or 0,
+        load_seconds=v.load_seconds or 0.0, installed_at=v.installed_at or "",
+        engine_info=dict(getattr(v, "engine_info", None) or {}),
+        warmup_shapes={k: _shape_text(s) for k, s in (v.warmup_shapes or {}).items()},
+        group=v.group or "")
+
+
+def model_pb(entry: Any, loaded: LoadedView | None) -> models_pb2.Model:
+    m = models_pb2.Model(name=entry.name, active_version=entry.active,
+                         tier=TIER_TO_PB.get(entry.tier, 0),
+                         state=STATE_TO_PB[loaded.state if loaded else "unloaded"])
+    for number in sorted(entry.versions):
+        active = number == entry.active
+        tier = entry.tier if active else "storage"
+        m.versions.append(version_pb(entry.name, number, entry.versions[number], tier, active))
+    if loaded is not None:
+        m.loaded.CopyFrom(loaded_pb(loaded))
+    return m
+
+
+def install_pb(result: Any) -> models_pb2.InstallResponse:
+    return models_pb2.InstallResponse(
+        model=model_pb(result.entry, None), version=result.version, sha256=result.sha256,
+        size_bytes=result.size_bytes, seconds=result.seconds)
+
+
+DECISION_TO_PB = {"admit": models_pb2.DECISION_ADMIT,
+                  "admit_after_evicting": models_pb2.DECISION_ADMIT_AFTER_EVICTING,
+                  "reject": models_pb2.DECISION_REJECT}
+
+
+def check_pb(view: Any) -> models_pb2.CheckResponse:
+    from edged.v1 import errors_pb2
+
+    n = view.numbers
+    return models_pb2.CheckResponse(
+        decision=DECISION_TO_PB[view.decision], evict=list(view.evict), reason=view.reason,
+        estimated_bytes=view.estimated_bytes,
+        numbers=errors_pb2.CapacityRejection(
+            tier=n.tier, needed_bytes=n.needed_bytes, budget_bytes=n.budget_bytes,
+            used_bytes=n.used_bytes, free_bytes=max(0, n.free_bytes),
+            reserve_bytes=n.reserve_bytes, evict_candidates=list(n.evict_candidates)))
+
+
+def select_pb(sel: Any) -> models_pb2.SelectResponse:
+    resp = models_pb2.SelectResponse(reasons=list(sel.reasons))
+    if sel.choice is not None:
+        resp.choice.CopyFrom(models_pb2.SelectCandidate(
+            name=sel.choice.name, version=sel.choice.version,
+            reason="; ".join(sel.reasons[:1]) if sel.reasons else "best match"))
+    for cand, why in sel.runners_up:
+        resp.runners_up.add(name=cand.name, version=cand.version, reason=why)
+    return resp

@@ -1,0 +1,107 @@
+"""Generate small, large and odd ONNX models with ``onnx.helper`` for tests and benchmarks.
+
+Real models come from ``tools/fetch_models.py``; these cover what no small real model does:
+any size of weights (to exercise capacity planning), external data files, odd dtypes, a changed
+signature, and a deliberately slow model (to keep requests in flight).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+OPSET = 17
+IR_VERSION = 8  # readable by every onnxruntime we support
+
+
+def _save(model: onnx.ModelProto, path: Path, external_data: bool = False) -> Path:
+    onnx.checker.check_model(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if external_data:
+        onnx.save_model(
+            model,
+            str(path),
+            save_as_external_data=True,
+            all_tensors_to_one_file=True,
+            location=path.name + ".data",
+            size_threshold=1024,
+        )
+    else:
+        onnx.save_model(model, str(path))
+    return path
+
+
+def _model(graph: onnx.GraphProto) -> onnx.ModelProto:
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    model.ir_version = IR_VERSION
+    return model
+
+
+def add_model(path: Path, width: int = 4, offset: float = 1.0, dynamic_batch: bool = True,
+              input_name: str = "x", output_name: str = "y") -> Path:
+    """``y = x + offset`` over float32 [batch, width]: the smallest useful real model."""
+    batch: str | int = "batch" if dynamic_batch else 1
+    x = helper.make_tensor_value_info(input_name, TensorProto.FLOAT, [batch, width])
+    y = helper.make_tensor_value_info(output_name, TensorProto.FLOAT, [batch, width])
+    c = numpy_helper.from_array(np.full((width,), offset, dtype=np.float32), "c")
+    node = helper.make_node("Add", [input_name, "c"], [output_name])
+    return _save(_model(helper.make_graph([node], "add", [x], [y], [c])), path)
+
+
+def weights_model(path: Path, weights_bytes: int, external_data: bool = False,
+                  seed: int = 0) -> Path:
+    """A model with about ``weights_bytes`` of float32 initializers that ORT really allocates.
+
+    ``y = x @ W`` with W of shape [64, n]; the output is reduced to one number per row so that
+    inference stays cheap whatever the size.
+    """
+    cols = max(1, weights_bytes // (64 * 4))
+    rng = np.random.default_rng(seed)
+    w = rng.standard_normal((64, cols), dtype=np.float32) * 0.01
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 64])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 1])
+    nodes = [
+        helper.make_node("MatMul", ["x", "W"], ["h"]),
+        helper.make_node("ReduceSum", ["h", "axes"], ["y"], keepdims=1),
+    ]
+    inits = [numpy_helper.from_array(w, "W"),
+             numpy_helper.from_array(np.array([1], dtype=np.int64), "axes")]
+    graph = helper.make_graph(nodes, "weights", [x], [y], inits)
+    return _save(_model(graph), path, external_data=external_data)
+
+
+def identity_model(path: Path, dtype: int, shape: list[int | str] | None = None) -> Path:
+    """``y = Identity(x)`` for any ONNX element type: round-trips odd dtypes."""
+    shape = shape or ["batch", 3]
+    x = helper.make_tensor_value_info("x", dtype, shape)
+    y = helper.make_tensor_value_info("y", dtype, shape)
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "identity", [x], [y])
+    return _save(_model(graph), path)
+
+
+def slow_model(path: Path, size: int = 256, repeats: int = 64) -> Path:
+    """A chain of ``repeats`` float32 MatMuls [1,size]x[size,size]: milliseconds per call."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, size])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, size])
+    w = np.eye(size, dtype=np.float32)
+    nodes, prev = [], "x"
+    for i in range(repeats):
+        out = "y" if i == repeats - 1 else f"h{i}"
+        nodes.append(helper.make_node("MatMul", [prev, "W"], [out]))
+        prev = out
+    graph = helper.make_graph(nodes, "slow", [x], [y], [numpy_helper.from_array(w, "W")])
+    return _save(_model(graph), path)
+
+
+def two_input_model(path: Path) -> Path:
+    """``sum = a + b`` (float32) and ``idx = argmax(a)`` (int64): two inputs, two outputs."""
+    a = helper.make_tensor_value_info("a", TensorProto.FLOAT, ["batch", 8])
+    b = helper.make_tensor_value_info("b", TensorProto.FLOAT, ["batch", 8])
+    s = helper.make_tensor_value_info("sum", TensorProto.FLOAT, ["batch", 8])
+    i = helper.make_tensor_value_info("idx", TensorProto.INT64, ["batch", 1])
+    nodes = [helper.make_node("Add", ["a", "b"], ["sum"]),
+             helper.make_node("ArgMax", ["a"], ["idx"], axis=1, keepdims=1)]
+    return _save(_model(helper.make_graph(nodes, "two", [a, b], [s, i])), path)

@@ -1,0 +1,39 @@
+"""Imports follow the layers (import-linter contracts in pyproject.toml), code is ruff-clean,
+and the daemon process never imports onnxruntime (its idle budget is 80 MB)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def _tool(name: str) -> str:
+    path = BIN / name
+    return str(path) if path.exists() else (shutil.which(name) or name)
+
+
+def test_import_layers() -> None:
+    proc = subprocess.run([_tool("lint-imports"), "--config", str(REPO / "pyproject.toml")],
+                          cwd=REPO, capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "broken" not in proc.stdout.lower() or "0 broken" in proc.stdout.lower()
+
+
+def test_ruff_clean() -> None:
+    proc = subprocess.run([_tool("ruff"), "check", "edged", "tools", "tests", "bench"],
+                          cwd=REPO, capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_daemon_modules_do_not_import_onnxruntime() -> None:
+    code = ("import sys, edged.daemon, edged.service.wiring, edged.manager.manager; "
+            "bad = [m for m in ('onnxruntime', 'onnx', 'tensorrt') if m in sys.modules]; "
+            "print(','.join(bad))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                         text=True, check=True).stdout.strip()
+    assert out == "", f"the daemon process imports {out}"
