@@ -14,7 +14,7 @@ import time
 
 from bench.common import REPO, environment
 
-SECTIONS = ["idle"]
+SECTIONS = ["idle", "latency"]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -95,7 +95,6 @@ class Daemon:
 
     def __init__(self, cfg: cfgmod.Config) -> None:
         from edged.manager.events import EventBus
-        from edged.manager.manager import ModelManager
         from edged.service.wiring import build_server
         from edged.telemetry.sampler import Sampler
 
@@ -109,19 +108,15 @@ class Daemon:
         disk_total = shutil.disk_usage(cfg.state_dir).total
         self.budgets = cfgmod.resolve_budgets(cfg.budgets, mem.total_bytes, disk_total)
         self.events = EventBus(cfg.events_history)
-        self.manager = ModelManager(state_dir=cfg.state_dir, budgets=self.budgets,
-                                    sampler=self.sampler, events=self.events)
+        self.parts = build_parts(cfg, self.budgets, self.sampler, self.events)
+        self.manager = self.parts.manager
         self.server = build_server(cfg, self.manager, reload=self.reload)
         self._stop = threading.Event()
         self._reload_requested = threading.Event()
 
     def reload(self) -> tuple[bool, str, int]:
         """SIGHUP / the Reload RPC: re-read the manifests without dropping loaded models."""
-        reload = getattr(self.manager, "reload", None)
-        if reload is None:
-            return True, "", 0
-        result: tuple[bool, str, int] = reload()
-        return result
+        return self.manager.reload()
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
         if signum == signal.SIGHUP:
@@ -133,6 +128,9 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, self._on_signal)
         self.server.start()
+        for problem in self.manager.start():
+            log.warning("ram tier: %s", problem)
+        self.parts.start()
         self.manager.set_state("serving")
         self.server.set_serving(True)
         log.info("edged %s serving on unix:%s (state %s, budgets ram %d swap %d reserve %d)",
@@ -152,9 +150,7 @@ class Daemon:
         self.manager.set_state("stopping")
         started = time.monotonic()
         self.server.stop(self.cfg.stop_grace_s)
-        close = getattr(self.manager, "close", None)
-        if close is not None:
-            close()
+        self.parts.close()
         self.events.close()
         self.sampler.stop()
         log.info("stopped in %.2fs", time.monotonic() - started)
@@ -164,3 +160,119 @@ class Daemon:
 if __name__ == "__main__":  # pragma: no cover
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     sys.exit(main())
+
+
+class Parts:
+    """The model manager and what runs beside it (worker pool, preloader, trace recorder)."""
+
+    def __init__(self, manager: Any, pool: Any, preloader: Any, trace: Any) -> None:
+        self.manager, self.pool, self.preloader, self.trace = manager, pool, preloader, trace
+
+    def start(self) -> None:
+        if self.preloader is not None:
+            self.preloader.start()
+
+    def close(self) -> None:
+        if self.preloader is not None:
+            self.preloader.stop()
+        self.manager.close()
+        self.pool.close()
+        if self.trace is not None:
+            self.trace.close()
+
+
+def build_parts(cfg: cfgmod.Config, budgets: cfgmod.Budgets, sampler: Any,
+                events: Any) -> Parts:
+    """Store → manifests → catalog → engines → residency → serving → manager."""
+    from edged.engines.base import EngineOptions, detect_format, inspect
+    from edged.engines.workers import WorkerPool
+    from edged.manager import planner
+    from edged.manager.catalog import Catalog, budget_tier_check
+    from edged.manager.fsck import fsck
+    from edged.manager.manager import ModelManager
+    from edged.manager.manifests import Manifests
+    from edged.manager.policy import make_policy
+    from edged.manager.preloader import LockedPolicy, Preloader
+    from edged.manager.residency import Residency
+    from edged.manager.serving import Serving
+    from edged.manager.shm import ShmRegistry
+    from edged.manager.store import Store
+    from edged.manager.traces import TraceRecorder
+
+    report = fsck(cfg.state_dir, repair=True, deep=False)
+    if not report.ok:
+        log.warning("store check: %s", report.describe())
+    store = Store(cfg.state_dir, disk_reserve_bytes=cfg.budgets.disk_reserve,
+                  max_artifact_bytes=cfg.install.max_artifact_bytes,
+                  external_files=_external_files, detect_format=detect_format)
+    manifests = Manifests(cfg.state_dir, blob_exists=store.has)
+    manifests.load()
+    catalog = Catalog(store, manifests, inspect=lambda p, f: inspect(p, f),
+                      tier_check=budget_tier_check(budgets.ram, budgets.swap))
+    policy = LockedPolicy(make_policy(cfg.preload.policy))
+    manager_ref: list[Any] = []
+
+    def on_event(kind: str, details: Any) -> None:
+        if kind == "worker_crash" and manager_ref:
+            for key in details.get("keys", [details.get("key", "")]):
+                manager_ref[0].residency.worker_died(key, str(details.get("message", "")))
+
+    pool = WorkerPool(start_timeout_s=cfg.engines.start_timeout_s,
+                      request_timeout_s=cfg.engines.request_timeout_s,
+                      hang_timeout_s=cfg.engines.hang_timeout_s,
+                      shm_threshold_bytes=cfg.engines.shm_threshold_bytes, on_event=on_event,
+                      queue_depth=cfg.engines.queue_depth)
+
+    def memory() -> planner.Memory:
+        m = sampler.sample_now().memory
+        return planner.Memory(available_bytes=m.available_bytes,
+                              swap_free_bytes=m.swap_free_bytes,
+                              nvmap_used_bytes=m.nvmap_used_bytes,
+                              swap_total_bytes=m.swap_total_bytes)
+
+    residency = Residency(
+        pool=pool, budgets=planner.Budgets(budgets.ram, budgets.swap, budgets.reserve),
+        memory=memory, events=events, policy=policy,
+        on_measured=lambda n, v, b, s: catalog.record_measurement(n, v, b, s),
+        queue_limit=cfg.engines.queue_depth + cfg.engines.per_model_concurrency,
+        concurrency=cfg.engines.per_model_concurrency)
+
+    def engine_options(v: Any) -> EngineOptions:
+        return EngineOptions(
+            providers=tuple(v.providers), precision=v.precision or "fp32",
+            tensorrt_ep="TensorrtExecutionProvider" in v.providers,
+            intra_op_threads=cfg.engines.intra_op_threads,
+            inter_op_threads=cfg.engines.inter_op_threads,
+            warmup_shapes={k: tuple(s) for k, s in (v.warmup_shapes or {}).items()},
+            cuda_context_bytes=cfg.engines.cuda_context_bytes)
+
+    trace = TraceRecorder(cfg.trace.path, cfg.trace.max_bytes) if cfg.trace.path else None
+    manager = ModelManager(state_dir=cfg.state_dir, budgets=budgets, sampler=sampler,
+                           events=events, catalog=catalog, residency=residency, store=store,
+                           engine_options=engine_options, inspect=inspect,
+                           allow_local_paths=cfg.install.allow_local_paths)
+    manager_ref.append(manager)
+    manager.serving = Serving(
+        manager, residency=residency, pool=pool, shm=ShmRegistry(allowed_gid=_socket_gid(cfg)),
+        inspect=lambda p, f: inspect(p, f), observe=policy.observe,
+        record=(lambda n, v, t, d: trace.record(n, v, t, d)) if trace else None)
+    preloader = Preloader(manager=manager, policy=policy,
+                          interval_s=cfg.preload.interval_s) if cfg.preload.enabled else None
+    return Parts(manager, pool, preloader, trace)
+
+
+def _external_files(path: Path) -> list[str]:
+    from edged.engines.onnx_inspect import summarize
+
+    return sorted(summarize(path).external_files)
+
+
+def _socket_gid(cfg: cfgmod.Config) -> int | None:
+    if not cfg.listen.unix_group:
+        return None
+    import grp
+
+    try:
+        return grp.getgrnam(cfg.listen.unix_group).gr_gid
+    except KeyError:
+        return None

@@ -105,3 +105,27 @@ def two_input_model(path: Path) -> Path:
     nodes = [helper.make_node("Add", ["a", "b"], ["sum"]),
              helper.make_node("ArgMax", ["a"], ["idx"], axis=1, keepdims=1)]
     return _save(_model(helper.make_graph(nodes, "two", [a, b], [s, i])), path)
+
+
+def loop_model(path: Path, width: int = 64) -> Path:
+    """``y = x`` passed ``n`` times through a Loop of Sin(x @ W): the input ``n`` (INT64 scalar)
+    sets how long one call takes (~10-30 us per iteration), so a test can keep a request in
+    flight for as long as it needs (crash, hang and deadline tests)."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, width])
+    n = helper.make_tensor_value_info("n", TensorProto.INT64, [])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, width])
+    w = numpy_helper.from_array(np.eye(width, dtype=np.float32) * 0.5, "W")
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["cond"], ["cond_out"]),
+         helper.make_node("MatMul", ["s", "W"], ["h"]),
+         helper.make_node("Sin", ["h"], ["s_out"])],
+        "body",
+        [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+         helper.make_tensor_value_info("cond", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("s", TensorProto.FLOAT, [1, width])],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("s_out", TensorProto.FLOAT, [1, width])])
+    true = numpy_helper.from_array(np.array(True), "true")
+    node = helper.make_node("Loop", ["n", "true", "x"], ["y"], body=body)
+    graph = helper.make_graph([node], "loop", [x, n], [y], [w, true])
+    return _save(_model(graph), path)

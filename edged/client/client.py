@@ -18,6 +18,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from edged import errors as e
 from edged.client import tensors
+from edged.client.shm import ShmTransport
 from edged.client.target import Target, parse_target
 from edged.oip import grpc_service_pb2 as oip
 from edged.oip import grpc_service_pb2_grpc as oip_grpc
@@ -43,7 +44,10 @@ class EdgedClient:
     def __init__(self, target: str | None = None, *, timeout: float = 30.0,
                  token: str | None = None, tls_ca: Path | None = None,
                  tls_cert: Path | None = None, tls_key: Path | None = None,
-                 max_message_bytes: int = 64 << 20) -> None:
+                 max_message_bytes: int = 64 << 20,
+                 shm_threshold: int | None = 256 << 10) -> None:
+        """``shm_threshold``: on a local socket, requests whose inputs total at least this many
+        bytes go through shared memory (see ``edged.client.shm``); None turns that off."""
         self.target: Target = parse_target(target)
         self.timeout = timeout
         opts = [("grpc.max_receive_message_length", max_message_bytes),
@@ -62,8 +66,13 @@ class EdgedClient:
         self.system = system_pb2_grpc.SystemStub(self._channel)
         self.oip = oip_grpc.GRPCInferenceServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
+        self._shm: ShmTransport | None = None
+        if self.target.is_local and shm_threshold is not None:
+            self._shm = ShmTransport(self._shm_register, self.shm_unregister, shm_threshold)
 
     def close(self) -> None:
+        if self._shm is not None:
+            self._shm.close()
         self._channel.close()
 
     def __enter__(self) -> EdgedClient:
@@ -233,9 +242,21 @@ class EdgedClient:
     def infer(self, name: str, inputs: Mapping[str, np.ndarray],
               outputs: Sequence[str] | None = None, version: str = "",
               timeout: float | None = None) -> dict[str, np.ndarray]:
+        if self._shm is not None and self._shm.wants(inputs):
+            req, arena, _, key = self._shm.request(name, inputs, outputs, version)
+            resp = self._call(self.oip.ModelInfer, req, timeout=timeout)
+            return self._shm.outputs(resp, arena, key)
         req = tensors.infer_request(name, inputs, outputs, version)
         resp = self._call(self.oip.ModelInfer, req, timeout=timeout)
         return tensors.infer_outputs(resp)
+
+    def _shm_register(self, region: str, key: str, byte_size: int) -> None:
+        self._call(self.oip.SystemSharedMemoryRegister, oip.SystemSharedMemoryRegisterRequest(
+            name=region, key=key, offset=0, byte_size=byte_size))
+
+    def shm_unregister(self, region: str) -> None:
+        self._call(self.oip.SystemSharedMemoryUnregister,
+                   oip.SystemSharedMemoryUnregisterRequest(name=region))
 
     def model_metadata(self, name: str, version: str = "") -> oip.ModelMetadataResponse:
         return self._call(self.oip.ModelMetadata,

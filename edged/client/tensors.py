@@ -14,7 +14,7 @@ def infer_request(name: str, inputs: Mapping[str, np.ndarray], outputs: Sequence
                   version: str = "") -> oip.ModelInferRequest:
     req = oip.ModelInferRequest(model_name=name, model_version=version)
     for tname, arr in inputs.items():
-        a = np.ascontiguousarray(arr)
+        a = np.require(arr, requirements="C")
         req.inputs.add(name=tname, datatype=oip_datatype(a.dtype), shape=list(a.shape))
         req.raw_input_contents.append(a.tobytes())
     for oname in outputs or ():

@@ -116,7 +116,7 @@ def encode(req: oip.ModelInferRequest, name: str, version: int,
         if isinstance(value, np.ndarray):
             out = resp.outputs.add(name=oname, datatype=oip_datatype(value.dtype),
                                    shape=list(value.shape))
-            resp.raw_output_contents.append(np.ascontiguousarray(value).tobytes())
+            resp.raw_output_contents.append(np.require(value, requirements="C").tobytes())
         else:  # written into the client's shared-memory region: (ShmParams, datatype, shape)
             shm, datatype, shape = value
             out = resp.outputs.add(name=oname, datatype=datatype, shape=list(shape))

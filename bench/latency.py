@@ -1,0 +1,182 @@
+"""Inference overhead over the Unix socket against in-process ONNX Runtime and the gRPC floor.
+
+All in one run, side by side, because the machine is noisy: the no-op grpcio floor (server in
+its own process, 3 KB in / 1 KB out), in-process ONNX Runtime (one intra-op thread, the same
+session options the daemon's workers use), edged through its own client (plain, and through
+shared memory for the large PP-OCR det tensors), tritonclient against edged (in a child
+process), and — when ``bench/kserve_peer.py`` could set up its virtual environment — a KServe
+Python model server on the same model.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.common import REPO, Section, ms, percentiles, time_calls
+
+BENCH = Path(__file__).resolve().parent
+
+
+def demo_inputs() -> dict[str, tuple[dict[str, np.ndarray], dict[str, tuple[int, ...]]]]:
+    rng = np.random.default_rng(0)
+    return {
+        "silero-vad": ({"input": rng.random((1, 512), dtype=np.float32) - 0.5,
+                        "state": np.zeros((2, 1, 128), np.float32),
+                        "sr": np.array(16000, dtype=np.int64)}, {"input": (1, 512)}),
+        "ppocr-cls": ({"x": rng.random((1, 3, 48, 192), dtype=np.float32)},
+                      {"x": (1, 3, 48, 192)}),
+        "ppocr-rec": ({"x": rng.random((1, 3, 48, 320), dtype=np.float32)},
+                      {"x": (1, 3, 48, 320)}),
+        "ppocr-det": ({"x": rng.random((1, 3, 640, 640), dtype=np.float32)},
+                      {"x": (1, 3, 64, 64)}),
+    }
+
+
+def inprocess(path: Path, feeds: dict[str, np.ndarray], n: int) -> list[float]:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    return time_calls(lambda: sess.run(None, feeds), n)
+
+
+def floor(n: int) -> list[float]:
+    import grpc
+
+    with tempfile.TemporaryDirectory(prefix="floor-", dir="/tmp") as tmp:
+        target = f"unix:{tmp}/noop.sock"
+        proc = subprocess.Popen([sys.executable, str(BENCH / "noop_server.py"), target, "1024"],
+                                stdout=subprocess.PIPE, text=True)
+        try:
+            assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+            with grpc.insecure_channel(target) as ch:
+                call = ch.unary_unary("/bench.Noop/Call")
+                payload = b"\1" * 3072
+                return time_calls(lambda: call(payload, timeout=10), n)
+        finally:
+            proc.terminate()
+            proc.wait(10)
+
+
+def triton_child(url: str, model: str, feeds: dict[str, np.ndarray], n: int) -> list[float]:
+    with tempfile.TemporaryDirectory() as tmp:
+        np.savez(f"{tmp}/in.npz", **feeds)
+        out = subprocess.run([sys.executable, str(BENCH / "triton_client_child.py"), url, model,
+                              f"{tmp}/in.npz", str(n)], capture_output=True, text=True,
+                             timeout=600, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])["samples"]  # type: ignore[no-any-return]
+
+
+def concurrent(fn_factory: Any, clients: int, per_client: int) -> list[float]:
+    samples: list[float] = []
+    lock = threading.Lock()
+
+    def worker() -> None:
+        fn = fn_factory()
+        local = time_calls(fn, per_client, warmup=5)
+        with lock:
+            samples.extend(local)
+
+    threads = [threading.Thread(target=worker) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return samples
+
+
+def run(quick: bool) -> Section:
+    from daemon_harness import DaemonProcess
+
+    n = 100 if quick else 1000
+    sec = Section(
+        "Inference overhead (Unix socket) vs in-process ONNX Runtime, the gRPC floor and peers",
+        method=f"n={n} sequential calls per row after 20 warm-up calls; ONNX Runtime with one "
+               "intra-op and one inter-op thread in every column; overhead = p50(path) - "
+               "p50(in-process). 8-client rows: 8 threads with their own channels, "
+               f"{n // 4} calls each.")
+    models = {name: REPO / "models" / f"{name}.onnx" for name in demo_inputs()}
+    fl50, fl99 = percentiles(floor(n))
+    d = DaemonProcess({"engines": {"per_model_concurrency": 2}, "preload": {"enabled": False}})
+    d.start()
+    rows = []
+    try:
+        with d.client() as c:
+            for name, (_feeds, warm) in demo_inputs().items():
+                c.install(name, models[name], warmup_shapes=warm)
+                c.load(name)
+            for name, (feeds, _) in demo_inputs().items():
+                ip50, ip99 = percentiles(inprocess(models[name], feeds, n))
+                e50, e99 = percentiles(time_calls(lambda f=feeds, m=name: c.infer(m, f), n))
+                t50, t99 = percentiles(triton_child(d.target, name, feeds, n))
+                rows.append((name, ip50, ip99, e50, e99, t50, t99))
+
+                def factory(m: str = name, f: dict[str, np.ndarray] = feeds) -> Any:
+                    cl = d.client()
+                    return lambda: cl.infer(m, f)
+
+                c50, c99 = percentiles(concurrent(factory, 8, max(10, n // 4)))
+                sec.add(f"{name}: edged p50/p99, 8 concurrent clients", "info",
+                        f"{ms(c50)} / {ms(c99)}", None)
+    finally:
+        d.stop()
+        d.cleanup()
+    table = ["| model | in-process p50 / p99 | edged client p50 / p99 | edged overhead | "
+             "tritonclient→edged p50 / p99 | overhead / floor |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for name, ip50, ip99, e50, e99, t50, t99 in rows:
+        over = e50 - ip50
+        table.append(f"| {name} | {ms(ip50)} / {ms(ip99)} | {ms(e50)} / {ms(e99)} | "
+                     f"{ms(over)} | {ms(t50)} / {ms(t99)} | {over / fl50:.2f}x |")
+    sec.tables.append("\n".join(table))
+    sec.add("no-op grpcio floor (3 KB in, 1 KB out)", "info", f"p50 {ms(fl50)}, p99 {ms(fl99)}",
+            None)
+    small = [r for r in rows if r[0] in ("silero-vad", "ppocr-cls")]
+    for name, ip50, _, e50, *_ in small:
+        over = e50 - ip50
+        sec.add(f"{name}: overhead vs floor", "<= 1.25x floor", f"{over / fl50:.2f}x "
+                f"({ms(over)} vs {ms(fl50)})", over <= 1.25 * fl50)
+    det = next((r for r in rows if r[0] == "ppocr-det"), None)
+    if det and small:
+        small_over = min(r[3] - r[1] for r in small)
+        det_over = det[3] - det[1]
+        sec.add("ppocr-det (4.9 MB in, 1.6 MB out) overhead vs small-model overhead, plain gRPC",
+                "< 1.5x (via shared memory)", f"{det_over / small_over:.2f}x ({ms(det_over)})",
+                det_over < 1.5 * small_over, "plain gRPC copy path, not shared memory")
+    kserve_rows(sec, rows, n)
+    time.sleep(0.1)
+    return sec
+
+
+def kserve_rows(sec: Section, rows: list[tuple[Any, ...]], n: int) -> None:
+    """KServe on the same models, timed with the same tritonclient child as edged."""
+    from bench.kserve_peer import KServePeer
+
+    inputs = demo_inputs()
+    for name, ip50, _ip99, _e50, _e99, t50, _t99 in rows:
+        peer = KServePeer(name, REPO / "models" / f"{name}.onnx")
+        try:
+            if not peer.start():
+                sec.add(f"{name}: KServe peer", "info", "could not start", None,
+                        "see bench/.work/kserve-*.log")
+                continue
+            k50, k99 = percentiles(triton_child(peer.url, name, inputs[name][0], n))
+        finally:
+            peer.stop()
+        k_over, e_over = k50 - ip50, t50 - ip50
+        target = "<= 0.8x KServe's" if name in ("silero-vad", "ppocr-cls") else "info"
+        sec.add(f"{name}: tritonclient overhead, edged vs KServe", target,
+                f"edged {ms(e_over)} vs KServe {ms(k_over)} ({e_over / k_over:.2f}x); "
+                f"KServe p50/p99 {ms(k50)} / {ms(k99)}",
+                e_over <= 0.8 * k_over if target != "info" else None)

@@ -1,0 +1,97 @@
+"""Memory estimates for an artifact before it is loaded.
+
+The estimate predicts the *measured footprint* that ``WorkerPool.load`` reports for a model in a
+dedicated worker: the worker's anonymous resident memory after the warm-up (see workers.py),
+i.e. what unloading the model returns to ``MemAvailable``. It is made of
+
+    worker base     an idle worker: Python + numpy + onnxruntime + the edged worker modules
+    session fixed   one ORT session (allocators, kernel registry, thread pool)
+    per node        each graph node, subgraph bodies included (kernels, node args, plans)
+    weights         initializer + Constant-node bytes, once: the worker calls malloc_trim()
+                    after creating the session, so the transient protobuf copies do not linger
+    provider        + one CUDA context when the CUDA or TensorRT EP will be used, + the
+                    TensorRT EP's workspace; on a Jetson these come out of the same RAM
+
+Calibrated on the 2-core x86 dev box (onnxruntime 1.32 CPU, Python 3.11) against the demo models
+and generated 8/64/256 MB models: see tests/unit/test_engine_estimate.py, which prints the table
+and holds every model of 8 MB and more to +-15%. The CUDA/TensorRT terms are not calibrated
+(no GPU here): the CUDA context size is configurable (``engines.cuda_context_bytes``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Mapping
+from pathlib import Path
+
+from edged.engines.base import EngineOptions
+from edged.engines.onnx_inspect import OnnxSummary
+
+MiB = 1 << 20
+CPU_WORKER_BASE_BYTES = 24 * MiB
+ORT_SESSION_FIXED_BYTES = 1_400_000
+ORT_PER_NODE_BYTES = 4_700
+WEIGHTS_FACTOR = 1.0
+TENSORRT_EP_WORKSPACE_BYTES = 256 * MiB  # default cap when memory_limit_bytes is 0
+
+CPU = "CPUExecutionProvider"
+CUDA = "CUDAExecutionProvider"
+TENSORRT_EP = "TensorrtExecutionProvider"
+_EP_LIBRARIES = {CUDA: "libonnxruntime_providers_cuda.so",
+                 TENSORRT_EP: "libonnxruntime_providers_tensorrt.so"}
+
+
+def installed_ort_providers() -> tuple[str, ...]:
+    """The execution providers the installed onnxruntime ships, found from its files: the
+    daemon must not import onnxruntime just to plan memory (~37 MiB of RSS)."""
+    spec = importlib.util.find_spec("onnxruntime")
+    if spec is None or not spec.submodule_search_locations:
+        return ()
+    capi = Path(next(iter(spec.submodule_search_locations))) / "capi"
+    found = [p for p, lib in _EP_LIBRARIES.items() if (capi / lib).exists()]
+    return (*[p for p in (TENSORRT_EP, CUDA) if p in found], CPU)
+
+
+def choose_providers(available: tuple[str, ...], options: EngineOptions) -> tuple[str, ...]:
+    """TensorRT EP (only when opted in) -> CUDA -> CPU, restricted to the preferred ones."""
+    order = [p for p in (TENSORRT_EP, CUDA, CPU) if p in available]
+    if not options.tensorrt_ep:
+        order = [p for p in order if p != TENSORRT_EP]
+    if options.providers:
+        order = [p for p in order if p in options.providers]
+    return tuple(order)
+
+
+def onnx_estimate(summary: OnnxSummary, options: EngineOptions,
+                  providers: tuple[str, ...]) -> tuple[int, int, Mapping[str, str]]:
+    """(overhead, estimate, details) for an ONNX model run by ``providers``."""
+    weights = summary.weights_bytes
+    overhead = (CPU_WORKER_BASE_BYTES + ORT_SESSION_FIXED_BYTES
+                + ORT_PER_NODE_BYTES * summary.nodes + int((WEIGHTS_FACTOR - 1) * weights))
+    gpu = CUDA in providers or TENSORRT_EP in providers
+    if gpu:
+        overhead += options.cuda_context_bytes
+    if TENSORRT_EP in providers:
+        overhead += min(options.memory_limit_bytes or TENSORRT_EP_WORKSPACE_BYTES,
+                        TENSORRT_EP_WORKSPACE_BYTES)
+    details = {
+        "providers": ",".join(providers) or "none available",
+        "gpu": str(gpu).lower(),
+        "nodes": str(summary.nodes),
+        "initializers": str(summary.initializers),
+        "constants": str(summary.constants),
+        "subgraphs": str(summary.subgraphs),
+        "external_data_bytes": str(summary.external_bytes),
+        "ir_version": str(summary.ir_version),
+        "opsets": ",".join(f"{k}={v}" for k, v in sorted(summary.opsets.items())),
+        "producer": summary.producer,
+        "estimate": (f"worker {CPU_WORKER_BASE_BYTES} + session {ORT_SESSION_FIXED_BYTES} + "
+                     f"{summary.nodes} nodes x {ORT_PER_NODE_BYTES} + weights {weights}"
+                     + (f" + cuda context {options.cuda_context_bytes}" if gpu else "")),
+    }
+    return overhead, weights + overhead, details
+
+
+def default_memory_limit(weights_bytes: int) -> int:
+    """The arena cap when the manager gave none: generous, but never unbounded."""
+    return max(1 << 30, 4 * weights_bytes)

@@ -1,0 +1,181 @@
+"""The ONNX Runtime backend.
+
+``inspect`` runs in the daemon and never imports onnxruntime (it reads the protobuf itself, see
+onnx_inspect.py); ``open`` runs in a worker and is the only place that does. Execution
+providers: TensorRT EP (only when opted in per model) -> CUDA -> CPU, restricted to the
+model's preferred list and to what this onnxruntime build has; the session reports which ones
+it really uses. Runtime memory is capped from the tier budget, never left unbounded: the CPU
+arena is a process-wide allocator with ``max_mem`` and ``kSameAsRequested`` growth (not the
+default power-of-two doubling), CUDA gets ``gpu_mem_limit``, the TensorRT EP a workspace cap.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edged import errors as e
+from edged.engines import estimate as est
+from edged.engines import onnx_inspect
+from edged.engines.base import EngineOptions, Inspection, Signature, TensorSpec
+
+# ONNX Runtime's type strings -> OIP datatype names.
+ORT_TYPES = {"tensor(float)": "FP32", "tensor(float16)": "FP16", "tensor(double)": "FP64",
+             "tensor(bfloat16)": "BF16", "tensor(int8)": "INT8", "tensor(int16)": "INT16",
+             "tensor(int32)": "INT32", "tensor(int64)": "INT64", "tensor(uint8)": "UINT8",
+             "tensor(uint16)": "UINT16", "tensor(uint32)": "UINT32", "tensor(uint64)": "UINT64",
+             "tensor(bool)": "BOOL", "tensor(string)": "BYTES"}
+_ORT_PREFIX = re.compile(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ")
+
+
+class OnnxRuntimeBackend:
+    format = "onnx"
+
+    def inspect(self, path: Path, options: EngineOptions) -> Inspection:
+        summary = onnx_inspect.summarize(path)
+        providers = est.choose_providers(est.installed_ort_providers(), options)
+        overhead, estimate, details = est.onnx_estimate(summary, options, providers)
+        return Inspection("onnx", summary.signature, summary.weights_bytes, overhead, estimate,
+                          details)
+
+    def open(self, path: Path, options: EngineOptions) -> OrtSession:
+        return OrtSession(Path(path), options)
+
+
+class _Cancel:
+    """One inference's RunOptions: setting ``terminate`` makes ORT abandon that run."""
+
+    def __init__(self, run_options: Any) -> None:
+        self.run_options = run_options
+
+    def cancel(self) -> None:
+        self.run_options.terminate = True
+
+
+class OrtSession:
+    def __init__(self, path: Path, options: EngineOptions) -> None:
+        import onnxruntime as ort  # the one place: only worker processes get here
+
+        self._ort = ort
+        available = tuple(ort.get_available_providers())
+        chosen = est.choose_providers(available, options)
+        if not chosen:
+            raise e.FailedPrecondition(
+                f"none of the preferred execution providers {list(options.providers)} is "
+                f"available in this onnxruntime (available: {list(available)})",
+                field="providers")
+        limit = options.memory_limit_bytes or est.default_memory_limit(
+            onnx_inspect.summarize(path).weights_bytes)
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = options.intra_op_threads
+        so.inter_op_num_threads = options.inter_op_threads
+        so.log_severity_level = 3  # errors only: warnings about unused initializers are noise
+        so.enable_cpu_mem_arena = True
+        if _register_cpu_arena(ort, limit):
+            so.add_session_config_entry("session.use_env_allocators", "1")
+        try:
+            self._sess = ort.InferenceSession(str(path), so,
+                                              providers=_provider_list(chosen, options, limit))
+        except Exception as exc:  # noqa: BLE001 - ORT raises its own pybind exception types
+            raise load_error(path, exc) from None
+        self.providers: tuple[str, ...] = tuple(self._sess.get_providers())
+        ins, outs = self._sess.get_inputs(), self._sess.get_outputs()
+        self.signature = Signature(tuple(_spec(i) for i in ins), tuple(_spec(o) for o in outs))
+        self.dim_names: Mapping[str, tuple[str | None, ...]] = {
+            i.name: tuple(d if isinstance(d, str) else None for d in (i.shape or ()))
+            for i in ins}
+        self._all_outputs = [o.name for o in outs]
+
+    def run_handle(self) -> _Cancel:
+        return _Cancel(self._ort.RunOptions())
+
+    def run(self, feeds: Mapping[str, np.ndarray], outputs: Sequence[str] | None,
+            handle: _Cancel | None = None) -> dict[str, np.ndarray]:
+        names = list(outputs) if outputs else self._all_outputs
+        try:
+            values = self._sess.run(names, dict(feeds),
+                                    handle.run_options if handle is not None else None)
+        except Exception as exc:  # noqa: BLE001
+            raise run_error(exc) from None
+        return dict(zip(names, values, strict=True))
+
+    def close(self) -> None:
+        del self._sess
+
+
+def _register_cpu_arena(ort: Any, limit: int) -> bool:
+    """One capped CPU arena per worker process, shared by the sessions in it (a group worker
+    keeps the cap of its first model: ORT cannot resize a registered allocator)."""
+    info = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0,
+                             ort.OrtMemType.DEFAULT)
+    cfg = ort.OrtArenaCfg({"max_mem": int(limit), "arena_extend_strategy": 1})  # kSameAsRequested
+    try:
+        ort.create_and_register_allocator(info, cfg)
+    except Exception as exc:  # noqa: BLE001
+        return "already" in str(exc).lower()
+    return True
+
+
+def _provider_list(chosen: tuple[str, ...], options: EngineOptions,
+                   limit: int) -> list[Any]:
+    out: list[Any] = []
+    for p in chosen:
+        if p == est.CUDA:
+            out.append((p, {"gpu_mem_limit": str(limit),
+                            "arena_extend_strategy": "kSameAsRequested"}))
+        elif p == est.TENSORRT_EP:
+            opts = {"trt_max_workspace_size": str(min(limit, est.TENSORRT_EP_WORKSPACE_BYTES)),
+                    "trt_fp16_enable": str(options.precision in ("fp16", "int8")),
+                    "trt_int8_enable": str(options.precision == "int8")}
+            if options.cache_dir:
+                opts.update(trt_engine_cache_enable="True",
+                            trt_engine_cache_path=options.cache_dir)
+            out.append((p, opts))
+        else:
+            out.append(p)
+    return out
+
+
+def _spec(arg: Any) -> TensorSpec:
+    shape = tuple(d if isinstance(d, int) and d >= 0 else -1 for d in (arg.shape or ()))
+    return TensorSpec(arg.name, ORT_TYPES.get(arg.type, arg.type), shape)
+
+
+def _message(exc: BaseException) -> str:
+    return _ORT_PREFIX.sub("", str(exc).strip()).replace("\n", " ")
+
+
+def load_error(path: Path, exc: BaseException) -> e.EdgedError:
+    """ORT's load failures as domain errors: a bad artifact is the caller's problem (clear
+    reason), a missing operator is a precondition, anything else is internal."""
+    kind, msg = type(exc).__name__, _message(exc)
+    where = f"artifact {path.name}"
+    if kind == "InvalidProtobuf":
+        return e.DataLoss(f"{where} is corrupt: {msg}", field="artifact",
+                          reason="CORRUPT_ARTIFACT")
+    if kind in ("InvalidGraph", "InvalidArgument"):
+        return e.InvalidArgument(f"{where} is not a valid model: {msg}", field="artifact",
+                                 reason="CORRUPT_ARTIFACT")
+    if kind == "NoSuchFile":
+        return e.InvalidArgument(f"{where}: {msg}", field="artifact")
+    if kind == "NotImplemented":
+        return e.FailedPrecondition(f"{where} needs something this onnxruntime lacks: {msg}")
+    if "external" in msg.lower() or "open file" in msg.lower():
+        return e.DataLoss(f"{where}: {msg}", field="artifact", reason="CORRUPT_ARTIFACT")
+    return e.Internal(f"onnxruntime could not load {where}: {msg}")
+
+
+def run_error(exc: BaseException) -> e.EdgedError:
+    kind, msg = type(exc).__name__, _message(exc)
+    if kind == "InvalidArgument":
+        return e.InvalidArgument(msg, reason="BAD_TENSOR")
+    if "terminate flag" in msg:
+        return e.DeadlineExceeded("inference cancelled: its deadline passed")
+    if "bfc_arena" in msg or "Failed to allocate" in msg or "Available memory" in msg:
+        return e.ResourceExhausted(f"inference needs more memory than the model's cap "
+                                   f"(memory_limit_bytes): {msg}")
+    return e.Internal(f"inference failed: {msg}")

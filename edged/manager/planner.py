@@ -1,0 +1,282 @@
+"""The capacity planner: admit, admit after evicting these models, or reject — with the numbers.
+
+A pure function of (request, residents, budgets, live memory): no locks, no clock, no I/O, so the
+same call serves a real load, a preload, ``edgectl check`` (a dry run) and the replay tool.
+
+The rules
+---------
+A request must fit **both** of these, after evicting the victims the planner picks:
+
+1. **Its tier budget.** ``used(tier) - freed(tier) + needed <= budget(tier)``. Every resident
+   counts, loading ones included (their bytes are booked from the moment they are admitted).
+   ``ram`` models are pinned: they are never victims, so a ``ram`` request that does not fit the
+   ``ram`` budget is rejected outright. (A ``ram`` request *may* evict idle ``swap`` models — not
+   for budget room, the tiers have separate budgets, but to find live memory: pinned models are
+   loaded at start-up and by explicit promotes, and an operator's promote outranks the cache.)
+2. **Live memory** (``/proc/meminfo``, never CUDA's free query)::
+
+       needed + pending - freed <= available - reserve (+ swap_free for CPU-executed swap models)
+
+   ``pending`` is the bytes of residents marked ``loading``: admitted, but not visible in
+   ``MemAvailable`` yet, so they would otherwise be counted as free twice. Only CPU-executed
+   ``swap``-tier models get the swap credit: GPU memory cannot be swapped, and ``ram`` models are
+   pinned.
+3. **No swap illusion for unswappable requests** (GPU or ``ram``). When the device is already
+   swapping, a victim's bytes may partly sit in swap, and evicting it frees less RAM than its
+   size. So for an unswappable request the planner also checks that all unswappable bytes after
+   the load fit in the RAM edged provably holds::
+
+       unswappable_after <= available - reserve + max(unswappable_now, visible_now - swap_used)
+
+   where ``swap_used = swap_total - swap_free`` (every swapped page of edged is in there). When
+   ``swap_total_bytes`` is unknown the planner assumes the worst (only unswappable residents are
+   known to be in RAM), which is safe but stricter: pass ``SwapTotal`` when you have it.
+
+Victims come only from idle (``in_flight == 0``), unpinned (``tier == "swap"``), not-loading
+residents, in the order ``eviction_order`` returns (least valuable first). The planner takes the
+shortest prefix of that order that makes the request fit, then drops from it (most valuable
+first) every victim the request turns out not to need — a big victim late in the order can make
+earlier small ones unnecessary, and keeping a model costs nothing now. The default order is the
+identity: callers pass residents oldest-first, which makes it LRU; ``edged.manager.policy``
+supplies scored orders.
+
+A **preload never evicts**: it is admitted only if it fits as things are (the daemon's preloader
+may still evict *strictly less valuable* models through ``policy.plan_preload``, which calls this
+planner with a restricted eviction order). A request is **rejected** only when it would not fit
+even after evicting every evictable resident; the reject carries the real numbers.
+
+``nvmap_used_bytes`` (Jetson's GPU allocations out of the same RAM) is already excluded from
+``MemAvailable`` by the kernel, so it is not subtracted again; it is kept for the reasons text.
+Unknown tiers (``storage``) raise ``ValueError``: a storage model must be promoted first, and the
+caller says so before asking for memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from edged.errors import CapacityExceeded, CapacityNumbers
+
+TIERS = ("ram", "swap")
+
+
+@dataclass(frozen=True)
+class Resident:
+    """A loaded (or loading) model version as the planner sees it."""
+
+    key: str  # "name:version"
+    tier: str  # "ram" | "swap"
+    bytes: int  # measured footprint if known, else the estimate
+    in_flight: int  # requests running on it: never evicted under them
+    gpu: bool  # GPU-executed: cannot be backed by swap
+    loading: bool = False  # admitted, bytes not yet visible in MemAvailable
+
+
+@dataclass(frozen=True)
+class Budgets:
+    ram_bytes: int
+    swap_bytes: int
+    reserve_bytes: int
+
+    def of(self, tier: str) -> int:
+        if tier == "ram":
+            return self.ram_bytes
+        if tier == "swap":
+            return self.swap_bytes
+        raise ValueError(f"tier {tier!r} holds no memory (expected one of {', '.join(TIERS)})")
+
+
+@dataclass(frozen=True)
+class Memory:
+    """Live telemetry from ``/proc/meminfo``."""
+
+    available_bytes: int
+    swap_free_bytes: int
+    nvmap_used_bytes: int | None = None
+    swap_total_bytes: int | None = None
+
+
+@dataclass(frozen=True)
+class LoadRequest:
+    key: str
+    tier: str
+    bytes: int
+    gpu: bool = False
+    preload: bool = False
+
+
+@dataclass(frozen=True)
+class Admit:
+    numbers: CapacityNumbers
+
+
+@dataclass(frozen=True)
+class AdmitAfterEvicting:
+    victims: tuple[str, ...]
+    numbers: CapacityNumbers
+
+
+@dataclass(frozen=True)
+class Reject:
+    reason: str
+    numbers: CapacityNumbers
+
+
+Decision = Admit | AdmitAfterEvicting | Reject
+EvictionOrder = Callable[[Sequence[Resident]], Sequence[Resident]]
+
+
+def lru_order(residents: Sequence[Resident]) -> Sequence[Resident]:
+    """The default order: the caller passes residents oldest-first, so LRU is the identity."""
+    return residents
+
+
+def evictable(resident: Resident, key: str = "") -> bool:
+    """Only idle, unpinned, fully loaded models other than the request itself can be evicted."""
+    return (resident.tier == "swap" and resident.in_flight == 0 and not resident.loading
+            and resident.key != key)
+
+
+@dataclass(frozen=True)
+class _Need:
+    """What a request needs freed, in the three currencies of the rules above."""
+
+    tier_bytes: int  # tier budget bytes that must be freed
+    live_bytes: int  # live memory that must be freed (any victim counts fully)
+    unswap_bytes: int  # RAM for unswappable models that must be freed (GPU victims only)
+
+    def met(self, tier_freed: int, live_freed: int, unswap_freed: int) -> bool:
+        return (tier_freed >= self.tier_bytes and live_freed >= self.live_bytes
+                and unswap_freed >= self.unswap_bytes)
+
+
+def plan(req: LoadRequest, residents: Sequence[Resident], budgets: Budgets, memory: Memory,
+         eviction_order: EvictionOrder = lru_order,
+         victim_cost: Callable[[Resident], float] | None = None) -> Decision:
+    """Decide whether ``req`` fits; see the module docstring for the rules.
+
+    ``residents`` are the other loaded models (the caller leaves out ``req.key`` itself).
+    ``victim_cost`` (optional) is what losing a resident costs; with it, a single victim that
+    frees enough on its own replaces the order's victims when it costs less than all of them.
+    """
+    budget = budgets.of(req.tier)
+    used = sum(r.bytes for r in residents if r.tier == req.tier)
+    unswappable_req = req.gpu or req.tier == "ram"
+    pending = sum(r.bytes for r in residents if r.loading)
+    swap_credit = 0 if unswappable_req else memory.swap_free_bytes
+    free = memory.available_bytes - pending + swap_credit
+    live_room = free - budgets.reserve_bytes
+    need = _Need(
+        tier_bytes=used + req.bytes - budget,
+        live_bytes=req.bytes - live_room,
+        unswap_bytes=_unswap_need(req, residents, memory, budgets) if unswappable_req else 0,
+    )
+    candidates = [r for r in eviction_order(residents) if evictable(r, req.key)]
+    numbers = CapacityNumbers(tier=req.tier, needed_bytes=req.bytes, budget_bytes=budget,
+                              used_bytes=used, free_bytes=free,
+                              reserve_bytes=budgets.reserve_bytes,
+                              evict_candidates=tuple(r.key for r in candidates))
+    if need.met(0, 0, 0):
+        return Admit(numbers)
+    if req.bytes > budget:
+        return Reject(f"{req.key} needs more than the whole {req.tier} budget", numbers)
+    if req.tier == "ram" and need.tier_bytes > 0:
+        return Reject(f"the {req.tier} tier is full of pinned models", numbers)
+    if req.preload:
+        return Reject(f"preload of {req.key} would need evicting; preloads never evict",
+                      numbers)
+    victims = _victims(req, candidates, need, victim_cost)
+    if victims is None:
+        return Reject(_why_not(req, candidates, need, memory), numbers)
+    return AdmitAfterEvicting(tuple(v.key for v in victims), numbers)
+
+
+def _unswap_need(req: LoadRequest, residents: Sequence[Resident], memory: Memory,
+                 budgets: Budgets) -> int:
+    """Bytes of unswappable victims needed so that every unswappable model sits in RAM."""
+    visible = [r for r in residents if not r.loading]
+    unswap_now = sum(r.bytes for r in visible if _unswappable(r))
+    if memory.swap_total_bytes is None:
+        ram_held = unswap_now
+    else:
+        swap_used = max(0, memory.swap_total_bytes - memory.swap_free_bytes)
+        ram_held = max(unswap_now, sum(r.bytes for r in visible) - swap_used)
+    ram_for_edged = memory.available_bytes - budgets.reserve_bytes + ram_held
+    unswap_after = sum(r.bytes for r in residents if _unswappable(r)) + req.bytes
+    return unswap_after - ram_for_edged
+
+
+def _unswappable(r: Resident) -> bool:
+    return r.gpu or r.tier == "ram"
+
+
+def _victims(req: LoadRequest, candidates: Sequence[Resident], need: _Need,
+             victim_cost: Callable[[Resident], float] | None) -> list[Resident] | None:
+    """The shortest fitting prefix of ``candidates``, minus the victims it does not need.
+
+    With ``victim_cost``: an order ranks by value per byte, which is right when much must go,
+    but when a little room is needed it would throw out one big model where a few small,
+    cheaper ones suffice. So the planner also tries each non-fitting prefix completed by the
+    cheapest single candidate that makes it fit, and keeps the cheapest of all (the classic
+    greedy for covering at least cost, within 2x of the optimum).
+    """
+    def freed(rs: Sequence[Resident]) -> tuple[int, int, int]:
+        return (sum(r.bytes for r in rs if r.tier == req.tier), sum(r.bytes for r in rs),
+                sum(r.bytes for r in rs if _unswappable(r)))
+
+    prefix: list[Resident] = []
+    options: list[list[Resident]] = []
+    for i, r in enumerate(candidates):
+        if victim_cost is not None:
+            t, lv, u = freed(prefix)
+            enough = [x for x in candidates[i:]
+                      if need.met(t + (x.bytes if x.tier == req.tier else 0), lv + x.bytes,
+                                  u + (x.bytes if _unswappable(x) else 0))]
+            if enough:
+                options.append([*prefix, min(enough, key=victim_cost)])
+        prefix.append(r)
+        if need.met(*freed(prefix)):
+            options.append(prefix)
+            break
+    if not options:
+        return None
+    pruned = [_prune(req, o, need) for o in options]
+    if victim_cost is None:
+        return pruned[-1]
+    return min(pruned, key=lambda o: (sum(victim_cost(r) for r in o), len(o)))
+
+
+def _prune(req: LoadRequest, chosen: list[Resident], need: _Need) -> list[Resident]:
+    """Drop victims the request turns out not to need, most valuable (latest) first."""
+    chosen = list(chosen)
+    tier = sum(r.bytes for r in chosen if r.tier == req.tier)
+    live = sum(r.bytes for r in chosen)
+    unswap = sum(r.bytes for r in chosen if _unswappable(r))
+    for i in range(len(chosen) - 2, -1, -1):
+        r = chosen[i]
+        t2 = tier - (r.bytes if r.tier == req.tier else 0)
+        u2 = unswap - (r.bytes if _unswappable(r) else 0)
+        if need.met(t2, live - r.bytes, u2):
+            tier, live, unswap = t2, live - r.bytes, u2
+            del chosen[i]
+    return chosen
+
+
+def _why_not(req: LoadRequest, candidates: Sequence[Resident], need: _Need,
+             memory: Memory) -> str:
+    evictable_bytes = sum(r.bytes for r in candidates)
+    where = (f"the {req.tier} budget" if need.tier_bytes > evictable_bytes
+             else "RAM (GPU memory cannot be swapped)" if req.gpu
+             else "live memory")
+    gpu = (f"; the GPU holds {memory.nvmap_used_bytes} bytes (NvMap)"
+           if req.gpu and memory.nvmap_used_bytes is not None else "")
+    return (f"{req.key} does not fit {where} even after evicting all {len(candidates)} "
+            f"idle swap models{gpu}")
+
+
+def raise_if_rejected(decision: Decision) -> Admit | AdmitAfterEvicting:
+    """Turn a ``Reject`` into ``CapacityExceeded`` (RESOURCE_EXHAUSTED with the numbers)."""
+    if isinstance(decision, Reject):
+        raise CapacityExceeded(decision.reason, decision.numbers)
+    return decision

@@ -1,0 +1,116 @@
+"""Predictive preloading in the daemon: the same policy the replay tool measures, run live.
+
+``LockedPolicy`` serialises the single-threaded policy objects of ``edged.manager.policy`` (the
+request threads observe, the residency asks for eviction orders, the preloader asks for
+candidates). ``Preloader`` wakes every ``interval_s``, asks the policy what is likely next, and
+loads the best candidate through the residency with ``preload=True`` — which admits it only as
+``policy.plan_preload`` allows (fit as things are, or evict strictly less valuable idle models).
+Demand loads never wait behind it: loads of different models run side by side, and a demand
+load that needs a running preload's memory cancels it (see ``Residency.load``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Collection, Sequence
+from typing import Any
+
+from edged import errors as e
+from edged.manager import planner
+from edged.manager.policy import CachePolicy, plan_preload
+
+log = logging.getLogger("edged.preloader")
+
+
+class LockedPolicy:
+    """A thread-safe face over one policy object; every call holds one lock (all are O(models))."""
+
+    def __init__(self, policy: CachePolicy, clock: Callable[[], float] = time.time) -> None:
+        self._p = policy
+        self._lock = threading.Lock()
+        self._clock = clock
+
+    def set_model(self, name: str, size_bytes: int, load_s: float) -> None:
+        with self._lock:
+            self._p.set_model(name, size_bytes, load_s)
+
+    def observe(self, model: str, t: float) -> None:
+        with self._lock:
+            self._p.observe(model, t)
+
+    def eviction_order(self, residents: Sequence[planner.Resident]) -> list[planner.Resident]:
+        with self._lock:
+            return self._p.eviction_order(residents, self._clock())
+
+    def preload_candidates(self, resident_keys: Collection[str]) -> list[str]:
+        with self._lock:
+            return self._p.preload_candidates(resident_keys, self._clock())
+
+    def plan_preload(self, req: planner.LoadRequest, residents: Sequence[planner.Resident],
+                     budgets: planner.Budgets, memory: planner.Memory) -> planner.Decision:
+        with self._lock:
+            return plan_preload(self._p, req, residents, budgets, memory, self._clock())
+
+
+class Preloader:
+    def __init__(self, *, manager: Any, policy: LockedPolicy, interval_s: float,
+                 max_per_tick: int = 1) -> None:
+        self._m = manager
+        self._policy = policy
+        self._interval = interval_s
+        self._max = max_per_tick
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="preloader", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                self.tick()
+            except Exception:  # noqa: BLE001 - the preloader must never die
+                log.exception("preload pass failed")
+
+    def refresh_models(self) -> None:
+        """Tell the policy every installed model's size and measured load time."""
+        for entry in self._m.catalog.list():
+            v = entry.versions[entry.active]
+            self._policy.set_model(entry.name, v.measured_bytes or v.estimated_bytes,
+                                   v.load_seconds or 1.0)
+
+    def tick(self) -> list[str]:
+        """One pass: preload up to ``max_per_tick`` likely-next models; returns their keys."""
+        self.refresh_models()
+        residency = self._m.residency
+        present = residency.all_keys()
+        done: list[str] = []
+        for name in self._policy.preload_candidates(
+                {k.rpartition(":")[0] for k in present}):
+            if len(done) >= self._max or self._stop.is_set():
+                break
+            try:
+                entry = self._m.catalog.get(name)
+            except e.NotFound:
+                continue
+            if entry.tier != "swap":
+                continue
+            spec = self._m.load_spec(entry, entry.active)
+            if spec.key in present:
+                continue
+            try:
+                residency.load(spec, preload=True)
+                done.append(spec.key)
+            except (e.CapacityExceeded, e.Aborted):
+                continue
+            except e.EdgedError as exc:
+                log.info("preload of %s failed: %s", spec.key, exc)
+        return done

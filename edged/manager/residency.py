@@ -1,0 +1,377 @@
+"""What is loaded: slots with reference counts, loads through the capacity planner, evictions.
+
+Every load — demand, preload, ram-tier start-up, version switch — asks the planner first and
+counts the model's bytes from the moment it is admitted (a loading slot is accounted like a
+loaded one), so two concurrent loads can never both squeeze into the same free memory. A slot
+with requests in flight is never evicted or unloaded under them: unload and eviction mark it
+``unloading`` (new requests wait for a fresh load) and end its worker once it is idle.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edged import errors as e
+from edged.manager import planner
+from edged.manager.views import LoadedView
+
+log = logging.getLogger("edged.residency")
+
+
+@dataclass(frozen=True)
+class LoadSpec:
+    """Everything needed to load one model version, resolved by the manager from the catalog."""
+
+    name: str
+    version: int
+    tier: str
+    artifact: Path
+    fmt: str
+    options: Any  # edged.engines.base.EngineOptions
+    group: str | None
+    bytes: int  # measured footprint if known, else the estimate
+    gpu: bool = False
+
+    @property
+    def key(self) -> str:
+        return f"{self.name}:{self.version}"
+
+
+@dataclass
+class Slot:
+    spec: LoadSpec
+    state: str = "loading"
+    footprint: int = 0
+    in_flight: int = 0
+    requests: int = 0
+    pid: int = 0
+    providers: tuple[str, ...] = ()
+    loaded_at: float = 0.0
+    last_used: float = 0.0
+    preloaded: bool = False
+    used_since_preload: bool = False
+    cancelled: bool = False
+    error: BaseException | None = None
+    ready: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def key(self) -> str:
+        return self.spec.key
+
+
+class Residency:
+    def __init__(self, *, pool: Any, budgets: planner.Budgets,
+                 memory: Callable[[], planner.Memory], events: Any, policy: Any,
+                 on_measured: Callable[[str, int, int, float], None],
+                 queue_limit: int = 64, concurrency: int = 2,
+                 clock: Callable[[], float] = time.time,
+                 metrics: Any = None) -> None:
+        self.pool = pool
+        self.budgets = budgets
+        self._memory = memory
+        self.events = events
+        self._policy = policy  # a LockedPolicy: eviction order and the preload rule
+        self._on_measured = on_measured
+        self._queue_limit = queue_limit
+        self._concurrency = concurrency
+        self._clock = clock
+        self._metrics = metrics
+        self._slots: dict[str, Slot] = {}
+        self._demand_waiting = 0
+        self._lock = threading.Condition()
+        self._closed = False
+
+    # -- views ---------------------------------------------------------------------------
+    def views(self) -> list[LoadedView]:
+        with self._lock:
+            return [self._view(s) for s in self._slots.values()]
+
+    def view(self, key: str) -> LoadedView | None:
+        with self._lock:
+            s = self._slots.get(key)
+            return self._view(s) if s else None
+
+    def all_keys(self) -> set[str]:
+        """Every slot, loading ones included (the preloader skips what is on its way)."""
+        with self._lock:
+            return set(self._slots)
+
+    def loaded_keys(self) -> set[str]:
+        with self._lock:
+            return {k for k, s in self._slots.items() if s.state == "ready"}
+
+    def _view(self, s: Slot) -> LoadedView:
+        return LoadedView(s.spec.name, s.spec.version, s.spec.tier, s.state, s.footprint,
+                          s.in_flight, s.requests, s.pid, s.loaded_at, s.last_used,
+                          s.providers, s.preloaded)
+
+    def residents(self) -> list[planner.Resident]:
+        """The planner's view: every slot that holds (or is about to hold) memory, oldest first."""
+        with self._lock:
+            return self._residents()
+
+    def _residents(self) -> list[planner.Resident]:
+        slots = sorted(self._slots.values(), key=lambda s: s.last_used or s.loaded_at)
+        return [planner.Resident(key=s.key, tier=s.spec.tier, bytes=s.footprint,
+                                 in_flight=s.in_flight, gpu=s.spec.gpu,
+                                 loading=s.state in ("loading", "unloading"))
+                for s in slots]
+
+    # -- capacity ------------------------------------------------------------------------
+    def plan(self, spec: LoadSpec, preload: bool = False) -> planner.Decision:
+        with self._lock:
+            return self._plan(spec, preload)
+
+    def _plan(self, spec: LoadSpec, preload: bool) -> planner.Decision:
+        residents = [r for r in self._residents() if r.key != spec.key]
+        req = planner.LoadRequest(key=spec.key, tier=spec.tier, bytes=spec.bytes, gpu=spec.gpu,
+                                  preload=preload)
+        if preload:
+            return self._policy.plan_preload(req, residents, self.budgets, self._memory())
+        return planner.plan(req, residents, self.budgets, self._memory(),
+                            eviction_order=self._policy.eviction_order)
+
+    # -- acquire / release (the inference path) ------------------------------------------
+    def acquire(self, spec: LoadSpec, timeout_s: float | None = None) -> Slot:
+        """Return the ready slot for ``spec`` with one more request counted on it.
+
+        Loads on demand (evicting if the planner says so); waits for a load in progress.
+        """
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            with self._lock:
+                if self._closed:
+                    raise e.Unavailable("edged is stopping", reason="STOPPING")
+                slot = self._slots.get(spec.key)
+                if slot is not None and slot.state == "ready":
+                    if slot.in_flight >= self._queue_limit:
+                        raise e.ResourceExhausted(
+                            f"model '{spec.key}' has {slot.in_flight} requests queued "
+                            f"(limit {self._queue_limit})", reason="QUEUE_FULL")
+                    slot.in_flight += 1
+                    slot.requests += 1
+                    slot.last_used = self._clock()
+                    if slot.preloaded and not slot.used_since_preload:
+                        slot.used_since_preload = True
+                        self.events.publish("preload_hit", spec.name, spec.version)
+                        if self._metrics:
+                            self._metrics.preload_hit()
+                    return slot
+                waiting_for = slot
+            if waiting_for is None:
+                self.load(spec)
+                continue
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if remaining == 0.0:
+                raise e.DeadlineExceeded(f"model '{spec.key}' did not become ready in time")
+            if waiting_for.state == "loading":
+                waiting_for.ready.wait(remaining)
+                err = waiting_for.error
+                if err is not None and waiting_for.state == "failed" and not isinstance(
+                        err, e.Aborted):  # a cancelled preload: load it on demand instead
+                    raise err
+            else:  # unloading: wait until it is gone, then load afresh
+                with self._lock:
+                    self._lock.wait_for(
+                        lambda gone=waiting_for: self._slots.get(spec.key) is not gone,  # type: ignore[misc]
+                        timeout=remaining)
+
+    def release(self, slot: Slot) -> None:
+        with self._lock:
+            slot.in_flight -= 1
+            slot.last_used = self._clock()
+            idle_unloading = slot.state == "unloading" and slot.in_flight == 0
+            self._lock.notify_all()
+        if idle_unloading:
+            self._finish_unload(slot, reason="released")
+
+    def worker_died(self, key: str, message: str) -> None:
+        """The engine's worker crashed: forget the slot so the next request reloads it."""
+        with self._lock:
+            slot = self._slots.get(key)
+            if slot is None:
+                return
+            if slot.state in ("ready", "unloading"):
+                del self._slots[key]
+                slot.state = "failed"
+                self._lock.notify_all()
+        self.events.publish("worker_crash", slot.spec.name, slot.spec.version, message)
+        if self._metrics:
+            self._metrics.worker_restart(slot.spec.name)
+
+    # -- load / unload -------------------------------------------------------------------
+    def load(self, spec: LoadSpec, *, preload: bool = False) -> tuple[LoadedView, list[str],
+                                                                        float]:
+        """Load ``spec`` if the planner admits it; returns (view, evicted keys, seconds)."""
+        with self._lock:
+            existing = self._slots.get(spec.key)
+            if existing is not None and existing.state in ("ready", "loading"):
+                wait_for = existing
+            else:
+                wait_for = None
+                if preload and self._demand_waiting:
+                    raise e.Aborted(f"preload of {spec.key} yields to a demand load")
+                decision = self._plan(spec, preload)
+                if isinstance(decision, planner.Reject) and not preload:
+                    decision = self._cancel_preloads_for(spec)
+                if isinstance(decision, planner.Reject) and preload:
+                    raise e.Aborted(f"preload of {spec.key} does not fit now")
+                if isinstance(decision, planner.Reject):
+                    self.events.publish("reject", spec.name, spec.version, decision.reason,
+                                        **_numbers(decision.numbers))
+                    if self._metrics:
+                        self._metrics.rejection(spec.tier)
+                    planner.raise_if_rejected(decision)
+                victims = list(decision.victims) if isinstance(
+                    decision, planner.AdmitAfterEvicting) else []
+                for key in victims:
+                    self._slots[key].state = "unloading"
+                slot = Slot(spec=spec, footprint=spec.bytes, preloaded=preload,
+                            last_used=self._clock())
+                self._slots[spec.key] = slot
+        if wait_for is not None:
+            wait_for.ready.wait()
+            if isinstance(wait_for.error, e.Aborted) and not preload:
+                return self.load(spec)  # the preload we waited for was cancelled
+            if wait_for.error is not None:
+                raise wait_for.error
+            return self._view(wait_for), [], 0.0
+        for key in victims:
+            self._evict(key, reason=f"to make room for {spec.key}")
+        started = time.monotonic()
+        try:
+            result = self.pool.load(spec.key, spec.artifact, spec.fmt, spec.options, spec.group,
+                                    max_concurrency=self._concurrency)
+            if slot.cancelled:
+                self.pool.unload(spec.key)
+                raise e.Aborted(f"preload of {spec.key} cancelled: a demand load needs the memory")
+        except BaseException as exc:
+            with self._lock:
+                slot.state, slot.error = "failed", exc
+                self._slots.pop(spec.key, None)
+                self._lock.notify_all()
+            slot.ready.set()
+            if not isinstance(exc, e.Aborted):
+                self.events.publish("load_failed", spec.name, spec.version, str(exc))
+            raise
+        seconds = time.monotonic() - started
+        with self._lock:
+            slot.state = "ready"
+            slot.footprint = result.footprint_bytes or spec.bytes
+            slot.pid, slot.providers = result.pid, tuple(result.providers)
+            slot.loaded_at = slot.last_used = self._clock()
+            self.events.publish("preload" if preload else "load", spec.name, spec.version,
+                                f"{slot.footprint} bytes in {seconds:.3f}s", pid=result.pid,
+                                evicted=",".join(victims))
+            self._lock.notify_all()
+        slot.ready.set()
+        self._on_measured(spec.name, spec.version, slot.footprint, result.load_seconds)
+        if self._metrics:
+            self._metrics.count_load(spec.name, "preload" if preload else "demand")
+        return self._view(slot), victims, seconds
+
+    def _cancel_preloads_for(self, spec: LoadSpec) -> planner.Decision:
+        """A demand load that does not fit: cancel running preloads, wait for them, re-plan.
+
+        Called with the lock held; ``wait_for`` releases it while the preloads finish."""
+        self._demand_waiting += 1  # no new preload starts while we wait
+        try:
+            decision = self._plan(spec, False)
+            for _ in range(3):
+                running = [s for s in self._slots.values()
+                           if s.preloaded and s.state == "loading"]
+                if not isinstance(decision, planner.Reject) or not running:
+                    break
+                for s in running:
+                    s.cancelled = True
+                    self.events.publish("preload_cancelled", s.spec.name, s.spec.version,
+                                        f"memory needed by {spec.key}")
+                self._lock.wait_for(
+                    lambda r=running: all(self._slots.get(s.key) is not s for s in r),
+                    timeout=120)
+                decision = self._plan(spec, False)
+            return decision
+        finally:
+            self._demand_waiting -= 1
+
+    def _evict(self, key: str, reason: str) -> None:
+        with self._lock:
+            slot = self._slots.get(key)
+            if slot is None:
+                return
+            slot.state = "unloading"
+            busy = slot.in_flight > 0
+        self.events.publish("evict", slot.spec.name, slot.spec.version, reason)
+        if self._metrics:
+            self._metrics.eviction(slot.spec.name, "capacity")
+        if slot.preloaded and not slot.used_since_preload:
+            self.events.publish("preload_wasted", slot.spec.name, slot.spec.version)
+            if self._metrics:
+                self._metrics.preload_wasted()
+        if not busy:
+            self._finish_unload(slot, reason="evicted")
+
+    def unload(self, key: str, wait_s: float | None = None) -> int:
+        """Unload when idle (waits for in-flight requests); returns the footprint freed."""
+        with self._lock:
+            slot = self._slots.get(key)
+            if slot is None:
+                raise e.NotFound(f"model '{key}' is not loaded")
+            if slot.state == "loading":
+                self._lock.wait_for(lambda: slot.state != "loading", timeout=wait_s)
+            slot.state = "unloading"
+            self._lock.wait_for(lambda: slot.in_flight == 0, timeout=wait_s)
+            if slot.in_flight:
+                slot.state = "ready"
+                raise e.Unavailable(f"model '{key}' still has {slot.in_flight} requests")
+        self._finish_unload(slot, reason="unload")
+        return slot.footprint
+
+    def _finish_unload(self, slot: Slot, reason: str) -> None:
+        try:
+            self.pool.unload(slot.key)
+        except Exception as exc:  # noqa: BLE001 - the worker may already be gone
+            log.warning("unloading %s: %s", slot.key, exc)
+        with self._lock:
+            if self._slots.get(slot.key) is slot:
+                del self._slots[slot.key]
+            self._lock.notify_all()
+        self.events.publish("unload", slot.spec.name, slot.spec.version, reason,
+                            freed_bytes=slot.footprint)
+
+    def retier(self, key: str, tier: str) -> None:
+        """A loaded model moved between ram and swap: account it under its new tier."""
+        from dataclasses import replace
+
+        with self._lock:
+            slot = self._slots.get(key)
+            if slot is not None:
+                slot.spec = replace(slot.spec, tier=tier)
+
+    def retire(self, key: str) -> None:
+        """Version switch: no new requests for ``key``; unload it once its requests finish."""
+        with self._lock:
+            slot = self._slots.get(key)
+            if slot is None or slot.state != "ready":
+                return
+            slot.state = "unloading"
+            idle = slot.in_flight == 0
+        if idle:
+            self._finish_unload(slot, reason="version switch")
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            self._lock.notify_all()
+
+
+def _numbers(n: Any) -> dict[str, object]:
+    return {"tier": n.tier, "needed_bytes": n.needed_bytes, "budget_bytes": n.budget_bytes,
+            "used_bytes": n.used_bytes, "free_bytes": n.free_bytes,
+            "reserve_bytes": n.reserve_bytes}

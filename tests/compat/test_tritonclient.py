@@ -1,0 +1,52 @@
+"""The unchanged tritonclient.grpc against the real daemon (in a child process), plain and
+through system shared memory, with outputs equal to in-process ONNX Runtime."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+CHILD = Path(__file__).with_name("triton_child.py")
+
+
+def local_run(path: Path, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    return dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feeds), strict=True))
+
+
+@pytest.mark.parametrize("use_shm", [False, True], ids=["grpc", "shared-memory"])
+def test_tritonclient_runs_the_demo_models(daemon, demo_models, tmp_path, use_shm) -> None:  # type: ignore[no-untyped-def]
+    rng = np.random.default_rng(1)
+    feeds = {"x": rng.random((1, 3, 64, 64), dtype=np.float32)}
+    with daemon.client() as c:
+        c.install("ppocr-det", demo_models["ppocr-det"], warmup_shapes={"x": (1, 3, 64, 64)})
+    np.savez(tmp_path / "in.npz", **feeds)
+    args = [sys.executable, str(CHILD), daemon.target, "ppocr-det", str(tmp_path / "in.npz"),
+            str(tmp_path / "out.npz")] + (["--shm"] if use_shm else [])
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=180, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["live"] and report["ready"] and report["model_ready"]
+    assert report["server"]["name"] == "edged"
+    assert "system_shared_memory" in report["server"]["extensions"]
+    assert report["metadata"]["inputs"][0]["name"] == "x"
+    assert report["metadata"]["platform"] == "onnxruntime_onnx"
+    got = dict(np.load(tmp_path / "out.npz"))
+    want = local_run(demo_models["ppocr-det"], feeds)
+    assert set(got) == set(want)
+    for k in want:
+        np.testing.assert_array_equal(got[k], want[k])
+    assert report["missing_model_error"] == "StatusCode.NOT_FOUND"
+    assert report["ready_after_unload"] == []
+    assert report["ready_after_load"] == ["ppocr-det"]
+    if use_shm:
+        assert report["shm_status"] == ["in0", "out0"]

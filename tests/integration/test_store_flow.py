@@ -1,0 +1,167 @@
+"""Installs, tiers, versions and removal through the real daemon and `edgectl`/the client."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import json
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import modelgen
+import pytest
+
+from edged import errors as e
+from edged.cli import exitcodes
+
+
+def edgectl(target: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "edged.cli.main", "--target", target, *args],
+                          capture_output=True, text=True, timeout=120, check=False)
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def store_blobs(daemon) -> list[str]:  # type: ignore[no-untyped-def]
+    root = daemon.state_dir / "store"
+    return sorted(p.name for p in root.iterdir()) if root.exists() else []
+
+
+def test_install_list_show_via_edgectl(daemon, demo_models) -> None:  # type: ignore[no-untyped-def]
+    res = edgectl(daemon.target, "install", "ppocr-cls", str(demo_models["ppocr-cls"]),
+                  "--tier", "swap", "--task", "ocr.classify", "--quality", "0.7",
+                  "--sha256", sha256(demo_models["ppocr-cls"]))
+    assert res.returncode == 0, res.stderr
+    assert "installed ppocr-cls v1" in res.stdout
+    models = json.loads(edgectl(daemon.target, "--json", "models").stdout)["models"]
+    assert [m["name"] for m in models] == ["ppocr-cls"]
+    m = models[0]
+    assert m["active_version"] == 1 and m["tier"] == "swap"
+    v = m["versions"][0]
+    assert v["format"] == "onnx" and v["size_bytes"] == demo_models["ppocr-cls"].stat().st_size
+    assert v["sha256"] == sha256(demo_models["ppocr-cls"]) and v["tasks"] == ["ocr.classify"]
+    show = edgectl(daemon.target, "show", "ppocr-cls")
+    assert show.returncode == 0
+    assert "input  x" in show.stdout and "FP32" in show.stdout
+    table = edgectl(daemon.target, "models").stdout
+    assert "ppocr-cls" in table and sha256(demo_models["ppocr-cls"])[:12] in table
+
+
+@pytest.mark.parametrize("name", ["Upper", ".hidden", "../etc", "a/b", "x" * 64, "-lead", ""])
+def test_bad_names_are_refused(client, demo_models, name: str) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(e.InvalidArgument) as info:
+        client.install(name, demo_models["ppocr-cls"])
+    assert info.value.field and "name" in info.value.field
+    assert client.list_models() == []
+
+
+def test_checksum_mismatch_is_data_loss_and_leaves_nothing(daemon, client, demo_models) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(e.DataLoss):
+        client.install("cls", demo_models["ppocr-cls"], sha256="0" * 64)
+    assert client.list_models() == []
+    assert store_blobs(daemon) == []
+    res = edgectl(daemon.target, "install", "cls", str(demo_models["ppocr-cls"]), "--sha256",
+                  "1" * 64)
+    assert res.returncode == exitcodes.BY_CODE[e.Code.DATA_LOSS]
+
+
+def test_truncated_and_non_onnx_files_are_refused(daemon, client, demo_models, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    truncated = tmp_path / "t.onnx"
+    truncated.write_bytes(demo_models["ppocr-cls"].read_bytes()[:50_000])
+    junk = tmp_path / "j.onnx"
+    junk.write_bytes(b"this is not a model\n" * 100)
+    for path in (truncated, junk):
+        with pytest.raises(e.InvalidArgument):
+            client.install("bad", path)
+    assert client.list_models() == [] and store_blobs(daemon) == []
+    assert client.health() == "SERVING"
+
+
+def test_oversized_upload_is_refused(daemon_factory, demo_models) -> None:  # type: ignore[no-untyped-def]
+    d = daemon_factory({"install": {"max_artifact_bytes": "1MiB"}}).start()
+    with d.client() as c:
+        with pytest.raises(e.ResourceExhausted):
+            c.install("rec", demo_models["ppocr-rec"])
+        assert c.list_models() == []
+        c.install("cls", demo_models["ppocr-cls"])  # under the limit: fine
+        assert [m.name for m in c.list_models()] == ["cls"]
+
+
+def test_external_data_model_installs_with_its_data(client, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = modelgen.weights_model(tmp_path / "ext.onnx", 2 << 20, external_data=True)
+    data = tmp_path / "ext.onnx.data"
+    assert data.exists()
+    client.install("ext", path, extra_files=[data])
+    v = client.get_model("ext").versions[0]
+    assert v.estimated_bytes >= 2 << 20
+    assert [t.name for t in v.signature.inputs] == ["x"]
+
+
+def test_versions_activate_rollback_and_signature_guard(client, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    v1 = modelgen.add_model(tmp_path / "v1.onnx", width=4, offset=1.0)
+    v2 = modelgen.add_model(tmp_path / "v2.onnx", width=4, offset=2.0)
+    v3 = modelgen.add_model(tmp_path / "v3.onnx", width=8, offset=3.0)  # new signature
+    client.install("adder", v1)
+    client.install("adder", v2)
+    m = client.get_model("adder")
+    assert m.active_version == 2
+    assert {(v.version, v.active, v.tier) for v in m.versions} == {(1, False, 3), (2, True, 2)}
+    assert client.rollback("adder").active_version == 1
+    assert client.activate("adder", 2).active_version == 2
+    client.install("adder", v3, activate=False)
+    with pytest.raises(e.SignatureChanged) as info:
+        client.activate("adder", 3)
+    assert info.value.diff and "x" in " ".join(info.value.diff)
+    assert client.get_model("adder").active_version == 2
+    assert client.activate("adder", 3, allow_signature_change=True).active_version == 3
+    with pytest.raises(e.AlreadyExists):
+        client.install("adder", v1, version=2)
+    assert client.remove("adder", 1) == [1]
+    assert sorted(v.version for v in client.get_model("adder").versions) == [2, 3]
+    client.remove("adder")
+    with pytest.raises(e.NotFound):
+        client.get_model("adder")
+
+
+def test_install_from_a_path_on_the_device(client, demo_models) -> None:  # type: ignore[no-untyped-def]
+    r = client.install_from("cls", str(demo_models["ppocr-cls"]),
+                            sha256=sha256(demo_models["ppocr-cls"]))
+    assert r.version == 1 and r.sha256 == sha256(demo_models["ppocr-cls"])
+    with pytest.raises(e.InvalidArgument):
+        client.install_from("cls2", "relative/path.onnx")
+
+
+@pytest.fixture
+def http_server(demo_models) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    root = demo_models["ppocr-cls"].parent
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *a, **kw):  # type: ignore[no-untyped-def]
+            super().__init__(*a, directory=str(root), **kw)
+
+        def log_message(self, *a):  # type: ignore[no-untyped-def]
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    yield f"http://127.0.0.1:{srv.server_address[1]}"
+    srv.shutdown()
+
+
+def test_install_from_an_http_url(client, demo_models, http_server) -> None:  # type: ignore[no-untyped-def]
+    url = f"{http_server}/ppocr-cls.onnx"
+    seen = []
+    r = client.install_from("cls", url, sha256=sha256(demo_models["ppocr-cls"]),
+                            progress=lambda d, t: seen.append((d, t)))
+    assert r.size_bytes == demo_models["ppocr-cls"].stat().st_size
+    assert seen and seen[-1][0] == seen[-1][1]
+    with pytest.raises(e.DataLoss):
+        client.install_from("cls2", url, sha256="2" * 64)
+    with pytest.raises(e.InvalidArgument):
+        client.install_from("cls3", url)  # a URL needs the sha256

@@ -1,0 +1,184 @@
+"""Cache policies: what each one evicts first, what EdgedPolicy learns, and the preload rule."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from edged.manager import planner
+from edged.manager.planner import Budgets, LoadRequest, Memory, Resident
+from edged.manager.policy import (
+    EdgedPolicy,
+    FrequencyPolicy,
+    LruPolicy,
+    make_policy,
+    model_name,
+    plan_preload,
+)
+
+MiB = 1 << 20
+
+
+def res(key: str, mib: int = 100, in_flight: int = 0) -> Resident:
+    return Resident(key, "swap", mib * MiB, in_flight, False)
+
+
+def feed(policy: object, events: list[tuple[str, float]]) -> None:
+    for model, t in events:
+        policy.observe(model, t)  # type: ignore[attr-defined]
+
+
+def with_background(events: list[tuple[str, float]], until: float) -> list[tuple[str, float]]:
+    """Add a VAD every second: the interleaving a real robot has."""
+    vad = [("vad", float(t)) for t in range(int(until))]
+    return sorted(events + vad, key=lambda e: e[1])
+
+
+def test_model_name() -> None:
+    assert model_name("asr:3") == "asr"
+    assert model_name("ocr.det:12") == "ocr.det"
+    assert model_name("asr") == "asr"
+
+
+def test_lru_evicts_least_recently_used_first() -> None:
+    p = LruPolicy()
+    feed(p, [("a", 1), ("b", 2), ("c", 3), ("a", 4)])
+    order = p.eviction_order([res("a:1"), res("b:1"), res("c:1"), res("new:1")], now=5)
+    assert [r.key for r in order] == ["new:1", "b:1", "c:1", "a:1"]
+    assert p.preload_candidates([], 5) == [] and p.predict_next(5) == []
+
+
+def test_lfu_evicts_least_frequently_used_first() -> None:
+    p = FrequencyPolicy()
+    feed(p, [("a", 1), ("a", 2), ("a", 3), ("b", 4), ("c", 5), ("c", 6)])
+    order = p.eviction_order([res("a:1"), res("b:1"), res("c:1")], now=7)
+    assert [r.key for r in order] == ["b:1", "c:1", "a:1"]
+    assert p.predict_next(7, k=2) == [("a", 0.5), ("c", 2 / 6)]
+
+
+def test_make_policy() -> None:
+    assert isinstance(make_policy("edged"), EdgedPolicy)
+    assert isinstance(make_policy("lru"), LruPolicy)
+    assert isinstance(make_policy("lfu"), FrequencyPolicy)
+    with pytest.raises(ValueError, match="unknown policy"):
+        make_policy("random")
+
+
+def sequence_trace(rounds: int, follower: str = "asr", start: float = 0.0,
+                   period: float = 40.0) -> list[tuple[str, float]]:
+    """wake -> (1.5 s) follower, every ``period`` seconds."""
+    events = []
+    for i in range(rounds):
+        t = start + i * period
+        events += [("wake", t + 0.3), (follower, t + 1.8)]
+    return events
+
+
+def test_learns_a_sequence_through_background_noise() -> None:
+    p = EdgedPolicy()
+    events = sequence_trace(20)
+    feed(p, with_background(events, 20 * 40 + 5))
+    p.observe("wake", 805.3)
+    top = dict(p.predict_next(805.4, k=3))
+    assert top.get("asr", 0) > 0.8
+    assert p.preload_candidates(["wake:1", "vad:1"], 805.4)[0] == "asr"
+    assert "asr" not in p.preload_candidates(["asr:1", "wake:1"], 805.4)
+    # once asr came, the context is spent
+    p.observe("asr", 806.8)
+    assert "asr" not in p.preload_candidates([], 806.9)
+
+
+def test_periodic_model_is_expected_when_due() -> None:
+    p = EdgedPolicy()
+    feed(p, with_background([("localize", 30.0 * i) for i in range(30)], 900))
+    last = 29 * 30.0
+    assert p.soon("localize", last + 1, 10) < 0.2
+    assert p.soon("localize", last + 25, 10) > 0.6
+    assert "localize" in p.preload_candidates(["vad:1"], last + 25)
+    assert "localize" not in p.preload_candidates(["vad:1"], last + 2)
+
+
+def test_eviction_prefers_big_unlikely_cheap_models() -> None:
+    p = EdgedPolicy()
+    for name, mib, load in (("llm", 1500, 7.0), ("detect", 90, 0.6), ("calib", 20, 0.3),
+                            ("vad", 2, 0.05)):
+        p.set_model(name, mib * MiB, load)
+    events = [("detect", float(t)) for t in range(0, 600, 2)] + [("calib", 10.0),
+                                                                  ("llm", 20.0)]
+    feed(p, with_background(events, 600))
+    order = p.eviction_order([res("detect:1", 90), res("vad:1", 2), res("llm:1", 1500),
+                              res("calib:1", 20)], now=600)
+    assert next(r.key for r in order) == "llm:1"
+    assert [r.key for r in order][-1] == "vad:1"
+    assert order.index(res("calib:1", 20)) < order.index(res("detect:1", 90))
+
+
+def test_a_shift_is_learned() -> None:
+    p = EdgedPolicy()
+    before = sequence_trace(30, "asr", period=40.0)
+    after = sequence_trace(30, "ocr", start=1200.0, period=40.0)
+    feed(p, with_background(before, 1200))
+    p.observe("wake", 1200.0 - 1.0)
+    assert p.preload_candidates(["vad:1"], 1199.1)[0] == "asr"
+    feed(p, with_background(after, 2400))
+    p.observe("wake", 2400.3)
+    ranked = p.preload_candidates(["vad:1"], 2400.4)
+    assert ranked and ranked[0] == "ocr"
+    assert "asr" not in ranked
+
+
+def test_time_of_day_from_previous_days() -> None:
+    p = EdgedPolicy()
+    day = 86400.0
+    events = []
+    for d in range(3):
+        events += [("night", d * day + 22 * 3600 + 60.0 * i) for i in range(0, 60, 5)]
+        events += [("vad", d * day + h * 3600.0) for h in range(24)]
+    feed(p, sorted(events, key=lambda e: e[1]))
+    day3 = 3 * day
+    p.observe("vad", day3 + 21.9 * 3600)
+    at_night = p.soon("night", day3 + 22.05 * 3600, 600)
+    at_noon = p.soon("night", day3 + 12 * 3600, 600)
+    assert at_night > 0.5 > at_noon
+
+
+def test_deterministic() -> None:
+    rng = random.Random(5)
+    events = sorted(((rng.choice("abcdef"), rng.uniform(0, 500)) for _ in range(400)),
+                    key=lambda e: e[1])
+    a, b = EdgedPolicy(), EdgedPolicy()
+    feed(a, events)
+    feed(b, events)
+    residents = [res(f"{m}:1") for m in "abcdef"]
+    assert a.eviction_order(residents, 501) == b.eviction_order(residents, 501)
+    assert a.predict_next(501, 6) == b.predict_next(501, 6)
+    assert a.preload_candidates([], 501) == b.preload_candidates([], 501)
+    for _, prob in a.predict_next(501, 6):
+        assert 0.0 <= prob <= 1.0
+
+
+BUDGETS = Budgets(ram_bytes=0, swap_bytes=1000 * MiB, reserve_bytes=0)
+
+
+def mem(used_mib: int) -> Memory:
+    return Memory((1000 - used_mib) * MiB, 0, swap_total_bytes=0)
+
+
+def test_plan_preload_never_evicts_more_valuable_models() -> None:
+    p = EdgedPolicy()
+    for name in ("wake", "asr", "hot", "hot2", "cold"):
+        p.set_model(name, 400 * MiB, 1.0)
+    events = [*sequence_trace(20), ("cold", 5.0)]
+    events += [(h, float(t)) for t in range(0, 800, 2) for h in ("hot", "hot2")]
+    feed(p, with_background(events, 800))
+    p.observe("wake", 798.3)
+    req = LoadRequest("asr:1", "swap", 400 * MiB)
+    free = plan_preload(p, req, [res("hot:1", 400)], BUDGETS, mem(400), 798.4)
+    assert isinstance(free, planner.Admit)
+    d = plan_preload(p, req, [res("hot:1", 400), res("cold:1", 400)], BUDGETS, mem(800), 798.4)
+    assert isinstance(d, planner.AdmitAfterEvicting) and d.victims == ("cold:1",)
+    d = plan_preload(p, req, [res("hot:1", 400), res("hot2:1", 400)], BUDGETS, mem(800), 798.4)
+    assert isinstance(d, planner.Reject) and "preload" in d.reason
+    busy = [res("hot:1", 400), res("cold:1", 400, in_flight=1)]
+    assert isinstance(plan_preload(p, req, busy, BUDGETS, mem(800), 798.4), planner.Reject)

@@ -1,0 +1,226 @@
+"""The replay tool: the exact optimum, the simulated policies, the CLI and its errors."""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import itertools
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from edged.manager.traces import ModelCost, TraceEntry, read_models, read_trace, write_models
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def replay() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("tools_replay", REPO / "tools" / "replay.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while being built
+    spec.loader.exec_module(module)
+    return module
+
+
+def trace_of(models: str, gap: float = 10.0) -> list[TraceEntry]:
+    """'ABCA' -> one request per letter, ``gap`` seconds apart (loads never overlap)."""
+    return [TraceEntry(i * gap, m.lower()) for i, m in enumerate(models)]
+
+
+def costs(**sizes: int) -> dict[str, ModelCost]:
+    return {name: ModelCost(size, 0.5) for name, size in sizes.items()}
+
+
+def brute_force_misses(seq: list[str], sizes: dict[str, int], budget: int) -> int:
+    """Every possible eviction at every miss, not only minimal ones: the ground truth."""
+
+    @functools.cache
+    def best(i: int, resident: frozenset[str]) -> int:
+        if i == len(seq):
+            return 0
+        m = seq[i]
+        if m in resident:
+            return best(i + 1, resident)
+        options = []
+        for k in range(len(resident) + 1):
+            for victims in itertools.combinations(sorted(resident), k):
+                keep = resident - set(victims)
+                if sum(sizes[x] for x in keep) + sizes[m] <= budget:
+                    options.append(best(i + 1, keep | {m}))
+        return 1 + min(options)
+
+    return best(0, frozenset())
+
+
+def test_optimum_unit_sizes_by_hand(replay: ModuleType) -> None:
+    # ABCABC, room for two: A B C(evict B) A B(evict A) C -> 4; LRU misses all 6
+    trace, models = trace_of("ABCABC"), costs(a=1, b=1, c=1)
+    assert replay.optimal(trace, models, 2).cold_loads == 4
+    assert replay.simulate("lru", trace, models, 2).cold_loads == 6
+    assert replay.simulate("furthest", trace, models, 2).cold_loads == 4
+
+
+def test_optimum_variable_sizes_by_hand(replay: ModuleType) -> None:
+    # budget 3, X=2, y=z=1: X y z(evict y) X y(evict X) z -> 4; LRU evicts X then thrashes
+    trace, models = trace_of("XYZXYZ"), costs(x=2, y=1, z=1)
+    r = replay.optimal(trace, models, 3)
+    assert r.cold_loads == 4 and r.hit_rate == pytest.approx(2 / 6, abs=1e-3)
+    assert r.bytes_loaded == 2 + 1 + 1 + 1 and r.stall_s == pytest.approx(2.0)
+    assert replay.simulate("lru", trace, models, 3).cold_loads == 6
+
+
+def test_optimum_with_a_model_needing_everything(replay: ModuleType) -> None:
+    # L fills the budget: every switch to or from it is a load
+    trace, models = trace_of("ABLABL"), costs(a=5, b=5, l=10)
+    assert replay.optimal(trace, models, 10).cold_loads == 6
+    assert replay.optimal(trace_of("ABABLL"), models, 10).cold_loads == 3
+
+
+def test_models_larger_than_the_budget_are_rejected_not_loaded(replay: ModuleType) -> None:
+    trace, models = trace_of("AHA"), costs(a=1, h=100)
+    assert replay.optimal(trace, models, 10).rejected == 1
+    assert replay.optimal(trace, models, 10).cold_loads == 1
+    assert replay.simulate("lru", trace, models, 10).rejected == 1
+
+
+def test_optimum_matches_brute_force_on_random_tiny_traces(replay: ModuleType) -> None:
+    rng = random.Random(11)
+    for _ in range(150):
+        names = "abcd"[: rng.randint(2, 4)]
+        sizes = {n: rng.randint(1, 6) for n in names}
+        budget = rng.randint(max(sizes.values()), sum(sizes.values()))
+        seq = [rng.choice(names) for _ in range(rng.randint(1, 10))]
+        trace = [TraceEntry(10.0 * i, m) for i, m in enumerate(seq)]
+        got = replay.optimal(trace, costs(**sizes), budget).cold_loads
+        assert got == brute_force_misses(seq, sizes, budget), (seq, sizes, budget)
+
+
+def test_optimum_is_a_lower_bound_for_demand_policies(replay: ModuleType) -> None:
+    rng = random.Random(12)
+    for _ in range(40):
+        names = "abcdef"
+        models = {n: ModelCost(rng.randint(1, 8) << 20, rng.uniform(0.05, 3)) for n in names}
+        t, trace = 0.0, []
+        for _ in range(rng.randint(20, 80)):
+            t += rng.expovariate(1.0)
+            trace.append(TraceEntry(t, rng.choice(names[: rng.randint(3, 6)])))
+        budget = rng.randint(8, 30) << 20
+        best = replay.optimal(trace, models, budget).cold_loads
+        for policy in ("lru", "lfu", "furthest"):
+            assert best <= replay.simulate(policy, trace, models, budget).cold_loads
+        no_preload = replay.simulate("edged", trace, models, budget, preload=False)
+        assert best <= no_preload.cold_loads
+
+
+def test_optimum_reports_na_beyond_its_limits(replay: ModuleType,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    trace, models = trace_of("ABCDE"), costs(a=1, b=1, c=1, d=1, e=1)
+    monkeypatch.setattr(replay, "MAX_EXACT_MODELS", 4)
+    r = replay.optimal(trace, models, 2)
+    assert r.cold_loads is None and r.hit_rate is None and r.note.startswith("n/a")
+    assert "4" in r.note
+
+
+def test_preload_in_flight_counts_as_a_cold_load_and_stalls(replay: ModuleType) -> None:
+    models = {"a": ModelCost(1, 0.01), "b": ModelCost(1, 4.0)}
+    trace = [TraceEntry(float(i * 10), "a") for i in range(30)]
+    # 'b' always 1 s after 'a': learnable, but b takes 4 s to load
+    trace = sorted(trace + [TraceEntry(e.t + 1.0, "b") for e in trace], key=lambda e: e.t)
+    r = replay.simulate("edged", trace, models, 10)
+    lru = replay.simulate("lru", trace, models, 10)
+    assert lru.cold_loads == 2 and r.cold_loads == 2  # everything fits: only first loads
+    tight = replay.simulate("edged", trace, models, 1)
+    assert tight.cold_loads is not None and tight.stall_s is not None
+    assert tight.stall_s < 4.0 * tight.cold_loads  # a late preload still shortens the wait
+
+
+def generated(tmp_path: Path, *extra: str, duration: str = "3600") -> tuple[Path, Path]:
+    out, models = tmp_path / "trace.jsonl", tmp_path / "models.json"
+    subprocess.run([sys.executable, str(REPO / "tools" / "gen_trace.py"), "--seed", "3",
+                    "--duration", duration, "--out", str(out), "--models-out", str(models),
+                    *extra], check=True, capture_output=True, cwd=REPO)
+    return out, models
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(REPO / "tools" / "replay.py"), *args],
+                          capture_output=True, text=True, cwd=REPO, check=False)
+
+
+def test_cli_json_shape(tmp_path: Path) -> None:
+    trace, models = generated(tmp_path, duration="600")
+    proc = run_cli("--trace", str(trace), "--models", str(models), "--budget", "2GiB", "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert set(report) == {"policies", "budget_bytes", "requests"}
+    assert set(report["policies"]) == {"lru", "edged", "optimal", "lfu", "furthest"}
+    assert report["budget_bytes"] == 2 << 30
+    assert report["requests"] == len(read_trace(trace))
+    for result in report["policies"].values():
+        for key in ("hit_rate", "cold_loads", "stall_s", "bytes_loaded", "wasted_preloads"):
+            assert key in result
+    assert report["policies"]["optimal"]["note"].startswith("exact")
+    opt = report["policies"]["optimal"]["cold_loads"]
+    assert all(opt <= report["policies"][p]["cold_loads"] for p in ("lru", "lfu", "furthest"))
+
+
+def test_cli_table_and_plain_byte_budget(tmp_path: Path) -> None:
+    trace, models = generated(tmp_path, duration="300")
+    proc = run_cli("--trace", str(trace), "--models", str(models), "--budget", "3221225472",
+                   "--policies", "lru,edged")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[0].split()[:3] == ["policy", "hit_rate", "cold_loads"]
+    assert "budget 3.0 GiB" in proc.stdout
+
+
+def test_cli_bad_trace_line_names_the_line(tmp_path: Path) -> None:
+    models = tmp_path / "m.json"
+    write_models(models, {"a": ModelCost(10, 0.1)})
+    trace = tmp_path / "bad.jsonl"
+    trace.write_text('{"t": 0, "model": "a"}\n{"t": 1, "model": "a"}\n{"t": 2, "model": \n')
+    proc = run_cli("--trace", str(trace), "--models", str(models), "--budget", "1MiB")
+    assert proc.returncode == 2
+    assert f"{trace} line 3: not JSON" in proc.stderr
+    assert proc.stdout == ""
+
+
+def test_cli_unknown_model_and_bad_budget(tmp_path: Path) -> None:
+    models = tmp_path / "m.json"
+    write_models(models, {"a": ModelCost(10, 0.1)})
+    trace = tmp_path / "t.jsonl"
+    trace.write_text('{"t": 0, "model": "zzz"}\n')
+    proc = run_cli("--trace", str(trace), "--models", str(models), "--budget", "1MiB")
+    assert proc.returncode == 2 and "zzz" in proc.stderr
+    proc = run_cli("--trace", str(trace), "--models", str(models), "--budget", "lots")
+    assert proc.returncode == 2 and "cannot parse size" in proc.stderr
+
+
+def test_edged_adapts_after_a_shift(replay: ModuleType, tmp_path: Path) -> None:
+    path, models_path = generated(tmp_path, "--shift", "--routine", "0.8", duration="7200")
+    trace, models = read_trace(path), read_models(models_path)
+    budget = 2 << 30
+    sims = {}
+    for name in ("edged", "lru"):
+        policy = replay.make_policy(name)
+        sim = replay.Simulator(models, budget, policy, policy.eviction_order,
+                               preload=name == "edged")
+        sim.run(trace)
+        sims[name] = sim.outcomes
+    n = len(trace)
+    q = n // 4
+
+    def rate(outcomes: list[bool], lo: int, hi: int) -> float:
+        return sum(outcomes[lo:hi]) / (hi - lo)
+
+    edged = sims["edged"]
+    # right after the shift edged has to relearn; by the last quarter it has recovered
+    assert rate(edged, 3 * q, n) >= rate(edged, 2 * q, 3 * q)
+    assert rate(edged, 3 * q, n) >= rate(edged, q, 2 * q) - 0.01
+    assert rate(edged, 2 * q, n) >= rate(sims["lru"], 2 * q, n)

@@ -1,0 +1,150 @@
+"""Selection: the rules of edged.manager.selection, one behaviour per test."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from edged.manager.selection import Candidate, select
+
+MiB = 1 << 20
+
+
+def cand(name: str, quality: float = 0.5, latency_ms: float | None = 10.0, *,
+         version: int = 1, tasks: tuple[str, ...] = ("asr",), loaded: bool = False,
+         fits_now: bool = True, tier: str = "swap", mib: int = 100) -> Candidate:
+    return Candidate(name=name, version=version, tasks=tasks, quality=quality,
+                     latency_ms=latency_ms, footprint_bytes=mib * MiB, loaded=loaded,
+                     fits_now=fits_now, tier=tier)
+
+
+def test_quality_picks_the_highest_quality() -> None:
+    s = select("asr", "quality", [cand("small", 0.7, 5), cand("large", 0.9, 80)])
+    assert s.choice is not None and s.choice.name == "large"
+    assert any("highest quality (0.9)" in r for r in s.reasons)
+    assert s.runners_up[0][0].name == "small"
+    assert "lower quality (0.7 < 0.9)" in s.runners_up[0][1]
+
+
+def test_speed_picks_the_fastest_and_unknown_latency_ranks_last() -> None:
+    cs = [cand("unknown", 0.99, None), cand("slow", 0.9, 80), cand("fast", 0.7, 5)]
+    s = select("asr", "speed", cs)
+    assert s.choice is not None and s.choice.name == "fast"
+    assert [c.name for c, _ in s.runners_up] == ["slow", "unknown"]
+    assert "unknown latency" in s.runners_up[1][1]
+
+
+def test_balanced_weighs_quality_against_latency() -> None:
+    cs = [cand("tiny", 0.60, 2), cand("mid", 0.88, 12), cand("huge", 0.90, 900)]
+    s = select("asr", "balanced", cs)
+    assert s.choice is not None and s.choice.name == "mid"
+    assert "worse balance" in dict((c.name, r) for c, r in s.runners_up)["huge"]
+
+
+def test_only_models_that_do_the_task_are_considered() -> None:
+    s = select("ocr.detect", "quality", [cand("a", tasks=("asr",))])
+    assert s.choice is None
+    assert s.reasons == ("no installed model can do task 'ocr.detect'",)
+    assert s.runners_up == ()
+
+
+def test_storage_tier_is_not_selectable_and_says_so() -> None:
+    s = select("asr", "quality", [cand("best", 0.99, tier="storage"), cand("ok", 0.5)])
+    assert s.choice is not None and s.choice.name == "ok"
+    why = dict((c.name, r) for c, r in s.runners_up)["best"]
+    assert "storage tier" in why and "promote" in why
+    only = select("asr", "quality", [cand("best", tier="storage")])
+    assert only.choice is None and "storage tier" in only.reasons[-1]
+
+
+def test_a_loaded_model_wins_ties() -> None:
+    cs = [cand("a", 0.8, 10), cand("b", 0.8, 10, loaded=True)]
+    s = select("asr", "quality", cs)
+    assert s.choice is not None and s.choice.name == "b"
+    assert "already loaded" in s.reasons
+    assert "already loaded" in s.runners_up[0][1]
+
+
+def test_loaded_does_not_beat_a_better_model() -> None:
+    s = select("asr", "quality", [cand("a", 0.9), cand("b", 0.8, loaded=True)])
+    assert s.choice is not None and s.choice.name == "a"
+
+
+def test_models_that_do_not_fit_rank_below_those_that_fit() -> None:
+    s = select("asr", "quality", [cand("big", 0.95, fits_now=False), cand("ok", 0.6)])
+    assert s.choice is not None and s.choice.name == "ok"
+    assert s.runners_up[0][1] == "does not fit in memory now"
+    alone = select("asr", "quality", [cand("big", 0.95, fits_now=False)])
+    assert alone.choice is not None and alone.choice.name == "big"
+    assert any("does not fit" in r for r in alone.reasons)
+
+
+def test_pinned_model_wins_if_it_can_do_the_task() -> None:
+    cs = [cand("best", 0.95), cand("mine", 0.5)]
+    s = select("asr", "quality", cs, pinned="mine")
+    assert s.choice is not None and s.choice.name == "mine"
+    assert "pinned (manual mode)" in s.reasons[0]
+    assert "not pinned" in s.runners_up[0][1]
+    by_key = select("asr", "quality", [cand("mine", version=2), cand("mine", version=3)],
+                    pinned="mine:2")
+    assert by_key.choice is not None and by_key.choice.version == 2
+
+
+def test_pinned_model_that_cannot_do_the_task_is_ignored_with_a_reason() -> None:
+    cs = [cand("best", 0.95), cand("vad", tasks=("vad",))]
+    s = select("asr", "quality", cs, pinned="vad")
+    assert s.choice is not None and s.choice.name == "best"
+    assert "cannot do 'asr'" in s.reasons[0]
+    missing = select("asr", "quality", cs, pinned="ghost")
+    assert "not installed" in missing.reasons[0]
+    stored = select("asr", "quality", [cand("best"), cand("old", tier="storage")], pinned="old")
+    assert stored.choice is not None and stored.choice.name == "best"
+    assert "storage tier" in stored.reasons[0]
+
+
+def test_hard_limits_exclude_with_reasons() -> None:
+    cs = [cand("huge", 0.99, 10, mib=2000), cand("slow", 0.9, 500), cand("ok", 0.5, 20)]
+    s = select("asr", "quality", cs, max_bytes=1000 * MiB, max_latency_ms=100)
+    assert s.choice is not None and s.choice.name == "ok"
+    why = dict((c.name, r) for c, r in s.runners_up)
+    assert "over the limit" in why["huge"] and "bytes" in why["huge"]
+    assert "500 ms, over the limit of 100 ms" in why["slow"]
+
+
+def test_unknown_latency_passes_a_latency_limit() -> None:
+    s = select("asr", "quality", [cand("new", 0.9, None)], max_latency_ms=50)
+    assert s.choice is not None and s.choice.name == "new"
+
+
+def test_tie_on_the_priority_goes_to_the_faster_then_by_name_and_version() -> None:
+    s = select("asr", "quality", [cand("a", 0.8, 30), cand("b", 0.8, 10)])
+    assert s.choice is not None and s.choice.name == "b"
+    assert "but slower" in s.runners_up[0][1]
+    s = select("asr", "quality", [cand("x", version=1), cand("x", version=2)])
+    assert s.choice is not None and s.choice.version == 2
+
+
+def test_bad_priority_is_an_error() -> None:
+    with pytest.raises(ValueError, match="priority"):
+        select("asr", "fastest", [cand("a")])
+
+
+def test_deterministic_and_complete_on_random_sets() -> None:
+    rng = random.Random(3)
+    for _ in range(300):
+        cs = [cand(f"m{i}", round(rng.random(), 2), rng.choice([None, 5.0, 20.0, 80.0]),
+                   loaded=rng.random() < 0.3, fits_now=rng.random() < 0.8,
+                   tier=rng.choice(["ram", "swap", "swap", "storage"]),
+                   tasks=rng.choice([("asr",), ("asr", "vad"), ("vad",)]))
+              for i in range(rng.randint(1, 12))]
+        prio = rng.choice(["speed", "quality", "balanced"])
+        a, b = select("asr", prio, cs), select("asr", prio, list(reversed(cs)))
+        assert a == b
+        able = [c for c in cs if "asr" in c.tasks]
+        listed = ([a.choice] if a.choice else []) + [c for c, _ in a.runners_up]
+        assert sorted(c.name for c in listed) == sorted(c.name for c in able)
+        if a.choice is not None:
+            assert a.choice.tier != "storage"
+            fitting = [c for c in able if c.fits_now and c.tier != "storage"]
+            assert a.choice.fits_now or not fitting

@@ -1,0 +1,397 @@
+#!/usr/bin/env python3
+"""Replay a request trace against a memory budget, through several cache policies.
+
+    python tools/replay.py --trace T.jsonl --models M.json --budget 6GiB [--json]
+
+Policies: ``lru``, ``lfu``, ``edged`` (``edged.manager.policy.EdgedPolicy`` with the capacity
+planner and the preloader rule :func:`edged.manager.policy.plan_preload` — the code the daemon
+runs), ``furthest`` (evict the model whose next use is furthest away: Belady's rule, offline, only
+a heuristic when sizes differ) and ``optimal`` (the exact offline minimum of cold loads for any
+policy that loads on demand; see ```optimal`` below).
+
+Simulated time, honestly: a load takes the model's ``load_s``; there is one loader, so loads run
+one at a time; requests are served in trace order. A request whose model is ready is a hit. Any
+other request is a *cold load* and waits (``stall_s``) for its model: for a fresh demand load,
+for the loader to finish an earlier demand load first, or for the rest of a load already
+running — a request that arrives while its model's preload is still running is cold too. A
+demand load cancels a running preload of another model (preloads yield to demand). The preloader
+runs whenever the loader is idle, at least every ``--preload-interval`` seconds (the daemon's
+``preload.interval_s``), asks the policy for candidates and starts the first (of at most three)
+that :func:`plan_preload` admits. ``wasted_preloads`` counts preloads cancelled, evicted before
+their first use, or never used. ``bytes_loaded`` includes the part of a cancelled preload read.
+All models are ``swap``-tier, CPU, evictable; the budget is the whole memory they may use.
+
+``optimal`` is a search over (request, resident set) states, with dead models (never requested
+again) dropped from a set and a set pruned when another one provably does at least as well
+(cost' + |S minus S'| <= cost: the other can reload the difference). It is exact for up to
+``MAX_EXACT_MODELS`` distinct models while the frontier stays under ``MAX_STATES``; beyond that it
+reports ``n/a`` rather than a number it cannot vouch for. Its loads are timeless (each costs
+``load_s`` of stall), and its stall and bytes are those of one miss-minimal schedule. A
+preloading policy can beat it: a preload that completes in time is a load but not a cold load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import json
+import math
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edged.manager import planner
+from edged.manager.policy import CachePolicy, make_policy, plan_preload
+from edged.manager.traces import ModelCost, TraceEntry, TraceError, read_models, read_trace
+from edged.units import format_size, parse_size
+
+MAX_EXACT_MODELS = 24
+MAX_STATES = 20_000
+POLICIES = ("lru", "lfu", "edged", "furthest", "optimal")
+
+
+@dataclass
+class Result:
+    hit_rate: float | None = None
+    cold_loads: int | None = 0
+    stall_s: float | None = 0.0
+    bytes_loaded: int | None = 0
+    wasted_preloads: int | None = 0
+    preloads: int | None = 0
+    rejected: int | None = 0
+    note: str = ""
+
+
+@dataclass
+class _Slot:
+    size: int
+    ready_at: float
+    preloaded: bool = False
+    used: bool = False
+
+
+class Simulator:
+    """One online policy over one trace; see the module docstring for the rules of time."""
+
+    def __init__(self, models: dict[str, ModelCost], budget: int,
+                 policy: CachePolicy | None, order: Callable[[Sequence[planner.Resident], float],
+                                                              Sequence[planner.Resident]],
+                 *, preload: bool, interval_s: float = 0.5,
+                 on_request: Callable[[int], None] | None = None) -> None:
+        self.models, self.policy, self.order = models, policy, order
+        self.on_request = on_request
+        self.preload, self.interval_s = preload, interval_s
+        self.budgets = planner.Budgets(ram_bytes=0, swap_bytes=budget, reserve_bytes=0)
+        self.slots: dict[str, _Slot] = {}
+        self.loading: tuple[str, bool, float, float] | None = None  # model, preload, start, end
+        self.r = Result()
+        self.hits = 0
+        self.outcomes: list[bool] = []  # per request: served without waiting
+        if policy is not None:
+            for name, m in models.items():
+                policy.set_model(name, m.size_bytes, m.load_s)
+
+    # -- the planner's view ------------------------------------------------------------------
+    def residents(self, now: float) -> list[planner.Resident]:
+        return [planner.Resident(k, "swap", s.size, 0 if s.ready_at <= now else 1, False)
+                for k, s in self.slots.items()]
+
+    def memory(self) -> planner.Memory:
+        used = sum(s.size for s in self.slots.values())
+        return planner.Memory(self.budgets.swap_bytes - used, 0, swap_total_bytes=0)
+
+    def evict(self, victims: Sequence[str]) -> None:
+        for v in victims:
+            slot = self.slots.pop(v)
+            if slot.preloaded and not slot.used:
+                self.r.wasted_preloads = (self.r.wasted_preloads or 0) + 1
+
+    # -- the loop ----------------------------------------------------------------------------
+    def run(self, trace: Sequence[TraceEntry]) -> Result:
+        clock = trace[0].t if trace else 0.0
+        for i, entry in enumerate(trace):
+            clock = self.advance(clock, entry.t)
+            if self.policy is not None:
+                self.policy.observe(entry.model, entry.t)
+            if self.on_request is not None:
+                self.on_request(i)
+            self.serve(i, entry)
+        self.evict([k for k, s in self.slots.items() if s.preloaded and not s.used])
+        n = len(trace)
+        self.r.hit_rate = round(self.hits / n, 4) if n else 1.0
+        self.r.stall_s = round(self.r.stall_s or 0.0, 3)
+        return self.r
+
+    def advance(self, clock: float, t: float) -> float:
+        """Let the preloader work from ``clock`` until ``t`` whenever the loader is idle."""
+        while True:
+            if self.loading is not None and self.loading[3] <= t:
+                clock = max(clock, self.loading[3])
+                self.loading = None
+            if self.loading is not None or not self.preload or clock > t:
+                return max(clock, t) if self.loading is None else clock
+            if not self.try_preload(clock):
+                if clock + self.interval_s > t:
+                    return t
+                clock += self.interval_s
+
+    def try_preload(self, now: float) -> bool:
+        assert self.policy is not None
+        residents = self.residents(now)
+        for name in self.policy.preload_candidates(list(self.slots), now)[:3]:
+            cost = self.models.get(name)
+            if cost is None:
+                continue
+            req = planner.LoadRequest(name, "swap", cost.size_bytes, preload=True)
+            d = plan_preload(self.policy, req, residents, self.budgets, self.memory(), now)
+            if isinstance(d, planner.Reject):
+                continue
+            self.evict(d.victims if isinstance(d, planner.AdmitAfterEvicting) else ())
+            self.slots[name] = _Slot(cost.size_bytes, now + cost.load_s, preloaded=True)
+            self.loading = (name, True, now, now + cost.load_s)
+            self.r.preloads = (self.r.preloads or 0) + 1
+            self.r.bytes_loaded = (self.r.bytes_loaded or 0) + cost.size_bytes
+            return True
+        return False
+
+    def serve(self, i: int, entry: TraceEntry) -> None:
+        t, name = entry.t, entry.model
+        slot = self.slots.get(name)
+        hit = slot is not None and slot.ready_at <= t
+        self.outcomes.append(hit)
+        if slot is not None and hit:
+            self.hits += 1
+            slot.used = True
+            return
+        if slot is not None:  # still loading: wait for the rest of it
+            if slot.preloaded and not slot.used:  # the preload came too late: a cold load
+                self.r.cold_loads = (self.r.cold_loads or 0) + 1
+            self.r.stall_s = (self.r.stall_s or 0.0) + slot.ready_at - t
+            slot.used = True
+            return
+        self.demand_load(i, t, name)
+
+    def demand_load(self, i: int, t: float, name: str) -> None:
+        cost = self.models.get(name)
+        if cost is None:
+            raise TraceError(f"trace request {i + 1}: model {name!r} is not in the models file")
+        start = t
+        if self.loading is not None and self.loading[1]:  # a preload yields to demand
+            other, _, p_start, p_end = self.loading
+            self.r.bytes_loaded = (self.r.bytes_loaded or 0) - int(
+                self.models[other].size_bytes * (p_end - t) / max(p_end - p_start, 1e-9))
+            self.evict([other])
+            self.loading = None
+        elif self.loading is not None:
+            start = self.loading[3]  # one loader: wait for the earlier demand load
+        order = self.order
+        d = planner.plan(planner.LoadRequest(name, "swap", cost.size_bytes),
+                         self.residents(start), self.budgets, self.memory(),
+                         eviction_order=lambda rs: order(rs, start),
+                         victim_cost=self.policy.victim_cost(start) if self.policy else None)
+        if isinstance(d, planner.Reject):
+            self.r.rejected = (self.r.rejected or 0) + 1
+            return
+        self.evict(d.victims if isinstance(d, planner.AdmitAfterEvicting) else ())
+        end = start + cost.load_s
+        self.slots[name] = _Slot(cost.size_bytes, end, used=True)
+        self.loading = (name, False, start, end)
+        self.r.cold_loads = (self.r.cold_loads or 0) + 1
+        self.r.stall_s = (self.r.stall_s or 0.0) + end - t
+        self.r.bytes_loaded = (self.r.bytes_loaded or 0) + cost.size_bytes
+
+
+class FurthestNextUse:
+    """Belady's order: residents whose next request is furthest away (or never) go first."""
+
+    def __init__(self, trace: Sequence[TraceEntry]) -> None:
+        self.uses: dict[str, list[int]] = {}
+        for i, e in enumerate(trace):
+            self.uses.setdefault(e.model, []).append(i)
+        self.position = 0
+
+    def at(self, position: int) -> None:
+        self.position = position
+
+    def next_use(self, name: str) -> float:
+        uses = self.uses.get(name, [])
+        j = bisect.bisect_right(uses, self.position)
+        return uses[j] if j < len(uses) else math.inf
+
+    def order(self, residents: Sequence[planner.Resident], now: float) -> list[planner.Resident]:
+        return sorted(residents, key=lambda r: (-self.next_use(r.key), r.key))
+
+
+# -- the exact offline optimum ---------------------------------------------------------------
+def optimal(trace: Sequence[TraceEntry], models: dict[str, ModelCost], budget: int) -> Result:
+    """Fewest demand loads any policy could do on ``trace`` (see the module docstring)."""
+    names = sorted({e.model for e in trace})
+    if len(names) > MAX_EXACT_MODELS:
+        return Result(None, None, None, None, None, None, None,
+                      f"n/a: {len(names)} distinct models > {MAX_EXACT_MODELS}")
+    bit = {n: 1 << i for i, n in enumerate(names)}
+    size = [models[n].size_bytes for n in names]
+    load = [models[n].load_s for n in names]
+    seq = [bit[e.model] for e in trace if models[e.model].size_bytes <= budget]
+    rejected = len(trace) - len(seq)
+    live_after = [0] * len(seq)  # models requested after position i
+    acc = 0
+    for i in range(len(seq) - 1, -1, -1):
+        live_after[i] = acc
+        acc |= seq[i]
+    # state: resident set (bitmask) -> (cold loads, stall, bytes), the best known for it
+    states: dict[int, tuple[int, float, int]] = {0: (0, 0.0, 0)}
+    for i, b in enumerate(seq):
+        j = b.bit_length() - 1
+        nxt: dict[int, tuple[int, float, int]] = {}
+        missed = False
+        for mask, cost in states.items():
+            if mask & b:
+                _keep(nxt, mask & live_after[i], cost)
+                continue
+            missed = True
+            paid = (cost[0] + 1, cost[1] + load[j], cost[2] + size[j])
+            for victims in _minimal_evictions(mask, size, size[j], budget):
+                _keep(nxt, ((mask & ~victims) | b) & live_after[i], paid)
+        states = _prune(nxt) if missed and len(nxt) > 1 else nxt
+        if len(states) > MAX_STATES:
+            return Result(None, None, None, None, None, None, None,
+                          f"n/a: more than {MAX_STATES} states at request {i + 1}")
+    misses, stall, loaded = min(states.values()) if states else (0, 0.0, 0)
+    n = len(trace)
+    return Result(round((n - misses - rejected) / n, 4) if n else 1.0, misses, round(stall, 3),
+                  loaded, 0, 0, rejected, f"exact, up to {MAX_EXACT_MODELS} distinct models")
+
+
+def _keep(states: dict[int, tuple[int, float, int]], mask: int,
+          cost: tuple[int, float, int]) -> None:
+    old = states.get(mask)
+    if old is None or cost < old:
+        states[mask] = cost
+
+
+def _minimal_evictions(mask: int, size: list[int], need_size: int, budget: int) -> list[int]:
+    """Every inclusion-minimal set of residents whose eviction makes room for ``need_size``."""
+    items = sorted(((size[k], 1 << k) for k in range(len(size)) if mask >> k & 1), reverse=True)
+    need = sum(s for s, _ in items) + need_size - budget
+    if need <= 0:
+        return [0]
+    suffix = [0] * (len(items) + 1)
+    for k in range(len(items) - 1, -1, -1):
+        suffix[k] = suffix[k + 1] + items[k][0]
+    out: list[int] = []
+
+    def walk(start: int, total: int, chosen: int, smallest: int) -> None:
+        if total >= need:
+            if total - smallest < need:  # dropping the smallest (hence any) breaks it
+                out.append(chosen)
+            return
+        for k in range(start, len(items)):
+            if total + suffix[k] < need:
+                return
+            walk(k + 1, total + items[k][0], chosen | items[k][1], items[k][0])
+
+    walk(0, 0, 0, 0)
+    return out
+
+
+def _prune(states: dict[int, tuple[int, float, int]]) -> dict[int, tuple[int, float, int]]:
+    """Drop (S, c) when another (S', c') has c' + |S minus S'| <= c (it can catch up).
+
+    Safe to apply to all pairs at once: two different sets cannot dominate each other, so a
+    chain of dominations ends in a state that is kept. Vectorized: states sorted by cost, each
+    block of rows compared only with the states that cost no more.
+    """
+    items = sorted(states.items(), key=lambda kv: kv[1][0])
+    masks = np.fromiter((m for m, _ in items), dtype=np.uint32, count=len(items))
+    costs = np.fromiter((c[0] for _, c in items), dtype=np.int32, count=len(items))
+    dominated = np.zeros(len(items), dtype=bool)
+    for lo in range(0, len(items), 256):
+        hi = min(lo + 256, len(items))
+        cols = int(np.searchsorted(costs, costs[hi - 1], side="right"))
+        extra = _popcount(masks[lo:hi, None] & ~masks[None, :cols])
+        hit = costs[None, :cols] + extra <= costs[lo:hi, None]
+        hit[np.arange(hi - lo), np.arange(lo, hi)] = False
+        dominated[lo:hi] = hit.any(axis=1)
+    return {m: c for (m, c), d in zip(items, dominated, strict=True) if not d}
+
+
+def _popcount(a: np.ndarray) -> np.ndarray:
+    if hasattr(np, "bitwise_count"):  # numpy >= 2
+        return np.bitwise_count(a).astype(np.int32)
+    a = a - ((a >> 1) & 0x55555555)  # the classic SWAR popcount, for older numpy
+    a = (a & 0x33333333) + ((a >> 2) & 0x33333333)
+    return ((((a + (a >> 4)) & 0x0F0F0F0F) * 0x01010101) >> 24).astype(np.int32)
+
+
+# -- command line ----------------------------------------------------------------------------
+def run_all(trace: Sequence[TraceEntry], models: dict[str, ModelCost], budget: int,
+            policies: Sequence[str] = POLICIES, interval_s: float = 0.5) -> dict[str, object]:
+    missing = sorted({e.model for e in trace} - set(models))
+    if missing:
+        raise TraceError(f"models file has no size for: {', '.join(missing)}")
+    out: dict[str, dict[str, object]] = {}
+    for name in policies:
+        out[name] = asdict(simulate(name, trace, models, budget, interval_s=interval_s))
+    return {"policies": out, "budget_bytes": budget, "requests": len(trace)}
+
+
+def simulate(policy_name: str, trace: Sequence[TraceEntry], models: dict[str, ModelCost],
+             budget: int, *, preload: bool | None = None, interval_s: float = 0.5) -> Result:
+    """Run one policy (``lru`` | ``lfu`` | ``edged`` | ``furthest`` | ``optimal``)."""
+    if policy_name == "optimal":
+        return optimal(trace, models, budget)
+    if policy_name == "furthest":
+        oracle = FurthestNextUse(trace)
+        return Simulator(models, budget, None, oracle.order, preload=False,
+                         on_request=oracle.at).run(trace)
+    policy = make_policy(policy_name)
+    return Simulator(models, budget, policy, policy.eviction_order,
+                     preload=(policy_name == "edged") if preload is None else preload,
+                     interval_s=interval_s).run(trace)
+
+
+def table(report: dict[str, object]) -> str:
+    cols = ("hit_rate", "cold_loads", "stall_s", "bytes_loaded", "wasted_preloads")
+    lines = [f"{'policy':<10}" + "".join(f"{c:>16}" for c in cols)]
+    policies = report["policies"]
+    assert isinstance(policies, dict)
+    for name, r in policies.items():
+        cells = ["n/a" if r[c] is None else format_size(r[c]) if c == "bytes_loaded"
+                 else f"{r[c]:.1%}" if c == "hit_rate" else str(r[c]) for c in cols]
+        note = f"  ({r['note']})" if r["note"] else ""
+        lines.append(f"{name:<10}" + "".join(f"{c:>16}" for c in cells) + note)
+    lines.append(f"{report['requests']} requests, budget {format_size(int(report['budget_bytes']))}"
+                 f" ({report['budget_bytes']} bytes)")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--trace", type=Path, required=True, help="JSONL trace (t, model, ...)")
+    p.add_argument("--models", type=Path, required=True, help="models.json: sizes, load_s")
+    p.add_argument("--budget", required=True, help="memory for models: 6GiB, 512MiB, bytes")
+    p.add_argument("--policies", default=",".join(POLICIES), help="comma-separated subset")
+    p.add_argument("--preload-interval", type=float, default=0.5, help="seconds (daemon's)")
+    p.add_argument("--json", action="store_true", help="print only JSON")
+    args = p.parse_args(argv)
+    try:
+        budget = parse_size(args.budget)
+        policies = [x for x in args.policies.split(",") if x]
+        unknown = set(policies) - set(POLICIES)
+        if unknown:
+            raise ValueError(f"unknown policies: {', '.join(sorted(unknown))}")
+        report = run_all(read_trace(args.trace), read_models(args.models), budget, policies,
+                         args.preload_interval)
+    except (OSError, ValueError) as exc:
+        print(f"replay: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(report, indent=2) if args.json else table(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
