@@ -68,6 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "fsck":
         return _fsck(cfg, repair=args.repair, deep=not args.quick, as_json=args.json)
     setup_logging(args.log_level or cfg.log_level)
+    import faulthandler
+
+    faulthandler.enable()  # a watchdog kill (SIGABRT) leaves every thread's stack in the journal
     try:
         daemon = Daemon(cfg)
     except (e.EdgedError, OSError) as exc:
@@ -113,10 +116,30 @@ class Daemon:
         self.server = build_server(cfg, self.manager, reload=self.reload)
         self._stop = threading.Event()
         self._reload_requested = threading.Event()
+        from edged.sdnotify import Heartbeat, Liveness, Notifier
+
+        self.notifier = Notifier()
+        # The main loop beats every 0.2 s; if it stalls for 5 s the watchdog pings stop and
+        # systemd restarts the daemon.
+        self.liveness = Liveness(5.0)
+        self.heartbeat = Heartbeat(self.notifier, self._alive)
 
     def reload(self) -> tuple[bool, str, int]:
         """SIGHUP / the Reload RPC: re-read the manifests without dropping loaded models."""
-        return self.manager.reload()
+        self.notifier.reloading()
+        try:
+            return self.manager.reload()
+        finally:
+            self.notifier.ready(self._summary())
+
+    def _alive(self) -> bool:
+        return self.liveness() and self.manager.state in ("serving", "starting")
+
+    def _summary(self) -> str:
+        st = self.manager.status()
+        loaded = len(st.loaded)
+        return (f"serving {st.models_installed} models, {loaded} loaded; "
+                f"{st.snapshot.memory.available_bytes >> 20} MiB available")
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
         if signum == signal.SIGHUP:
@@ -133,11 +156,19 @@ class Daemon:
         self.parts.start()
         self.manager.set_state("serving")
         self.server.set_serving(True)
+        self.notifier.ready(self._summary())
+        self.heartbeat.start()
         log.info("edged %s serving on unix:%s (state %s, budgets ram %d swap %d reserve %d)",
                  __version__, self.cfg.listen.unix, self.cfg.state_dir, self.budgets.ram,
                  self.budgets.swap, self.budgets.reserve)
         print(f"edged {__version__} ready: socket unix:{self.cfg.listen.unix}", flush=True)
+        ticks = 0
         while not self._stop.wait(0.2):
+            self.liveness.beat()
+            ticks += 1
+            if ticks % 25 == 0:  # every 5 s: systemd's STATUS= line and the metric gauges
+                self.notifier.status(self._summary())
+                self.parts.update_gauges()
             if self._reload_requested.is_set():
                 self._reload_requested.clear()
                 ok, err, _ = self.reload()
@@ -147,11 +178,14 @@ class Daemon:
 
     def shutdown(self) -> int:
         log.info("stopping: draining in-flight requests (grace %.1fs)", self.cfg.stop_grace_s)
+        self.notifier.stopping()
+        self.heartbeat.stop()
         self.manager.set_state("stopping")
         started = time.monotonic()
         self.server.stop(self.cfg.stop_grace_s)
         self.parts.close()
         self.events.close()
+        self.notifier.close()
         self.sampler.stop()
         log.info("stopped in %.2fs", time.monotonic() - started)
         return 0
@@ -165,14 +199,33 @@ if __name__ == "__main__":  # pragma: no cover
 class Parts:
     """The model manager and what runs beside it (worker pool, preloader, trace recorder)."""
 
-    def __init__(self, manager: Any, pool: Any, preloader: Any, trace: Any) -> None:
+    def __init__(self, manager: Any, pool: Any, preloader: Any, trace: Any,
+                 metrics: Any = None, metrics_addr: tuple[str, int] | None = None) -> None:
         self.manager, self.pool, self.preloader, self.trace = manager, pool, preloader, trace
+        self.metrics, self._metrics_addr = metrics, metrics_addr
+        self._metrics_server: Any = None
 
     def start(self) -> None:
         if self.preloader is not None:
             self.preloader.start()
+        if self.metrics is not None and self._metrics_addr is not None:
+            self._metrics_server = self.metrics.serve(*self._metrics_addr)
+            log.info("metrics on http://%s:%d/metrics", self._metrics_addr[0],
+                     self._metrics_server.port)
+            self.update_gauges()
+
+    def update_gauges(self) -> None:
+        if self.metrics is None:
+            return
+        st = self.manager.status()
+        for t in st.tiers:
+            self.metrics.set_memory(t.tier, t.budget_bytes, t.used_bytes)
+        self.metrics.set_models_loaded(len(st.loaded))
+        self.metrics.set_memory_available(st.snapshot.memory.available_bytes)
 
     def close(self) -> None:
+        if self._metrics_server is not None:
+            self._metrics_server.stop()
         if self.preloader is not None:
             self.preloader.stop()
         self.manager.close()
@@ -210,6 +263,11 @@ def build_parts(cfg: cfgmod.Config, budgets: cfgmod.Budgets, sampler: Any,
     catalog = Catalog(store, manifests, inspect=lambda p, f: inspect(p, f),
                       tier_check=budget_tier_check(budgets.ram, budgets.swap))
     policy = LockedPolicy(make_policy(cfg.preload.policy))
+    metrics = None
+    if cfg.metrics.port is not None:
+        from edged.metrics import Metrics  # prometheus-client only when metrics are on
+
+        metrics = Metrics()
     manager_ref: list[Any] = []
 
     def on_event(kind: str, details: Any) -> None:
@@ -235,7 +293,7 @@ def build_parts(cfg: cfgmod.Config, budgets: cfgmod.Budgets, sampler: Any,
         memory=memory, events=events, policy=policy,
         on_measured=lambda n, v, b, s: catalog.record_measurement(n, v, b, s),
         queue_limit=cfg.engines.queue_depth + cfg.engines.per_model_concurrency,
-        concurrency=cfg.engines.per_model_concurrency)
+        concurrency=cfg.engines.per_model_concurrency, metrics=metrics)
 
     def engine_options(v: Any) -> EngineOptions:
         return EngineOptions(
@@ -255,10 +313,12 @@ def build_parts(cfg: cfgmod.Config, budgets: cfgmod.Budgets, sampler: Any,
     manager.serving = Serving(
         manager, residency=residency, pool=pool, shm=ShmRegistry(allowed_gid=_socket_gid(cfg)),
         inspect=lambda p, f: inspect(p, f), observe=policy.observe,
-        record=(lambda n, v, t, d: trace.record(n, v, t, d)) if trace else None)
+        record=(lambda n, v, t, d: trace.record(n, v, t, d)) if trace else None,
+        metrics=metrics)
     preloader = Preloader(manager=manager, policy=policy,
                           interval_s=cfg.preload.interval_s) if cfg.preload.enabled else None
-    return Parts(manager, pool, preloader, trace)
+    addr = (cfg.metrics.host, cfg.metrics.port) if cfg.metrics.port is not None else None
+    return Parts(manager, pool, preloader, trace, metrics, addr)
 
 
 def _external_files(path: Path) -> list[str]:

@@ -8,6 +8,8 @@ The rules (SPEC "Access"):
   verified client certificate stands in for it). Plain-text TCP is refused outright: a bearer
   token must never cross a network in the clear.
 * Management methods need the ``admin`` scope; everything else needs ``infer`` or ``admin``.
+* A token that is sent is checked everywhere: a wrong one is UNAUTHENTICATED even on the socket
+  (a client with a stale token learns so at once, not when it moves to TCP).
 
 One interceptor serves a server that listens on both: gRPC only tells the transport to the
 handler (``context.peer()`` is ``unix:…`` or ``ipv4:…``/``ipv6:…``), not to the interceptor,
@@ -146,9 +148,13 @@ class AuthInterceptor(grpc.ServerInterceptor):
     """
 
     def __init__(self, *, tokens: Mapping[str, str], management_methods: frozenset[str],
-                 require_token: bool = False, **options: Any) -> None:
-        self.policy = AccessPolicy(tokens=tokens, management_methods=management_methods,
-                                   require_token=require_token, **options)
+                 require_token: bool = False, require_admin_token_on_socket: bool = False,
+                 open_methods: frozenset[str] = frozenset(),
+                 client_cert_scope: str | None = None) -> None:
+        self.policy = AccessPolicy(
+            tokens=tokens, management_methods=management_methods, require_token=require_token,
+            require_admin_token_on_socket=require_admin_token_on_socket,
+            open_methods=open_methods, client_cert_scope=client_cert_scope)
 
     def intercept_service(self, continuation: Callable[[grpc.HandlerCallDetails], Any],
                           handler_call_details: grpc.HandlerCallDetails) -> Any:

@@ -8,7 +8,6 @@ never stolen — the second daemon refuses to start with a message naming the pa
 from __future__ import annotations
 
 import logging
-import os
 import socket
 import stat
 from collections.abc import Sequence
@@ -104,8 +103,15 @@ class Server:
             self.health.set(name, state)
 
     def start(self) -> None:
+        from edged.service.auth import apply_socket_permissions
+
         self._grpc.start()
-        os.chmod(self.listen.unix, self.listen.unix_mode)
+        try:
+            apply_socket_permissions(self.listen.unix, self.listen.unix_mode,
+                                     self.listen.unix_group)
+        except BaseException:
+            self._grpc.stop(0)
+            raise
 
     def set_serving(self, serving: bool) -> None:
         self._set_all(health_pb2.HealthCheckResponse.SERVING if serving

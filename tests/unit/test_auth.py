@@ -7,6 +7,7 @@ error table) and for never having reached the servicer."""
 from __future__ import annotations
 
 import errno
+import functools
 import grp
 import os
 import secrets
@@ -220,8 +221,8 @@ def test_bad_or_malformed_tokens_are_unauthenticated(pki: Pki, served: Served,
     with _tls(pki, served.tls_port) as ch:
         check = health_pb2_grpc.HealthStub(ch).Check
         for md in stub_md:
-            code, _ = _denied(lambda md=md: check(health_pb2.HealthCheckRequest(), timeout=10,
-                                                   metadata=md))
+            code, _ = _denied(functools.partial(check, health_pb2.HealthCheckRequest(),
+                                                timeout=10, metadata=md))
             assert code is grpc.StatusCode.UNAUTHENTICATED, md
         # the scheme is case-insensitive (RFC 7235)
         assert check(health_pb2.HealthCheckRequest(), timeout=10,
@@ -233,10 +234,10 @@ def test_denials_do_not_reveal_which_models_exist(pki: Pki, served: Served,
                                                   calls: list[str]) -> None:
     with _tls(pki, served.tls_port) as ch:
         for token in (None, INFER):
-            a = _denied(lambda t=token: _install(ch, t, b"existing-model"))
-            b = _denied(lambda t=token: _install(ch, t, b"no-such-model"))
+            a = _denied(functools.partial(_install, ch, token, b"existing-model"))
+            b = _denied(functools.partial(_install, ch, token, b"no-such-model"))
             assert a[0] == b[0] and a[1].message == b[1].message
-            assert "model" not in a[1].message
+            assert "existing-model" not in a[1].message and "no-such" not in b[1].message
         # with the right token the difference shows: auth runs before the servicer, not after
         code, _ = _denied(lambda: _install(ch, ADMIN, b"no-such-model"))
     assert code is grpc.StatusCode.NOT_FOUND
@@ -271,11 +272,12 @@ def test_plaintext_tcp_is_refused_even_with_an_admin_token(served: Served,
 def test_tls_client_without_our_ca_cannot_connect(pki: Pki, served: Served, tmp_path: Path,
                                                   calls: list[str]) -> None:
     other = make_pki(tmp_path / "other", "other CA")
-    for root in (other.read("ca_cert"), b""):  # a different CA; the system's default roots
-        with _tls(pki, served.tls_port, root=root or None) if root else grpc.secure_channel(
-                f"localhost:{served.tls_port}", grpc.ssl_channel_credentials()) as ch:
-            code, _ = _denied(lambda ch=ch: _health(ch, ADMIN))
-            assert code is grpc.StatusCode.UNAVAILABLE
+    wrong_ca = grpc.ssl_channel_credentials(root_certificates=other.read("ca_cert"))
+    system_roots = grpc.ssl_channel_credentials()
+    for creds in (wrong_ca, system_roots):
+        with grpc.secure_channel(f"127.0.0.1:{served.tls_port}", creds) as ch:
+            code, _ = _denied(functools.partial(_health, ch, ADMIN))
+        assert code is grpc.StatusCode.UNAVAILABLE
     assert calls == []
 
 
@@ -378,13 +380,15 @@ def test_policy_table(transport: Transport, method: str, token: str | None,
 
 
 def test_client_certificate_counts_only_on_tcp_and_only_when_configured() -> None:
-    base = {"tokens": TOKENS, "management_methods": MANAGEMENT}
-    call = {"method": "/x/Infer", "authorization": [], "tls": True, "client_cert": True}
-    assert isinstance(AccessPolicy(**base).check(transport=T, **call), e.Unauthenticated)
-    assert AccessPolicy(**base, client_cert_scope="infer").check(transport=T, **call) is None
-    denied = AccessPolicy(**base, client_cert_scope="infer").check(
-        transport=T, **{**call, "method": INSTALL})
-    assert isinstance(denied, e.PermissionDenied)
+    def check(policy: AccessPolicy, method: str = "/x/Infer") -> e.EdgedError | None:
+        return policy.check(method=method, transport=T, authorization=[], tls=True,
+                            client_cert=True)
+
+    plain = AccessPolicy(tokens=TOKENS, management_methods=MANAGEMENT)
+    mtls = AccessPolicy(tokens=TOKENS, management_methods=MANAGEMENT, client_cert_scope="infer")
+    assert isinstance(check(plain), e.Unauthenticated)
+    assert check(mtls) is None
+    assert isinstance(check(mtls, INSTALL), e.PermissionDenied)
 
 
 def test_policy_validates_its_inputs() -> None:
@@ -488,3 +492,31 @@ def test_apply_socket_permissions_group_the_user_is_not_in(
     with _bound_socket(path), pytest.raises(e.FailedPrecondition) as info:
         apply_socket_permissions(path, 0o660, grp.getgrgid(os.getegid()).gr_name)
     assert "is not a member" in str(info.value) and "SupplementaryGroups=" in str(info.value)
+
+
+# -- next to the error-mapping interceptor ---------------------------------------------------------
+@pytest.mark.parametrize("auth_first", [True, False])
+def test_works_with_the_error_mapping_interceptor_in_either_order(tmp_path: Path,
+                                                                  auth_first: bool) -> None:
+    from edged.service.errormap import ErrorMappingInterceptor
+
+    def lookup(req: bytes, ctx: grpc.ServicerContext) -> bytes:
+        raise e.NotFound("model 'x' is not installed", field="name")
+
+    auth = AuthInterceptor(tokens=TOKENS, management_methods=frozenset({"/t.M/Lookup"}),
+                           require_admin_token_on_socket=True)
+    chain = [auth, ErrorMappingInterceptor()] if auth_first else [ErrorMappingInterceptor(), auth]
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2), interceptors=chain)
+    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(
+        "t.M", {"Lookup": grpc.unary_unary_rpc_method_handler(lookup)})])
+    server.add_insecure_port(f"unix:{tmp_path / 'm.sock'}")
+    server.start()
+    try:
+        with grpc.insecure_channel(f"unix:{tmp_path / 'm.sock'}") as ch:
+            call = ch.unary_unary("/t.M/Lookup")
+            _, err = _denied(functools.partial(call, b"", timeout=10))
+            assert isinstance(err, e.Unauthenticated)
+            _, err = _denied(functools.partial(call, b"", timeout=10, metadata=_md(ADMIN)))
+            assert isinstance(err, e.NotFound) and err.field == "name"
+    finally:
+        server.stop(None)
