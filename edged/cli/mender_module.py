@@ -14,13 +14,13 @@ in the storage tier for a later manual rollback). Target and token come from the
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sys
 from pathlib import Path
 
 from edged.cli import ota
+from edged.hashing import sha256_file
 
 STATE_FILE = "edged-state.json"
 
@@ -43,13 +43,6 @@ def _payload(files_dir: Path) -> Path:
     return files[0]
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
-
 
 def _common() -> list[str]:
     args = ["--json"]
@@ -64,7 +57,7 @@ def install(files_dir: Path) -> int:
     meta = _meta(files_dir)
     model = _payload(files_dir)
     argv = [*_common(), "install", str(meta["name"]), str(model),
-            "--sha256", str(meta.get("sha256") or _sha256(model))]
+            "--sha256", str(meta.get("sha256") or sha256_file(model))]
     if meta.get("tier"):
         argv += ["--tier", str(meta["tier"])]
     for task in meta.get("tasks") or []:  # type: ignore[attr-defined]

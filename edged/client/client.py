@@ -7,7 +7,6 @@ A daemon that cannot be reached raises ``DaemonUnreachable`` naming the target.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -20,6 +19,7 @@ from edged import errors as e
 from edged.client import tensors
 from edged.client.shm import ShmTransport
 from edged.client.target import Target, parse_target
+from edged.hashing import sha256_file
 from edged.oip import grpc_service_pb2 as oip
 from edged.oip import grpc_service_pb2_grpc as oip_grpc
 from edged.rpc_errors import from_rpc_error
@@ -143,7 +143,7 @@ class EdgedClient:
             yield mpb.InstallRequest(header=hdr)
             done = 0
             for i, f in enumerate(files):
-                digest = sha256 if i == 0 and sha256 else _sha256(f)
+                digest = sha256 if i == 0 and sha256 else sha256_file(f)
                 yield mpb.InstallRequest(file=mpb.InstallFile(
                     path=f.name, size_bytes=f.stat().st_size, sha256=digest))
                 with f.open("rb") as fh:
@@ -262,13 +262,6 @@ class EdgedClient:
         return self._call(self.oip.ModelMetadata,
                           oip.ModelMetadataRequest(name=name, version=version))
 
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(CHUNK):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _looks_unreachable(exc: grpc.RpcError) -> bool:

@@ -7,15 +7,14 @@ streaming hash — are a few lines; a dependency would add more than it saves.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from edged import errors as e
+from edged.hashing import sha256_file
 from edged.manager.store import Blob, Store, is_sha256
 
 CHUNK = 1 << 20
@@ -66,7 +65,7 @@ def download(store: Store, url: str, sha256: str, size: int | None,
     else:
         raise e.Unavailable(f"{url}: download did not complete after {ATTEMPTS} attempts: "
                             f"{last_error}")
-    digest = _sha256(partial)
+    digest = sha256_file(partial)
     if digest != sha256:
         partial.unlink(missing_ok=True)
         raise e.DataLoss(f"{url}: sha256 {digest} does not match the expected {sha256}",
@@ -84,10 +83,3 @@ def _total(resp: Any, have: int) -> int | None:
     length = resp.headers.get("Content-Length")
     return int(length) + (have if resp.status == 206 else 0) if length else None
 
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(CHUNK):
-            h.update(block)
-    return h.hexdigest()

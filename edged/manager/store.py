@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from edged import errors as e
+from edged.hashing import sha256_file
 from edged.manager.names import check_relpath
 
 CHUNK = 1 << 20
@@ -261,9 +262,9 @@ class Store:
             elif p.stat().st_size != info["size"]:
                 problems.append(f"{sha256[:12]}/{rel}: {p.stat().st_size} bytes, expected "
                                 f"{info['size']}")
-            elif deep and _sha256_file(p) != info["sha256"]:
+            elif deep and sha256_file(p) != info["sha256"]:
                 problems.append(f"{sha256[:12]}/{rel}: sha256 mismatch (corrupt)")
-        if deep and _sha256_file(self.blobs_dir / sha256 / meta["main"]) != sha256 and \
+        if deep and sha256_file(self.blobs_dir / sha256 / meta["main"]) != sha256 and \
                 not problems:
             problems.append(f"{sha256[:12]}: main file does not hash to its name")
         return problems
@@ -278,13 +279,6 @@ class Store:
             n += 1
         return n
 
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(CHUNK):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _write_json(path: Path, obj: Any) -> None:

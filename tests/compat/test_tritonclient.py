@@ -9,18 +9,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import pytest
+from ortref import run_onnx
 
 CHILD = Path(__file__).with_name("triton_child.py")
 
 
-def local_run(path: Path, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    opts.inter_op_num_threads = 1
-    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    return dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feeds), strict=True))
 
 
 @pytest.mark.parametrize("use_shm", [False, True], ids=["grpc", "shared-memory"])
@@ -41,7 +35,7 @@ def test_tritonclient_runs_the_demo_models(daemon, demo_models, tmp_path, use_sh
     assert report["metadata"]["inputs"][0]["name"] == "x"
     assert report["metadata"]["platform"] == "onnxruntime_onnx"
     got = dict(np.load(tmp_path / "out.npz"))
-    want = local_run(demo_models["ppocr-det"], feeds)
+    want = run_onnx(demo_models["ppocr-det"], feeds)
     assert set(got) == set(want)
     for k in want:
         np.testing.assert_array_equal(got[k], want[k])

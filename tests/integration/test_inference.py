@@ -10,19 +10,11 @@ import time
 
 import modelgen
 import numpy as np
-import onnxruntime as ort
 import psutil
 import pytest
+from ortref import run_onnx
 
 from edged import errors as e
-
-
-def local_run(path, feeds):  # type: ignore[no-untyped-def]
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    opts.inter_op_num_threads = 1
-    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    return dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feeds), strict=True))
 
 
 def test_demo_models_match_in_process_onnxruntime(client, demo_models) -> None:  # type: ignore[no-untyped-def]
@@ -36,7 +28,7 @@ def test_demo_models_match_in_process_onnxruntime(client, demo_models) -> None: 
     for name, (feeds, warmup) in cases.items():
         client.install(name, demo_models[name], warmup_shapes=warmup)
         got = client.infer(name, feeds)
-        want = local_run(demo_models[name], feeds)
+        want = run_onnx(demo_models[name], feeds)
         assert set(got) == set(want)
         for k in want:
             np.testing.assert_array_equal(got[k], want[k])

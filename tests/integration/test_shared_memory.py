@@ -9,8 +9,8 @@ from multiprocessing import shared_memory
 
 import modelgen
 import numpy as np
-import onnxruntime as ort
 import pytest
+from ortref import run_onnx
 
 from edged import errors as e
 from edged.oip import grpc_service_pb2 as oip
@@ -18,17 +18,11 @@ from edged.oip import grpc_service_pb2 as oip
 DET_SHAPE = (1, 3, 640, 640)  # PP-OCR det: 4.9 MB in, 1.6 MB out
 
 
-def local_run(path, feeds):  # type: ignore[no-untyped-def]
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    opts.inter_op_num_threads = 1
-    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    return dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feeds), strict=True))
 
 
 def test_client_uses_shared_memory_for_large_tensors(daemon, demo_models) -> None:  # type: ignore[no-untyped-def]
     x = np.random.default_rng(3).random(DET_SHAPE, dtype=np.float32)
-    want = local_run(demo_models["ppocr-det"], {"x": x})
+    want = run_onnx(demo_models["ppocr-det"], {"x": x})
     with daemon.client(shm_threshold=64 << 10) as c:
         c.install("det", demo_models["ppocr-det"], warmup_shapes={"x": (1, 3, 64, 64)})
         for _ in range(3):  # the first call learns the output size, the next ones use shm
@@ -104,7 +98,7 @@ def test_bad_regions_are_refused_cleanly(client, tmp_path) -> None:  # type: ign
 
 def test_concurrent_clients_on_one_model(daemon, demo_models) -> None:  # type: ignore[no-untyped-def]
     x = np.random.default_rng(4).random((1, 3, 48, 192), dtype=np.float32)
-    want = local_run(demo_models["ppocr-cls"], {"x": x})
+    want = run_onnx(demo_models["ppocr-cls"], {"x": x})
     with daemon.client() as c:
         c.install("cls", demo_models["ppocr-cls"], warmup_shapes={"x": (1, 3, 48, 192)})
         c.load("cls")
