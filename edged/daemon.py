@@ -293,7 +293,8 @@ def build_parts(cfg: cfgmod.Config, budgets: cfgmod.Budgets, sampler: Any,
         memory=memory, events=events, policy=policy,
         on_measured=lambda n, v, b, s: catalog.record_measurement(n, v, b, s),
         queue_limit=cfg.engines.queue_depth + cfg.engines.per_model_concurrency,
-        concurrency=cfg.engines.per_model_concurrency, metrics=metrics)
+        concurrency=cfg.engines.per_model_concurrency, metrics=metrics,
+        verify=ArtifactVerifier(store, events))
 
     def engine_options(v: Any) -> EngineOptions:
         return EngineOptions(
@@ -319,6 +320,32 @@ def build_parts(cfg: cfgmod.Config, budgets: cfgmod.Budgets, sampler: Any,
                           interval_s=cfg.preload.interval_s) if cfg.preload.enabled else None
     addr = (cfg.metrics.host, cfg.metrics.port) if cfg.metrics.port is not None else None
     return Parts(manager, pool, preloader, trace, metrics, addr)
+
+
+class ArtifactVerifier:
+    """Re-hash an artifact before a worker maps it, so a corrupt blob is never served.
+
+    Start-up only checks that files exist with the right sizes (hashing a whole store would
+    delay readiness by seconds per GB); the full check happens here, once per file version
+    (keyed by size and mtime), which costs ~2 ms per MB on a load that takes far longer."""
+
+    def __init__(self, store: Any, events: Any) -> None:
+        self._store, self._events = store, events
+        self._ok: set[tuple[str, int, int]] = set()
+
+    def __call__(self, spec: Any) -> None:
+        st = spec.artifact.stat()
+        sha = spec.artifact.parent.name
+        key = (sha, st.st_size, st.st_mtime_ns)
+        if key in self._ok:
+            return
+        problems = self._store.verify(sha, deep=True)
+        if problems:
+            self._events.publish("corrupt", spec.name, spec.version, "; ".join(problems))
+            raise e.DataLoss(f"model '{spec.key}' is corrupt in the store and will not be "
+                             f"served: {'; '.join(problems)} (reinstall it; see `edged fsck`)",
+                             reason="CORRUPT_ARTIFACT")
+        self._ok.add(key)
 
 
 def _external_files(path: Path) -> list[str]:

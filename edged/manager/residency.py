@@ -71,7 +71,8 @@ class Residency:
                  on_measured: Callable[[str, int, int, float], None],
                  queue_limit: int = 64, concurrency: int = 2,
                  clock: Callable[[], float] = time.time,
-                 metrics: Any = None) -> None:
+                 metrics: Any = None,
+                 verify: Callable[[LoadSpec], None] = lambda spec: None) -> None:
         self.pool = pool
         self.budgets = budgets
         self._memory = memory
@@ -82,6 +83,7 @@ class Residency:
         self._concurrency = concurrency
         self._clock = clock
         self._metrics = metrics
+        self._verify = verify  # checks the artifact's sha256 before a worker maps it
         self._slots: dict[str, Slot] = {}
         self._demand_waiting = 0
         self._lock = threading.Condition()
@@ -246,6 +248,7 @@ class Residency:
             self._evict(key, reason=f"to make room for {spec.key}")
         started = time.monotonic()
         try:
+            self._verify(spec)
             result = self.pool.load(spec.key, spec.artifact, spec.fmt, spec.options, spec.group,
                                     max_concurrency=self._concurrency)
             if slot.cancelled:

@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import modelgen
 import numpy as np
@@ -66,3 +67,33 @@ def test_select_and_events_through_edgectl(daemon, demo_models) -> None:  # type
     finally:
         follow.terminate()
         follow.wait(10)
+
+
+def test_live_traffic_is_recorded_and_replays(daemon_factory, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    trace = tmp_path / "live.jsonl"
+    d = daemon_factory({"trace": {"path": str(trace), "max_bytes": "1MiB"}}).start()
+    x = np.ones((1, 64), np.float32)
+    with d.client() as c:
+        for name in ("a", "b"):
+            c.install(name, modelgen.weights_model(tmp_path / f"{name}.onnx", 1 << 20))
+        for name in ("a", "b", "a", "b", "a"):
+            c.infer(name, {"x": x})
+        sizes = {m.name: {"size_bytes": m.versions[0].measured_bytes or
+                          m.versions[0].estimated_bytes,
+                          "load_s": max(m.versions[0].load_seconds, 0.01)}
+                 for m in c.list_models()}
+    d.stop()
+    lines = [json.loads(line) for line in trace.read_text().splitlines()]
+    assert [ln["model"] for ln in lines] == ["a", "b", "a", "b", "a"]
+    assert all(ln["t"] > 0 and ln["duration"] > 0 and ln["version"] == 1 for ln in lines)
+    models = tmp_path / "models.json"
+    models.write_text(json.dumps(sizes))
+    replay = str(Path(__file__).resolve().parents[2] / "tools" / "replay.py")
+    res = subprocess.run([sys.executable, replay, "--trace", str(trace), "--models",
+                          str(models), "--budget", "64MiB", "--json"], capture_output=True,
+                         text=True, timeout=120, check=False)
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    for policy in ("lru", "edged", "optimal"):
+        assert set(out["policies"][policy]) >= {"hit_rate", "cold_loads", "stall_s",
+                                                "bytes_loaded", "wasted_preloads"}
