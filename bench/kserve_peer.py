@@ -43,7 +43,7 @@ class OnnxModel(Model):
         result = []
         for n, a in zip(names, outs):
             o = InferOutput(name=n, shape=list(a.shape), datatype="FP32")
-            o.set_numpy(a)
+            o.set_data_from_numpy(a, binary_data=True)
             result.append(o)
         return InferResponse(model_name=self.name, infer_outputs=result,
                              response_id=payload.id)

@@ -83,8 +83,11 @@ def concurrent(fn_factory: Any, clients: int, per_client: int) -> list[float]:
     lock = threading.Lock()
 
     def worker() -> None:
-        fn = fn_factory()
-        local = time_calls(fn, per_client, warmup=5)
+        fn, close = fn_factory()
+        try:
+            local = time_calls(fn, per_client, warmup=5)
+        finally:
+            close()
         with lock:
             samples.extend(local)
 
@@ -130,7 +133,7 @@ def run(quick: bool) -> Section:
 
                 def factory(m: str = name, f: dict[str, np.ndarray] = feeds) -> Any:
                     cl = d.client()
-                    return lambda: cl.infer(m, f)
+                    return (lambda: cl.infer(m, f)), cl.close
 
                 c50, c99 = percentiles(concurrent(factory, 8, max(10, n // 4)))
                 sec.add(f"{name}: edged p50/p99, 8 concurrent clients", "info",

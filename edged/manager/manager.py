@@ -67,6 +67,7 @@ class ModelManager:
         self._state = "starting"
         self._manifest_error = ""
         self._switch_lock = threading.Lock()
+        self._specs: dict[tuple[str, int, str | None], tuple[Any, Any]] = {}
 
     # -- lifecycle -----------------------------------------------------------------------
     def set_state(self, state: str) -> None:
@@ -147,6 +148,17 @@ class ModelManager:
         return self.residency
 
     def load_spec(self, entry: Any, version: int, tier: str | None = None) -> LoadSpec:
+        """The load spec of one version; cached per catalog entry (entries are immutable, a
+        change makes a new one), because the inference path asks for it on every request."""
+        key = (entry.name, version, tier)
+        hit = self._specs.get(key)
+        if hit is not None and hit[0] is entry:
+            return hit[1]  # type: ignore[no-any-return]
+        spec = self._make_spec(entry, version, tier)
+        self._specs[key] = (entry, spec)
+        return spec
+
+    def _make_spec(self, entry: Any, version: int, tier: str | None) -> LoadSpec:
         v = entry.versions.get(version)
         if v is None:
             raise e.NotFound(f"model '{entry.name}' has no version {version}", field="version")

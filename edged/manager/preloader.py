@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
@@ -25,32 +26,45 @@ log = logging.getLogger("edged.preloader")
 
 
 class LockedPolicy:
-    """A thread-safe face over one policy object; every call holds one lock (all are O(models))."""
+    """A thread-safe face over one policy object; every query holds one lock (all are
+    O(models)). Observations only append to a deque (atomic, ~1 µs) and are folded into the
+    policy, in arrival order, by the next query: the request path never waits for learning."""
 
     def __init__(self, policy: CachePolicy, clock: Callable[[], float] = time.time) -> None:
         self._p = policy
         self._lock = threading.Lock()
         self._clock = clock
+        self._pending: deque[tuple[str, float]] = deque()
+
+    def _fold(self) -> None:
+        while self._pending:
+            model, t = self._pending.popleft()
+            self._p.observe(model, t)
 
     def set_model(self, name: str, size_bytes: int, load_s: float) -> None:
         with self._lock:
             self._p.set_model(name, size_bytes, load_s)
 
     def observe(self, model: str, t: float) -> None:
-        with self._lock:
-            self._p.observe(model, t)
+        self._pending.append((model, t))
+        if len(self._pending) > 4096:  # nobody queried for a while (preloading off): fold now
+            with self._lock:
+                self._fold()
 
     def eviction_order(self, residents: Sequence[planner.Resident]) -> list[planner.Resident]:
         with self._lock:
+            self._fold()
             return self._p.eviction_order(residents, self._clock())
 
     def preload_candidates(self, resident_keys: Collection[str]) -> list[str]:
         with self._lock:
+            self._fold()
             return self._p.preload_candidates(resident_keys, self._clock())
 
     def plan_preload(self, req: planner.LoadRequest, residents: Sequence[planner.Resident],
                      budgets: planner.Budgets, memory: planner.Memory) -> planner.Decision:
         with self._lock:
+            self._fold()
             return plan_preload(self._p, req, residents, budgets, memory, self._clock())
 
 
