@@ -41,6 +41,7 @@ import argparse
 import random
 import sys
 from pathlib import Path
+from types import MappingProxyType
 from typing import NamedTuple
 
 from edged.manager.traces import ModelCost, TraceEntry, write_models, write_trace
@@ -68,20 +69,22 @@ CATALOG: tuple[Spec, ...] = (
 ONEOFFS = ("calib", "diag", "qr", "barcode")
 ACTIVITIES = ("idle", "patrol", "conversation", "reading", "manipulation", "greeting", "search")
 # next-activity weights, by regime; rows follow ACTIVITIES
-DAY = {"idle": (0, 4, 2, 1, 1, 2, 1), "patrol": (3, 0, 1, 2, 1, 2, 1),
+DAY = MappingProxyType({"idle": (0, 4, 2, 1, 1, 2, 1), "patrol": (3, 0, 1, 2, 1, 2, 1),
        "conversation": (2, 1, 0, 1, 3, 0, 3), "reading": (2, 2, 1, 0, 2, 0, 1),
        "manipulation": (2, 2, 1, 1, 0, 0, 1), "greeting": (0, 0, 9, 0, 0, 0, 1),
-       "search": (1, 1, 1, 1, 3, 0, 0)}
-NIGHT = {a: (3, 8, 0, 1, 0, 0, 0) if a != "patrol" else (4, 0, 0, 1, 0, 0, 0) for a in ACTIVITIES}
-WAREHOUSE = {a: (1, 1, 0, 4, 3, 0, 4) for a in ACTIVITIES}
+       "search": (1, 1, 1, 1, 3, 0, 0)})
+NIGHT = MappingProxyType({a: (3, 8, 0, 1, 0, 0, 0) if a != "patrol" else (4, 0, 0, 1, 0, 0, 0)
+                          for a in ACTIVITIES})
+WAREHOUSE = MappingProxyType({a: (1, 1, 0, 4, 3, 0, 4) for a in ACTIVITIES})
 # the mission scripts a routine robot loops through (--routine: how often it sticks to them)
-MISSIONS = {"day": ("patrol", "reading", "manipulation", "patrol", "greeting", "conversation",
-                    "search", "manipulation"),
-            "night": ("patrol", "idle", "patrol", "reading"),
-            "warehouse": ("reading", "search", "inspect", "manipulation", "reading", "idle")}
-DURATION_S = {"idle": (20, 90), "patrol": (60, 240), "conversation": (20, 90),
-              "reading": (15, 60), "manipulation": (30, 90), "greeting": (10, 30),
-              "search": (20, 60), "inspect": (20, 60)}
+MISSIONS = MappingProxyType({
+    "day": ("patrol", "reading", "manipulation", "patrol", "greeting", "conversation", "search",
+            "manipulation"),
+    "night": ("patrol", "idle", "patrol", "reading"),
+    "warehouse": ("reading", "search", "inspect", "manipulation", "reading", "idle")})
+DURATION_S = MappingProxyType({
+    "idle": (20, 90), "patrol": (60, 240), "conversation": (20, 90), "reading": (15, 60),
+    "manipulation": (30, 90), "greeting": (10, 30), "search": (20, 60), "inspect": (20, 60)})
 
 
 class Generator:

@@ -7,19 +7,22 @@ Policies: ``lru``, ``lfu``, ``edged`` (``edged.manager.policy.EdgedPolicy`` with
 planner and the preloader rule :func:`edged.manager.policy.plan_preload` — the code the daemon
 runs), ``furthest`` (evict the model whose next use is furthest away: Belady's rule, offline, only
 a heuristic when sizes differ) and ``optimal`` (the exact offline minimum of cold loads for any
-policy that loads on demand; see ```optimal`` below).
+policy that loads on demand; see ``optimal`` below).
 
 Simulated time, honestly: a load takes the model's ``load_s``; there is one loader, so loads run
-one at a time; requests are served in trace order. A request whose model is ready is a hit. Any
-other request is a *cold load* and waits (``stall_s``) for its model: for a fresh demand load,
-for the loader to finish an earlier demand load first, or for the rest of a load already
-running — a request that arrives while its model's preload is still running is cold too. A
-demand load cancels a running preload of another model (preloads yield to demand). The preloader
-runs whenever the loader is idle, at least every ``--preload-interval`` seconds (the daemon's
+one at a time; requests are served in trace order. A request whose model is ready is a hit.
+Any other request waits (``stall_s``): for its own demand load (which first waits for an
+earlier demand load to finish), or for the rest of a load already running. A *cold load* is a
+load some request had to wait for: every demand load, and every preload still running when its
+first request came; more requests waiting on the same load add stall, not cold loads. A demand
+load cancels a running preload of another model (preloads yield to demand). The preloader runs
+whenever the loader is idle, at least every ``--preload-interval`` seconds (the daemon's
 ``preload.interval_s``), asks the policy for candidates and starts the first (of at most three)
 that :func:`plan_preload` admits. ``wasted_preloads`` counts preloads cancelled, evicted before
-their first use, or never used. ``bytes_loaded`` includes the part of a cancelled preload read.
-All models are ``swap``-tier, CPU, evictable; the budget is the whole memory they may use.
+their first use, or never used; ``bytes_loaded`` counts what was read, a cancelled preload's
+part included. All models are ``swap``-tier, CPU, evictable; the budget is all the memory they
+may use. ``edged`` passes the policy's ``victim_cost`` to the planner; LRU and LFU evict in
+order.
 
 ``optimal`` is a search over (request, resident set) states, with dead models (never requested
 again) dropped from a set and a set pruned when another one provably does at least as well
@@ -364,8 +367,9 @@ def table(report: dict[str, object]) -> str:
                  else f"{r[c]:.1%}" if c == "hit_rate" else str(r[c]) for c in cols]
         note = f"  ({r['note']})" if r["note"] else ""
         lines.append(f"{name:<10}" + "".join(f"{c:>16}" for c in cells) + note)
-    lines.append(f"{report['requests']} requests, budget {format_size(int(report['budget_bytes']))}"
-                 f" ({report['budget_bytes']} bytes)")
+    budget = report["budget_bytes"]
+    assert isinstance(budget, int)
+    lines.append(f"{report['requests']} requests, budget {format_size(budget)} ({budget} bytes)")
     return "\n".join(lines)
 
 

@@ -38,7 +38,11 @@ shortest prefix of that order that makes the request fit, then drops from it (mo
 first) every victim the request turns out not to need — a big victim late in the order can make
 earlier small ones unnecessary, and keeping a model costs nothing now. The default order is the
 identity: callers pass residents oldest-first, which makes it LRU; ``edged.manager.policy``
-supplies scored orders.
+supplies scored orders, and optionally ``victim_cost`` (what losing each resident costs): then
+each shorter prefix completed by the cheapest single victim that makes it fit competes too, and
+the cheapest set wins — an order by value per byte alone would throw out one big model where a
+few small, cheaper ones suffice. The order is only asked for when eviction is on the table; the
+numbers' ``evict_candidates`` are the evictable residents, in that order when it was asked for.
 
 A **preload never evicts**: it is admitted only if it fits as things are (the daemon's preloader
 may still evict *strictly less valuable* models through ``policy.plan_preload``, which calls this
@@ -157,8 +161,8 @@ def plan(req: LoadRequest, residents: Sequence[Resident], budgets: Budgets, memo
     """Decide whether ``req`` fits; see the module docstring for the rules.
 
     ``residents`` are the other loaded models (the caller leaves out ``req.key`` itself).
-    ``victim_cost`` (optional) is what losing a resident costs; with it, a single victim that
-    frees enough on its own replaces the order's victims when it costs less than all of them.
+    ``victim_cost`` (optional) is what losing a resident costs: the cheapest fitting victim
+    set is chosen among the order's prefixes, each completed by its cheapest single finisher.
     """
     budget = budgets.of(req.tier)
     used = sum(r.bytes for r in residents if r.tier == req.tier)
@@ -172,7 +176,11 @@ def plan(req: LoadRequest, residents: Sequence[Resident], budgets: Budgets, memo
         live_bytes=req.bytes - live_room,
         unswap_bytes=_unswap_need(req, residents, memory, budgets) if unswappable_req else 0,
     )
-    candidates = [r for r in eviction_order(residents) if evictable(r, req.key)]
+    # the order is only asked for when eviction is on the table (it may be a scored, costlier
+    # policy call); otherwise the candidates are listed as the caller gave them
+    considering = not need.met(0, 0, 0) and not req.preload and req.bytes <= budget
+    ordered = eviction_order(residents) if considering else residents
+    candidates = [r for r in ordered if evictable(r, req.key)]
     numbers = CapacityNumbers(tier=req.tier, needed_bytes=req.bytes, budget_bytes=budget,
                               used_bytes=used, free_bytes=free,
                               reserve_bytes=budgets.reserve_bytes,
@@ -218,8 +226,8 @@ def _victims(req: LoadRequest, candidates: Sequence[Resident], need: _Need,
     With ``victim_cost``: an order ranks by value per byte, which is right when much must go,
     but when a little room is needed it would throw out one big model where a few small,
     cheaper ones suffice. So the planner also tries each non-fitting prefix completed by the
-    cheapest single candidate that makes it fit, and keeps the cheapest of all (the classic
-    greedy for covering at least cost, within 2x of the optimum).
+    cheapest single candidate that makes it fit, and keeps the cheapest of all (a greedy, not
+    an exact minimum: O(n^2) for n evictable residents).
     """
     def freed(rs: Sequence[Resident]) -> tuple[int, int, int]:
         return (sum(r.bytes for r in rs if r.tier == req.tier), sum(r.bytes for r in rs),

@@ -1,30 +1,32 @@
 """Cache policies: what to evict first and what to preload, learned from the request stream.
 
-Every policy has the same interface (:class:`CachePolicy`), so the daemon's residency and
-preloader and ``tools/replay.py`` run the very same classes: :class:`LruPolicy`,
-:class:`FrequencyPolicy` (LFU) and :class:`EdgedPolicy`, the predictive one, plus
-:func:`plan_preload`, the preloader's capacity rule. Policies are plain single-threaded objects:
-the caller serializes ``observe`` and the queries (the daemon holds its residency lock). Given the
-same calls they return the same answers (ties are broken by name, never by hash order).
+:class:`LruPolicy`, :class:`FrequencyPolicy` (LFU) and the predictive :class:`EdgedPolicy` share
+one interface (:class:`CachePolicy`), so the daemon and ``tools/replay.py`` run the very same
+classes, and :func:`plan_preload` is the preloader's capacity rule for both. Policies are plain
+single-threaded objects — the caller serializes ``observe`` and the queries (the daemon wraps one
+in a lock) — and deterministic: the same calls give the same answers, ties go by name.
 
-How :class:`EdgedPolicy` predicts (each part O(1) per model, so a call is O(models)):
+EdgedPolicy's P(model requested within h seconds) is the largest of three estimates, each O(1)
+per model (so every call is O(models)):
 
-* **renewal**: each model's gaps between requests, in a log-binned histogram that forgets
-  geometrically (``gap_alpha`` per request), gives P(next request within h | e seconds since the
-  last one). That one statistic covers frequency (short gaps), recency (e), periodic models (a
-  peaked histogram: low hazard just after a request, high when the period is due) and bursts.
-  A heavy tail (hazard ~ 1 / (mean gap + e)) keeps an overdue model plausible but fading.
-* **transitions**: each request of ``a`` opens an *episode* that lasts until ``a`` is requested
-  again or ``window_s`` passes; when it closes, F[a][b] moves (``follow_alpha``) towards 1 if
-  ``b`` came during it, else towards 0. Interleaved background models (a VAD every 2 s) do not
-  hide ``wake -> asr -> llm``, and the decay lets a shifted routine replace an old one.
-* **time of day**: per-hour request rates from *previous* days (today's are already in the
-  renewal statistics), halved each day, so a night-only model is expected back at night.
+* **renewal** — the model's own gaps between requests (short gaps in log bins, each bin's gaps
+  +-25% around their mean; gaps over ~3 min as one memoryless "between sessions" mean), faded by
+  the time that passed (``memory_s``): frequency, recency, periodic models (sharp when due) and
+  bursts from one statistic, P(next within h | e s since the last);
+* **transitions** — every ``window_s / episodes`` s a request of ``a`` opens an episode of
+  ``window_s``; at its end P(b follows a) moves towards whether b came (a running mean at first,
+  then ``follow_alpha``), and b's delay is learned. Only pairs at least ``lift`` x b's base rate
+  count (a VAD every 2 s predicts nothing), and a b that is late fades (Bayes, exponential delay);
+* **time of day** — request rates per hour of *previous* days, halved each day.
 
-P(soon) is the largest of the three. Eviction values a model at P(needed within a few
-horizons) x load_s / size — cheap to reload, big and unlikely goes first — which is the expected
-stall a byte of it saves. Preload candidates are non-resident models with P(needed within
-``horizon_s``) >= ``preload_threshold``, most stall saved first.
+Value (what eviction keeps and preloads compete on) is the expected stall a byte saves:
+``sum(P(within h) / h for h in 1..1024 s) x (load_s + miss_cost_s) / size`` — the sum is within a
+small factor of 1 / (time to next use), ``miss_cost_s`` makes every cold load count, not only
+its seconds. ``victim_cost`` (value x bytes) lets the planner prefer a few small, cheap victims to
+one big one. Preload candidates are the non-resident models with P(within ``horizon_s``) >=
+``preload_threshold``, most stall saved first; the threshold is deliberately low, because
+:func:`plan_preload` only lets a preload in where memory is free or held by models worth less
+than half of it (tuned on seeded traces, see ``bench/replay_results.md``).
 """
 
 from __future__ import annotations
@@ -135,32 +137,37 @@ class _Stats:
 
 
 class EdgedPolicy(_Base):
-    """The predictive policy; see the module docstring for what each knob does."""
+    """The predictive policy; the module docstring says what each knob does."""
 
     def __init__(self, *, window_s: float = 30.0, horizon_s: float = 20.0,
-                 preload_threshold: float = 0.5, memory_s: float = 1800.0,
-                 follow_alpha: float = 0.2, episodes: int = 3, miss_cost_s: float = 2.0,
+                 preload_threshold: float = 0.05, memory_s: float = 1800.0,
+                 follow_alpha: float = 0.2, episodes: int = 3, miss_cost_s: float = 10.0,
                  prior_gap_s: float = 600.0, tail: float = 0.5, lift: float = 2.0,
-                 tz_offset_s: float = 0.0) -> None:
+                 cost_aware: bool = True, tz_offset_s: float = 0.0) -> None:
         super().__init__()
         self.window_s, self.horizon_s = window_s, horizon_s
         self.preload_threshold, self.memory_s = preload_threshold, memory_s
         self.follow_alpha, self.episodes, self.miss_cost_s = follow_alpha, episodes, miss_cost_s
         self.prior_gap_s, self.tail, self.tz_offset_s = prior_gap_s, tail, tz_offset_s
-        self.lift = lift
+        self.lift, self.cost_aware = lift, cost_aware
         self.stats: dict[str, _Stats] = {}
         self._exposure_today = [0.0] * 24
         self._exposure_past = [0.0] * 24
         self._now = -math.inf
         self._day: int | None = None
-        self._ctx: tuple[float, dict[str, tuple[float, float]]] | None = None  # a cache
+        self._ctx: tuple[float, dict[str, tuple[float, float]]] | None = None  # caches for
+        self._values: tuple[float, dict[str, float]] = (math.nan, {})  # one instant
         self._base: dict[str, float] = {}  # P(b within window_s of any episode start)
         self._closed = 0
 
     # -- learning --------------------------------------------------------------------------
+    def set_model(self, name: str, size_bytes: int, load_s: float) -> None:
+        super().set_model(name, size_bytes, load_s)
+        self._values = (math.nan, {})
+
     def observe(self, model: str, t: float) -> None:
         super().observe(model, t)
-        self._ctx = None
+        self._ctx, self._values = None, (math.nan, {})
         self._roll_day(t)
         if self._now > -math.inf:
             self._exposure_today[self._hour(t)] += min(max(0.0, t - self._now), 3600.0)
@@ -318,10 +325,17 @@ class EdgedPolicy(_Base):
         ``sum(P(within h) / h)`` over geometric horizons is within a small factor of
         1 / (time to next use), and costs a few O(1) lookups instead of a search.
         """
+        if self._values[0] != now:
+            self._values = (now, {})
+        cached = self._values[1].get(name)
+        if cached is not None:
+            return cached
         soon = self._soon(name, now, _HORIZONS, ctx)
         urgency = sum(p / h for p, h in zip(soon, _HORIZONS, strict=True))
         size = self.sizes.get(name, 1 << 20)
-        return urgency * (self.load_s.get(name, 1.0) + self.miss_cost_s) / size
+        value = urgency * (self.load_s.get(name, 1.0) + self.miss_cost_s) / size
+        self._values[1][name] = value
+        return value
 
     def value(self, model: str, now: float) -> float:
         return self._value(model_name(model), now, self._context(now))
@@ -331,8 +345,10 @@ class EdgedPolicy(_Base):
         return sorted(residents,
                       key=lambda r: (self._value(model_name(r.key), now, ctx), r.key))
 
-    def victim_cost(self, now: float) -> Callable[[Resident], float]:
+    def victim_cost(self, now: float) -> Callable[[Resident], float] | None:
         """Expected stall lost by evicting a resident: its value per byte times its bytes."""
+        if not self.cost_aware:
+            return None
         ctx = self._context(now)
         return lambda r: self._value(model_name(r.key), now, ctx) * r.bytes
 

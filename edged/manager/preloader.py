@@ -61,6 +61,17 @@ class LockedPolicy:
             self._fold()
             return self._p.preload_candidates(resident_keys, self._clock())
 
+    def plan(self, req: planner.LoadRequest, residents: Sequence[planner.Resident],
+             budgets: planner.Budgets, memory: planner.Memory) -> planner.Decision:
+        """A demand load's decision with the policy's eviction order and victim costs (the
+        same rule the replay tool measures), computed under the lock."""
+        with self._lock:
+            self._fold()
+            now = self._clock()
+            return planner.plan(req, residents, budgets, memory,
+                                eviction_order=lambda rs: self._p.eviction_order(rs, now),
+                                victim_cost=self._p.victim_cost(now))
+
     def plan_preload(self, req: planner.LoadRequest, residents: Sequence[planner.Resident],
                      budgets: planner.Budgets, memory: planner.Memory) -> planner.Decision:
         with self._lock:
@@ -70,11 +81,12 @@ class LockedPolicy:
 
 class Preloader:
     def __init__(self, *, manager: Any, policy: LockedPolicy, interval_s: float,
-                 max_per_tick: int = 1) -> None:
+                 max_per_tick: int = 1, tries_per_tick: int = 3) -> None:
         self._m = manager
         self._policy = policy
         self._interval = interval_s
         self._max = max_per_tick
+        self._tries = tries_per_tick  # as tools/replay.py simulates it
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -107,8 +119,8 @@ class Preloader:
         residency = self._m.residency
         present = residency.all_keys()
         done: list[str] = []
-        for name in self._policy.preload_candidates(
-                {k.rpartition(":")[0] for k in present}):
+        candidates = self._policy.preload_candidates({k.rpartition(":")[0] for k in present})
+        for name in candidates[:self._tries]:
             if len(done) >= self._max or self._stop.is_set():
                 break
             try:

@@ -136,8 +136,7 @@ class Residency:
                                   preload=preload)
         if preload:
             return self._policy.plan_preload(req, residents, self.budgets, self._memory())
-        return planner.plan(req, residents, self.budgets, self._memory(),
-                            eviction_order=self._policy.eviction_order)
+        return self._policy.plan(req, residents, self.budgets, self._memory())
 
     # -- acquire / release (the inference path) ------------------------------------------
     def acquire(self, spec: LoadSpec, timeout_s: float | None = None) -> Slot:

@@ -205,3 +205,32 @@ def test_raise_if_rejected_carries_the_numbers() -> None:
     assert "needs 2.0 GiB" in str(info.value)
     ok = plan(req("x:1", 1), [], BUDGETS, PLENTY)
     assert raise_if_rejected(ok) is ok
+
+
+def test_victim_cost_prefers_a_cheap_small_victim_to_a_big_one() -> None:
+    budgets = Budgets(ram_bytes=0, swap_bytes=1250 * MiB, reserve_bytes=0)
+    residents = [res("big:1", 1000), res("mid:1", 200), res("small:1", 50)]
+    cost = {"big:1": 5.0, "mid:1": 1.0, "small:1": 0.5}
+    d = plan(req("x:1", 150), residents, budgets, PLENTY)
+    assert isinstance(d, AdmitAfterEvicting) and d.victims == ("big:1",)  # order only
+    d = plan(req("x:1", 150), residents, budgets, PLENTY, victim_cost=lambda r: cost[r.key])
+    assert isinstance(d, AdmitAfterEvicting) and d.victims == ("mid:1",)
+    # when the big one is the cheapest way, it still goes
+    cost["mid:1"] = 9.0
+    d = plan(req("x:1", 150), residents, budgets, PLENTY, victim_cost=lambda r: cost[r.key])
+    assert isinstance(d, AdmitAfterEvicting) and d.victims == ("big:1",)
+
+
+def test_the_order_is_not_asked_for_when_nothing_must_go() -> None:
+    calls: list[int] = []
+
+    def order(rs: object) -> list[Resident]:
+        calls.append(1)
+        return list(rs)  # type: ignore[call-overload]
+
+    plan(req("x:1", 10), [res("a:1", 10)], BUDGETS, PLENTY, eviction_order=order)
+    plan(req("x:1", 995, preload=True), [res("a:1", 10)], BUDGETS, PLENTY,
+         eviction_order=order)
+    assert calls == []
+    plan(req("x:1", 995), [res("a:1", 10)], BUDGETS, PLENTY, eviction_order=order)
+    assert calls == [1]

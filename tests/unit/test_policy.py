@@ -182,3 +182,14 @@ def test_plan_preload_never_evicts_more_valuable_models() -> None:
     assert isinstance(d, planner.Reject) and "preload" in d.reason
     busy = [res("hot:1", 400), res("cold:1", 400, in_flight=1)]
     assert isinstance(plan_preload(p, req, busy, BUDGETS, mem(800), 798.4), planner.Reject)
+
+
+def test_victim_cost_is_value_times_bytes_and_only_for_edged() -> None:
+    p = EdgedPolicy()
+    p.set_model("a", 100 * MiB, 1.0)
+    feed(p, [("a", float(t)) for t in range(0, 100, 5)])
+    cost = p.victim_cost(100.0)
+    assert cost is not None
+    assert cost(res("a:1", 100)) == pytest.approx(p.value("a:1", 100.0) * 100 * MiB)
+    assert EdgedPolicy(cost_aware=False).victim_cost(100.0) is None
+    assert LruPolicy().victim_cost(1.0) is None and FrequencyPolicy().victim_cost(1.0) is None

@@ -203,7 +203,7 @@ def test_cli_unknown_model_and_bad_budget(tmp_path: Path) -> None:
 
 
 def test_edged_adapts_after_a_shift(replay: ModuleType, tmp_path: Path) -> None:
-    path, models_path = generated(tmp_path, "--shift", "--routine", "0.8", duration="7200")
+    path, models_path = generated(tmp_path, "--shift", "--routine", "0.8", duration="3600")
     trace, models = read_trace(path), read_models(models_path)
     budget = 2 << 30
     sims = {}
