@@ -129,3 +129,57 @@ def loop_model(path: Path, width: int = 64) -> Path:
     node = helper.make_node("Loop", ["n", "true", "x"], ["y"], body=body)
     graph = helper.make_graph([node], "loop", [x, n], [y], [w, true])
     return _save(_model(graph), path)
+
+
+def mixed_weights_model(path: Path, external_data: bool = False, width: int = 64) -> Path:
+    """Initializers of several types: FP16 and INT8 weights, a BOOL mask, an FP32 scale.
+
+    ``y = Where(mask, (x @ float(W16)) @ dequantize(W8), 0)`` over float32 [batch, width]; with
+    ``external_data`` the larger tensors go to ``<name>.data``.
+    """
+    rng = np.random.default_rng(1)
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", width])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", width])
+    inits = [
+        numpy_helper.from_array(rng.standard_normal((width, width)).astype(np.float16), "W16"),
+        numpy_helper.from_array(rng.integers(-127, 127, (width, width), dtype=np.int8), "W8"),
+        numpy_helper.from_array(np.array(0.01, dtype=np.float32), "scale"),
+        numpy_helper.from_array(np.array(0, dtype=np.int8), "zero_point"),
+        numpy_helper.from_array(np.arange(width) % 3 != 0, "mask"),
+        numpy_helper.from_array(np.array(0.0, dtype=np.float32), "zero"),
+    ]
+    nodes = [
+        helper.make_node("Cast", ["W16"], ["W16f"], to=TensorProto.FLOAT),
+        helper.make_node("MatMul", ["x", "W16f"], ["h1"]),
+        helper.make_node("DequantizeLinear", ["W8", "scale", "zero_point"], ["W8f"]),
+        helper.make_node("MatMul", ["h1", "W8f"], ["h2"]),
+        helper.make_node("Where", ["mask", "h2", "zero"], ["y"]),
+    ]
+    graph = helper.make_graph(nodes, "mixed", [x], [y], inits)
+    return _save(_model(graph), path, external_data=external_data)
+
+
+def big_weights_model(path: Path, weights_bytes: int) -> Path:
+    """``weights_model``'s graph with constant weights written straight to an external data
+    file: a 256 MB model in a fraction of a second instead of ~9 s (random numbers, the
+    checker's re-serialization and protobuf copies dominate). ORT holds the same bytes."""
+    cols = max(1, weights_bytes // (64 * 4))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = path.with_name(path.name + ".data")
+    np.full((64, cols), 0.001, dtype=np.float32).tofile(data)
+    w = TensorProto(name="W", data_type=TensorProto.FLOAT, dims=[64, cols],
+                    data_location=TensorProto.EXTERNAL)
+    for key, value in (("location", data.name), ("offset", "0"),
+                       ("length", str(64 * cols * 4))):
+        entry = w.external_data.add()
+        entry.key, entry.value = key, value
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 64])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 1])
+    nodes = [
+        helper.make_node("MatMul", ["x", "W"], ["h"]),
+        helper.make_node("ReduceSum", ["h", "axes"], ["y"], keepdims=1),
+    ]
+    axes = numpy_helper.from_array(np.array([1], dtype=np.int64), "axes")
+    model = _model(helper.make_graph(nodes, "weights", [x], [y], [w, axes]))
+    onnx.save_model(model, str(path))
+    return path

@@ -224,7 +224,7 @@ def detect_format(path: Path) -> str:
     if not head:
         raise e.InvalidArgument(f"artifact {path.name} is empty", field="artifact",
                                 reason="CORRUPT_ARTIFACT")
-    if _tensorrt_payload_offset(head) is not None:
+    if tensorrt_payload_offset(head) is not None:
         return "tensorrt"
     if path.suffix.lower() in TENSORRT_SUFFIXES:
         raise e.InvalidArgument(
@@ -235,7 +235,7 @@ def detect_format(path: Path) -> str:
     return "onnx"
 
 
-def _tensorrt_payload_offset(head: bytes) -> int | None:
+def tensorrt_payload_offset(head: bytes) -> int | None:
     """Where the TensorRT plan starts: 0, or after an Ultralytics-style JSON prefix
     (``<u32 little-endian length><JSON>``) that exporters put in front of ``.engine`` files."""
     if head.startswith(TENSORRT_MAGIC):

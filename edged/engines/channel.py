@@ -20,6 +20,7 @@ import select
 import socket
 import struct
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -39,17 +40,26 @@ DEFAULT_BUFFER_BYTES = 256 << 10
 SMALL_FRAME_BYTES = 16 << 10
 
 
-def as_bytes(arr: np.ndarray) -> memoryview:
-    """A flat byte view of an array for ``sendmsg`` or a slab copy (copies only if strided)."""
-    return memoryview(np.ascontiguousarray(arr).reshape(-1).view(np.uint8))
+def raw(arr: np.ndarray) -> memoryview:
+    """A C-contiguous array's bytes, flat, without a copy (for slab copies and sendmsg)."""
+    return memoryview(arr).cast("B")  # type: ignore[arg-type]  # ndarray has the buffer API
 
 
 class Channel:
     """One end of the socketpair. ``send`` is thread-safe; ``recv`` needs one reader at a time
     (the caller serialises it: see the reader role in worker_proc.py and worker_main.py)."""
 
-    def __init__(self, sock: socket.socket, buffer_bytes: int = DEFAULT_BUFFER_BYTES) -> None:
+    def __init__(self, sock: socket.socket, buffer_bytes: int = DEFAULT_BUFFER_BYTES,
+                 recv_tick_s: float | None = None) -> None:
+        """``recv_tick_s``: a kernel receive timeout (SO_RCVTIMEO, which leaves sends alone),
+        so that ``recv`` can honour deadlines with one blocking syscall per read instead of a
+        poll before each; deadlines are then kept to within a tick."""
         self._sock = sock
+        self._tick = recv_tick_s
+        if recv_tick_s is not None:
+            usec = max(1, int(recv_tick_s * 1e6))
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO,
+                            struct.pack("ll", usec // 1_000_000, usec % 1_000_000))
         self._send_lock = threading.Lock()
         self._buf = bytearray(buffer_bytes)
         self._view = memoryview(self._buf)
@@ -80,6 +90,7 @@ class Channel:
         timeout never loses bytes.
         """
         buf, view = self._buf, self._view
+        deadline: float | None = None
         while True:
             avail = self._end - self._start
             if avail >= HEADER_BYTES:
@@ -96,9 +107,23 @@ class Channel:
             if self._end == len(buf):  # compact: move the partial frame to the front
                 buf[:avail] = buf[self._start:self._end]
                 self._start, self._end = 0, avail
-            if timeout is not None and not self._poller.poll(max(0, math.ceil(timeout * 1e3))):
-                return None  # (poll, not a socket timeout: that would also apply to sends)
-            n = self._sock.recv_into(view[self._end:])
+            try:
+                if timeout is None or (self._tick is not None and timeout > 0):
+                    n = self._sock.recv_into(view[self._end:])
+                elif timeout == 0:
+                    n = self._sock.recv_into(view[self._end:], 0, socket.MSG_DONTWAIT)
+                elif self._poller.poll(math.ceil(timeout * 1e3)):
+                    n = self._sock.recv_into(view[self._end:])
+                else:
+                    return None
+            except BlockingIOError:  # the tick (or MSG_DONTWAIT) passed with nothing to read
+                if timeout is None:
+                    continue
+                if deadline is None:
+                    deadline = time.monotonic() + timeout - (self._tick or 0)
+                if timeout == 0 or time.monotonic() >= deadline:
+                    return None
+                continue
             if not n:
                 raise EOFError("the other end of the worker channel closed")
             self._end += n
@@ -112,7 +137,10 @@ class Channel:
         self._start = self._end = 0
         bview = memoryview(body)
         while have < total:
-            n = self._sock.recv_into(bview[have:])
+            try:
+                n = self._sock.recv_into(bview[have:])
+            except BlockingIOError:  # a tick passed mid-frame: the rest is on its way
+                continue
             if not n:
                 raise EOFError("the other end of the worker channel closed")
             have += n

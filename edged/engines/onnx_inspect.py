@@ -14,13 +14,11 @@ The tests check this reader against the ``onnx`` package on the demo models and 
 from __future__ import annotations
 
 import math
-import mmap
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edged import errors as e
 from edged.engines.base import Signature, TensorSpec
+from edged.engines.protowire import Corrupt, Incomplete, Reader, invalid
 
 # TensorProto.DataType -> (OIP-style datatype name, bytes per element)
 ELEM_TYPES: dict[int, tuple[str, float]] = {
@@ -33,14 +31,6 @@ ELEM_TYPES: dict[int, tuple[str, float]] = {
 }
 _MODEL_FIELDS = {1, 2, 3, 4, 5, 6, 7, 8, 14, 20, 25, 26}  # ModelProto; anything else: not ONNX
 _MAX_DEPTH = 32  # nested subgraphs (If/Loop/Scan bodies)
-
-
-class _Corrupt(Exception):
-    pass
-
-
-class _Incomplete(_Corrupt):
-    """The model file is fine but its external data is missing or short: a DataLoss."""
 
 
 @dataclass
@@ -60,26 +50,26 @@ class OnnxSummary:
 
 def check_model_file(path: Path) -> None:
     """Fail unless ``path`` looks like a complete ModelProto (top-level fields only: cheap)."""
-    with _Reader(path) as r:
+    with Reader(path) as r:
         graph = None
         for fno, _wt, val in r.fields(0, r.size):
             if fno not in _MODEL_FIELDS:
-                raise _invalid(path, f"field {fno} is not part of an ONNX ModelProto")
+                raise invalid(path, f"field {fno} is not part of an ONNX ModelProto")
             if fno == 7:
                 graph = val
         if graph is None:
-            raise _invalid(path, "no graph in the model")
+            raise invalid(path, "no graph in the model")
 
 
 def summarize(path: Path) -> OnnxSummary:
     """Read the signature and count the weights of an ONNX file without loading them."""
     path = Path(path)
-    with _Reader(path) as r:
+    with Reader(path) as r:
         s = OnnxSummary(Signature((), ()))
         graph = None
         for fno, wt, val in r.fields(0, r.size):
             if fno not in _MODEL_FIELDS:
-                raise _invalid(path, f"field {fno} is not part of an ONNX ModelProto")
+                raise invalid(path, f"field {fno} is not part of an ONNX ModelProto")
             if fno == 1 and wt == 0:
                 s.ir_version = val
             elif fno == 2 and wt == 2:
@@ -95,18 +85,18 @@ def summarize(path: Path) -> OnnxSummary:
                         version = v2
                 s.opsets[domain or "ai.onnx"] = version
         if graph is None:
-            raise _invalid(path, "no graph in the model")
+            raise invalid(path, "no graph in the model")
         s.signature = _Graph(r, s, path.parent).read(graph, depth=0, top=True)
         return s
 
 
 class _Graph:
-    def __init__(self, r: _Reader, s: OnnxSummary, base: Path) -> None:
+    def __init__(self, r: Reader, s: OnnxSummary, base: Path) -> None:
         self.r, self.s, self.base = r, s, base
 
     def read(self, span: tuple[int, int], depth: int, top: bool) -> Signature:
         if depth > _MAX_DEPTH:
-            raise _Corrupt("subgraphs nested too deeply")
+            raise Corrupt("subgraphs nested too deeply")
         r, inits = self.r, set()
         inputs: list[tuple[int, int]] = []
         outputs: list[tuple[int, int]] = []
@@ -179,7 +169,7 @@ class _Graph:
                         value = r.text(v2)
                 external[key] = value
         if dtype not in ELEM_TYPES:
-            raise _Corrupt(f"tensor '{name}' has unknown data type {dtype}")
+            raise Corrupt(f"tensor '{name}' has unknown data type {dtype}")
         itemsize = ELEM_TYPES[dtype][1]
         count = math.prod(max(d, 0) for d in dims)
         nbytes = strings if dtype == 8 else math.ceil(count * itemsize)
@@ -192,24 +182,25 @@ class _Graph:
         location = ext.get("location", "")
         target = (self.base / location).resolve()
         if not location or Path(location).is_absolute() or ".." in Path(location).parts:
-            raise _Corrupt(f"initializer '{name}': external data location {location!r} must be "
-                           "a relative path next to the model")
+            raise Corrupt(f"initializer '{name}': external data location {location!r} must "
+                          "be a relative path next to the model")
         try:
             size = target.stat().st_size
         except OSError:
-            raise _Incomplete(f"initializer '{name}': external data file {location!r} is "
-                              "missing") from None
+            raise Incomplete(f"initializer '{name}': external data file {location!r} is "
+                             "missing") from None
         offset = int(ext.get("offset", "0") or 0)
         length = int(ext.get("length", "0") or 0) or nbytes
         if offset + length > size:
-            raise _Incomplete(f"initializer '{name}': external data {location!r} has {size} "
-                              f"bytes, needs {offset + length}")
+            raise Incomplete(f"initializer '{name}': external data {location!r} has {size} "
+                             f"bytes, needs {offset + length}")
         self.s.external_files.add(location)
         self.s.external_bytes += nbytes
 
     def _value_info(self, span: tuple[int, int]) -> TensorSpec:
         r = self.r
-        name, datatype, shape = "", "UNKNOWN", ()
+        name, datatype = "", "UNKNOWN"
+        shape: tuple[int, ...] = ()
         for fno, wt, val in r.fields(*span):
             if fno == 1 and wt == 2:
                 name = r.text(val)
@@ -239,92 +230,3 @@ class _Graph:
             if fno == 1 and wt == 0:
                 return int(val)
         return -1  # dim_param (symbolic) or unknown
-
-
-class _Reader:
-    """Protobuf wire-format primitives over a read-only mmap of the file."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        try:
-            self._f = path.open("rb")
-        except OSError as exc:
-            raise e.InvalidArgument(f"artifact {path} cannot be read: {exc.strerror}",
-                                    field="artifact") from None
-        self.size = path.stat().st_size
-        if self.size == 0:
-            self._f.close()
-            raise _invalid(path, "the file is empty")
-        self.buf = mmap.mmap(self._f.fileno(), 0, access=mmap.ACCESS_READ)
-
-    def __enter__(self) -> _Reader:
-        return self
-
-    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
-        self.buf.close()
-        self._f.close()
-        if isinstance(exc, _Incomplete):
-            raise e.DataLoss(f"artifact {self.path.name}: {exc}", field="artifact",
-                             reason="CORRUPT_ARTIFACT") from None
-        if isinstance(exc, (_Corrupt, IndexError)):
-            why = "the file is truncated" if isinstance(exc, IndexError) else str(exc)
-            raise _invalid(self.path, why) from None
-
-    def varint(self, pos: int) -> tuple[int, int]:
-        buf = self.buf
-        b = buf[pos]
-        if b < 0x80:
-            return b, pos + 1
-        result, shift = b & 0x7F, 7
-        while True:
-            pos += 1
-            b = buf[pos]
-            result |= (b & 0x7F) << shift
-            if b < 0x80:
-                return result, pos + 1
-            shift += 7
-            if shift > 63:
-                raise _Corrupt(f"malformed varint at byte {pos}")
-
-    def fields(self, start: int, end: int) -> Iterator[tuple[int, int, object]]:
-        """(field number, wire type, value): an int for varints, (start, end) for payloads."""
-        pos = start
-        while pos < end:
-            key, pos = self.varint(pos)
-            fno, wt = key >> 3, key & 7
-            if wt == 0:
-                val, pos = self.varint(pos)
-                if val >= 1 << 63:
-                    val -= 1 << 64
-                yield fno, wt, val
-                continue
-            if wt == 2:
-                n, pos = self.varint(pos)
-                span = (pos, pos + n)
-                pos += n
-            elif wt in (1, 5):
-                span = (pos, pos + (8 if wt == 1 else 4))
-                pos = span[1]
-            else:
-                raise _Corrupt(f"unsupported wire type {wt} at byte {pos}")
-            if pos > end or fno == 0:
-                if pos > self.size:
-                    raise IndexError(pos)
-                raise _Corrupt(f"field {fno} overruns its message at byte {span[0]}")
-            yield fno, wt, span
-
-    def packed(self, span: tuple[int, int]) -> list[int]:
-        out, pos = [], span[0]
-        while pos < span[1]:
-            v, pos = self.varint(pos)
-            out.append(v - (1 << 64) if v >= 1 << 63 else v)
-        return out
-
-    def text(self, span: object) -> str:
-        s, t = span  # type: ignore[misc]
-        return self.buf[s:t].decode("utf-8", "replace")
-
-
-def _invalid(path: Path, why: str) -> e.InvalidArgument:
-    return e.InvalidArgument(f"artifact {path.name} is not a valid ONNX model: {why}",
-                             field="artifact", reason="CORRUPT_ARTIFACT")

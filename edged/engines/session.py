@@ -19,7 +19,10 @@ WARMUP_OTHER_DIM = 64
 
 
 class RunHandle(Protocol):
-    """Lets another thread abandon a running inference (a request whose deadline passed)."""
+    """Lets another thread abandon a running inference (a request whose deadline passed).
+    A worker thread reuses its handle for the next inference unless it was cancelled."""
+
+    cancelled: bool
 
     def cancel(self) -> None: ...
 
@@ -30,7 +33,7 @@ class Session(Protocol):
     # Symbolic dimension names per input (None where fixed or anonymous), for the warm-up.
     dim_names: Mapping[str, tuple[str | None, ...]]
 
-    def run_handle(self) -> RunHandle: ...
+    def run_handle(self) -> RunHandle | None: ...
 
     def run(self, feeds: Mapping[str, np.ndarray], outputs: Sequence[str] | None,
             handle: RunHandle | None = None) -> dict[str, np.ndarray]: ...
@@ -43,6 +46,8 @@ def warmup_shapes(session: Session,
     """Concrete shapes for the warm-up: the overrides, else 1 for a first dynamic dimension and
     for every dimension that shares its symbolic name (``batch`` in both ``input`` and ``state``
     of silero-vad must agree), 64 for the other dynamic ones."""
+    # A backend may know better defaults (TensorRT: its optimization profile's shapes).
+    overrides = {**getattr(session, "preferred_shapes", {}), **overrides}
     named: dict[str, int] = {}
     for name, shape in overrides.items():
         for size, sym in zip(shape, session.dim_names.get(name, ()), strict=False):

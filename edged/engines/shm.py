@@ -176,6 +176,8 @@ class LanePool:
 
     def take_dropped(self) -> tuple[int, ...]:
         """Lane ids retired since the last call: the worker unmaps them."""
+        if not self._dropped:  # (no lock: a list's truth value is read atomically)
+            return ()
         with self._lock:
             out, self._dropped = tuple(self._dropped), []
             return out

@@ -11,14 +11,13 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from edged import errors as e
-from edged.datatypes import NUMPY_TO_OIP
+from edged.datatypes import NUMPY_TO_OIP, OIP_TO_NUMPY
 from edged.engines import channel as ch
 from edged.engines.base import (
     UNSUPPORTED_DATATYPES,
@@ -38,16 +37,18 @@ def _bad(tensor: str, message: str) -> e.InvalidArgument:
                              metadata={"tensor": tensor})
 
 
-@dataclass
 class Prepared:
     """A validated request: descriptors for the worker, inline buffers, lane-bound arrays."""
 
-    descs: list[tuple[Any, ...]] = field(default_factory=list)
-    buffers: list[np.ndarray] = field(default_factory=list)
-    lane_inputs: list[tuple[int, np.ndarray]] = field(default_factory=list)  # (offset, array)
-    lane_bytes: int = 0
-    outputs: tuple[str, ...] | None = None
-    out_shm: dict[str, tuple[str, int, int]] = field(default_factory=dict)
+    __slots__ = ("buffers", "descs", "lane_bytes", "lane_inputs", "out_shm", "outputs")
+
+    def __init__(self) -> None:
+        self.descs: list[tuple[Any, ...]] = []
+        self.buffers: list[np.ndarray] = []
+        self.lane_inputs: list[tuple[int, np.ndarray]] = []  # (offset in the lane, array)
+        self.lane_bytes = 0
+        self.outputs: tuple[str, ...] | None = None
+        self.out_shm: dict[str, tuple[str, int, int]] = {}
 
 
 class Checker:
@@ -65,11 +66,19 @@ class Checker:
                 output_shm: Mapping[str, ShmRef] | None) -> Prepared:
         p = Prepared()
         specs = self._specs
-        if len(inputs) != len(specs) or any(name not in specs for name in inputs):
+        if len(inputs) != len(specs) or not specs.keys() >= inputs.keys():
             self._names(inputs)
         inline_at = 0
         for name, value in inputs.items():
             spec = specs[name]
+            if type(value) is np.ndarray and NUMPY_TO_OIP.get(value.dtype) == spec.datatype \
+                    and value.nbytes < self._threshold and value.flags.c_contiguous:
+                _check_shape(spec, value.shape)  # the common case: a small array, inline
+                n = value.nbytes
+                p.descs.append((name, spec.datatype, value.shape, ch.INLINE, inline_at, n, 0))
+                p.buffers.append(value)
+                inline_at += n
+                continue
             if isinstance(value, ShmRef):
                 _check_ref(spec, value, self._shm_dir)
                 p.descs.append((name, spec.datatype, tuple(value.shape), ch.SHM,
@@ -133,8 +142,8 @@ def _array(spec: TensorSpec, value: Any) -> np.ndarray:
 def _check_shape(spec: TensorSpec, shape: tuple[int, ...]) -> None:
     want = spec.shape
     if len(shape) == len(want):
-        for i, w in enumerate(want):
-            if w >= 0 and w != shape[i]:
+        for w, got in zip(want, shape):  # noqa: B905 - lengths checked just above
+            if w >= 0 and w != got:
                 break
         else:
             return
@@ -181,10 +190,9 @@ def decode_outputs(descs: Sequence[Any], data: memoryview, lane_mm: Any
         if where == ch.SHM:
             out[name] = ShmRef(a, b, c, datatype, tuple(shape))
             continue
-        dtype = numpy_of_datatype(datatype)
-        count = math.prod(shape)
+        dtype = OIP_TO_NUMPY.get(datatype) or numpy_of_datatype(datatype)
         if where == ch.INLINE:
-            out[name] = np.frombuffer(data, dtype, count, a).reshape(shape)
+            out[name] = np.ndarray(shape, dtype, data, a)
         else:
-            out[name] = np.frombuffer(lane_mm, dtype, count, b).reshape(shape).copy()
+            out[name] = np.ndarray(shape, dtype, lane_mm, b).copy()
     return out

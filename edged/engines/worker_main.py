@@ -3,21 +3,23 @@
 Started by ``WorkerPool`` as a fresh interpreter (never forked from the daemon, so it inherits
 no gRPC threads or locks). It holds one or more sessions and serves the daemon over one socket.
 
-Threads: ``1 + sum(max_concurrency)`` identical threads take turns reading the socket
-(leader/follower): the reader hands the socket to the next thread just before it runs an
-inference (the GIL is free while ORT runs), so a request is handled by the thread that read it,
-without a hand-off between threads; the spare thread keeps reading cancels and loads while every
-model is busy. The worker exits when the socket closes, when the daemon dies (PR_SET_PDEATHSIG,
-and a parent check at start), or when told to; it ignores SIGINT (the daemon handles stop) and
-raises its own oom_score_adj so that the kernel picks a worker before the daemon.
+Threads: ``2 + sum(max_concurrency)`` identical threads take turns reading the socket
+(leader/follower): a request is handled by the thread that read it. While it runs an inference
+that thread keeps the reader role, so a lone client's request wakes no other thread (a
+hand-off costs ~20 us of wake-up plus GIL traffic per request on the dev box); the daemon
+*nudges* the worker (SIGUSR1, handled by the otherwise idle main thread) whenever it sends a
+message while a request is in flight there, and the nudge hands the reader role to the next
+thread, which reads the new request (or cancel, or load) and runs it concurrently. Loads and
+inferences longer than LONG_RUN_S hand the role off up front.
+
+The worker exits when the socket closes, when the daemon dies (PR_SET_PDEATHSIG, and a parent
+check at start), or when told to; it ignores SIGINT (the daemon handles stop) and raises its
+own oom_score_adj so that the kernel picks a worker before the daemon.
 """
 
 from __future__ import annotations
 
 import argparse
-import ctypes
-import gc
-import math
 import os
 import signal
 import socket
@@ -33,75 +35,39 @@ from edged import errors as e
 from edged.datatypes import NUMPY_TO_OIP, OIP_TO_NUMPY
 from edged.engines import channel as ch
 from edged.engines.base import EngineOptions, datatype_of_numpy, get_backend, numpy_of_datatype
+from edged.engines.procfs import harden, read_status, trim
 from edged.engines.session import Session, warm_up
 from edged.engines.shm import SHM_DIR, RegionCache, open_map
 
-PR_SET_PDEATHSIG = 1
 _ALIGN = 64
-# Inferences shorter than this (moving average) run while their thread keeps the reader role:
-# a concurrent request waits at most this long, and no thread is woken per request.
-INLINE_RUN_S = 0.001
-
-
-def read_status(pid: int | str = "self") -> dict[str, int]:
-    """RssAnon / VmRSS / VmHWM of a process in bytes, from /proc (cheap, no psutil)."""
-    out = {}
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(("RssAnon:", "VmRSS:", "VmHWM:", "RssShmem:")):
-                k, v = line.split(":", 1)
-                out[k] = int(v.split()[0]) * 1024
-    return out
-
-
-def _trim() -> None:
-    """Give freed heap back to the kernel: ORT's load-time copies (the parsed protobuf, the
-    tensors before pre-packing) are freed into glibc's heap and would otherwise stay resident,
-    inflating the footprint by up to the weights' size."""
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc
-        pass
-
-
-def harden(parent: int, oom_score_adj: int | None) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):
-        pass
-    if os.getppid() != parent:  # the daemon died before prctl took effect
-        os._exit(0)
-    if oom_score_adj is not None:
-        try:
-            with open("/proc/self/oom_score_adj", "w") as f:
-                f.write(str(oom_score_adj))
-        except OSError:  # EPERM/EACCES without CAP_SYS_RESOURCE when lowering: keep going
-            pass
+LONG_RUN_S = 0.05  # inferences longer than this (moving average) hand the reader role off
 
 
 class _Turn:
     """A thread's hold on the reader role. It keeps the role through short inferences (no
-    thread wake-up per request) and hands it off before anything long, so that the other
-    threads keep reading requests, cancels and loads meanwhile."""
+    thread wakes per request) and hands it off before anything long, so that the other threads
+    keep reading requests, cancels and loads meanwhile. ``state`` (shared by all turns) guards
+    ``held``: a nudge (SIGUSR1) may hand off a turn on its thread's behalf."""
 
-    __slots__ = ("held", "lock")
+    __slots__ = ("handles", "held", "lock", "state")
 
-    def __init__(self, lock: threading.Lock) -> None:
-        self.lock = lock
+    def __init__(self, lock: threading.Lock, state: threading.Lock) -> None:
+        self.lock, self.state = lock, state
+        self.handles: dict[str, Any] = {}  # this thread's run handle per model
         lock.acquire()
         self.held = True
 
     def hand_off(self) -> None:
-        if self.held:
-            self.held = False
-            self.lock.release()
+        with self.state:
+            if self.held:
+                self.held = False
+                self.lock.release()
 
     def take(self) -> None:
         if not self.held:
             self.lock.acquire()
-            self.held = True
+            with self.state:
+                self.held = True
 
 
 class _Model:
@@ -117,21 +83,37 @@ class Worker:
         self._threshold = shm_threshold
         self._shm_dir = shm_dir
         self._read_lock = threading.Lock()
+        self._turn_state = threading.Lock()
+        self._inline: _Turn | None = None  # the turn running an inference, reader role held
+        self._nudged = False  # a nudge came while no inference ran: the next one hands off
         self._load_lock = threading.Lock()
         self._models: dict[str, _Model] = {}
         self._lanes: dict[int, Any] = {}
         self._regions = RegionCache(shm_dir)
         self._runs: dict[int, Any] = {}
         self._threads = 0
-        self._loads = 0
         self._handlers: dict[str, Callable[..., Any]] = {
             "infer": self._infer, "load": self._load, "unload": self._unload,
-            "stats": self._stats, "ping": self._ping}
+            "stats": self._stats, "ping": self._ping, "prepare": self._prepare}
 
     def serve(self) -> None:
+        """Reply "ready", then leave the main thread to the daemon's nudges (SIGUSR1)."""
+        signal.signal(signal.SIGUSR1, self._nudge)
         self._chan.send(0, ("ready", os.getpid(), read_status()["RssAnon"]))
-        self._grow(1)
-        self._loop()
+        self._grow(2)
+        while True:
+            signal.pause()
+
+    def _nudge(self, signum: int, frame: Any) -> None:
+        """The daemon sent something while a request is in flight here: if a thread runs an
+        inference with the reader role, hand the role off for it, so the message is read."""
+        with self._turn_state:
+            turn = self._inline
+            if turn is not None and turn.held:
+                turn.held = False
+                turn.lock.release()
+            else:
+                self._nudged = True
 
     def _grow(self, n: int) -> None:
         for _ in range(n):
@@ -140,7 +122,11 @@ class Worker:
                              daemon=True).start()
 
     def _loop(self) -> None:
-        turn = _Turn(self._read_lock)
+        # Nudges must reach the main thread, the one that handles them (and it only wakes from
+        # pause() for a signal delivered to itself): this thread, and the runtime's threads it
+        # starts, never take SIGUSR1.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+        turn = _Turn(self._read_lock, self._turn_state)
         while True:
             try:
                 rid, meta, data = self._chan.recv()  # type: ignore[misc]
@@ -181,21 +167,22 @@ class Worker:
             t0 = time.perf_counter()
             session = get_backend(fmt).open(Path(artifact), options)
             t1 = time.perf_counter()
-            _trim()
+            trim()
             try:
                 warm_up(session, options.warmup_shapes)
             except BaseException:
                 session.close()
-                _trim()
+                trim()
                 raise
             t2 = time.perf_counter()
-            _trim()
+            trim()
             status = read_status()
             self._models[key] = _Model(session, max_concurrency, t2 - t1)
-            self._loads += 1
             self._grow(max_concurrency)
+        # peak anonymous RSS, approximately: the high-water mark less today's file pages
+        peak = status["VmHWM"] - (status["VmRSS"] - status["RssAnon"])
         reply = ("ok", session.signature.to_wire(), session.providers, t1 - t0, t2 - t1,
-                 before, status["RssAnon"], status["VmHWM"])
+                 before, status["RssAnon"], peak)
         return reply, ()
 
     def _unload(self, rid: int, meta: Any, data: memoryview, handoff: Any) -> tuple[Any, Any]:
@@ -203,7 +190,13 @@ class Worker:
         if model is not None:
             model.session.close()
             del model
-            _trim()
+            trim()
+        return ("ok", read_status()["RssAnon"]), ()
+
+    def _prepare(self, rid: int, meta: Any, data: memoryview, handoff: Any) -> tuple[Any, Any]:
+        """A spare worker imports its runtime ahead of any load (onnxruntime: ~0.1 s)."""
+        backend = get_backend(meta[1])
+        getattr(backend, "preload", lambda: None)()
         return ("ok", read_status()["RssAnon"]), ()
 
     def _ping(self, rid: int, meta: Any, data: memoryview, handoff: Any) -> tuple[Any, Any]:
@@ -225,23 +218,30 @@ class Worker:
         feeds = {}
         for name, datatype, shape, where, a, b, c in ins:
             dtype = OIP_TO_NUMPY[datatype]  # checked by the daemon
-            count = math.prod(shape)
             if where == ch.INLINE:
-                arr = np.frombuffer(data, dtype, count, a)
+                feeds[name] = np.ndarray(shape, dtype, data, a)
             elif where == ch.LANE:
-                arr = np.frombuffer(lane_mm, dtype, count, b)  # type: ignore[arg-type]
+                feeds[name] = np.ndarray(shape, dtype, lane_mm, b)
             else:
-                arr = np.frombuffer(self._regions.window(a, b, c, name), dtype, count)
-            feeds[name] = arr.reshape(shape)
+                feeds[name] = np.ndarray(shape, dtype, self._regions.window(a, b, c, name))
         session = model.session
-        handle = session.run_handle()
+        handle = turn.handles.get(key)
+        if handle is None or handle.cancelled:  # one per thread and model, reused
+            handle = turn.handles[key] = session.run_handle()
         self._runs[rid] = handle
-        if model.run_s > INLINE_RUN_S:
+        with self._turn_state:
+            keep = model.run_s <= LONG_RUN_S and not self._nudged
+            self._nudged = False
+            self._inline = turn if keep else None
+        if not keep:
             turn.hand_off()
         t0 = time.perf_counter()
         try:
             results = session.run(feeds, outs, handle)
         finally:
+            if keep:
+                with self._turn_state:
+                    self._inline = None
             self._runs.pop(rid, None)
             model.run_s = 0.8 * model.run_s + 0.2 * (time.perf_counter() - t0)
         return self._outputs(results, out_shm, lane, lane_mm)
@@ -265,10 +265,10 @@ class Worker:
                         f"the {capacity}-byte shared memory window", field=name,
                         reason="BAD_TENSOR")
                 window = self._regions.window(shm_name, offset, n, name, writable=True)
-                window[:] = memoryview(arr).cast("B")
+                window[:] = ch.raw(arr)
                 descs.append((name, datatype, arr.shape, ch.SHM, shm_name, offset, n))
             elif lane_mm is not None and n >= self._threshold and lane_at + n <= lane[2]:
-                lane_mm[lane_at:lane_at + n] = memoryview(arr).cast("B")
+                lane_mm[lane_at:lane_at + n] = ch.raw(arr)
                 descs.append((name, datatype, arr.shape, ch.LANE, 0, lane_at, n))
                 lane_at = -(-(lane_at + n) // _ALIGN) * _ALIGN
             else:

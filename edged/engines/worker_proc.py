@@ -1,18 +1,9 @@
-"""The daemon's handle on one worker process: start, request/reply, crash and hang handling.
+"""The daemon's handle on one worker process: start, stop, kill, and the end of it.
 
-Several requests can be in flight on one worker; replies come back in any order and carry their
-request id. There is no reader thread: a caller waiting for its reply takes the *reader role*
-(a lock) and reads the socket itself, completing other callers' replies as they pass; when its
-own arrives it hands the role to another waiting caller. A reply thus wakes exactly one thread,
-the one that needed it (a reader thread would add a thread hand-off, ~20 us on the 2-core dev
-box, to every request). The pool's monitor thread covers the rest: it notices a worker's
-death from its pidfd even when nobody is reading, reaps replies of callers that gave up, and
-kills a worker whose oldest request has waited longer than the hang timeout.
-
-When a worker ends, every call still pending fails at once with ``Unavailable`` naming the
-model, the pid and the cause (signal, exit code, or "hung ... killed"). A call whose caller gave
-up stays pending until its reply or the worker's end, so the resources it holds (a lane, a
-concurrency slot) are released exactly once, by whoever completes it.
+Requests go through its ``CallTable`` (calls.py). When the worker ends, every call still
+pending fails at once with ``Unavailable`` naming the model, the pid and the cause (signal,
+exit code, or "hung ... killed"), and the pool hears of it (``on_death``) unless the end was
+asked for.
 """
 
 from __future__ import annotations
@@ -22,8 +13,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,29 +20,14 @@ from typing import Any
 import edged
 from edged import errors as e
 from edged.engines import channel as ch
+from edged.engines.calls import Call, CallTable
 from edged.engines.shm import SHM_DIR, LanePool
+
+RECV_TICK_S = 0.02  # how late a caller reading the socket may notice its deadline
 
 Spawner = Callable[[Callable[[], subprocess.Popen[bytes]]], subprocess.Popen[bytes]]
 
-
-class Call:
-    """One request in flight. ``lock`` is a binary semaphore: released to wake the waiter
-    (its reply came, or it should take the reader role)."""
-
-    __slots__ = ("abandoned", "data", "done", "error", "exempt", "key", "lock", "meta",
-                 "on_done", "result", "rid", "sent_at", "signaled", "waiting")
-
-    def __init__(self, rid: int, key: str, on_done: Callable[[Call], None] | None,
-                 exempt: bool) -> None:
-        self.rid, self.key, self.on_done, self.exempt = rid, key, on_done, exempt
-        self.lock = threading.Lock()
-        self.lock.acquire()
-        self.done = self.abandoned = self.signaled = self.waiting = False
-        self.meta: Any = None
-        self.data: memoryview | None = None
-        self.error: e.EdgedError | None = None
-        self.result: Any = None
-        self.sent_at = time.monotonic()
+__all__ = ["Call", "WorkerProcess"]
 
 
 class WorkerProcess:
@@ -65,19 +39,25 @@ class WorkerProcess:
         self.pid = 0
         self.lanes = LanePool(f"edged-{os.getpid()}-{name}", shm_dir)
         self.proc: subprocess.Popen[bytes] | None = None
-        self.alive = False
-        self.requests = 0
+        self.loads = 0  # loads under way into this worker (the pool counts them)
+        self.calls: CallTable | None = None
         self._spawner, self._threshold = spawner, shm_threshold
         self._oom, self._on_death, self._shm_dir = oom_score_adj, on_death, shm_dir
-        self._pending: dict[int, Call] = {}
-        self._next_rid = 0
-        self._rid_lock = threading.Lock()
-        self._reader = threading.Lock()  # the reader role
-        self._sig = threading.Lock()  # guards Call.signaled
-        self._chan: ch.Channel | None = None
         self._cause: str | None = None  # set when we end it on purpose (hang kill)
         self._stopping = False
-        self._ended = False
+        self._ready = False
+
+    @property
+    def alive(self) -> bool:
+        return self.calls is not None and self.calls.open
+
+    @property
+    def requests(self) -> int:
+        return self.calls.sent if self.calls is not None else 0
+
+    @property
+    def in_flight(self) -> int:
+        return len(self.calls) if self.calls is not None else 0
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self, timeout_s: float) -> None:
@@ -97,17 +77,24 @@ class WorkerProcess:
         finally:
             child.close()
         self.pid = self.proc.pid
-        self._chan = ch.Channel(parent)
-        ready = Call(0, self.name, None, exempt=True)
-        self._pending[0] = ready
-        self.alive = True
+        self.calls = CallTable(ch.Channel(parent, recv_tick_s=RECV_TICK_S), gone=self.gone_error,
+                               on_end=self._ended, exited=self.exited, nudge=self._nudge)
         try:
-            self.wait(ready, timeout_s, what="start")
+            self.calls.wait(self.calls.expect(0, self.name), timeout_s, what="start")
+            self._ready = True  # nudges from now on (before, SIGUSR1 could still kill it)
         except e.EdgedError:
             self._stopping = True
             self.kill("did not start in time")
-            self.reap(block=True)
+            self.calls.reap(block=True)
             raise
+
+    def _nudge(self) -> None:
+        """SIGUSR1: see worker_main.py. Only while our child is unreaped (no pid reuse)."""
+        if self._ready and self.proc is not None and self.proc.returncode is None:
+            try:
+                os.kill(self.pid, signal.SIGUSR1)
+            except ProcessLookupError:
+                pass
 
     def kill(self, cause: str) -> None:
         """SIGKILL; whoever reads next (or the monitor) fails what is pending with ``cause``."""
@@ -149,176 +136,38 @@ class WorkerProcess:
     def exited(self) -> bool:
         return self.proc is not None and self.proc.poll() is not None
 
-    # -- requests --------------------------------------------------------------------------
-    def send(self, meta: Any, buffers: Sequence[memoryview] = (), *, key: str = "",
+    # -- requests (see calls.py) -----------------------------------------------------------
+    def send(self, meta: Any, buffers: Sequence[Any] = (), *, key: str = "",
              on_done: Callable[[Call], None] | None = None, exempt: bool = False) -> Call:
-        """Send a request; the returned call completes when its reply (or the end) comes."""
-        with self._rid_lock:
-            self._next_rid += 1
-            rid = self._next_rid
-        call = Call(rid, key or self.name, on_done, exempt)
-        if not self.alive or self._chan is None:
-            raise self.gone_error(call.key)
-        self._pending[rid] = call
-        try:
-            self._chan.send(rid, meta, buffers)
-        except OSError:
-            self._pending.pop(rid, None)
-            raise self.gone_error(call.key) from None
-        self.requests += 1
-        return call
+        if self.calls is None:
+            raise self.gone_error(key or self.name)
+        return self.calls.send(meta, buffers, key=key or self.name, on_done=on_done,
+                               exempt=exempt)
 
     def wait(self, call: Call, timeout_s: float | None, what: str = "request") -> Any:
-        """The reply's metadata (or ``call.result`` if ``on_done`` set it); raises the worker's
-        error, Unavailable if it died, DeadlineExceeded when ``timeout_s`` passes first."""
-        deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        call.waiting = True
-        try:
-            while not call.done:
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    break
-                if self._reader.acquire(blocking=False):
-                    try:
-                        self._read_until(call, deadline)
-                    finally:
-                        self._reader.release()
-                elif call.lock.acquire(timeout=-1 if left is None else left):
-                    with self._sig:
-                        call.signaled = False
-        finally:
-            call.waiting = False
-            self._pass_reader_role()
-        if not call.done:
-            call.abandoned = True
-            if what == "request":
-                self.cancel(call.rid)
-            raise e.DeadlineExceeded(
-                f"{what} on model '{call.key}' took longer than {timeout_s:.3g} s")
-        if call.error is not None:
-            raise call.error
-        return call.result if call.on_done is not None else call.meta
-
-    def cancel(self, rid: int) -> None:
-        if self.alive and self._chan is not None:
-            try:
-                self._chan.send(0, ("cancel", rid))
-            except OSError:
-                pass
+        assert self.calls is not None
+        return self.calls.wait(call, timeout_s, what)
 
     def oldest_pending(self) -> Call | None:
-        calls = [c for c in list(self._pending.values()) if not c.exempt]
-        return min(calls, key=lambda c: c.sent_at) if calls else None
-
-    @property
-    def in_flight(self) -> int:
-        return len(self._pending)
+        return self.calls.oldest() if self.calls is not None else None
 
     def reap(self, block: bool = False) -> None:
-        """Read what has arrived when no caller is reading (replies of callers that gave up,
-        the end of a dead worker). Used by the monitor, and by ``stop``."""
-        if self._ended or not self._reader.acquire(blocking=block):
-            return
-        try:
-            if self._ended or self._chan is None:
-                return
-            while True:
-                frame = self._chan.recv(timeout=0)
-                if frame is None:
-                    break
-                self._dispatch(*frame)
-            if self.exited():
-                self._drain_to_end()
-        except (EOFError, OSError):
-            self._end()
-        finally:
-            self._reader.release()
-            self._pass_reader_role()
+        if self.calls is not None:
+            self.calls.reap(block)
 
-    # -- the reader role -------------------------------------------------------------------
-    def _read_until(self, call: Call, deadline: float | None) -> None:
-        chan = self._chan
-        if chan is None or self._ended:  # it ended between our send and now
-            if self._pending.pop(call.rid, None) is not None:
-                call.error = self.gone_error(call.key)
-                self._complete(call)
-            return
-        try:
-            while not call.done:
-                left = None if deadline is None else max(0.0, deadline - time.monotonic())
-                frame = chan.recv(timeout=left)
-                if frame is None:
-                    return
-                self._dispatch(*frame)
-        except (EOFError, OSError):
-            self._end()
-
-    def _drain_to_end(self) -> None:
-        assert self._chan is not None
-        try:
-            while True:
-                frame = self._chan.recv(timeout=1.0)
-                if frame is None:  # exited, yet the socket is open: nothing more will come
-                    break
-                self._dispatch(*frame)
-        except (EOFError, OSError):
-            pass
-        self._end()
-
-    def _dispatch(self, rid: int, meta: Any, data: memoryview) -> None:
-        call = self._pending.pop(rid, None)
-        if call is None:
-            return
-        if meta[0] == "err":
-            call.error = ch.decode_error(meta)
-        else:
-            call.meta, call.data = meta, data
-        self._complete(call)
-
-    def _complete(self, call: Call) -> None:
-        if call.on_done is not None:
-            try:
-                call.on_done(call)
-            except Exception as exc:  # noqa: BLE001 - the caller must hear of it
-                call.error = e.Internal(f"decoding the reply failed: {exc}")
-        call.done = True
-        self._signal(call)
-
-    def _signal(self, call: Call) -> None:
-        with self._sig:
-            if not call.signaled:
-                call.signaled = True
-                call.lock.release()
-
-    def _pass_reader_role(self) -> None:
-        """Wake one waiting caller when nobody is reading, so that replies keep flowing."""
-        if self._reader.locked():
-            return
-        for call in list(self._pending.values()):
-            if call.waiting and not call.done:
-                self._signal(call)
-                return
-
-    def _end(self) -> None:
-        """The worker is gone (called with the reader role): fail what is pending."""
-        if self._ended:
-            return
-        self._ended = True
-        self.alive = False
+    # -- the end ---------------------------------------------------------------------------
+    def _ended(self) -> None:
+        """The channel reached its end (called with the reader role): fail what is pending."""
         rc = None
         if self.proc is not None:
             try:
                 rc = self.proc.wait(5)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
-        cause = self._cause or _describe_exit(rc)
-        for rid in list(self._pending):
-            call = self._pending.pop(rid, None)
-            if call is not None:
-                call.error = self.gone_error(call.key, cause)
-                self._complete(call)
-        if self._chan is not None:
-            self._chan.close()
+        cause = self._cause or ("was stopped" if self._stopping else _describe_exit(rc))
+        assert self.calls is not None
+        self.calls.fail_all(lambda call: self.gone_error(call.key, cause))
+        self.calls.chan.close()
         self.lanes.close()
         if not self._stopping:
             self._on_death(self, cause)
