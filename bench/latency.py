@@ -26,6 +26,11 @@ from bench.common import REPO, Section, ms, percentiles, time_calls
 BENCH = Path(__file__).resolve().parent
 
 
+def n_for(name: str, quick: bool) -> int:
+    n = 100 if quick else 1000
+    return max(10, n // 10) if name in ("ppocr-rec", "ppocr-det") else n
+
+
 def demo_inputs() -> dict[str, tuple[dict[str, np.ndarray], dict[str, tuple[int, ...]]]]:
     rng = np.random.default_rng(0)
     return {
@@ -102,13 +107,14 @@ def concurrent(fn_factory: Any, clients: int, per_client: int) -> list[float]:
 def run(quick: bool) -> Section:
     from daemon_harness import DaemonProcess
 
-    n = 100 if quick else 1000
+    n = n_for("silero-vad", quick)
     sec = Section(
         "Inference overhead (Unix socket) vs in-process ONNX Runtime, the gRPC floor and peers",
         method=f"n={n} sequential calls per row after 20 warm-up calls; ONNX Runtime with one "
                "intra-op and one inter-op thread in every column; overhead = p50(path) - "
                "p50(in-process). 8-client rows: 8 threads with their own channels, "
-               f"{n // 4} calls each.")
+               f"{n // 4} calls each. PP-OCR rec and det take 50-350 ms a call, so they get "
+               "a tenth of the samples.")
     models = {name: REPO / "models" / f"{name}.onnx" for name in demo_inputs()}
     fl50, fl99 = percentiles(floor(n))
     d = DaemonProcess({"engines": {"per_model_concurrency": 2}, "preload": {"enabled": False}})
@@ -120,6 +126,7 @@ def run(quick: bool) -> Section:
                 c.install(name, models[name], warmup_shapes=warm)
                 c.load(name)
             for name, (feeds, _) in demo_inputs().items():
+                n = n_for(name, quick)
                 ip50, ip99 = percentiles(inprocess(models[name], feeds, n))
                 e50, e99 = percentiles(time_calls(lambda f=feeds, m=name: c.infer(m, f), n))
                 if name == "ppocr-det":  # the same call with shared memory turned off
@@ -165,17 +172,18 @@ def run(quick: bool) -> Section:
                 "small-model overhead", "< 1.5x", f"{det_over / small_over:.2f}x "
                 f"({ms(det_over)} vs {ms(small_over)})", det_over < 1.5 * small_over,
                 "edged.client uses shared memory on its own above 256 KiB")
-    kserve_rows(sec, rows, n)
+    kserve_rows(sec, rows, quick)
     time.sleep(0.1)
     return sec
 
 
-def kserve_rows(sec: Section, rows: list[tuple[Any, ...]], n: int) -> None:
+def kserve_rows(sec: Section, rows: list[tuple[Any, ...]], quick: bool) -> None:
     """KServe on the same models, timed with the same tritonclient child as edged."""
     from bench.kserve_peer import KServePeer
 
     inputs = demo_inputs()
     for name, ip50, _ip99, _e50, _e99, t50, _t99 in rows:
+        n = n_for(name, quick)
         peer = KServePeer(name, REPO / "models" / f"{name}.onnx")
         try:
             if not peer.start():

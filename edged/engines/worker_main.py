@@ -97,14 +97,22 @@ class Worker:
             "stats": self._stats, "ping": self._ping, "prepare": self._prepare}
 
     def serve(self) -> None:
-        """Reply "ready", then leave the main thread to the daemon's nudges (SIGUSR1)."""
-        signal.signal(signal.SIGUSR1, self._nudge)
+        """Reply "ready", then leave the main thread to the daemon's nudges (SIGUSR1).
+
+        The nudge is acted on here, in plain code, not in a signal handler: a Python handler
+        can be re-entered by the next signal and must not take a lock. The C-level handler
+        writes to a wakeup pipe (no nudge is lost, unlike with pause())."""
+        r, w = os.pipe()
+        os.set_blocking(w, False)
+        signal.set_wakeup_fd(w, warn_on_full_buffer=False)
+        signal.signal(signal.SIGUSR1, lambda signum, frame: None)
         self._chan.send(0, ("ready", os.getpid(), read_status()["RssAnon"]))
         self._grow(2)
         while True:
-            signal.pause()
+            os.read(r, 512)  # one or more nudges
+            self._nudge()
 
-    def _nudge(self, signum: int, frame: Any) -> None:
+    def _nudge(self) -> None:
         """The daemon sent something while a request is in flight here: if a thread runs an
         inference with the reader role, hand the role off for it, so the message is read."""
         with self._turn_state:
@@ -241,7 +249,8 @@ class Worker:
         finally:
             if keep:
                 with self._turn_state:
-                    self._inline = None
+                    if self._inline is turn:  # (another may hold the role by now)
+                        self._inline = None
             self._runs.pop(rid, None)
             model.run_s = 0.8 * model.run_s + 0.2 * (time.perf_counter() - t0)
         return self._outputs(results, out_shm, lane, lane_mm)

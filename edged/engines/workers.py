@@ -31,6 +31,7 @@ from edged.engines.inference import LoadedModel
 from edged.engines.monitor import Monitor
 from edged.engines.procfs import read_status
 from edged.engines.shm import SHM_DIR
+from edged.engines.spares import Spares
 from edged.engines.worker_proc import WorkerProcess
 
 __all__ = ["LoadResult", "ShmRef", "WorkerPool", "WorkerStats"]
@@ -79,10 +80,10 @@ class WorkerPool:
                                 emit=self._emit)
         self._seq = 0
         self._closed = False
-        self._spares: list[WorkerProcess] = []
-        self._spare_target, self._spare_format = spare_workers, spare_format
-        self._replenishing = False
-        self._replenish_later()  # (starts a thread only if spares were asked for)
+        self._spares = Spares(target=spare_workers, fmt=spare_format,
+                              start=lambda: self._start_worker(loads=0), retire=self._retire,
+                              timeout_s=start_timeout_s)
+        self._spares.refill()  # (starts a thread only if spares were asked for)
 
     # -- queries ---------------------------------------------------------------------------
     def is_loaded(self, key: str) -> bool:
@@ -96,6 +97,11 @@ class WorkerPool:
     def signature(self, key: str) -> Signature | None:
         m = self._models.get(key)
         return m.signature if m is not None else None
+
+    @property
+    def spares_ready(self) -> int:
+        """Idle workers started ahead of loads (see ``spare_workers``)."""
+        return self._spares.ready
 
     def stats(self) -> list[WorkerStats]:
         with self._cv:
@@ -172,47 +178,17 @@ class WorkerPool:
             return worker, True
 
     def _spawn(self) -> WorkerProcess:
+        spare = self._spares.take()
+        if spare is None:
+            return self._start_worker()
         with self._cv:
-            spare = self._spares.pop() if self._spares else None
-            if spare is not None:
-                spare.loads += 1
-        self._replenish_later()
-        return spare if spare is not None and spare.alive else self._start_worker()
-
-    def _replenish_later(self) -> None:
-        with self._cv:
-            if self._closed or self._replenishing or len(self._spares) >= self._spare_target:
-                return
-            self._replenishing = True
-        threading.Thread(target=self._replenish, name="edged-spares", daemon=True).start()
-
-    def _replenish(self) -> None:
-        try:
-            while True:
-                with self._cv:
-                    if self._closed or len(self._spares) >= self._spare_target:
-                        return
-                worker = self._start_worker(loads=0)
-                try:
-                    worker.wait(worker.send(("prepare", self._spare_format), exempt=True),
-                                self._start_timeout, what="prepare")
-                except e.EdgedError as exc:
-                    log.warning("spare engine worker %d: %s", worker.pid, exc)
-                    self._retire(worker)
-                    worker.stop()
-                    return
-                with self._cv:
-                    if self._closed:
-                        break
-                    self._spares.append(worker)
-        finally:
-            with self._cv:
-                self._replenishing = False
-        self._retire(worker)  # closed meanwhile
-        worker.stop()
+            spare.loads += 1
+        return spare
 
     def _start_worker(self, loads: int = 1) -> WorkerProcess:
         with self._cv:
+            if self._closed:
+                raise e.Unavailable("the engine pool is closed", reason="STOPPING")
             self._seq += 1
             name = f"w{self._seq}"
             if self._spawner is None:
@@ -296,7 +272,7 @@ class WorkerPool:
             self._closed = True
             workers = list(self._workers)
             self._models.clear()
-            self._spares.clear()
+        self._spares.close()
         for w in workers:  # ask them all first, then wait: the stops run in parallel
             w.request_exit()
         for w in workers:
@@ -307,10 +283,9 @@ class WorkerPool:
             self._spawner.shutdown(wait=True)
 
     def _retire(self, worker: WorkerProcess) -> None:
+        self._spares.discard(worker)
         with self._cv:
             self._workers.discard(worker)
-            if worker in self._spares:
-                self._spares.remove(worker)
             for g, w in list(self._groups.items()):
                 if w is worker:
                     del self._groups[g]
