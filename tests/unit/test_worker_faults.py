@@ -119,6 +119,11 @@ def test_hung_worker_is_killed(pool: WorkerPool, models: dict[str, Path],
                                events: list[tuple[str, dict[str, object]]]) -> None:
     r = pool.load("hang:1", models["loop"], "onnx")
     os.kill(r.pid, signal.SIGSTOP)  # as stuck as a worker can be
+    deadline = time.monotonic() + 5  # the signal is delivered asynchronously: wait for it
+    while psutil.Process(r.pid).status() != psutil.STATUS_STOPPED and \
+            time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert psutil.Process(r.pid).status() == psutil.STATUS_STOPPED
     started = time.monotonic()
     with pytest.raises(e.Unavailable, match=r"\(pid \d+\) hung: no reply in 1\.\d s; killed"):
         pool.infer("hang:1", {"x": X, "n": np.array(1)}, timeout_s=10)
