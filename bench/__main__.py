@@ -14,7 +14,7 @@ import time
 
 from bench.common import REPO, environment
 
-SECTIONS = ["idle", "latency", "install"]
+SECTIONS = ["idle", "latency", "install", "control"]
 
 
 def main(argv: list[str] | None = None) -> int:

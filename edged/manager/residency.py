@@ -126,17 +126,24 @@ class Residency:
                 for s in slots]
 
     # -- capacity ------------------------------------------------------------------------
-    def plan(self, spec: LoadSpec, preload: bool = False) -> planner.Decision:
+    def plan(self, spec: LoadSpec, preload: bool = False,
+             memory: planner.Memory | None = None) -> planner.Decision:
+        """A dry run; pass ``memory`` to reuse one telemetry reading over many plans."""
         with self._lock:
-            return self._plan(spec, preload)
+            return self._plan(spec, preload, memory)
 
-    def _plan(self, spec: LoadSpec, preload: bool) -> planner.Decision:
+    def memory(self) -> planner.Memory:
+        return self._memory()
+
+    def _plan(self, spec: LoadSpec, preload: bool,
+              memory: planner.Memory | None = None) -> planner.Decision:
         residents = [r for r in self._residents() if r.key != spec.key]
         req = planner.LoadRequest(key=spec.key, tier=spec.tier, bytes=spec.bytes, gpu=spec.gpu,
                                   preload=preload)
+        mem = memory or self._memory()
         if preload:
-            return self._policy.plan_preload(req, residents, self.budgets, self._memory())
-        return self._policy.plan(req, residents, self.budgets, self._memory())
+            return self._policy.plan_preload(req, residents, self.budgets, mem)
+        return self._policy.plan(req, residents, self.budgets, mem)
 
     # -- acquire / release (the inference path) ------------------------------------------
     def acquire(self, spec: LoadSpec, timeout_s: float | None = None) -> Slot:

@@ -161,14 +161,16 @@ class Serving:
     def select(self, task: str, priority: str, *, max_bytes: int | None,
                max_latency_ms: float | None) -> selection.Selection:
         loaded = self._res.loaded_keys()
+        memory = self._res.memory()  # one telemetry reading for every candidate
         cands = []
         for entry in self._m.catalog.list():
             v = entry.versions[entry.active]
             key = f"{entry.name}:{entry.active}"
             fits = False
-            if entry.tier != "storage":
+            if entry.tier != "storage" and (task in v.tasks or key in loaded):
                 spec = self._m.load_spec(entry, entry.active)
-                fits = key in loaded or not isinstance(self._res.plan(spec), planner.Reject)
+                fits = key in loaded or not isinstance(self._res.plan(spec, memory=memory),
+                                                       planner.Reject)
             cands.append(selection.Candidate(
                 name=entry.name, version=entry.active, tasks=tuple(v.tasks), quality=v.quality,
                 latency_ms=self._latency_ms.get(entry.name),
