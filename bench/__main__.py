@@ -14,7 +14,7 @@ import time
 
 from bench.common import REPO, environment
 
-SECTIONS = ["idle", "latency", "install", "control"]
+SECTIONS = ["idle", "latency", "install", "control", "engines", "switch", "capacity", "faults"]
 
 
 def main(argv: list[str] | None = None) -> int:

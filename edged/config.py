@@ -52,7 +52,11 @@ class ListenConfig:
     tls_client_ca: Path | None = None
     max_message_bytes: int = 64 << 20
     max_concurrent_rpcs: int = 256
-    threads: int = 32
+    # Each request to a busy model holds one of these threads while it waits (the sync gRPC
+    # server has no other way to wait), so there must be more of them than one model's bound
+    # (engines.queue_depth + per_model_concurrency: 10 by default): 64 lets six models be
+    # saturated at once and still serve the others at once. Threads start only when needed.
+    threads: int = 64
 
 
 @dataclass(frozen=True)
@@ -78,12 +82,19 @@ class EnginesConfig:
     intra_op_threads: int = 1
     inter_op_threads: int = 1
     per_model_concurrency: int = 2
-    queue_depth: int = 64
+    # Requests *waiting* per model, beyond the per_model_concurrency running: more get
+    # RESOURCE_EXHAUSTED (QUEUE_FULL) at once. Validated below listen.threads (see there).
+    queue_depth: int = 8
     shm_threshold_bytes: int = 64 << 10
     request_timeout_s: float = 30.0
     hang_timeout_s: float = 60.0
     start_timeout_s: float = 120.0
     cuda_context_bytes: int = 300 << 20
+    spare_workers: int = 0  # idle workers kept started with the runtime imported
+    # Which models share a worker process (one CUDA context each: hundreds of MB on a Jetson),
+    # unless a version names its own group at install: per_model (default) or one (all).
+    share_worker: str = "per_model"
+    worker_groups: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (group, model names)
 
 
 @dataclass(frozen=True)
@@ -97,6 +108,15 @@ class PreloadConfig:
     enabled: bool = True
     interval_s: float = 0.5
     policy: str = "edged"
+
+
+@dataclass(frozen=True)
+class SelectionConfig:
+    """``select``: auto ranks every model; manual answers with the pinned model only;
+    hybrid (the default) takes the pin when it can serve and ranks otherwise."""
+
+    mode: str = "hybrid"
+    pins: tuple[tuple[str, str], ...] = ()  # (task, model name)
 
 
 @dataclass(frozen=True)
@@ -129,6 +149,7 @@ class Config:
     engines: EnginesConfig = field(default_factory=EnginesConfig)
     install: InstallConfig = field(default_factory=InstallConfig)
     preload: PreloadConfig = field(default_factory=PreloadConfig)
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
     trace: TraceConfig = field(default_factory=TraceConfig)
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
@@ -158,7 +179,14 @@ class Budgets:
 
 
 def resolve_budgets(b: BudgetsConfig, memory_total: int, disk_total: int) -> Budgets:
+    """Budgets in bytes; a ``ConfigError`` (with the numbers) when they cannot all fit.
+
+    Checked here as well as when the file is read, because without ``memory_total`` only the
+    device tells how much there is."""
     total = b.memory_total or memory_total
+    problem = budget_problem(b, total)
+    if problem is not None:
+        raise ConfigError(*problem)
     reserve = parse_size(b.reserve, percent_of=total)
     usable = max(0, total - reserve)
     return Budgets(
@@ -170,6 +198,29 @@ def resolve_budgets(b: BudgetsConfig, memory_total: int, disk_total: int) -> Bud
     )
 
 
+def budget_problem(b: BudgetsConfig, memory_total: int) -> tuple[str, str] | None:
+    """``(key, reason)`` when the memory budgets cannot fit ``memory_total``, else None.
+
+    The reserve must leave something, and the ram and swap tiers together must fit in what is
+    left: a budget beyond the memory there is would let the planner admit loads that end in the
+    kernel's OOM killer, which is what the budgets exist to prevent."""
+    from edged.units import format_size as fmt
+
+    where = "memory_total" if b.memory_total else "the device's memory"
+    reserve = parse_size(b.reserve, percent_of=memory_total)
+    if reserve >= memory_total:
+        return ("budgets.reserve", f"{fmt(reserve)} leaves nothing of {where} "
+                                   f"({fmt(memory_total)})")
+    usable = memory_total - reserve
+    ram = parse_size(b.ram, percent_of=usable)
+    swap = parse_size(b.swap, percent_of=usable)
+    if ram + swap > usable:
+        return ("budgets", f"ram {fmt(ram)} + swap {fmt(swap)} = {fmt(ram + swap)} is more "
+                           f"than {where} minus the reserve ({fmt(memory_total)} - "
+                           f"{fmt(reserve)} = {fmt(usable)})")
+    return None
+
+
 def load(path: Path | None = None, *, required: bool = False) -> Config:
     """Read and validate the config file; a missing default file means all defaults."""
     target = path or Path(os.environ.get("EDGED_CONFIG", DEFAULT_PATH))
@@ -178,9 +229,13 @@ def load(path: Path | None = None, *, required: bool = False) -> Config:
             raise ConfigError("config", f"file {target} does not exist")
         return Config()
     try:
-        text = target.read_text()
+        text = target.read_bytes().decode("utf-8")
     except OSError as exc:
         raise ConfigError("config", f"cannot read {target}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        line = target.read_bytes()[:exc.start].count(b"\n") + 1
+        raise ConfigError("(file)", f"not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at "
+                          f"offset {exc.start})", line, str(target)) from None
     return parse(text, source=str(target))
 
 
@@ -234,7 +289,7 @@ listen:
   tls_client_ca: null           # set to require client certificates (mTLS)
   max_message_bytes: 64MiB
   max_concurrent_rpcs: 256      # beyond this, calls get RESOURCE_EXHAUSTED
-  threads: 32
+  threads: 64                   # must exceed engines.queue_depth + per_model_concurrency
 
 auth:
   tokens: []                    # - {file: /etc/edged/admin.token, scope: admin}
@@ -253,12 +308,19 @@ engines:
   intra_op_threads: 1
   inter_op_threads: 1
   per_model_concurrency: 2      # requests running at once on one model
-  queue_depth: 64               # waiting requests per model before RESOURCE_EXHAUSTED
+  queue_depth: 8                # requests waiting per model, beyond those running, before
+                                # RESOURCE_EXHAUSTED (QUEUE_FULL); each holds an RPC thread,
+                                # so queue_depth + per_model_concurrency < listen.threads
   shm_threshold_bytes: 64KiB    # larger tensors go to the engine worker through shared memory
   request_timeout_s: 30
   hang_timeout_s: 60            # a worker silent this long is killed and restarted
   start_timeout_s: 120
   cuda_context_bytes: 300MiB    # one-time overhead counted per GPU worker
+  spare_workers: 0              # keep N idle workers started, ONNX Runtime imported: a load
+                                # then skips ~0.3-0.5 s of worker start (each costs ~30 MB)
+  share_worker: per_model       # per_model | one (every model in one worker: one CUDA
+                                # context, but one crash or hang takes them all down)
+  worker_groups: {}             # e.g. {ocr: [ppocr-det, ppocr-rec]}: these share a worker
 
 install:
   max_artifact_bytes: 8GiB
@@ -268,6 +330,10 @@ preload:
   enabled: true
   interval_s: 0.5
   policy: edged                 # edged | lru | lfu
+
+selection:
+  mode: hybrid                  # auto | manual (the pin only) | hybrid (the pin if it can serve)
+  pins: {}                      # task -> model, e.g. {ocr.detect: ppocr-det}
 
 trace:
   path: null                    # record live traffic as JSONL for tools/replay.py

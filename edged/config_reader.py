@@ -6,6 +6,7 @@ the schema reads top to bottom without the plumbing.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -24,9 +25,11 @@ from edged.config import (
     ListenConfig,
     MetricsConfig,
     PreloadConfig,
+    SelectionConfig,
     TelemetryConfig,
     TokenConfig,
     TraceConfig,
+    budget_problem,
 )
 from edged.units import is_percent, parse_size
 
@@ -41,15 +44,20 @@ class Section:
         self.path, self.source = path, source
         self.line = node.start_mark.line + 1 if node is not None else None
         self.items: dict[str, yaml.Node] = {}
+        self.key_lines: dict[str, int] = {}  # errors about a key point at the key, not its value
         if node is None or (isinstance(node, yaml.ScalarNode) and node.tag.endswith(":null")):
             return
         if not isinstance(node, yaml.MappingNode):
             self.fail(None, "must be a mapping", self.line)
         for key_node, value_node in node.value:
-            key = key_node.value
+            line = key_node.start_mark.line + 1
+            if not isinstance(key_node, yaml.ScalarNode):  # `? [a, b]` or `{a: 1}: x`
+                self.fail(None, "keys must be plain names, not a list or a mapping", line)
+            key = str(key_node.value)
             if key in self.items:
-                self.fail(key, "duplicate key", key_node.start_mark.line + 1)
+                self.fail(key, "duplicate key", line)
             self.items[key] = value_node
+            self.key_lines[key] = line
 
     def key(self, name: str | None) -> str:
         if not name:
@@ -57,8 +65,8 @@ class Section:
         return f"{self.path}.{name}" if self.path else name
 
     def fail(self, name: str | None, reason: str, line: int | None = None) -> Any:
-        if line is None and name in self.items:
-            line = self.items[name].start_mark.line + 1
+        if line is None and name in self.key_lines:
+            line = self.key_lines[name]
         elif line is None:
             line = self.line
         raise ConfigError(self.key(name), reason, line, self.source)
@@ -186,6 +194,14 @@ def _listen(s: Section) -> ListenConfig:
     return cfg
 
 
+def _check_tcp_has_tokens(listen: Section, cfg: ListenConfig, auth: AuthConfig) -> None:
+    """TCP calls always need a bearer token (edged.service.auth): without one configured,
+    every call on the port would fail UNAUTHENTICATED, so say so now."""
+    if cfg.tcp is not None and not auth.tokens:
+        listen.fail("tcp", "TCP needs a bearer token: add auth.tokens "
+                           "(e.g. [{file: /etc/edged/admin.token, scope: admin}])")
+
+
 def _auth(s: Section) -> AuthConfig:
     s.check_known({"tokens", "require_admin_token_on_socket"})
     tokens: list[TokenConfig] = []
@@ -211,7 +227,7 @@ def _auth(s: Section) -> AuthConfig:
 def _budgets(s: Section) -> BudgetsConfig:
     d = BudgetsConfig()
     s.check_known({"memory_total", "reserve", "ram", "swap", "storage", "disk_reserve"})
-    return BudgetsConfig(
+    b = BudgetsConfig(
         memory_total=s.get("memory_total", d.memory_total, _opt(_size)),
         reserve=s.get("reserve", d.reserve, _size_or_percent),
         ram=s.get("ram", d.ram, _size_or_percent),
@@ -219,12 +235,36 @@ def _budgets(s: Section) -> BudgetsConfig:
         storage=s.get("storage", d.storage, _size_or_percent),
         disk_reserve=s.get("disk_reserve", d.disk_reserve, _size),
     )
+    if b.memory_total == 0:
+        s.fail("memory_total", "must be more than 0 (or null: the device's memory)")
+    _check_budgets_fit(s, b)
+    return b
 
 
-def _engines(s: Section) -> EnginesConfig:
+def _check_budgets_fit(s: Section, b: BudgetsConfig) -> None:
+    """The fit check of ``config.budget_problem``, with line numbers, where it can be made
+    without the device: with ``memory_total``, or with ram and swap both percentages (of what
+    the reserve leaves, so more than 100% together never fits). Otherwise the daemon makes it
+    at start, against the device."""
+    line = s.key_lines.get("swap") or s.key_lines.get("ram")
+    if is_percent(b.ram) and is_percent(b.swap):
+        ram, swap = (float(str(v).strip().rstrip("%")) for v in (b.ram, b.swap))
+        if ram + swap > 100:
+            s.fail(None, f"ram {b.ram} + swap {b.swap} is more than 100% of the memory the "
+                         "reserve leaves", line)
+    if b.memory_total is None:
+        return
+    problem = budget_problem(b, b.memory_total)
+    if problem is not None:
+        key, reason = problem
+        name = key.partition(".")[2] or None
+        s.fail(name, reason, None if name else line)
+
+
+def _engines(s: Section, rpc_threads: int) -> EnginesConfig:
     d = EnginesConfig()
     s.check_known(set(EnginesConfig.__dataclass_fields__))
-    return EnginesConfig(
+    cfg = EnginesConfig(
         intra_op_threads=s.get("intra_op_threads", d.intra_op_threads, _int(0, 256)),
         inter_op_threads=s.get("inter_op_threads", d.inter_op_threads, _int(0, 256)),
         per_model_concurrency=s.get("per_model_concurrency", d.per_model_concurrency,
@@ -235,7 +275,58 @@ def _engines(s: Section) -> EnginesConfig:
         hang_timeout_s=s.get("hang_timeout_s", d.hang_timeout_s, _float(0.1)),
         start_timeout_s=s.get("start_timeout_s", d.start_timeout_s, _float(1)),
         cuda_context_bytes=s.get("cuda_context_bytes", d.cuda_context_bytes, _size),
+        spare_workers=s.get("spare_workers", d.spare_workers, _int(0, 16)),
+        share_worker=s.get("share_worker", d.share_worker, _choice(("per_model", "one"))),
+        worker_groups=_worker_groups(s.sub("worker_groups")),
     )
+    bound = cfg.queue_depth + cfg.per_model_concurrency
+    if bound >= rpc_threads:  # one busy model would hold every RPC thread
+        s.fail("queue_depth", f"queue_depth {cfg.queue_depth} + per_model_concurrency "
+               f"{cfg.per_model_concurrency} = {bound} requests per model, each holding an RPC "
+               f"thread: must be below listen.threads ({rpc_threads}), or requests for one "
+               "busy model make requests for every other model wait")
+    return cfg
+
+
+def _worker_groups(s: Section) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """``{group: [model, ...]}``; a model may be in one group only."""
+    out: list[tuple[str, tuple[str, ...]]] = []
+    seen: dict[str, str] = {}
+    for group, node in s.items.items():
+        if not _MODEL_NAME.fullmatch(str(group)):
+            s.fail(group, f"{group!r} is not a group name ([a-z0-9][a-z0-9._-]{{0,62}})")
+        if not isinstance(node, yaml.SequenceNode):
+            s.fail(group, "must be a list of model names")
+        names: list[str] = []
+        for item in node.value:
+            name = item.value if isinstance(item, yaml.ScalarNode) else None
+            line = item.start_mark.line + 1
+            if not isinstance(name, str) or not _MODEL_NAME.fullmatch(name):
+                s.fail(group, f"{name!r} is not a model name", line)
+                continue
+            if name in seen:
+                s.fail(group, f"model '{name}' is already in group '{seen[name]}'", line)
+            seen[name] = group
+            names.append(name)
+        out.append((str(group), tuple(names)))
+    return tuple(out)
+
+
+_MODEL_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")  # SPEC's model-name rule
+
+
+def _selection(s: Section) -> SelectionConfig:
+    d = SelectionConfig()
+    s.check_known(set(SelectionConfig.__dataclass_fields__))
+    pins = s.sub("pins")
+    out = []
+    for task in pins.items:
+        model = pins.get(task, "", _str)
+        if not _MODEL_NAME.fullmatch(model):
+            pins.fail(task, f"{model!r} is not a model name ([a-z0-9][a-z0-9._-]{{0,62}})")
+        out.append((task, model))
+    return SelectionConfig(mode=s.get("mode", d.mode, _choice(("auto", "manual", "hybrid"))),
+                           pins=tuple(out))
 
 
 def read_config(root: yaml.Node | None, source: str) -> Config:
@@ -251,13 +342,16 @@ def read_config(root: yaml.Node | None, source: str) -> Config:
     for sec, cls in ((inst, InstallConfig), (pre, PreloadConfig), (tr, TraceConfig),
                      (tel, TelemetryConfig), (met, MetricsConfig)):
         sec.check_known(set(cls.__dataclass_fields__))
+    listen_section = top.sub("listen")
+    listen, auth = _listen(listen_section), _auth(top.sub("auth"))
+    _check_tcp_has_tokens(listen_section, listen, auth)
     return Config(
         version=version,
         state_dir=top.get("state_dir", d.state_dir, _path),
-        listen=_listen(top.sub("listen")),
-        auth=_auth(top.sub("auth")),
+        listen=listen,
+        auth=auth,
         budgets=_budgets(top.sub("budgets")),
-        engines=_engines(top.sub("engines")),
+        engines=_engines(top.sub("engines"), listen.threads),
         install=InstallConfig(
             max_artifact_bytes=inst.get("max_artifact_bytes", d.install.max_artifact_bytes, _size),
             allow_local_paths=inst.get("allow_local_paths", d.install.allow_local_paths, _bool),
@@ -267,6 +361,7 @@ def read_config(root: yaml.Node | None, source: str) -> Config:
             interval_s=pre.get("interval_s", d.preload.interval_s, _float(0.01, 3600)),
             policy=pre.get("policy", d.preload.policy, _choice(("edged", "lru", "lfu"))),
         ),
+        selection=_selection(top.sub("selection")),
         trace=TraceConfig(
             path=tr.get("path", d.trace.path, _opt(_path)),
             max_bytes=tr.get("max_bytes", d.trace.max_bytes, _size),

@@ -22,6 +22,7 @@ from edged import __version__
 from edged import config as cfgmod
 from edged import errors as e
 from edged.logs import setup_logging
+from edged.sdnotify import Heartbeat, Liveness, Notifier, extending_start_timeout
 
 log = logging.getLogger("edged")
 
@@ -55,7 +56,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         if args.command == "config" and args.config_command == "check":
-            cfgmod.load(args.file, required=True)
+            from edged.service.wiring import check_files
+
+            check_files(cfgmod.load(args.file, required=True))
             print(f"{args.file}: ok")
             return 0
         cfg = cfgmod.load(args.config).with_overrides(args.state_dir, args.socket)
@@ -73,6 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     faulthandler.enable()  # a watchdog kill (SIGABRT) leaves every thread's stack in the journal
     try:
         daemon = Daemon(cfg)
+    except cfgmod.ConfigError as exc:  # exit 2: systemd does not restart (see the unit)
+        log.error("config error: %s", exc)
+        return 2
     except (e.EdgedError, OSError) as exc:
         log.error("cannot start: %s", exc)
         return 1
@@ -80,12 +86,21 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _fsck(cfg: cfgmod.Config, *, repair: bool, deep: bool, as_json: bool) -> int:
+    from edged.manager.fsck import fsck
+    from edged.statelock import StateDirBusy, lock_state_dir
+
+    lock = None
+    if repair:  # a repair deletes uploads in progress: never under a running daemon
+        try:
+            lock = lock_state_dir(cfg.state_dir)
+        except StateDirBusy as exc:
+            print(f"edged fsck: {exc}", file=sys.stderr)
+            return 1
     try:
-        from edged.manager.fsck import fsck
-    except ImportError:  # pragma: no cover - until the store lands
-        print("edged fsck: not implemented yet", file=sys.stderr)
-        return 1
-    report = fsck(cfg.state_dir, repair=repair, deep=deep)
+        report = fsck(cfg.state_dir, repair=repair, deep=deep)
+    finally:
+        if lock is not None:
+            lock.release()
     if as_json:
         print(json.dumps(report.as_dict(), indent=2))
     else:
@@ -97,30 +112,55 @@ class Daemon:
     """Builds the object graph; ``run()`` serves until SIGTERM/SIGINT."""
 
     def __init__(self, cfg: cfgmod.Config) -> None:
+        from edged.service.server import prepare_unix_socket
+        from edged.service.wiring import check_files
+        from edged.statelock import lock_state_dir
+
+        self.cfg = cfg
+        # Before anything reads or repairs the state dir: a second daemon must leave the
+        # first one's store (its uploads in progress above all) alone, whatever its socket.
+        self._lock = lock_state_dir(cfg.state_dir)
+        try:
+            prepare_unix_socket(cfg.listen.unix)  # a live daemon there: refuse, repair nothing
+            check_files(cfg)
+            self._build()
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def _build(self) -> None:
         from edged.manager.events import EventBus
         from edged.service.wiring import build_server
         from edged.telemetry.sampler import Sampler
 
-        self.cfg = cfg
-        cfg.state_dir.mkdir(parents=True, exist_ok=True)
+        cfg = self.cfg
         self.sampler = Sampler(root=cfg.telemetry.root, interval_s=cfg.telemetry.interval_s,
                                memory_total_override=cfg.budgets.memory_total,
                                use_jtop=cfg.telemetry.jtop, use_nvml=cfg.telemetry.nvml)
         self.sampler.start()
-        mem = self.sampler.snapshot().memory
-        disk_total = shutil.disk_usage(cfg.state_dir).total
-        self.budgets = cfgmod.resolve_budgets(cfg.budgets, mem.total_bytes, disk_total)
-        self.events = EventBus(cfg.events_history)
-        self.parts = build_parts(cfg, self.budgets, self.sampler, self.events)
+        try:
+            mem = self.sampler.snapshot().memory
+            disk_total = shutil.disk_usage(cfg.state_dir).total
+            self.budgets = cfgmod.resolve_budgets(cfg.budgets, mem.total_bytes, disk_total)
+            self.events = EventBus(cfg.events_history)
+            self.parts = build_parts(cfg, self.budgets, self.sampler, self.events)
+        except BaseException:
+            self.sampler.stop()
+            raise
         self.manager = self.parts.manager
-        self.server = build_server(cfg, self.manager, reload=self.reload)
+        try:
+            self.server = build_server(cfg, self.manager, reload=self.reload,
+                                       metrics=self.parts.metrics)
+        except BaseException:
+            self.parts.close()
+            self.sampler.stop()
+            raise
         self._stop = threading.Event()
         self._reload_requested = threading.Event()
-        from edged.sdnotify import Heartbeat, Liveness, Notifier
-
         self.notifier = Notifier()
         # The main loop beats every 0.2 s; if it stalls for 5 s the watchdog pings stop and
-        # systemd restarts the daemon.
+        # systemd restarts the daemon. (What this proves: the main loop runs and the manager
+        # is not stopping — not that an RPC would be answered.)
         self.liveness = Liveness(5.0)
         self.heartbeat = Heartbeat(self.notifier, self._alive)
 
@@ -150,9 +190,16 @@ class Daemon:
     def run(self) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, self._on_signal)
-        self.server.start()
-        for problem in self.manager.start():
-            log.warning("ram tier: %s", problem)
+        try:
+            self.server.start()
+        except (e.EdgedError, OSError) as exc:  # the socket's group or mode: the config's
+            log.error("config error: listen: %s", exc)
+            self.server.stop(0)
+            self._close()
+            return 2
+        with extending_start_timeout(self.notifier, "loading the ram tier"):
+            for problem in self.manager.start():
+                log.warning("ram tier: %s", problem)
         self.parts.start()
         self.manager.set_state("serving")
         self.server.set_serving(True)
@@ -177,18 +224,29 @@ class Daemon:
         return self.shutdown()
 
     def shutdown(self) -> int:
-        log.info("stopping: draining in-flight requests (grace %.1fs)", self.cfg.stop_grace_s)
+        grace = self.cfg.stop_grace_s
+        log.info("stopping: draining %d in-flight requests (grace %.1fs)",
+                 self.server.in_flight, grace)
         self.notifier.stopping()
+        self.notifier.extend_timeout(grace + 20)  # the drain, then the workers' exits
         self.heartbeat.stop()
         self.manager.set_state("stopping")
         started = time.monotonic()
-        self.server.stop(self.cfg.stop_grace_s)
+        left = self.server.drain(grace)  # health NOT_SERVING, new calls STOPPING
+        if left:
+            log.warning("%d requests still running after %.1fs: cancelling them", left, grace)
+        self.server.stop(0.5)
+        self._close()
+        log.info("stopped in %.2fs", time.monotonic() - started)
+        return 0
+
+    def _close(self) -> None:
+        """Workers, preloader, metrics, telemetry, the state-dir lock: in that order."""
         self.parts.close()
         self.events.close()
         self.notifier.close()
         self.sampler.stop()
-        log.info("stopped in %.2fs", time.monotonic() - started)
-        return 0
+        self._lock.release()
 
 
 if __name__ == "__main__":  # pragma: no cover
@@ -209,9 +267,7 @@ class Parts:
         if self.preloader is not None:
             self.preloader.start()
         if self.metrics is not None and self._metrics_addr is not None:
-            self._metrics_server = self.metrics.serve(*self._metrics_addr)
-            log.info("metrics on http://%s:%d/metrics", self._metrics_addr[0],
-                     self._metrics_server.port)
+            self._metrics_server = self.metrics.serve(*self._metrics_addr)  # logs the address
             self.update_gauges()
 
     def update_gauges(self) -> None:
@@ -237,7 +293,11 @@ class Parts:
 def build_parts(cfg: cfgmod.Config, budgets: cfgmod.Budgets, sampler: Any,
                 events: Any) -> Parts:
     """Store → manifests → catalog → engines → residency → serving → manager."""
+    from dataclasses import replace
+
     from edged.engines.base import EngineOptions, detect_format, inspect
+    from edged.engines.estimate import choose_providers, installed_ort_providers, runtime_cap
+    from edged.engines.gpumem import open_meter
     from edged.engines.workers import WorkerPool
     from edged.manager import planner
     from edged.manager.catalog import Catalog, budget_tier_check
@@ -261,7 +321,7 @@ def build_parts(cfg: cfgmod.Config, budgets: cfgmod.Budgets, sampler: Any,
     manifests = Manifests(cfg.state_dir, blob_exists=store.has)
     manifests.load()
     catalog = Catalog(store, manifests, inspect=lambda p, f: inspect(p, f),
-                      tier_check=budget_tier_check(budgets.ram, budgets.swap))
+                      tier_check=budget_tier_check(budgets.ram, budgets.swap, budgets.reserve))
     policy = LockedPolicy(make_policy(cfg.preload.policy))
     metrics = None
     if cfg.metrics.port is not None:
@@ -274,12 +334,45 @@ def build_parts(cfg: cfgmod.Config, budgets: cfgmod.Budgets, sampler: Any,
         if kind == "worker_crash" and manager_ref:
             for key in details.get("keys", [details.get("key", "")]):
                 manager_ref[0].residency.worker_died(key, str(details.get("message", "")))
+        elif kind == "footprint" and manager_ref:
+            grown(details["key"], int(details["bytes"]))
+
+    def grown(key: str, footprint: int) -> None:
+        """A loaded model's worker grew after real inferences (engines/footprint.py): account
+        it. ``Residency.remeasured(key, bytes)`` grows the live slot and records it; until the
+        manager has that, it is recorded in the catalog only (planned from the next load on)."""
+        grow = getattr(manager_ref[0].residency, "remeasured", None)
+        if grow is not None:
+            grow(key, footprint)
+            return
+        name, _, version = key.rpartition(":")
+        try:
+            v = catalog.get(name).versions.get(int(version))
+        except (e.EdgedError, ValueError):
+            return
+        if v is not None and footprint > (v.measured_bytes or 0):
+            catalog.record_measurement(name, int(version), footprint, v.load_seconds or 0.0)
+
+    def memory_cap(key: str) -> int:
+        """The runtime cap of a load (estimate.runtime_cap): its tier's budget less what the
+        other models in that tier account, at least its own accounted bytes."""
+        views = residency.views()
+        me = next((v for v in views if f"{v.name}:{v.version}" == key), None)
+        if me is None:
+            return 0
+        budget = budgets.ram if me.tier == "ram" else budgets.swap
+        others = sum(v.footprint_bytes for v in views if v.tier == me.tier and v is not me)
+        return runtime_cap(budget, others, me.footprint_bytes)
 
     pool = WorkerPool(start_timeout_s=cfg.engines.start_timeout_s,
                       request_timeout_s=cfg.engines.request_timeout_s,
                       hang_timeout_s=cfg.engines.hang_timeout_s,
                       shm_threshold_bytes=cfg.engines.shm_threshold_bytes, on_event=on_event,
-                      queue_depth=cfg.engines.queue_depth)
+                      queue_depth=cfg.engines.queue_depth, memory_cap=memory_cap,
+                      gpu_meter=open_meter(cfg.telemetry.root, use_nvml=cfg.telemetry.nvml),
+                      worker_groups={m: g for g, ms in cfg.engines.worker_groups for m in ms},
+                      share_worker=cfg.engines.share_worker,
+                      spare_workers=cfg.engines.spare_workers)
 
     def memory() -> planner.Memory:
         m = sampler.sample_now().memory
@@ -296,14 +389,20 @@ def build_parts(cfg: cfgmod.Config, budgets: cfgmod.Budgets, sampler: Any,
         concurrency=cfg.engines.per_model_concurrency, metrics=metrics,
         verify=ArtifactVerifier(store, events))
 
+    ort_providers = installed_ort_providers()  # (from its files: onnxruntime stays out)
+
     def engine_options(v: Any) -> EngineOptions:
-        return EngineOptions(
+        opts = EngineOptions(
             providers=tuple(v.providers), precision=v.precision or "fp32",
             tensorrt_ep="TensorrtExecutionProvider" in v.providers,
             intra_op_threads=cfg.engines.intra_op_threads,
             inter_op_threads=cfg.engines.inter_op_threads,
             warmup_shapes={k: tuple(s) for k, s in (v.warmup_shapes or {}).items()},
-            cuda_context_bytes=cfg.engines.cuda_context_bytes)
+            cuda_context_bytes=cfg.engines.cuda_context_bytes,
+            engine_info=dict(getattr(v, "engine_info", None) or {}))
+        gpu = v.format == "tensorrt" or any(
+            p != "CPUExecutionProvider" for p in choose_providers(ort_providers, opts))
+        return replace(opts, uses_gpu=gpu)
 
     trace = TraceRecorder(cfg.trace.path, cfg.trace.max_bytes) if cfg.trace.path else None
     manager = ModelManager(state_dir=cfg.state_dir, budgets=budgets, sampler=sampler,
@@ -314,8 +413,8 @@ def build_parts(cfg: cfgmod.Config, budgets: cfgmod.Budgets, sampler: Any,
     manager.serving = Serving(
         manager, residency=residency, pool=pool, shm=ShmRegistry(allowed_gid=_socket_gid(cfg)),
         inspect=lambda p, f: inspect(p, f), observe=policy.observe,
-        record=(lambda n, v, t, d: trace.record(n, v, t, d)) if trace else None,
-        metrics=metrics)
+        trace=trace,
+        metrics=metrics, select_mode=cfg.selection.mode, pins=dict(cfg.selection.pins))
     preloader = Preloader(manager=manager, policy=policy,
                           interval_s=cfg.preload.interval_s) if cfg.preload.enabled else None
     addr = (cfg.metrics.host, cfg.metrics.port) if cfg.metrics.port is not None else None
@@ -323,29 +422,25 @@ def build_parts(cfg: cfgmod.Config, budgets: cfgmod.Budgets, sampler: Any,
 
 
 class ArtifactVerifier:
-    """Re-hash an artifact before a worker maps it, so a corrupt blob is never served.
+    """Re-hash an artifact on every load, so a corrupt blob is never served.
 
     Start-up only checks that files exist with the right sizes (hashing a whole store would
-    delay readiness by seconds per GB); the full check happens here, once per file version
-    (keyed by size and mtime), which costs ~2 ms per MB on a load that takes far longer."""
+    delay readiness by seconds per GB); the full check happens on each load, beside the load
+    itself (residency runs it in parallel with the worker's mapping and warm-up, and the model
+    is not ready until it passed). No cache keyed by size and mtime: bit rot on flash keeps
+    both, and a cached "verified" would let such a blob be served after an unload."""
 
     def __init__(self, store: Any, events: Any) -> None:
         self._store, self._events = store, events
-        self._ok: set[tuple[str, int, int]] = set()
 
     def __call__(self, spec: Any) -> None:
-        st = spec.artifact.stat()
         sha = spec.artifact.parent.name
-        key = (sha, st.st_size, st.st_mtime_ns)
-        if key in self._ok:
-            return
         problems = self._store.verify(sha, deep=True)
         if problems:
             self._events.publish("corrupt", spec.name, spec.version, "; ".join(problems))
             raise e.DataLoss(f"model '{spec.key}' is corrupt in the store and will not be "
                              f"served: {'; '.join(problems)} (reinstall it; see `edged fsck`)",
                              reason="CORRUPT_ARTIFACT")
-        self._ok.add(key)
 
 
 def _external_files(path: Path) -> list[str]:

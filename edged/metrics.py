@@ -28,6 +28,7 @@ log = logging.getLogger("edged.metrics")
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
                    0.25, 0.5, 1.0, 2.5, 5.0)
 LOAD_KINDS = ("demand", "preload")
+REJECTION_REASONS = ("capacity", "queue_full", "concurrency_limit")
 
 
 @dataclass
@@ -61,9 +62,11 @@ class Metrics:
                              ("model", "kind"), registry=r)
         self.evictions = Counter("edged_evictions", "Models unloaded to make room, by reason.",
                                  ("model", "reason"), registry=r)
-        self.rejections = Counter("edged_rejections",
-                                  "Loads refused because they would not fit, by tier.",
-                                  ("tier",), registry=r)
+        self.rejections = Counter(
+            "edged_rejections",
+            "Work refused, by reason: capacity (a load would not fit; by tier), queue_full (a "
+            "model's queue is full; its tier), concurrency_limit (listen.max_concurrent_rpcs; "
+            "no tier).", ("tier", "reason"), registry=r)
         self.preload_hits = Counter("edged_preload_hits",
                                     "Preloaded models that a request then used.", registry=r)
         self.preloads_wasted = Counter("edged_preload_wasted",
@@ -94,8 +97,11 @@ class Metrics:
     def eviction(self, model: str, reason: str) -> None:
         self.evictions.labels(model, reason).inc()
 
-    def rejection(self, tier: str) -> None:
-        self.rejections.labels(tier).inc()
+    def rejection(self, tier: str, reason: str = "capacity") -> None:
+        if reason not in REJECTION_REASONS:
+            raise ValueError(f"rejection reason must be one of {REJECTION_REASONS}, "
+                             f"not {reason!r}")
+        self.rejections.labels(tier, reason).inc()
 
     def preload_hit(self) -> None:
         self.preload_hits.inc()

@@ -9,6 +9,8 @@ trip. It lives outside ``edged.service`` because the client may not import the s
 
 from __future__ import annotations
 
+from typing import cast
+
 import grpc
 from google.protobuf import any_pb2
 from google.rpc import status_pb2
@@ -44,8 +46,10 @@ def reason_name(value: int) -> str:
 
 
 def error_info(err: e.EdgedError, error_id: str = "") -> errors_pb2.ErrorInfo:
+    """Every reason edged raises is a value of ``edged.v1.ErrorReason`` (a test checks the
+    sources), so clients in any language read it from ``reason``."""
     info = errors_pb2.ErrorInfo(
-        reason=reason_enum(err.reason),
+        reason=cast(errors_pb2.ErrorReason, reason_enum(err.reason)),
         message=str(err),
         field=err.field or "",
         error_id=error_id,

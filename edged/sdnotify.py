@@ -12,18 +12,24 @@ state must never be what takes the daemon down.
 
 Why the heartbeat checks before it beats: a watchdog ping from a thread that merely exists
 proves nothing (a deadlocked daemon keeps its timer threads). ``Heartbeat`` pings only while
-the daemon's liveness check passes, so a daemon whose serving path hangs goes quiet, and
-systemd restarts it after ``WatchdogSec=``.
+the daemon's liveness check passes — in edged, a timestamp its main loop refreshes (see
+``Liveness``) — so a daemon whose main loop hangs goes quiet, and systemd restarts it after
+``WatchdogSec=``.
+
+Start-up can outlast ``TimeoutStartSec=`` when the resident tier is large (TensorRT engines on
+a Jetson take tens of seconds each): ``extending_start_timeout`` keeps asking for more time
+(``EXTEND_TIMEOUT_USEC``) while that work runs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 log = logging.getLogger("edged.sdnotify")
 
@@ -128,6 +134,36 @@ class Notifier:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
+
+
+@contextlib.contextmanager
+def extending_start_timeout(notifier: Notifier, status: str, *, window_s: float = 30.0,
+                            every_s: float = 5.0) -> Iterator[None]:
+    """While the block runs, send ``EXTEND_TIMEOUT_USEC`` (``window_s``) every ``every_s``.
+
+    EXTEND_TIMEOUT_USEC is a rolling window, not a sum: systemd fails the start if no new one
+    comes within it. So the block may run as long as it needs (the daemon bounds each model
+    load by ``engines.start_timeout_s``), and a daemon that dies in it is noticed within
+    ``window_s``. The first one is sent before the block starts, after ``STATUS=status``."""
+    if not notifier.enabled:
+        yield
+        return
+    notifier.status(status)
+    done = threading.Event()
+
+    def keep_extending() -> None:
+        while True:
+            notifier.extend_timeout(window_s)
+            if done.wait(every_s):
+                return
+
+    thread = threading.Thread(target=keep_extending, name="sd-extend", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
 
 
 def _watchdog_usec(env: Mapping[str, str]) -> int | None:

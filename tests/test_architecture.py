@@ -30,6 +30,13 @@ def test_ruff_clean() -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+def test_mypy_clean(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Type hints are checked, not decoration (generated folders are excluded in pyproject)."""
+    proc = subprocess.run([_tool("mypy"), "--cache-dir", str(tmp_path / "mypy"), "edged"],
+                          cwd=REPO, capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
 def test_daemon_modules_do_not_import_onnxruntime() -> None:
     code = ("import sys, edged.daemon, edged.service.wiring, edged.manager.manager; "
             "bad = [m for m in ('onnxruntime', 'onnx', 'tensorrt') if m in sys.modules]; "

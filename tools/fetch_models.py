@@ -6,7 +6,8 @@ rapidocr-onnxruntime ship their ONNX files inside their wheels. We download the 
 with ``pip download --no-deps``, check the wheel's sha256, extract only the model files, and
 check each model's sha256 — a mismatch anywhere stops with exit code 2 and leaves nothing behind.
 
-Usage: python tools/fetch_models.py [--dest models] [--force]
+Usage: python tools/fetch_models.py [--dest models] [--force] [--find-links DIR]
+(``--find-links``: take the wheels from a local directory instead of PyPI, e.g. a mirror.)
 Writes DEST/<name>.onnx for every model in MODELS and DEST/models.json (name -> file, sha256,
 tasks, source), which the README's walk-through and the tests use.
 """
@@ -101,9 +102,11 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def download_wheel(wheel: Wheel, into: Path) -> Path:
+def download_wheel(wheel: Wheel, into: Path, find_links: Path | None = None) -> Path:
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
            "--disable-pip-version-check", "-q", "-d", str(into), wheel.requirement]
+    if find_links is not None:
+        cmd[4:4] = ["--no-index", "--find-links", str(find_links)]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     path = into / wheel.filename
     if proc.returncode != 0 or not path.exists():
@@ -115,32 +118,48 @@ def download_wheel(wheel: Wheel, into: Path) -> Path:
 
 
 def extract(model: DemoModel, wheel_path: Path, dest: Path) -> Path:
+    """Write the model from the wheel to ``dest`` if its sha256 matches; nothing otherwise."""
     target = dest / f"{model.name}.onnx"
     tmp = dest / f".{model.name}.onnx.tmp"
-    with zipfile.ZipFile(wheel_path) as zf, tmp.open("wb") as out:
-        out.write(zf.read(model.member))
-        out.flush()
-        os.fsync(out.fileno())
-    actual = sha256_of(tmp)
-    if actual != model.sha256:
-        tmp.unlink()
-        raise FetchError(f"{model.member}: sha256 {actual} != pinned {model.sha256}")
-    os.replace(tmp, target)
+    try:
+        with zipfile.ZipFile(wheel_path) as zf:
+            try:
+                data = zf.read(model.member)
+            except KeyError:
+                raise FetchError(f"{wheel_path.name} has no member {model.member} (was the "
+                                 f"model moved in {model.wheel.requirement}?)") from None
+        with tmp.open("wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        actual = sha256_of(tmp)
+        if actual != model.sha256:
+            raise FetchError(f"{model.member}: sha256 {actual} != pinned {model.sha256}")
+        os.replace(tmp, target)
+    except zipfile.BadZipFile as exc:
+        raise FetchError(f"{wheel_path.name} is not a valid wheel: {exc}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
     return target
 
 
-def fetch(dest: Path, force: bool = False) -> dict[str, dict[str, object]]:
+def fetch(dest: Path, force: bool = False, models: tuple[DemoModel, ...] = MODELS,
+          find_links: Path | None = None) -> dict[str, dict[str, object]]:
+    """Fetch ``models`` into ``dest``. A FetchError leaves no partial or unverified file in
+    ``dest`` (models verified before it stay) and no new ``models.json``."""
     dest.mkdir(parents=True, exist_ok=True)
     index: dict[str, dict[str, object]] = {}
-    todo = [m for m in MODELS if force or not _present(dest, m)]
+    todo = [m for m in models if force or not _present(dest, m)]
     with tempfile.TemporaryDirectory() as tmp:
         wheels: dict[str, Path] = {}
-        for model in todo:
+        for model in todo:  # every wheel is downloaded and checked before any model is written
             if model.wheel.filename not in wheels:
                 print(f"downloading {model.wheel.requirement} ...", file=sys.stderr)
-                wheels[model.wheel.filename] = download_wheel(model.wheel, Path(tmp))
+                wheels[model.wheel.filename] = download_wheel(model.wheel, Path(tmp),
+                                                              find_links)
+        for model in todo:
             extract(model, wheels[model.wheel.filename], dest)
-    for model in MODELS:
+    for model in models:
         path = dest / f"{model.name}.onnx"
         index[model.name] = {
             "file": path.name,
@@ -159,13 +178,14 @@ def _present(dest: Path, model: DemoModel) -> bool:
     return path.exists() and sha256_of(path) == model.sha256
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, models: tuple[DemoModel, ...] = MODELS) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dest", type=Path, default=Path("models"), help="output directory")
     parser.add_argument("--force", action="store_true", help="download even if present")
+    parser.add_argument("--find-links", type=Path, help="take the wheels from this directory")
     args = parser.parse_args(argv)
     try:
-        index = fetch(args.dest, args.force)
+        index = fetch(args.dest, args.force, models, find_links=args.find_links)
     except FetchError as exc:
         print(f"fetch_models: {exc}", file=sys.stderr)
         return 2

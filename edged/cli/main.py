@@ -8,10 +8,14 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from edged import __version__
-from edged import errors as e
-from edged.cli import commands, exitcodes
-from edged.client import EdgedClient, default_target
+# gRPC core logs through absl to stderr (e.g. "I1201 ... Handshake failed ..." at INFO) and
+# reads this once, when it loads: set before anything imports grpc. The user's setting wins.
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+
+from edged import __version__  # noqa: E402
+from edged import errors as e  # noqa: E402
+from edged.cli import commands, exitcodes  # noqa: E402
+from edged.client import EdgedClient, default_target  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:

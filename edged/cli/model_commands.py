@@ -46,10 +46,14 @@ def register(sub: Any) -> None:
     p.add_argument("--on-device", action="store_true",
                    help="the daemon reads SOURCE from its own filesystem (no streaming)")
     p.add_argument("--allow-signature-change", action="store_true")
+    p.add_argument("--engine-info", action="append", default=[], metavar="KEY=VALUE",
+                   help="what a TensorRT engine was built for, e.g. gpu=\"Orin (sm_87)\" "
+                        "(the TensorRT version is recorded on its own)")
     p.set_defaults(func=cmd_install)
     p = sub.add_parser("remove", help="remove a model or one version")
     p.add_argument("name")
-    p.add_argument("version", nargs="?", type=int, default=0)
+    p.add_argument("version", nargs="?", type=int, default=None,
+                   help="the version to remove (default: every version)")
     p.add_argument("--force", action="store_true", help="even the active version of a model in use")
     p.set_defaults(func=cmd_remove)
     p = sub.add_parser("tier", help="move a model to ram, swap or storage")
@@ -81,6 +85,10 @@ def register(sub: Any) -> None:
     p.add_argument("--priority", choices=("speed", "quality", "balanced"), default="balanced")
     p.add_argument("--max-bytes", default="0", help="e.g. 512MiB")
     p.add_argument("--max-latency-ms", type=float, default=0.0)
+    p.add_argument("--mode", choices=("auto", "manual", "hybrid"),
+                   help="default: the daemon's selection.mode")
+    p.add_argument("--pin", default="", metavar="MODEL",
+                   help="use this model if it can serve (default: selection.pins)")
     p.set_defaults(func=cmd_select)
     p = sub.add_parser("infer", help="run a model on .npy inputs")
     p.add_argument("name")
@@ -150,12 +158,24 @@ def _warmup(specs: list[str]) -> dict[str, list[int]]:
     return out
 
 
+def _engine_info(specs: list[str]) -> dict[str, str]:
+    out = {}
+    for spec in specs:
+        key, sep, value = spec.partition("=")
+        if not sep or not key:
+            raise e.InvalidArgument(f"--engine-info {spec!r}: expected KEY=VALUE",
+                                    field="engine_info")
+        out[key] = value
+    return out
+
+
 def cmd_install(client: EdgedClient, args: argparse.Namespace) -> int:
     header = dict(version=args.version, tier=args.tier, tasks=args.tasks, quality=args.quality,
                   providers=args.providers, precision=args.precision, notes=args.notes,
                   warmup_shapes=_warmup(args.warmup), group=args.group,
                   activate=not args.no_activate,
-                  allow_signature_change=args.allow_signature_change)
+                  allow_signature_change=args.allow_signature_change,
+                  engine_info=_engine_info(args.engine_info))
     bar = output.ProgressBar(f"install {args.name}", enabled=not args.json)
     remote = args.source.startswith(("http://", "https://"))
     if remote and not args.sha256:
@@ -183,7 +203,10 @@ def cmd_install(client: EdgedClient, args: argparse.Namespace) -> int:
 
 
 def cmd_remove(client: EdgedClient, args: argparse.Namespace) -> int:
-    removed = client.remove(args.name, args.version, args.force)
+    if args.version is not None and args.version < 1:  # on the wire 0 means "every version"
+        raise e.InvalidArgument(f"version must be 1 or more, got {args.version} (leave it out "
+                                "to remove every version)", field="version")
+    removed = client.remove(args.name, args.version or 0, args.force)
     if args.json:
         output.emit_json({"name": args.name, "removed_versions": removed})
     else:
@@ -256,14 +279,15 @@ def cmd_check(client: EdgedClient, args: argparse.Namespace) -> int:
 
 
 def cmd_select(client: EdgedClient, args: argparse.Namespace) -> int:
-    r = client.select(args.task, args.priority, parse_size(args.max_bytes), args.max_latency_ms)
+    r = client.select(args.task, args.priority, parse_size(args.max_bytes), args.max_latency_ms,
+                      mode=args.mode or "", pinned=args.pin)
     if args.json:
         output.emit_json(plain(r))
         return 0 if r.choice.name else 5
     if not r.choice.name:
         print(f"no installed model can do {args.task!r} now")
     else:
-        print(f"{r.choice.name} v{r.choice.version}: {r.choice.reason}")
+        print(f"{r.choice.name} v{r.choice.version}: {r.choice.reason} ({r.mode} mode)")
     for reason in r.reasons:
         print(f"  - {reason}")
     for c in r.runners_up:

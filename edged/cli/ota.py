@@ -11,8 +11,15 @@ is re-activated and the new one removed. Exit codes (stable, for Mender/RAUC/SWU
   3  daemon unreachable              8  ROLLBACK FAILED: the device needs attention
   4  verification failed: checksum, corrupt or unfit artifact (nothing installed)
 
+A model's first version goes straight to the requested tier (``--tier``, default swap) and is
+test-loaded and probed like any other (a first version bound for ram is installed in swap,
+test-loaded, then promoted, so a load failure is exit 5 and leaves nothing installed); later
+versions keep the model's tier (move it with ``edgectl tier``). Installing the file whose
+sha256 the active version already has changes nothing: "already installed as version N",
+exit 0, and ``"already_installed": true`` in the JSON (a rollback of that run is a no-op).
+
 ``--json`` prints one JSON object: {"ok", "exit_code", "stage", "name", "version",
-"previous_version", "message", "steps": [...]}.
+"previous_version", "already_installed", "message", "steps": [...]}.
 """
 
 from __future__ import annotations
@@ -46,6 +53,7 @@ class Outcome:
     version: int = 0
     previous_version: int = 0
     stage: str = "start"
+    already_installed: bool = False
     steps: list[str] = field(default_factory=list)
 
     def log(self, text: str, quiet: bool) -> None:
@@ -63,6 +71,16 @@ def _signature(model: Any, version: int) -> list[tuple[str, str, str, tuple[int,
     return []
 
 
+def _already_active(prev: Any, args: argparse.Namespace) -> int:
+    """The active version when it is this very file (same sha256 and size), else 0."""
+    path = Path(args.file)
+    for v in prev.versions:
+        if v.version == prev.active_version and v.sha256 == args.sha256.lower() and \
+                path.is_file() and v.size_bytes == path.stat().st_size:
+            return int(v.version)
+    return 0
+
+
 def run_install(client: EdgedClient, args: argparse.Namespace, out: Outcome) -> None:
     q = args.json
     try:
@@ -71,18 +89,35 @@ def run_install(client: EdgedClient, args: argparse.Namespace, out: Outcome) -> 
         tier = args.tier or {1: "ram", 2: "swap", 3: "storage"}.get(prev.tier, "swap")
     except e.NotFound:
         prev, tier = None, args.tier or "swap"
+    if prev is not None and (same := _already_active(prev, args)):
+        out.version, out.already_installed, out.stage = same, True, "done"
+        out.log(f"{args.name}: already installed as version {same} (active); nothing changed",
+                q)
+        return
+    first = prev is None
     out.stage = "install"
     try:
         res = client.install(args.name, Path(args.file), sha256=args.sha256, version=args.version,
-                             tier=tier, tasks=args.task, quality=args.quality, activate=False,
-                             warmup_shapes=_warmup(args.warmup))
+                             tier="swap" if first and tier == "ram" else tier,
+                             tasks=args.task, quality=args.quality, activate=first,
+                             warmup_shapes=_warmup(args.warmup),
+                             engine_info=_engine_info(args.engine_info))
     except (e.DataLoss, e.InvalidArgument, e.ResourceExhausted, e.AlreadyExists) as exc:
         raise Step(VERIFY, "install", str(exc)) from None
     out.version = res.version
     out.log(f"installed {args.name} v{res.version} (sha256 {res.sha256[:12]}, verified)", q)
     try:
         out.stage = "test-load"
-        if prev is not None:
+        if first:
+            if tier != "storage":
+                client.load(args.name, version=res.version)
+                out.log(f"test-loaded v{res.version} (the model's first version)", q)
+            out.stage = "switch"
+            if tier == "ram":
+                client.set_tier(args.name, "ram")
+            out.log(f"{args.name} v{res.version} is active in the {tier} tier", q)
+        else:
+            assert prev is not None
             client.load(args.name, version=res.version)
             client.unload_version(args.name, res.version)
             out.log(f"test-loaded v{res.version} in its own worker and unloaded it", q)
@@ -95,10 +130,10 @@ def run_install(client: EdgedClient, args: argparse.Namespace, out: Outcome) -> 
                            f"v{prev.active_version}: {sorted(set(old) ^ set(new))}")
             out.log("signature matches the active version" if old == new
                     else "signature differs (allowed)", q)
-        out.stage = "switch"
-        client.activate(args.name, res.version,
-                        allow_signature_change=args.allow_signature_change)
-        out.log(f"switched {args.name} to v{res.version}", q)
+            out.stage = "switch"
+            client.activate(args.name, res.version,
+                            allow_signature_change=args.allow_signature_change)
+            out.log(f"switched {args.name} to v{res.version}", q)
         out.stage = "health"
         _probe(client, args)
         out.log("health probe passed", q)
@@ -129,6 +164,8 @@ def rollback(client: EdgedClient, out: Outcome, quiet: bool) -> bool:
         model = client.get_model(out.name)
     except e.NotFound:
         return True
+    if out.version and out.version == out.previous_version:
+        return True  # an "already installed" run: it changed nothing
     try:
         if out.previous_version and model.active_version != out.previous_version:
             client.activate(out.name, out.previous_version, allow_signature_change=True)
@@ -144,6 +181,10 @@ def rollback(client: EdgedClient, out: Outcome, quiet: bool) -> bool:
 
 def _warmup(specs: Sequence[str]) -> dict[str, list[int]]:
     return {n: [int(x) for x in d.split("x")] for n, _, d in (s.partition("=") for s in specs)}
+
+
+def _engine_info(specs: Sequence[str]) -> dict[str, str]:
+    return {k: v for k, _, v in (s.partition("=") for s in specs) if k}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -166,6 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--warmup", action="append", default=[], metavar="INPUT=1x3x64x64")
     i.add_argument("--probe-input", action="append", default=[], metavar="NAME=FILE.npy")
     i.add_argument("--allow-signature-change", action="store_true")
+    i.add_argument("--engine-info", action="append", default=[], metavar="KEY=VALUE",
+                   help="what a TensorRT engine was built for, e.g. gpu=NAME")
     r = sub.add_parser("rollback", help="re-activate PREVIOUS and remove VERSION")
     r.add_argument("name")
     r.add_argument("--version", type=int, required=True, help="the version to remove")
@@ -201,7 +244,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json:
         print(json.dumps({"ok": code == COMMITTED, "exit_code": code, "stage": out.stage,
                           "name": out.name, "version": out.version,
-                          "previous_version": out.previous_version, "message": message,
+                          "previous_version": out.previous_version,
+                          "already_installed": out.already_installed, "message": message,
                           "steps": out.steps}))
     elif code != COMMITTED:
         print(f"edged-ota: {message} (exit {code})", file=sys.stderr)

@@ -7,6 +7,7 @@ A daemon that cannot be reached raises ``DaemonUnreachable`` naming the target.
 
 from __future__ import annotations
 
+import queue
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -17,7 +18,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from edged import errors as e
 from edged.client import tensors
-from edged.client.shm import ShmTransport
+from edged.client.shm import ShmTransport, message_size_hint
 from edged.client.target import Target, parse_target
 from edged.hashing import sha256_file
 from edged.oip import grpc_service_pb2 as oip
@@ -28,7 +29,8 @@ from edged.v1 import models_pb2_grpc, system_pb2, system_pb2_grpc
 
 T = TypeVar("T")
 CHUNK = 1 << 20
-TIERS = {"ram": mpb.TIER_RAM, "swap": mpb.TIER_SWAP, "storage": mpb.TIER_STORAGE}
+TIERS: dict[str, mpb.Tier] = {"ram": mpb.TIER_RAM, "swap": mpb.TIER_SWAP,
+                         "storage": mpb.TIER_STORAGE}
 PRIORITIES = {"balanced": mpb.PRIORITY_BALANCED, "speed": mpb.PRIORITY_SPEED,
               "quality": mpb.PRIORITY_QUALITY}
 Progress = Callable[[int, int], None]
@@ -54,12 +56,14 @@ class EdgedClient:
                 ("grpc.max_send_message_length", max_message_bytes)]
         if self.target.is_local or (tls_ca is None and token is None):
             self._channel = grpc.insecure_channel(self.target.grpc_target, options=opts)
+            self._tls = False
         else:
             creds = grpc.ssl_channel_credentials(
                 root_certificates=tls_ca.read_bytes() if tls_ca else None,
                 private_key=tls_key.read_bytes() if tls_key else None,
                 certificate_chain=tls_cert.read_bytes() if tls_cert else None)
             self._channel = grpc.secure_channel(self.target.grpc_target, creds, options=opts)
+            self._tls = True
         self._metadata: tuple[tuple[str, str], ...] = (
             (("authorization", f"Bearer {token}"),) if token else ())
         self.models = models_pb2_grpc.ModelsStub(self._channel)
@@ -68,7 +72,8 @@ class EdgedClient:
         self._health = health_pb2_grpc.HealthStub(self._channel)
         self._shm: ShmTransport | None = None
         if self.target.is_local and shm_threshold is not None:
-            self._shm = ShmTransport(self._shm_register, self.shm_unregister, shm_threshold)
+            self._shm = ShmTransport(self._shm_register, self.shm_unregister, shm_threshold,
+                                     socket_path=self.target.unix_path)
 
     def close(self) -> None:
         if self._shm is not None:
@@ -89,12 +94,42 @@ class EdgedClient:
             raise self._error(exc) from None
 
     def _error(self, exc: grpc.RpcError) -> e.EdgedError:
+        """The domain error of a failed call; ``DaemonUnreachable`` when no daemon answered.
+
+        An error that carries edged's ErrorInfo came from the daemon, whatever its code (a
+        failed download is UNAVAILABLE too). Without one, UNAVAILABLE is the transport's, and
+        so is DEADLINE_EXCEEDED on a channel that never got READY: something accepted the
+        connection (a listener that never answers, a socket nobody accepts on) but no gRPC
+        server ever spoke on it."""
         err = from_rpc_error(exc)
-        if exc.code() == grpc.StatusCode.UNAVAILABLE and not getattr(err, "error_id", None) \
-                and err.reason == "UNAVAILABLE" and _looks_unreachable(exc):
-            return DaemonUnreachable(f"cannot reach edged at {self.target.text}: "
-                                     f"{exc.details()}")
+        if _has_error_info(exc):
+            return err
+        code, details = exc.code(), exc.details() or ""
+        where = f"cannot reach edged at {self.target.text}"
+        if code == grpc.StatusCode.UNAVAILABLE and _looks_tls_failure(
+                details, plaintext_tcp=not self._tls and not self.target.is_local):
+            return DaemonUnreachable(f"{where}: TLS handshake failed: check --tls-ca "
+                                     f"(the daemon's CA certificate; TCP targets need TLS): "
+                                     f"{details}")
+        if code == grpc.StatusCode.UNAVAILABLE and _looks_unreachable(exc):
+            return DaemonUnreachable(f"{where}: {details}")
+        if code == grpc.StatusCode.DEADLINE_EXCEEDED and not self._channel_ready():
+            return DaemonUnreachable(
+                f"{where}: no gRPC answer before the deadline (the connection never became "
+                f"ready: is it edged listening there, and is it stuck?)")
         return err
+
+    def _channel_ready(self) -> bool:
+        """Whether the channel is connected now (subscribing reports the current state at
+        once; nothing is kept subscribed, so idle clients cost no polling thread)."""
+        states: queue.Queue[grpc.ChannelConnectivity] = queue.Queue()
+        self._channel.subscribe(states.put, try_to_connect=False)
+        try:
+            return states.get(timeout=1.0) == grpc.ChannelConnectivity.READY
+        except queue.Empty:
+            return False
+        finally:
+            self._channel.unsubscribe(states.put)
 
     def _stream(self, it: Iterator[T]) -> Iterator[T]:
         try:
@@ -122,7 +157,7 @@ class EdgedClient:
 
     # -- models --------------------------------------------------------------------------
     def list_models(self, tier: str | None = None, task: str = "") -> list[mpb.Model]:
-        req = mpb.ListModelsRequest(tier=TIERS.get(tier or "", 0), task=task)
+        req = mpb.ListModelsRequest(tier=TIERS.get(tier or "", mpb.TIER_UNSPECIFIED), task=task)
         return list(self._call(self.models.ListModels, req).models)
 
     def get_model(self, name: str) -> mpb.Model:
@@ -220,7 +255,7 @@ class EdgedClient:
 
     def check(self, name: str | None = None, *, artifact_path: str | None = None,
               tier: str | None = None) -> mpb.CheckResponse:
-        req = mpb.CheckRequest(tier=TIERS.get(tier or "", 0))
+        req = mpb.CheckRequest(tier=TIERS.get(tier or "", mpb.TIER_UNSPECIFIED))
         if artifact_path:
             req.artifact_path = artifact_path
         elif name:
@@ -230,12 +265,15 @@ class EdgedClient:
         return self._call(self.models.Check, req)
 
     def select(self, task: str, priority: str = "balanced", max_bytes: int = 0,
-               max_latency_ms: float = 0.0) -> mpb.SelectResponse:
+               max_latency_ms: float = 0.0, *, mode: str = "",
+               pinned: str = "") -> mpb.SelectResponse:
+        """The model to use for ``task``; ``mode`` (auto|manual|hybrid) and ``pinned``
+        override the daemon's ``selection`` config for this call."""
         if priority not in PRIORITIES:
             raise e.InvalidArgument(f"unknown priority {priority!r} (speed, quality, balanced)",
                                     field="priority")
         req = mpb.SelectRequest(task=task, priority=PRIORITIES[priority], max_bytes=max_bytes,
-                                max_latency_ms=max_latency_ms)
+                                max_latency_ms=max_latency_ms, mode=mode, pinned=pinned)
         return self._call(self.models.Select, req)
 
     # -- inference (Open Inference Protocol) --------------------------------------------
@@ -243,11 +281,18 @@ class EdgedClient:
               outputs: Sequence[str] | None = None, version: str = "",
               timeout: float | None = None) -> dict[str, np.ndarray]:
         if self._shm is not None and self._shm.wants(inputs):
-            req, arena, _, key = self._shm.request(name, inputs, outputs, version)
-            resp = self._call(self.oip.ModelInfer, req, timeout=timeout)
-            return self._shm.outputs(resp, arena, key)
+            got = self._shm.infer(
+                lambda r: self._call(self.oip.ModelInfer, r, timeout=timeout), name, inputs,
+                outputs, version, lambda: [o.name for o in self.model_metadata(
+                    name, version).outputs])
+            if got is not None:  # (None: shared memory refused; plain gRPC from now on)
+                return got
         req = tensors.infer_request(name, inputs, outputs, version)
-        resp = self._call(self.oip.ModelInfer, req, timeout=timeout)
+        try:
+            resp = self._call(self.oip.ModelInfer, req, timeout=timeout)
+        except e.ResourceExhausted as exc:
+            hint = message_size_hint(exc, req.ByteSize(), self.target.is_local)
+            raise hint or exc from None
         return tensors.infer_outputs(resp)
 
     def _shm_register(self, region: str, key: str, byte_size: int) -> None:
@@ -262,6 +307,24 @@ class EdgedClient:
         return self._call(self.oip.ModelMetadata,
                           oip.ModelMetadataRequest(name=name, version=version))
 
+
+
+def _has_error_info(exc: grpc.RpcError) -> bool:
+    """Whether the status carries details (edged's ErrorInfo): only the daemon sends them."""
+    try:
+        trailers = exc.trailing_metadata() or ()
+    except Exception:  # noqa: BLE001 - not every RpcError is a call
+        return False
+    return any(k == "grpc-status-details-bin" for k, _ in trailers)
+
+
+def _looks_tls_failure(details: str, *, plaintext_tcp: bool) -> bool:
+    """A failed handshake: a certificate the client cannot verify, or (a plaintext client on
+    TCP, where edged always speaks TLS) the port closing a connection it could not parse."""
+    text = details.lower()
+    if "handshake" in text or "ssl" in text or "certificate" in text:
+        return True
+    return plaintext_tcp and ("socket closed" in text or "connection reset" in text)
 
 
 def _looks_unreachable(exc: grpc.RpcError) -> bool:

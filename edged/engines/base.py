@@ -113,13 +113,22 @@ class EngineOptions:
     intra_op_threads: int = 1
     inter_op_threads: int = 1
     # Cap for the runtime's own allocations (ORT CPU arena, CUDA gpu_mem_limit, TensorRT
-    # workspace), from the tier budget. 0 = derive one from the artifact: never unbounded.
+    # workspace and device memory), from the tier budget: the pool asks its ``memory_cap`` at
+    # load time (see onnxruntime.py for the rule). 0 and no pool cap = derive one from the
+    # artifact (estimate.default_memory_limit): never unbounded.
     memory_limit_bytes: int = 0
     # Per-input shapes for the warm-up inference; the default puts 1 in the first dynamic
     # dimension (and in every dimension sharing its symbolic name) and 64 in the others.
     warmup_shapes: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
     cuda_context_bytes: int = 300 << 20  # one CUDA context, for estimates (Jetson: ~300 MiB)
     cache_dir: str = ""  # where the TensorRT EP may cache built engines ("" = no cache)
+    # Runs on a GPU (CUDA / TensorRT EP chosen, or a TensorRT engine): the planner counts such
+    # a model as unswappable memory (manager: LoadSpec.gpu).
+    uses_gpu: bool = False
+    # What the installer said the artifact was built for (a version's engine_info), e.g.
+    # {"tensorrt_version": "10.3.0", "compute_capability": "8.7"}: checked before a TensorRT
+    # engine is deserialised (tensorrt.check_built_for).
+    engine_info: Mapping[str, str] = field(default_factory=dict)
 
     def to_wire(self) -> dict[str, Any]:
         return {"providers": tuple(self.providers), "tensorrt_ep": self.tensorrt_ep,
@@ -127,12 +136,14 @@ class EngineOptions:
                 "inter_op_threads": self.inter_op_threads,
                 "memory_limit_bytes": self.memory_limit_bytes,
                 "warmup_shapes": {k: tuple(v) for k, v in self.warmup_shapes.items()},
-                "cuda_context_bytes": self.cuda_context_bytes, "cache_dir": self.cache_dir}
+                "cuda_context_bytes": self.cuda_context_bytes, "cache_dir": self.cache_dir,
+                "uses_gpu": self.uses_gpu, "engine_info": dict(self.engine_info)}
 
     @staticmethod
     def from_wire(d: Mapping[str, Any]) -> EngineOptions:
         return EngineOptions(**{**d, "providers": tuple(d.get("providers", ())),
-                                "warmup_shapes": dict(d.get("warmup_shapes", {}))})
+                                "warmup_shapes": dict(d.get("warmup_shapes", {})),
+                                "engine_info": dict(d.get("engine_info", {}))})
 
 
 @dataclass(frozen=True)
@@ -161,6 +172,8 @@ class LoadResult:
     warmup_seconds: float = 0.0
     peak_bytes: int = 0  # the worker's peak RSS during the load (load-time transient copies)
     dedicated: bool = True  # False when the model joined an existing group worker
+    memory_limit_bytes: int = 0  # the runtime cap the session was opened with
+    gpu_bytes: int = 0  # device memory over the load (NvMap / NVML), part of footprint_bytes
 
 
 class Backend(Protocol):

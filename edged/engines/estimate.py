@@ -32,7 +32,8 @@ CPU_WORKER_BASE_BYTES = 25_270_000  # measured: an idle worker with onnxruntime 
 ORT_SESSION_FIXED_BYTES = 1_400_000  # measured: a 5-node model's session
 ORT_PER_NODE_BYTES = 4_650  # measured: 500 vs 2000 chained Add/Mul nodes
 WEIGHTS_FACTOR = 1.0  # measured: 8/64/256 MB MatMul models, ~1.00-1.02 incl. activations
-TENSORRT_EP_WORKSPACE_BYTES = 256 * MiB  # default cap when memory_limit_bytes is 0
+TENSORRT_EP_WORKSPACE_BYTES = 256 * MiB  # the estimate's workspace term (and cap when 0)
+TENSORRT_EP_MIN_WORKSPACE_BYTES = 32 * MiB  # TensorRT finds few tactics with less
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
@@ -96,5 +97,21 @@ def onnx_estimate(summary: OnnxSummary, options: EngineOptions,
 
 
 def default_memory_limit(weights_bytes: int) -> int:
-    """The arena cap when the manager gave none: generous, but never unbounded."""
+    """The arena cap when no budget gave one (a pool used without the daemon's
+    ``memory_cap``): generous, but never unbounded."""
     return max(1 << 30, 4 * weights_bytes)
+
+
+def runtime_cap(tier_budget: int, accounted_others: int, own_bytes: int) -> int:
+    """The cap on one model's runtime allocations, from its tier's budget: what the tier has
+    left once every other model accounted in it is counted, and never less than the model's
+    own accounted bytes (its measured footprint, else its estimate): a cap below that would
+    fail loads the planner admitted."""
+    return max(own_bytes, tier_budget - accounted_others)
+
+
+def tensorrt_ep_workspace(limit: int, weights_bytes: int) -> int:
+    """The TensorRT EP's workspace: what the model's cap leaves after its weights (TensorRT
+    otherwise takes all the device memory it can for tactic selection), at least
+    TENSORRT_EP_MIN_WORKSPACE_BYTES unless the cap itself is smaller."""
+    return max(min(limit, TENSORRT_EP_MIN_WORKSPACE_BYTES), limit - weights_bytes)

@@ -1,8 +1,10 @@
 """The request path of one loaded model, daemon side: checks, concurrency slots, lanes, the call.
 
 A request is checked against the signature (validate.py), waits for one of the model's
-``max_concurrency`` slots (queueing here, up to the pool's queue depth), borrows a lane if it
-carries large tensors, and is sent to the worker. Whoever reads the reply (see worker_proc.py)
+``max_concurrency`` slots (queueing here: at most ``queue_depth`` requests wait, beyond them
+the caller gets ResourceExhausted at once), borrows a lane if it carries large tensors, and is
+sent to the worker. A waiting request holds its caller's thread (an RPC thread in the daemon):
+the bound keeps one busy model from holding them all. Whoever reads the reply (see worker_proc.py)
 decodes it and releases the lane and the slot, exactly once, even for a caller that gave up.
 """
 
@@ -25,13 +27,16 @@ from edged.engines.worker_proc import WorkerProcess
 
 class LoadedModel:
     """``in_flight`` counts queued + running requests, ``running`` those sent to the worker;
-    both under ``cond``, which also wakes queued requests and drains."""
+    both under ``cond``, which also wakes queued requests and drains. ``footprint`` grows when
+    the pool's monitor sees the worker grow (footprint.py); ``served``/``sampled`` tell it
+    which model was busy."""
 
     def __init__(self, key: str, worker: WorkerProcess, checker: validate.Checker,
                  providers: tuple[str, ...], max_concurrency: int, footprint: int,
-                 threshold: int) -> None:
+                 threshold: int, gpu_bytes: int = 0) -> None:
         self.key, self.worker, self.checker = key, worker, checker
-        self.providers, self.footprint = providers, footprint
+        self.providers, self.footprint, self.gpu_bytes = providers, footprint, gpu_bytes
+        self.served = self.sampled = 0
         self.max_concurrency = max_concurrency
         self.cond = threading.Condition(threading.Lock())
         self.in_flight = self.running = 0
@@ -50,10 +55,13 @@ class LoadedModel:
         deadline = time.monotonic() + timeout
         req = self.checker.prepare(inputs, outputs, output_shm)
         with self.cond:
-            if self.in_flight >= queue_depth:
-                raise e.ResourceExhausted(f"model '{self.key}' has {self.in_flight} requests "
-                                          f"queued (limit {queue_depth})", reason="QUEUE_FULL")
+            if self.in_flight >= self.max_concurrency + queue_depth:
+                raise e.ResourceExhausted(
+                    f"model '{self.key}' has {self.running} requests running and "
+                    f"{self.in_flight - self.running} queued (limit {queue_depth} queued)",
+                    reason="QUEUE_FULL")
             self.in_flight += 1
+            self.served += 1
             while self.running >= self.max_concurrency:
                 left = deadline - time.monotonic()
                 self.waiters += 1

@@ -4,11 +4,14 @@ Callers read their own replies (worker_proc.py), so when nobody is waiting nobod
 thread covers that. It watches a pidfd per worker (readable when the process exits), so a crash
 between requests is reported at once, not at the next request; it reads replies whose callers
 gave up (their lanes and slots are released then); and it kills a worker whose oldest request
-has had no reply for the hang timeout. It wakes at most 4 times a second (well under 1% CPU).
+has had no reply for the hang timeout; and about once a second it lets the pool re-measure
+the footprints of busy workers (``on_tick``, footprint.py). It wakes at most 4 times a second
+(well under 1% CPU).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import select
 import threading
@@ -17,15 +20,21 @@ from collections.abc import Callable, Mapping
 
 from edged.engines.worker_proc import WorkerProcess
 
+log = logging.getLogger("edged.engines")
+
 
 class Monitor:
     def __init__(self, *, workers: Callable[[], set[WorkerProcess] | None],
                  hang_timeout_s: float,
-                 emit: Callable[[str, Mapping[str, object]], None]) -> None:
-        """``workers()`` returns the live workers, or None once the pool is closed."""
+                 emit: Callable[[str, Mapping[str, object]], None],
+                 on_tick: Callable[[], object] = lambda: None,
+                 tick_interval_s: float = 1.0) -> None:
+        """``workers()`` returns the live workers, or None once the pool is closed;
+        ``on_tick()`` runs every ``tick_interval_s`` or so."""
         self._workers = workers
         self._hang = hang_timeout_s
         self._emit = emit
+        self._on_tick, self._tick_every = on_tick, tick_interval_s
         self._tick = min(1.0, hang_timeout_s / 4)
         self._thread: threading.Thread | None = None
 
@@ -42,6 +51,7 @@ class Monitor:
     def _run(self) -> None:
         pidfds: dict[WorkerProcess, int] = {}
         poller = select.poll()
+        ticked = time.monotonic()
         try:
             while True:
                 workers = self._workers()
@@ -54,6 +64,12 @@ class Monitor:
                         w.reap(block=True)  # deliver what it sent, fail the rest
                     else:
                         self._check(w)
+                if time.monotonic() - ticked >= self._tick_every:
+                    ticked = time.monotonic()
+                    try:
+                        self._on_tick()
+                    except Exception:  # noqa: BLE001 - the monitor must keep watching
+                        log.exception("engine monitor tick")
         finally:
             _sync(poller, pidfds, set())
 

@@ -7,6 +7,20 @@ model's preferred list and to what this onnxruntime build has; the session repor
 it really uses. Runtime memory is capped from the tier budget, never left unbounded: the CPU
 arena is a process-wide allocator with ``max_mem`` and ``kSameAsRequested`` growth (not the
 default power-of-two doubling), CUDA gets ``gpu_mem_limit``, the TensorRT EP a workspace cap.
+
+The cap (``EngineOptions.memory_limit_bytes``) is set by the daemon at load time
+(``WorkerPool(memory_cap=...)``, wired in daemon.py), by ``estimate.runtime_cap``:
+
+    cap = max(the model's accounted bytes, its tier's budget - every other model in that tier)
+
+— what its tier has left, and at least its measured footprint (else its estimate), so a
+model cannot grow past its tier's budget and an admitted load is never refused by its own cap.
+It applies to the CPU arena (``max_mem``) and CUDA (``gpu_mem_limit``) as is; the TensorRT EP's
+workspace gets what the cap leaves after the weights (``estimate.tensorrt_ep_workspace``). A
+group worker's CPU arena keeps the cap of its first model (ORT cannot resize a registered
+allocator). Without a daemon (a bare pool) the cap is ``estimate.default_memory_limit``.
+An inference that needs more than its cap fails with ResourceExhausted; the model keeps
+serving smaller ones.
 """
 
 from __future__ import annotations
@@ -75,17 +89,21 @@ class OrtSession:
                 f"available in this onnxruntime (available: {list(available)})",
                 field="providers")
         # (the file sizes stand in for the weights: parsing the model again costs ~15 ms)
-        limit = options.memory_limit_bytes or est.default_memory_limit(_artifact_bytes(path))
+        weights = _artifact_bytes(path)
+        limit = options.memory_limit_bytes or est.default_memory_limit(weights)
         so = ort.SessionOptions()
         so.intra_op_num_threads = options.intra_op_threads
         so.inter_op_num_threads = options.inter_op_threads
-        so.log_severity_level = 3  # errors only: warnings about unused initializers are noise
+        # Fatal only: every error ORT logs is also raised (and reported by the daemon, once, in
+        # the journal's one-line form), and its own lines would reach stderr in ANSI colours.
+        so.log_severity_level = 4
         so.enable_cpu_mem_arena = True
         if _register_cpu_arena(ort, limit):
             so.add_session_config_entry("session.use_env_allocators", "1")
         try:
             self._sess = ort.InferenceSession(str(path), so,
-                                              providers=_provider_list(chosen, options, limit))
+                                              providers=_provider_list(chosen, options, limit,
+                                                                       weights))
         except Exception as exc:  # noqa: BLE001 - ORT raises its own pybind exception types
             raise load_error(path, exc) from None
         self.providers: tuple[str, ...] = tuple(self._sess.get_providers())
@@ -137,15 +155,16 @@ def _register_cpu_arena(ort: Any, limit: int) -> bool:
     return True
 
 
-def _provider_list(chosen: tuple[str, ...], options: EngineOptions,
-                   limit: int) -> list[Any]:
+def _provider_list(chosen: tuple[str, ...], options: EngineOptions, limit: int,
+                   weights: int) -> list[Any]:
     out: list[Any] = []
     for p in chosen:
         if p == est.CUDA:
             out.append((p, {"gpu_mem_limit": str(limit),
                             "arena_extend_strategy": "kSameAsRequested"}))
         elif p == est.TENSORRT_EP:
-            opts = {"trt_max_workspace_size": str(min(limit, est.TENSORRT_EP_WORKSPACE_BYTES)),
+            workspace = est.tensorrt_ep_workspace(limit, weights)
+            opts = {"trt_max_workspace_size": str(workspace),
                     "trt_fp16_enable": str(options.precision in ("fp16", "int8")),
                     "trt_int8_enable": str(options.precision == "int8")}
             if options.cache_dir:

@@ -26,6 +26,23 @@ def read_status(pid: int | str = "self") -> dict[str, int]:
     return out
 
 
+def reset_peak() -> None:
+    """Restart VmHWM from the current RSS (``/proc/self/clear_refs``: 5), so that after a load
+    the high-water mark shows inferences' peaks, not the load's transient copies (the daemon
+    samples it, see WorkerPool.remeasure)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:  # an old kernel or a locked-down /proc: VmHWM then includes the load
+        pass
+
+
+def anon_peak(status: dict[str, int]) -> int:
+    """The anonymous high-water mark, approximately: VmHWM less today's file and shared pages
+    (library pages and shared-memory lanes stay when a worker ends; they are not its own)."""
+    return max(status["RssAnon"], status["VmHWM"] - (status["VmRSS"] - status["RssAnon"]))
+
+
 def trim() -> None:
     """Give freed heap back to the kernel: ORT's load-time copies (the parsed protobuf, the
     tensors before pre-packing) are freed into glibc's heap and would otherwise stay resident,

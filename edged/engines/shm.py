@@ -4,6 +4,10 @@
 extension. The worker maps ``/dev/shm/<name>`` itself, reads inputs from it and writes outputs
 into it, so those bytes never pass through the daemon. Mappings are cached per name and
 re-made when the object was replaced (inode or size changed); every window is bounds-checked.
+A mapping is the last thing that keeps an unlinked object's memory alive, so the cache lets go
+of it on its own, with no message from the daemon: a sweeper thread (running only while
+something is mapped) drops mappings whose file is gone or replaced within ``sweep_s``, and
+mappings unused for ``idle_s`` (a region unregistered but not unlinked).
 
 *Lanes* carry large tensors that arrived inline (gRPC bytes) across the hop instead of the
 socket: the daemon copies an input into a lane once, the worker reads it in place, large
@@ -20,7 +24,9 @@ import os
 import re
 import stat
 import threading
+import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,12 +55,13 @@ def create(path: Path, size: int) -> mmap.mmap:
 
 
 def open_map(path: Path) -> tuple[mmap.mmap, os.stat_result]:
-    """Map an existing object read-write (read-only if that is all we may do)."""
+    """Map an existing object read-write (read-only if that is all we may do). Never through a
+    symlink: a client could otherwise point a region name at any file the worker may read."""
     try:
-        fd = os.open(path, os.O_RDWR)
+        fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW)
         prot = mmap.PROT_READ | mmap.PROT_WRITE
     except PermissionError:
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
         prot = mmap.PROT_READ
     try:
         st = os.fstat(fd)
@@ -72,43 +79,114 @@ def unlink(path: Path) -> None:
         pass
 
 
-class RegionCache:
-    """Worker side: client regions mapped once, re-mapped if the object was replaced."""
+@dataclass(eq=False)
+class _Mapping:
+    mm: mmap.mmap
+    ino: int
+    size: int
+    used: float
 
-    def __init__(self, shm_dir: Path = SHM_DIR, max_regions: int = 64) -> None:
+
+class RegionCache:
+    """Worker side: client regions mapped once, re-mapped if the object was replaced, and let
+    go of once the object is gone, replaced or idle (see the module docstring)."""
+
+    def __init__(self, shm_dir: Path = SHM_DIR, max_regions: int = 64, *, idle_s: float = 60.0,
+                 sweep_s: float | None = 1.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        """``sweep_s``: how often the sweeper looks (None: only when ``sweep()`` is called)."""
         self._dir = shm_dir
         self._max = max_regions
-        self._maps: OrderedDict[str, tuple[mmap.mmap, int, int]] = OrderedDict()
+        self._idle_s, self._sweep_s, self._clock = idle_s, sweep_s, clock
+        self._maps: OrderedDict[str, _Mapping] = OrderedDict()
         self._lock = threading.Lock()
+        self._sweeper: threading.Thread | None = None
 
     def window(self, name: str, offset: int, nbytes: int, tensor: str,
                writable: bool = False) -> memoryview:
         """The ``nbytes`` at ``offset`` of region ``name``; InvalidArgument if outside it."""
         path = _path(self._dir, name, tensor)
         try:
-            st = os.stat(path)
+            st = os.lstat(path)
         except OSError:
             raise e.InvalidArgument(f"tensor '{tensor}': shared memory {name!r} does not exist",
                                     field=tensor, reason="BAD_TENSOR") from None
+        if not stat.S_ISREG(st.st_mode):
+            raise e.InvalidArgument(f"tensor '{tensor}': {name!r} is not a shared memory object",
+                                    field=tensor, reason="BAD_TENSOR")
+        now = self._clock()
         with self._lock:
             cached = self._maps.get(name)
-            if cached is None or cached[1:] != (st.st_ino, st.st_size):
-                mm = self._map(path, name, tensor)
-                cached = (mm, st.st_ino, st.st_size)
+            if cached is None or (cached.ino, cached.size) != (st.st_ino, st.st_size):
+                if cached is not None:
+                    _close(cached.mm)
+                cached = _Mapping(self._map(path, name, tensor), st.st_ino, st.st_size, now)
                 self._maps[name] = cached
                 while len(self._maps) > self._max:
-                    self._maps.popitem(last=False)  # the mmap closes when its views are gone
+                    _close(self._maps.popitem(last=False)[1].mm)
+                self._start_sweeper()
+            cached.used = now
             self._maps.move_to_end(name)
-        mm, size = cached[0], len(cached[0])
-        if offset < 0 or nbytes < 0 or offset + nbytes > size:
-            raise e.InvalidArgument(
-                f"tensor '{tensor}': offset {offset} + {nbytes} bytes is outside shared memory "
-                f"{name!r} ({size} bytes)", field=tensor, reason="BAD_TENSOR")
-        view = memoryview(mm)[offset:offset + nbytes]
+            size = len(cached.mm)
+            if offset < 0 or nbytes < 0 or offset + nbytes > size:
+                raise e.InvalidArgument(
+                    f"tensor '{tensor}': offset {offset} + {nbytes} bytes is outside shared "
+                    f"memory {name!r} ({size} bytes)", field=tensor, reason="BAD_TENSOR")
+            # the view is taken under the lock: once it exists, no sweep can unmap under it
+            view = memoryview(cached.mm)[offset:offset + nbytes]
         if writable and view.readonly:
             raise e.InvalidArgument(f"tensor '{tensor}': shared memory {name!r} is read-only "
                                     "for the engine worker", field=tensor, reason="BAD_TENSOR")
         return view
+
+    def mapped(self) -> list[str]:
+        with self._lock:
+            return list(self._maps)
+
+    def sweep(self) -> list[str]:
+        """Drop the mappings whose object is gone or replaced, or that were idle too long."""
+        now = self._clock()
+        with self._lock:
+            entries = list(self._maps.items())
+        stale = []
+        for name, m in entries:
+            try:
+                st = os.lstat(self._dir / name)
+                gone = (st.st_ino, st.st_size) != (m.ino, m.size)
+            except OSError:
+                gone = True
+            if gone or now - m.used > self._idle_s:
+                stale.append((name, m))
+        with self._lock:
+            for name, m in stale:
+                if self._maps.get(name) is m:
+                    del self._maps[name]
+                    _close(m.mm)
+        return [name for name, _ in stale]
+
+    def close(self) -> None:
+        with self._lock:
+            maps, self._maps = self._maps, OrderedDict()
+        for m in maps.values():
+            _close(m.mm)
+
+    def _start_sweeper(self) -> None:
+        """(lock held) A thread that sweeps while anything is mapped, then ends."""
+        if self._sweep_s is None or self._sweeper is not None:
+            return
+        self._sweeper = threading.Thread(target=self._sweep_loop, name="edged-shm-sweep",
+                                         daemon=True)
+        self._sweeper.start()
+
+    def _sweep_loop(self) -> None:
+        assert self._sweep_s is not None
+        while True:
+            time.sleep(self._sweep_s)
+            self.sweep()
+            with self._lock:
+                if not self._maps:
+                    self._sweeper = None
+                    return
 
     def _map(self, path: Path, name: str, tensor: str) -> mmap.mmap:
         try:
@@ -116,6 +194,15 @@ class RegionCache:
         except OSError as exc:
             raise e.InvalidArgument(f"tensor '{tensor}': cannot map shared memory {name!r}: "
                                     f"{exc}", field=tensor, reason="BAD_TENSOR") from None
+
+
+def _close(mm: mmap.mmap) -> None:
+    """Unmap now; if a view of it is still alive (a running inference), the mapping goes when
+    the last view does."""
+    try:
+        mm.close()
+    except BufferError:
+        pass
 
 
 @dataclass(eq=False)

@@ -4,9 +4,15 @@ Neither ``tensorrt`` nor ``cuda`` is imported at module level: on a Jetson they 
 JetPack (not PyPI) and elsewhere they are usually absent, so every entry point checks for them
 and says what is missing (``FailedPrecondition("TensorRT is not installed ...")``).
 
-An engine is specific to the TensorRT version and the GPU it was built on; deserialising one
-built elsewhere fails, and we report TensorRT's own reason with a "rebuild it on this device"
-hint. ``inspect`` must deserialise the plan to learn its I/O tensors and device-memory size,
+An engine is specific to the TensorRT version and the GPU it was built on. When the version's
+``engine_info`` (given at install) names them (``tensorrt_version``, ``compute_capability``),
+``open`` compares them with the installed TensorRT and the GPU *before* deserialising, and a
+mismatch is a FailedPrecondition naming both (``check_built_for``, a pure function). Without
+them, deserialising one built elsewhere fails, and we report TensorRT's own reason with a
+"rebuild it on this device" hint. The engine's device memory is checked against the model's
+runtime cap (``memory_limit_bytes``, from its tier budget: see onnxruntime.py).
+
+``inspect`` must deserialise the plan to learn its I/O tensors and device-memory size,
 which needs the GPU and costs hundreds of MB: it runs in a short-lived helper process
 (``python -m edged.engines.tensorrt inspect PATH``), never in the daemon.
 
@@ -19,6 +25,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import subprocess
 import sys
 import threading
@@ -43,6 +50,40 @@ from edged.engines.base import (
 TRT_TYPES = {"FLOAT": "FP32", "HALF": "FP16", "BF16": "BF16", "INT8": "INT8", "INT32": "INT32",
              "INT64": "INT64", "BOOL": "BOOL", "UINT8": "UINT8", "FP8": "FP8", "INT4": "INT4"}
 INSPECT_TIMEOUT_S = 300.0
+
+
+def _release(version: str) -> tuple[int, ...] | None:
+    """``"10.3.0.26"`` -> (10, 3, 0): the parts an engine is tied to (the build number is not)."""
+    m = re.match(r"\s*(\d+)\.(\d+)(?:\.(\d+))?", version or "")
+    return tuple(int(g or 0) for g in m.groups()) if m else None
+
+
+def _capability(text: str) -> tuple[int, int] | None:
+    """``"8.7"``, ``"sm_87"`` or ``"87"`` -> (8, 7)."""
+    t = (text or "").strip().lower().removeprefix("sm_").removeprefix("sm")
+    m = re.fullmatch(r"(\d+)\.(\d+)", t) or re.fullmatch(r"(\d+)(\d)", t)
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def check_built_for(engine_info: Mapping[str, str], installed_version: str,
+                    capability: tuple[int, int] | None, name: str) -> None:
+    """Refuse an engine whose install-time ``engine_info`` says it was built for another
+    TensorRT release or another GPU than this device's, before TensorRT is asked to
+    deserialise it (which would only say "None"). Unknown or unparsable fields are not
+    checked: deserialisation then decides."""
+    built = engine_info.get("tensorrt_version", "")
+    have, want = _release(installed_version), _release(built)
+    if have is not None and want is not None and have != want:
+        raise e.FailedPrecondition(
+            f"{name} was built with TensorRT {built.strip()} but this device has TensorRT "
+            f"{installed_version}: an engine only runs on the TensorRT release it was built "
+            "with; rebuild it on this device (or install the ONNX model)", field="artifact")
+    cc = _capability(engine_info.get("compute_capability", ""))
+    if cc is not None and capability is not None and cc != capability:
+        raise e.FailedPrecondition(
+            f"{name} was built for a GPU of compute capability {cc[0]}.{cc[1]} but this "
+            f"device's GPU is {capability[0]}.{capability[1]}: rebuild it on this device "
+            "(or install the ONNX model)", field="artifact")
 
 
 def require_tensorrt() -> None:
@@ -108,10 +149,14 @@ def _check(cudart: Any, result: Any, what: str) -> Any:
     return values[0] if len(values) == 1 else values
 
 
-def _engine(trt: Any, cudart: Any, path: Path) -> tuple[Any, Any, Any]:
-    """(runtime, engine, logger) or FailedPrecondition with TensorRT's reason."""
+def _engine(trt: Any, cudart: Any, path: Path,
+            engine_info: Mapping[str, str] | None = None) -> tuple[Any, Any, Any]:
+    """(runtime, engine, logger) or FailedPrecondition with the reason (ours or TensorRT's)."""
     if _check(cudart, cudart.cudaGetDeviceCount(), "cudaGetDeviceCount") < 1:
         raise e.FailedPrecondition("no CUDA device: TensorRT engines need a GPU")
+    props = _check(cudart, cudart.cudaGetDeviceProperties(0), "cudaGetDeviceProperties")
+    check_built_for(engine_info or {}, trt.__version__, (int(props.major), int(props.minor)),
+                    path.name)
     logger = _logger(trt)
     data = path.read_bytes()
     start = tensorrt_payload_offset(data[:1 << 16])
@@ -121,7 +166,6 @@ def _engine(trt: Any, cudart: Any, path: Path) -> tuple[Any, Any, Any]:
     runtime = trt.Runtime(logger)
     engine = runtime.deserialize_cuda_engine(memoryview(data)[start:])
     if engine is None:
-        props = _check(cudart, cudart.cudaGetDeviceProperties(0), "cudaGetDeviceProperties")
         gpu = f"{props.name.decode(errors='replace')} (sm_{props.major}{props.minor})"
         reason = "; ".join(logger.errors[-3:]) or "no reason given"
         raise e.FailedPrecondition(
@@ -173,11 +217,13 @@ class TrtSession:
     def __init__(self, path: Path, options: EngineOptions) -> None:
         trt, cudart = _modules()
         self._trt, self._cudart = trt, cudart
-        self._runtime, self._engine, self._logger = _engine(trt, cudart, path)
+        self._runtime, self._engine, self._logger = _engine(trt, cudart, path,
+                                                            options.engine_info)
         needed = _device_memory(self._engine)
         if options.memory_limit_bytes and needed > options.memory_limit_bytes:
             raise e.ResourceExhausted(f"{path.name} needs {needed} bytes of device memory, "
-                                      f"over its limit of {options.memory_limit_bytes}")
+                                      f"over its cap of {options.memory_limit_bytes} (from "
+                                      "its tier's budget)")
         self._context = self._engine.create_execution_context()
         self._stream = _check(cudart, cudart.cudaStreamCreate(), "cudaStreamCreate")
         self.signature = _signature(trt, self._engine)

@@ -35,7 +35,7 @@ from edged import errors as e
 from edged.datatypes import NUMPY_TO_OIP, OIP_TO_NUMPY
 from edged.engines import channel as ch
 from edged.engines.base import EngineOptions, datatype_of_numpy, get_backend, numpy_of_datatype
-from edged.engines.procfs import harden, read_status, trim
+from edged.engines.procfs import anon_peak, harden, read_status, reset_peak, trim
 from edged.engines.session import Session, warm_up
 from edged.engines.shm import SHM_DIR, RegionCache, open_map
 
@@ -185,10 +185,10 @@ class Worker:
             t2 = time.perf_counter()
             trim()
             status = read_status()
+            reset_peak()  # from now on VmHWM shows what inferences reach
             self._models[key] = _Model(session, max_concurrency, t2 - t1)
             self._grow(max_concurrency)
-        # peak anonymous RSS, approximately: the high-water mark less today's file pages
-        peak = status["VmHWM"] - (status["VmRSS"] - status["RssAnon"])
+        peak = anon_peak(status)  # the load's own peak (its transient copies)
         reply = ("ok", session.signature.to_wire(), session.providers, t1 - t0, t2 - t1,
                  before, status["RssAnon"], peak)
         return reply, ()

@@ -2,14 +2,18 @@
 
 ONNX Runtime and CUDA give memory back only when their process ends, and a crashing engine must
 take down a worker, never the daemon: so every model runs in a worker process (a fresh
-interpreter, see worker_main.py), one per model unless models share a ``group``. Unloading the
-last model of a worker ends the process, so its memory really returns.
+interpreter, see worker_main.py), one per model unless models share a ``group``: a version's
+own group (set at install), else the daemon-wide ``worker_groups`` / ``share_worker`` setting.
+Unloading the last model of a worker ends the process, so its memory really returns.
 
 ``footprint_bytes`` of a load is what unloading that model gives back to ``MemAvailable``: for
 a model alone in its worker, the worker's whole anonymous RSS after the warm-up (the process
 ends on unload); for a model joining a running group worker, the growth of that worker's
 anonymous RSS over the load. Anonymous RSS, not VmRSS: shared-library pages stay in the page
-cache when a worker ends and are already counted as available.
+cache when a worker ends and are already counted as available. On a GPU the device memory the
+load took (NvMap on a Jetson, NVML elsewhere: gpumem.py) is added. After real inferences the
+monitor grows footprints to what the worker reached (footprint.py) and reports each growth as
+a ``footprint`` event, which the daemon hands to the planner's accounting.
 """
 
 from __future__ import annotations
@@ -19,17 +23,18 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 from edged import errors as e
-from edged.engines import validate
+from edged.engines import footprint, gpumem, validate
 from edged.engines.base import EngineOptions, LoadResult, ShmRef, Signature
 from edged.engines.inference import LoadedModel
 from edged.engines.monitor import Monitor
-from edged.engines.procfs import read_status
+from edged.engines.procfs import anon_peak, read_status
 from edged.engines.shm import SHM_DIR
 from edged.engines.spares import Spares
 from edged.engines.worker_proc import WorkerProcess
@@ -38,6 +43,7 @@ __all__ = ["LoadResult", "ShmRef", "WorkerPool", "WorkerStats"]
 
 log = logging.getLogger("edged.engines")
 EventSink = Callable[[str, Mapping[str, object]], None]
+SHARED_GROUP = "edged-shared"  # the one worker of share_worker="one"
 
 
 @dataclass(frozen=True)
@@ -55,13 +61,22 @@ class WorkerPool:
     def __init__(self, *, start_timeout_s: float = 60, request_timeout_s: float = 30,
                  hang_timeout_s: float = 60, shm_threshold_bytes: int = 64 * 1024,
                  on_event: EventSink | None = None, oom_score_adj: int | None = 500,
-                 queue_depth: int = 64, spare_workers: int = 0,
-                 spare_format: str = "onnx", shm_dir: Path = SHM_DIR) -> None:
+                 queue_depth: int = 8, spare_workers: int = 0,
+                 spare_format: str = "onnx", shm_dir: Path = SHM_DIR,
+                 memory_cap: Callable[[str], int] | None = None,
+                 gpu_meter: gpumem.Meter | None = None,
+                 worker_groups: Mapping[str, str] | None = None,
+                 share_worker: str = "per_model", remeasure_interval_s: float = 1.0) -> None:
         """``spare_workers`` idle workers are kept started, with ``spare_format``'s runtime
         already imported, so that a load does not wait for an interpreter to start (~0.3 s on
         the dev box: the SPEC wants loads within 10% of creating the session directly). Each
         costs an idle worker's memory (~24 MiB with onnxruntime), so the default is none; they
-        start in the background as soon as the pool is created."""
+        start in the background as soon as the pool is created.
+
+        ``memory_cap(key)``: the runtime cap for a load that brings none (from the tier budget,
+        see onnxruntime.py; 0 = none). ``gpu_meter``: gpumem.py. ``worker_groups`` (model name
+        -> group) and ``share_worker`` ("per_model" | "one") pick the worker of a load whose
+        version names no group of its own."""
         self._start_timeout = start_timeout_s
         self._request_timeout = request_timeout_s
         self._threshold = shm_threshold_bytes
@@ -69,15 +84,21 @@ class WorkerPool:
         self._oom = oom_score_adj
         self._queue_depth = queue_depth
         self._shm_dir = shm_dir
+        self._memory_cap, self._gpu_meter = memory_cap, gpu_meter
+        self._default_groups = dict(worker_groups or {})
+        self._share_all = share_worker == "one"
         self._models: dict[str, LoadedModel] = {}
         self._loading: set[str] = set()
+        self._loading_workers: dict[str, WorkerProcess] = {}  # loads in a worker of their own
+        self._aborted: dict[str, str] = {}  # loads aborted before their worker was up: cause
         self._groups: dict[str, WorkerProcess] = {}
         self._group_locks: dict[str, threading.Lock] = {}
         self._workers: set[WorkerProcess] = set()
         self._cv = threading.Condition()
         self._spawner: ThreadPoolExecutor | None = None
         self._monitor = Monitor(workers=self._live_workers, hang_timeout_s=hang_timeout_s,
-                                emit=self._emit)
+                                emit=self._emit, on_tick=self.remeasure,
+                                tick_interval_s=remeasure_interval_s)
         self._seq = 0
         self._closed = False
         self._spares = Spares(target=spare_workers, fmt=spare_format,
@@ -97,6 +118,17 @@ class WorkerPool:
     def signature(self, key: str) -> Signature | None:
         m = self._models.get(key)
         return m.signature if m is not None else None
+
+    def footprint(self, key: str) -> int:
+        """``key``'s footprint now: its load's measurement, grown by what real inferences
+        reached (0 if it is not loaded)."""
+        m = self._models.get(key)
+        return m.footprint if m is not None else 0
+
+    def in_flight(self, key: str) -> int:
+        """``key``'s requests queued or running here (0 if it is not loaded)."""
+        m = self._models.get(key)
+        return m.in_flight if m is not None else 0
 
     @property
     def spares_ready(self) -> int:
@@ -120,7 +152,8 @@ class WorkerPool:
     def load(self, key: str, artifact: Path, fmt: str, options: EngineOptions | None = None,
              group: str | None = None, max_concurrency: int = 2) -> LoadResult:
         """Start (or join) a worker, open the session, warm it up, measure it."""
-        options = options or EngineOptions()
+        options = self._capped(key, options or EngineOptions())
+        group = group or self._default_group(key)
         with self._cv:
             if self._closed:
                 raise e.Unavailable("the engine pool is closed", reason="STOPPING")
@@ -131,7 +164,16 @@ class WorkerPool:
         worker = None
         try:
             worker, fresh = self._worker_for(group)
+            if fresh:
+                with self._cv:
+                    self._loading_workers[key] = worker
+                    aborted = self._aborted.pop(key, None)
+                if aborted is not None:  # aborted while its worker was starting
+                    self._retire(worker)
+                    worker.stop()
+                    raise e.Aborted(f"load of '{key}' aborted: {aborted}")
             try:
+                gpu_before = self._gpu(worker.pid)
                 call = worker.send(("load", key, str(artifact), fmt, options.to_wire(),
                                     max_concurrency), key=key, exempt=True)
                 reply = worker.wait(call, self._start_timeout, what="load")
@@ -141,11 +183,12 @@ class WorkerPool:
                     worker.stop()
                 raise
             _, sig_wire, providers, session_s, warmup_s, before, after, peak = reply
-            footprint = after if fresh else max(0, after - before)
+            gpu = gpumem.gpu_growth(providers, gpu_before, self._gpu(worker.pid))
+            measured = (after if fresh else max(0, after - before)) + gpu
             checker = validate.Checker(Signature.from_wire(sig_wire), self._threshold,
                                        self._shm_dir)
             model = LoadedModel(key, worker, checker, tuple(providers), max_concurrency,
-                                footprint, self._threshold)
+                                measured, self._threshold, gpu_bytes=gpu)
             with self._cv:
                 if not worker.alive:
                     raise worker.gone_error(key)
@@ -154,10 +197,52 @@ class WorkerPool:
         finally:
             with self._cv:
                 self._loading.discard(key)
+                self._loading_workers.pop(key, None)
+                self._aborted.pop(key, None)
                 if worker is not None:
                     worker.loads -= 1
-        return LoadResult(key, worker.pid, time.monotonic() - started, footprint,
-                          model.signature, model.providers, session_s, warmup_s, peak, fresh)
+        return LoadResult(key, worker.pid, time.monotonic() - started, measured,
+                          model.signature, model.providers, session_s, warmup_s, peak, fresh,
+                          options.memory_limit_bytes, gpu)
+
+    def _capped(self, key: str, options: EngineOptions) -> EngineOptions:
+        """``options`` with the budget's runtime cap, unless they bring their own."""
+        if options.memory_limit_bytes or self._memory_cap is None:
+            return options
+        try:
+            cap = int(self._memory_cap(key))
+        except Exception:  # noqa: BLE001 - the runtime's own fallback cap then applies
+            log.exception("memory cap for %s", key)
+            return options
+        return replace(options, memory_limit_bytes=cap) if cap > 0 else options
+
+    def _default_group(self, key: str) -> str | None:
+        """The daemon-wide sharing setting for a model (``key`` is ``name:version``)."""
+        group = self._default_groups.get(key.rpartition(":")[0] or key)
+        return group or (SHARED_GROUP if self._share_all else None)
+
+    def _gpu(self, pid: int) -> int | None:
+        if self._gpu_meter is None:
+            return None
+        try:
+            return self._gpu_meter(pid)
+        except Exception:  # noqa: BLE001 - a meter failing must not fail the load
+            log.exception("GPU memory meter")
+            return None
+
+    def abort_load(self, key: str, cause: str) -> bool:
+        """Kill the worker of a load in progress (a cancelled preload whose memory a demand
+        load needs now: waiting for it to finish would make the demand wait behind it).
+        Only a load in a worker of its own can be aborted; ``load`` then raises."""
+        with self._cv:
+            if key not in self._loading:
+                return False
+            worker = self._loading_workers.get(key)
+            if worker is None:  # still starting its worker: ``load`` stops it once it is up
+                self._aborted[key] = cause
+                return True
+        worker.kill(cause)
+        return True
 
     def _worker_for(self, group: str | None) -> tuple[WorkerProcess, bool]:
         """A worker for one more load (counted in ``loads`` until the load is over, so that an
@@ -207,13 +292,36 @@ class WorkerPool:
         log.debug("started engine worker %s (pid %d)", name, worker.pid)
         return worker
 
+    # -- footprints after real inferences (footprint.py) ---------------------------------
+    def remeasure(self) -> list[tuple[str, int]]:
+        """Grow the footprints of models whose workers grew since their load; each growth is
+        also a ``footprint`` event. Called by the monitor about once a second."""
+        with self._cv:
+            by_worker: dict[WorkerProcess, list[LoadedModel]] = {}
+            for m in self._models.values():
+                if m.worker.alive and not m.worker.loads:  # (a load's growth is its own)
+                    by_worker.setdefault(m.worker, []).append(m)
+        grown = []
+        for w, models in by_worker.items():
+            hit = footprint.regrow(models, partial(read_status, w.pid), anon_peak)
+            if hit is None:
+                continue
+            model, growth = hit
+            grown.append((model.key, model.footprint))
+            log.info("model %s grew by %d bytes after real inferences: footprint now %d",
+                     model.key, growth, model.footprint)
+            self._emit("footprint", {"key": model.key, "pid": w.pid, "bytes": model.footprint,
+                                     "growth": growth})
+        return grown
+
     # -- inference -------------------------------------------------------------------------
     def infer(self, key: str, inputs: Mapping[str, np.ndarray | ShmRef],
               outputs: Sequence[str] | None = None,
               output_shm: Mapping[str, ShmRef] | None = None,
               timeout_s: float | None = None) -> dict[str, np.ndarray | ShmRef]:
         """One inference on ``key``'s worker. Several may run at once (up to the model's
-        ``max_concurrency``; more queue here, up to ``queue_depth``: ResourceExhausted)."""
+        ``max_concurrency``); up to ``queue_depth`` more wait here; beyond them:
+        ResourceExhausted (QUEUE_FULL) at once."""
         m = self._models.get(key)
         if m is None or m.draining or not m.worker.alive:
             raise e.Unavailable(f"model '{key}' is not loaded", metadata={"model": key})

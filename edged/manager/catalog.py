@@ -1,54 +1,99 @@
-"""What is installed and where: install, tier moves, activate, rollback, remove.
+"""What is installed and where: install, tier moves, activate, rollback, remove, reload.
 
 Every operation computes the next ``TierState`` from the current one and commits it with one
 atomic manifest switch; blobs that no manifest references any more are deleted only after that
 commit, so a crash never leaves a manifest pointing at a missing artifact. One lock serialises
-the operations. The capacity rule for tiers is injected (``tier_check``), so the daemon plugs
-in its budgets and tests their own.
+the operations. The one exception to "every change is a commit" is a load's measurement that
+moved only a little: it is kept in memory until the next commit (``record_measurement``). The
+capacity rule for tiers is injected (``tier_check``), so the daemon plugs in its budgets (and
+the reserve its errors report) and tests their own.
+
+Install, tier moves, activate and rollback take ``before_commit``: it receives the model's
+entry as it is about to be committed, after every check (name, version, signature, tier budget)
+and before the commit, under the lock. The manager loads the version there, so a version that
+does not load is never committed and the old one stays active. When it raises nothing is
+committed (and an install's blob is removed).
+
+Every refused install leaves nothing behind: after the upload, any refusal (an artifact that
+does not inspect, a bad or taken version number, a signature change without consent, a full
+tier, a failed load) removes the blob unless another version uses it.
+
+Rollback goes to the highest installed version below the active one — not to "the previous"
+one, which would alternate between two versions on repeated calls — with the same signature
+guard as activate (``activate N --allow-signature-change`` is the way past it).
 """
 
 from __future__ import annotations
 
+import builtins
 import datetime as dt
+import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from edged import errors as e
+from edged.manager import engine_compat
 from edged.manager.manifests import ModelEntry, TierState, VersionEntry
 from edged.manager.names import check_name, check_version
 from edged.manager.store import Blob, Store
 
+log = logging.getLogger("edged.catalog")
+
 TIERS = ("ram", "swap", "storage")
 TierCheck = Callable[[str, TierState, str, VersionEntry], None]
+BeforeCommit = Callable[[ModelEntry], None]
 
 
 def footprint(v: VersionEntry) -> int:
     return v.measured_bytes or v.estimated_bytes
 
 
-def budget_tier_check(ram_budget: int, swap_budget: int, reserve: int = 0) -> TierCheck:
+@dataclass(frozen=True)
+class BudgetTierCheck:
     """ram: the whole ram tier must fit at once (it is all loaded); swap: the model alone must
     fit (swap models load on demand and are evicted, so their sum may exceed the budget)."""
 
-    def check(name: str, state: TierState, tier: str, entry: VersionEntry) -> None:
+    ram_budget: int
+    swap_budget: int
+    reserve: int = 0  # only reported in the numbers
+
+    def __call__(self, name: str, state: TierState, tier: str, entry: VersionEntry) -> None:
         if tier == "ram":
             total = sum(footprint(m.versions[m.active]) for m in state.models.values()
                         if m.tier == "ram")
-            if total > ram_budget:
+            if total > self.ram_budget:
+                others = total - footprint(entry)
                 raise e.CapacityExceeded(
                     f"putting '{name}' in the ram tier would need {total} bytes for the whole "
                     "tier (ram models are all loaded at once)",
-                    e.CapacityNumbers("ram", total, ram_budget, total - footprint(entry),
-                                      ram_budget - (total - footprint(entry)), reserve))
-        elif tier == "swap" and footprint(entry) > swap_budget:
+                    e.CapacityNumbers("ram", total, self.ram_budget, others,
+                                      self.ram_budget - others, self.reserve))
+        elif tier == "swap" and footprint(entry) > self.swap_budget:
             raise e.CapacityExceeded(
                 f"'{name}' alone needs more than the whole swap budget",
-                e.CapacityNumbers("swap", footprint(entry), swap_budget, 0, swap_budget, reserve))
+                e.CapacityNumbers("swap", footprint(entry), self.swap_budget, 0,
+                                  self.swap_budget, self.reserve))
 
-    return check
+
+def budget_tier_check(ram_budget: int, swap_budget: int, reserve: int = 0) -> BudgetTierCheck:
+    return BudgetTierCheck(ram_budget, swap_budget, reserve)
+
+
+FOOTPRINT_CHANGE = 0.05  # a measured footprint this far from the saved one is committed
+LOAD_TIME_CHANGE = 0.20  # likewise for the load time (it varies more from load to load)
+
+
+def _worth_saving(saved: VersionEntry, new: VersionEntry) -> bool:
+    """A first measurement, or one far enough from the saved one (see record_measurement)."""
+    if saved.measured_bytes is None or saved.load_seconds is None:
+        return True
+    assert new.measured_bytes is not None and new.load_seconds is not None
+    return (abs(new.measured_bytes - saved.measured_bytes) > FOOTPRINT_CHANGE *
+            saved.measured_bytes or abs(new.load_seconds - saved.load_seconds) >
+            LOAD_TIME_CHANGE * saved.load_seconds)
 
 
 def _now() -> str:
@@ -83,19 +128,47 @@ class Catalog:
         state = self.state
         return [state.models[n] for n in sorted(state.models)]
 
-    def reload(self) -> TierState:
+    def reload(self, before_commit: Callable[[TierState], None] | None = None) -> TierState:
+        """Re-read the hand-edited manifests: validated as files (``ManifestError``) and
+        against the tier budgets as ``tier`` would (``CapacityExceeded``, with the numbers);
+        a rejected edit changes nothing and the old state stays in force. ``before_commit``
+        sees the validated state first and may still refuse it."""
         with self._lock:
-            return self.manifests.reload()  # type: ignore[no-any-return]
+            current = self.state
+            new = self.manifests.read(current)
+            for name, m in sorted(new.models.items()):
+                old = current.models.get(name)
+                v = m.versions[m.active]
+                if m.tier == "storage" or self._tier_check is None or (
+                        old is not None and (old.tier, old.active) == (m.tier, m.active)
+                        and footprint(old.versions[old.active]) == footprint(v)):
+                    continue
+                try:
+                    self._tier_check(name, new, m.tier, v)
+                except e.CapacityExceeded as exc:
+                    exc.message = f"{m.tier}.yaml: {exc.message}"
+                    exc.args = (exc.message,)
+                    raise
+            if before_commit is not None:
+                before_commit(new)
+            return self.manifests.accept(new)  # type: ignore[no-any-return]
 
     # -- writes --------------------------------------------------------------------------
-    def _commit(self, models: Mapping[str, ModelEntry], check: tuple[str, str] | None = None
-                ) -> TierState:
-        new = TierState(dict(models), self.state.generation)
-        if check is not None and self._tier_check is not None:
-            name, tier = check
-            m = new.models[name]
-            self._tier_check(name, new, tier, m.versions[m.active])
-        return self.manifests.commit(new)  # type: ignore[no-any-return]
+    def _change(self, name: str, derive: Callable[[TierState], ModelEntry], *,
+                check_tier: bool, before_commit: BeforeCommit | None) -> ModelEntry:
+        """Check and commit ``derive(state)`` as the model's next entry; ``before_commit`` runs
+        in between. ``derive`` runs again on the state after it (a load it ran may have
+        recorded a measurement), so nothing committed meanwhile is lost."""
+        planned = derive(self.state)
+        if check_tier and self._tier_check is not None:
+            self._tier_check(name, TierState({**self.state.models, name: planned}),
+                             planned.tier, planned.versions[planned.active])
+        if before_commit is not None:
+            before_commit(planned)
+            planned = derive(self.state)
+        self.manifests.commit(TierState({**self.state.models, name: planned},
+                                        self.state.generation))
+        return self.get(name)
 
     def install(self, name: str, blob: Blob, *, version: int | None = None, tier: str = "swap",
                 tasks: Sequence[str] = (), quality: float = 0.0, providers: Sequence[str] = (),
@@ -103,70 +176,72 @@ class Catalog:
                 warmup_shapes: Mapping[str, Sequence[int]] | None = None,
                 group: str | None = None, activate: bool = True,
                 engine_info: Mapping[str, str] | None = None,
-                allow_signature_change: bool = True) -> ModelEntry:
-        """Add a verified blob as a version; an artifact that does not inspect cleanly is
-        refused and its blob removed (nothing is left behind)."""
-        check_name(name)
-        if tier not in TIERS:
-            raise e.InvalidArgument(f"unknown tier {tier!r}", field="tier")
+                allow_signature_change: bool = True,
+                before_commit: BeforeCommit | None = None) -> ModelEntry:
+        """Add a verified blob as a version (``version`` None or 0: the next number)."""
         with self._lock:
             try:
+                check_name(name)
+                if tier not in TIERS:
+                    raise e.InvalidArgument(f"unknown tier {tier!r}", field="tier")
+                if version:
+                    check_version(version)
                 info = self._inspect(blob.main, None)
-            except e.EdgedError:
-                self._drop_if_unreferenced(blob.sha256)
-                raise
-            models = dict(self.state.models)
-            old = models.get(name)
-            number = check_version(version) if version else (max(old.versions) + 1 if old
-                                                             else 1)
-            if old is not None and number in old.versions:
-                self._drop_if_unreferenced(blob.sha256)
-                raise e.AlreadyExists(f"model '{name}' already has version {number}",
-                                      field="version")
-            entry = VersionEntry(
-                sha256=blob.sha256, size_bytes=blob.size_bytes, format=info.format,
-                tasks=tuple(tasks), quality=float(quality), providers=tuple(providers),
-                precision=precision or "fp32", notes=notes, signature=info.signature,
-                estimated_bytes=int(info.estimate_bytes), installed_at=self._clock(),
-                warmup_shapes={k: tuple(v) for k, v in (warmup_shapes or {}).items()},
-                group=group or None, engine_info=dict(engine_info or {}))
-            if old is None:
-                models[name] = ModelEntry(name, tier if activate else "storage", number,
-                                          {number: entry})
-            else:
-                versions = {**old.versions, number: entry}
-                if activate:
-                    if not allow_signature_change:
-                        self._signature_guard(name, old.versions[old.active], entry)
-                    models[name] = ModelEntry(name, tier, number, versions, old.active)
-                else:
-                    models[name] = replace(old, versions=versions)
-            try:
-                self._commit(models, (name, models[name].tier) if activate else None)
-            except e.EdgedError:
-                self._drop_if_unreferenced(blob.sha256)
-                raise
-            return self.get(name)
+                old = self.state.models.get(name)
+                number = version or (max(old.versions) + 1 if old else 1)
+                if old is not None and number in old.versions:
+                    raise e.AlreadyExists(f"model '{name}' already has version {number}",
+                                          field="version")
+                entry = VersionEntry(
+                    sha256=blob.sha256, size_bytes=blob.size_bytes, format=info.format,
+                    tasks=tuple(tasks), quality=float(quality), providers=tuple(providers),
+                    precision=precision or "fp32", notes=notes, signature=info.signature,
+                    estimated_bytes=int(info.estimate_bytes), installed_at=self._clock(),
+                    warmup_shapes={k: tuple(v) for k, v in (warmup_shapes or {}).items()},
+                    group=group or None,
+                    engine_info=engine_compat.install_info(info.format, info.details,
+                                                           engine_info),
+                    artifact=blob.id if blob.id != blob.sha256 else "")
 
-    def _signature_guard(self, name: str, old: VersionEntry, new: VersionEntry) -> None:
+                def derive(state: TierState) -> ModelEntry:
+                    cur = state.models.get(name)
+                    if cur is None:
+                        return ModelEntry(name, tier if activate else "storage", number,
+                                          {number: entry})
+                    versions = {**cur.versions, number: entry}
+                    if not activate:
+                        return replace(cur, versions=versions)
+                    if not allow_signature_change:
+                        self._signature_guard(name, cur.versions[cur.active], entry)
+                    return ModelEntry(name, tier, number, versions, cur.active)
+
+                return self._change(name, derive, check_tier=activate,
+                                    before_commit=before_commit)
+            except BaseException:
+                self._drop_if_unreferenced(blob.id)
+                raise
+
+    def _signature_guard(self, name: str, old: VersionEntry, new: VersionEntry,
+                         hint: str = "allow it explicitly") -> None:
         diff = old.signature.diff(new.signature)
         if diff:
             raise e.SignatureChanged(f"model '{name}': the new version changes the signature "
-                                     "(allow it explicitly)", diff)
+                                     f"({hint})", diff)
 
-    def set_tier(self, name: str, tier: str) -> ModelEntry:
+    def set_tier(self, name: str, tier: str, *,
+                 before_commit: BeforeCommit | None = None) -> ModelEntry:
         if tier not in TIERS:
             raise e.InvalidArgument(f"unknown tier {tier!r} (ram, swap, storage)", field="tier")
         with self._lock:
             m = self.get(name)
             if m.tier == tier:
                 return m
-            models = {**self.state.models, name: replace(m, tier=tier)}
-            self._commit(models, (name, tier))
-            return self.get(name)
+            return self._change(name, lambda st: replace(st.models[name], tier=tier),
+                                check_tier=True, before_commit=before_commit)
 
-    def activate(self, name: str, version: int, *,
-                 allow_signature_change: bool = False) -> ModelEntry:
+    def activate(self, name: str, version: int, *, allow_signature_change: bool = False,
+                 before_commit: BeforeCommit | None = None,
+                 hint: str = "allow it explicitly") -> ModelEntry:
         with self._lock:
             m = self.get(name)
             check_version(version)
@@ -175,27 +250,38 @@ class Catalog:
             if version == m.active:
                 return m
             if not allow_signature_change:
-                self._signature_guard(name, m.versions[m.active], m.versions[version])
-            models = {**self.state.models, name: replace(m, active=version, previous=m.active)}
-            self._commit(models, (name, m.tier))
-            return self.get(name)
+                self._signature_guard(name, m.versions[m.active], m.versions[version], hint)
 
-    def rollback(self, name: str) -> ModelEntry:
-        """Back to the version active before the last switch, else the highest older one."""
+            def derive(state: TierState) -> ModelEntry:
+                cur = state.models[name]
+                return replace(cur, active=version, previous=cur.active)
+
+            return self._change(name, derive, check_tier=True, before_commit=before_commit)
+
+    def rollback(self, name: str, *, allow_signature_change: bool = False,
+                 before_commit: BeforeCommit | None = None) -> ModelEntry:
+        """To the highest installed version below the active one (see the module docstring)."""
         with self._lock:
             m = self.get(name)
-            target = m.previous if m.previous in m.versions and m.previous != m.active else max(
-                (v for v in m.versions if v < m.active), default=None)
+            target = max((v for v in m.versions if v < m.active), default=None)
             if target is None:
-                raise e.FailedPrecondition(f"model '{name}' has no earlier version to roll "
-                                           "back to")
-            return self.activate(name, target, allow_signature_change=True)
+                raise e.FailedPrecondition(f"model '{name}' has no version below the active "
+                                           f"v{m.active} to roll back to")
+            return self.activate(
+                name, target, allow_signature_change=allow_signature_change,
+                before_commit=before_commit,
+                hint=f"use `edgectl activate {name} {target} --allow-signature-change`")
 
     def remove(self, name: str, version: int | None = None, *, force: bool = False,
-               in_use: Callable[[str], bool] = lambda k: False) -> list[int]:
+               in_use: Callable[[str], bool] = lambda k: False) -> builtins.list[int]:
+        """Remove one version, or every version when ``version`` is None. Removing the active
+        version activates the highest one below it (else the highest left), as a rollback
+        would."""
         with self._lock:
             m = self.get(name)
-            targets = [version] if version else sorted(m.versions)
+            if version is not None:
+                check_version(version)
+            targets = [version] if version is not None else sorted(m.versions)
             for v in targets:
                 if v not in m.versions:
                     raise e.NotFound(f"model '{name}' has no version {v}", field="version")
@@ -207,32 +293,54 @@ class Catalog:
             if not left:
                 del models[name]
             elif m.active in targets:
-                new_active = m.previous if m.previous in left else max(left)
+                below = [n for n in left if n < m.active]
+                new_active = max(below) if below else max(left)
                 models[name] = ModelEntry(name, m.tier, new_active, left, None)
             else:
                 models[name] = replace(m, versions=left,
                                        previous=None if m.previous in targets else m.previous)
-            self._commit(models)
+            self.manifests.commit(TierState(models, self.state.generation))
             for v in targets:
-                self._drop_if_unreferenced(m.versions[v].sha256)
+                self._drop_if_unreferenced(m.versions[v].store_id)
             return targets
 
     def record_measurement(self, name: str, version: int, measured_bytes: int,
                            load_seconds: float) -> None:
+        """Record a load's footprint and time.
+
+        Every load measures both, and the load time differs a little each time: committing
+        each one (a new generation, fsync'd) cost 30-100 ms on every load's response path.
+        So only a change worth planning differently is committed — a first measurement, a
+        footprint more than 5% or a load time more than 20% away from the saved one (the
+        saved one, not the last one, so a slow drift is committed too once it adds up);
+        anything smaller is kept in memory only (``Manifests.keep_unsaved``), used from
+        then on, and written with the next commit. A restart or reload may thus go back to
+        a saved measurement within those margins. On a full disk it is kept in memory too: it
+        is bookkeeping and must not fail the install or load that measured it."""
         with self._lock:
             m = self.state.models.get(name)
             if m is None or version not in m.versions:
                 return
             v = m.versions[version]
-            if v.measured_bytes == measured_bytes and v.load_seconds == load_seconds:
-                return
             nv = replace(v, measured_bytes=int(measured_bytes),
                          load_seconds=round(float(load_seconds), 4))
+            if (v.measured_bytes, v.load_seconds) == (nv.measured_bytes, nv.load_seconds):
+                return
             models = {**self.state.models, name: replace(m, versions={**m.versions,
                                                                        version: nv})}
-            self._commit(models)
+            new = TierState(models, self.state.generation)
+            sm = self.manifests.saved.models.get(name)
+            saved = sm.versions.get(version) if sm is not None else None
+            if saved is None or _worth_saving(saved, nv):
+                try:
+                    self.manifests.commit(new)
+                    return
+                except e.ResourceExhausted as exc:  # a full disk: bookkeeping waits for room
+                    log.warning("measurement of %s:%d kept in memory only: %s", name, version,
+                                exc)
+            self.manifests.keep_unsaved(new)
 
-    def _drop_if_unreferenced(self, sha256: str) -> None:
-        refs = {v.sha256 for m in self.state.models.values() for v in m.versions.values()}
-        if sha256 not in refs:
-            self.store.remove(sha256)
+    def _drop_if_unreferenced(self, artifact: str) -> None:
+        refs = {v.store_id for m in self.state.models.values() for v in m.versions.values()}
+        if artifact not in refs:
+            self.store.remove(artifact)

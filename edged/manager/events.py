@@ -2,7 +2,8 @@
 
 A bounded history (so a late ``edgectl events`` still sees what just happened) plus blocking
 subscription by sequence number. Subscribers never slow the publisher down: they read from the
-history under a condition variable, and one that falls behind the history simply skips ahead.
+history under a condition variable, and one that falls behind the history skips ahead and is
+told so by an ``events_dropped`` event (seq 0) saying how many it missed.
 """
 
 from __future__ import annotations
@@ -67,6 +68,12 @@ class EventBus:
                 if not batch and follow and not self._closed:
                     self._cond.wait(poll_s)
                     batch = [e for e in self._history if e.seq > last]
+            if batch and last and batch[0].seq > last + 1:  # fell behind the history
+                skipped = batch[0].seq - last - 1
+                yield Event(0, batch[0].time, "events_dropped",
+                            message=f"{skipped} events were dropped while this subscriber "
+                                    f"was behind (the history keeps {self._history.maxlen})",
+                            details={"dropped": str(skipped)})
             for ev in batch:
                 last = ev.seq
                 if not kinds or ev.kind in kinds:

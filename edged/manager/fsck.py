@@ -2,16 +2,22 @@
 
 Problems are reported, never silently "fixed" away: a corrupt or missing artifact that a
 manifest references stays in the manifest (the daemon refuses to serve it, with the reason),
-while leftovers of interrupted writes and blobs no manifest references are removed with
-``repair``.
+while leftovers of interrupted writes (uploads, half-written manifest generations), blobs no
+manifest references and abandoned partial downloads (no download holds them and they have not
+grown for a day, see ``download``) are removed with ``repair``. It never changes the
+manifests: with current files that do not validate it reports that and removes no blob (the
+daemon's start-up fallback decides which generation is in force). A state directory that does
+not exist is a failure, not an empty store: it is almost always a wrong path.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edged.manager.download import stale_partials
 from edged.manager.manifests import ManifestError, Manifests
 from edged.manager.store import Store
 
@@ -24,18 +30,23 @@ class FsckReport:
     corrupt: list[str] = field(default_factory=list)     # referenced but missing/corrupt
     orphans: list[str] = field(default_factory=list)     # stored but referenced by nothing
     tmp_leftovers: int = 0
+    stale_downloads: int = 0
     manifest_error: str = ""
     repaired: bool = False
+    missing_state_dir: bool = False
 
     @property
     def ok(self) -> bool:
-        return not self.corrupt and not self.manifest_error and (
-            self.repaired or (not self.orphans and not self.tmp_leftovers))
+        return not self.missing_state_dir and not self.corrupt and not self.manifest_error \
+            and (self.repaired or (not self.orphans and not self.tmp_leftovers
+                                   and not self.stale_downloads))
 
     def as_dict(self) -> dict[str, object]:
         return {**self.__dict__, "ok": self.ok}
 
     def describe(self) -> str:
+        if self.missing_state_dir:
+            return f"{self.state_dir}: the state directory does not exist\n  problems found"
         lines = [f"{self.state_dir}: {self.models} models, {self.blobs} artifacts"]
         lines += [f"  CORRUPT {c}" for c in self.corrupt]
         if self.orphans:
@@ -44,6 +55,9 @@ class FsckReport:
         if self.tmp_leftovers:
             verb = "removed" if self.repaired else "found"
             lines.append(f"  {verb} {self.tmp_leftovers} leftover(s) of interrupted writes")
+        if self.stale_downloads:
+            verb = "removed" if self.repaired else "found"
+            lines.append(f"  {verb} {self.stale_downloads} abandoned partial download(s)")
         if self.manifest_error:
             lines.append(f"  MANIFEST {self.manifest_error}")
         lines.append("  ok" if self.ok else "  problems found")
@@ -53,31 +67,51 @@ class FsckReport:
 def fsck(state_dir: Path, *, repair: bool = False, deep: bool = True) -> FsckReport:
     state_dir = Path(state_dir)
     report = FsckReport(str(state_dir), repaired=repair)
-    if not state_dir.exists():
+    if not state_dir.is_dir():
+        report.missing_state_dir = True
         return report
     store = Store(state_dir)
-    report.tmp_leftovers = sum(1 for p in store.tmp.iterdir() if p.name != "downloads")
+    half_gens = _half_generations(state_dir)
+    report.tmp_leftovers = sum(1 for p in store.tmp.iterdir() if p.name != "downloads") + \
+        len(half_gens)
+    stale = stale_partials(store.tmp)
+    report.stale_downloads = len(stale)
     if repair:
         store.cleanup_tmp()
+        for p in stale:
+            p.unlink(missing_ok=True)
+        for p in half_gens:
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() and not p.is_symlink() \
+                else p.unlink(missing_ok=True)
     blobs = store.blobs()
     report.blobs = len(blobs)
     try:
-        state = Manifests(state_dir).load()
-    except ManifestError as exc:
+        state = Manifests(state_dir).read_current()
+    except (ManifestError, OSError, UnicodeDecodeError) as exc:
         report.manifest_error = str(exc)
         return report
     report.models = len(state.models)
-    referenced = {v.sha256 for m in state.models.values() for v in m.versions.values()}
+    referenced = {v.store_id for m in state.models.values() for v in m.versions.values()}
     for sha in sorted(referenced):
         problems = store.verify(sha, deep=deep) if sha in blobs else [f"{sha[:12]}: missing"]
         users = [f"{m.name}:{n}" for m in state.models.values() for n, v in m.versions.items()
-                 if v.sha256 == sha]
+                 if v.store_id == sha]
         report.corrupt += [f"{p} (used by {', '.join(users)})" for p in problems]
     report.orphans = sorted(blobs - referenced)
     if repair:
         for sha in report.orphans:
             store.remove(sha)
     return report
+
+
+def _half_generations(state_dir: Path) -> list[Path]:
+    """Manifest generations a crash left half-written (never in force: the symlink is swapped
+    only after a generation is complete), which the next commit would otherwise remove."""
+    gens = state_dir / "tiers.d"
+    found = sorted(p for p in gens.iterdir() if p.name.startswith(".tmp-gen-")) \
+        if gens.is_dir() else []
+    link = state_dir / ".tiers.tmp"
+    return found + ([link] if link.is_symlink() or link.exists() else [])
 
 
 def main_json(report: FsckReport) -> str:  # pragma: no cover - CLI helper

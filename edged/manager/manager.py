@@ -4,10 +4,17 @@ It owns no policy of its own; it composes the catalog (what is installed, in whi
 residency (what is loaded, reference counts, capacity decisions), telemetry and events, so that
 every caller goes through the same decisions. Methods return domain objects; the service layer
 turns them into protos.
+
+A version that cannot run here is refused when its load spec is made, before any worker
+starts: a missing artifact (``DATA_LOSS``, see ``artifacts``) or a TensorRT engine built with
+another TensorRT (``FAILED_PRECONDITION``, see ``engine_compat``). Version switches, tier moves
+and hand-edited reloads go through ``transitions``: what they need loaded is loaded before the
+catalog commits, so a failure leaves the old version active.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -18,14 +25,17 @@ from typing import TYPE_CHECKING, Any
 from edged import __version__
 from edged import errors as e
 from edged.config import Budgets
-from edged.manager import installs
+from edged.manager import engine_compat, installs
+from edged.manager.artifacts import MissingArtifacts
 from edged.manager.events import EventBus
+from edged.manager.transitions import Transition, apply_reload, plan_reload
 from edged.manager.views import InstallSpec, LoadedView, StatusView, TierUsage
 
 if TYPE_CHECKING:
     from edged.manager.residency import LoadSpec, Residency
 
 TIERS = ("ram", "swap", "storage")
+log = logging.getLogger("edged.manager")
 
 
 @dataclass(frozen=True)
@@ -50,7 +60,9 @@ class ModelManager:
                  engine_options: Callable[[Any], Any] | None = None,
                  inspect: Callable[[Path, str | None], Any] | None = None,
                  serving: Any = None, clock: Callable[[], float] = time.time,
-                 allow_local_paths: bool = True) -> None:
+                 allow_local_paths: bool = True,
+                 tensorrt_version: Callable[[], str | None] =
+                 engine_compat.installed_tensorrt_version) -> None:
         self.state_dir = state_dir
         self.budgets = budgets
         self.sampler = sampler
@@ -65,9 +77,14 @@ class ModelManager:
         self._allow_local = allow_local_paths
         self._started = time.monotonic()
         self._state = "starting"
-        self._manifest_error = ""
+        # a start-up fallback from invalid manifests is shown like a rejected reload
+        self._manifest_error = str(getattr(getattr(catalog, "manifests", None),
+                                           "fallback_note", "") or "")
         self._switch_lock = threading.Lock()
         self._specs: dict[tuple[str, int, str | None], tuple[Any, Any]] = {}
+        self._missing = MissingArtifacts(store)
+        self._trt_probe = tensorrt_version
+        self._trt: list[str | None] = []  # the installed TensorRT, looked up once
 
     # -- lifecycle -----------------------------------------------------------------------
     def set_state(self, state: str) -> None:
@@ -78,8 +95,14 @@ class ModelManager:
         return self._state
 
     def start(self) -> list[str]:
-        """Load the ram tier (pinned). Returns problems; a model that fails is reported."""
+        """Load the ram tier (pinned). Returns problems; a model that fails is reported, and so
+        is every version whose artifact is missing (it stays installed, never served)."""
         problems = []
+        state = self._catalog().state
+        for (name, version), artifact in sorted(self._missing.of(state).items()):
+            msg = str(self._missing.error(name, version, artifact))
+            log.error("%s", msg)
+            self.events.publish("artifact_missing", name, version, msg, artifact=artifact[:12])
         for entry in self._catalog().list():
             if entry.tier != "ram":
                 continue
@@ -118,23 +141,42 @@ class ModelManager:
                    "storage": self.budgets.storage}
         usage = []
         for tier in TIERS:
-            mine = [m for m in loaded if m.tier == tier]
+            # a victim on its way out is not counted: its bytes went to the load it made
+            # room for (counting both would show a tier over its budget for a moment)
+            mine = [m for m in loaded if m.tier == tier and not m.evicting]
             used = disk if tier == "storage" else sum(m.footprint_bytes for m in mine)
             usage.append(TierUsage(tier, budgets[tier], used, counts[tier], len(mine)))
         return tuple(usage)
 
     def reload(self) -> tuple[bool, str, int]:
-        """Re-read hand-edited manifests; an invalid edit keeps the old state in force."""
-        try:
-            state = self._catalog().reload()
-        except e.EdgedError as exc:
-            self._manifest_error = str(exc)
-            self.events.publish("manifest_reload", message=f"rejected: {exc}", ok="false")
-            return False, str(exc), len(self._catalog().list())
-        self._manifest_error = ""
+        """Re-read hand-edited manifests; an invalid edit — or one that does not fit the tier
+        budgets — keeps the old state in force. An accepted one is applied to what is loaded:
+        models that left ram become evictable (or unload, to storage), new ram models load
+        in the background (the main loop that calls this must keep feeding the watchdog)."""
+        with self._switch_lock:
+            old = self._catalog().state
+            try:
+                state = self._catalog().reload(
+                    before_commit=lambda new: plan_reload(self, old, new))
+            except e.EdgedError as exc:
+                self._manifest_error = str(exc)
+                self.events.publish("manifest_reload", message=f"rejected: {exc}", ok="false")
+                return False, str(exc), len(self._catalog().list())
+            self._manifest_error = ""
+            to_load = apply_reload(self, old, state)
+        if to_load:
+            threading.Thread(target=self._load_all, args=(to_load,), name="reload-ram",
+                             daemon=True).start()
         count = len(state.models)
         self.events.publish("manifest_reload", message=f"{count} models", ok="true")
         return True, "", count
+
+    def _load_all(self, entries: list[Any]) -> None:
+        for entry in entries:
+            try:
+                self._res().load(self.load_spec(entry, entry.active))
+            except e.EdgedError as exc:
+                log.warning("ram tier after reload: %s: %s", entry.name, exc)
 
     # -- parts ---------------------------------------------------------------------------
     def _catalog(self) -> Any:
@@ -158,6 +200,15 @@ class ModelManager:
         self._specs[key] = (entry, spec)
         return spec
 
+    def unservable(self, entry: Any, version: int) -> e.EdgedError | None:
+        """What ``load_spec`` would refuse ``version`` with (a missing artifact, another
+        TensorRT), or None — for callers that skip such versions (selection, preloads)."""
+        try:
+            self.load_spec(entry, version)
+        except e.EdgedError as exc:
+            return exc
+        return None
+
     def _make_spec(self, entry: Any, version: int, tier: str | None) -> LoadSpec:
         v = entry.versions.get(version)
         if v is None:
@@ -166,17 +217,23 @@ class ModelManager:
             raise e.Unimplemented("engines are not available in this edged build")
         from edged.manager.residency import LoadSpec
 
+        self._missing.check(entry.name, version, v)
+        if v.format == "tensorrt":
+            if not self._trt:
+                self._trt.append(self._trt_probe())
+            engine_compat.check_tensorrt(entry.name, version, v.engine_info, self._trt[0])
         options = self._engine_options(v)
         return LoadSpec(name=entry.name, version=version,
                         tier=tier or (entry.tier if version == entry.active and entry.tier
                                       != "storage" else "swap"),
-                        artifact=self.store.path(v.sha256), fmt=v.format, options=options,
+                        artifact=self.store.path(v.store_id), fmt=v.format, options=options,
                         group=v.group, bytes=v.measured_bytes or v.estimated_bytes,
-                        gpu=bool(getattr(options, "uses_gpu", False)))
+                        gpu=bool(getattr(options, "uses_gpu", False))
+                        or engine_compat.uses_gpu(v.format, v.providers))
 
     def _with_loaded(self, entry: Any) -> tuple[Any, LoadedView | None]:
         view = self.residency.view(f"{entry.name}:{entry.active}") if self.residency else None
-        return entry, view
+        return self._missing.annotate(self._catalog().state, entry), view
 
     # -- models --------------------------------------------------------------------------
     def list_models(self, tier: str | None = None,
@@ -204,57 +261,64 @@ class ModelManager:
                                     allow_local=self._allow_local)
 
     def remove(self, name: str, version: int | None, force: bool = False) -> list[int]:
+        """Remove one version (1 or more), or every version when ``version`` is None."""
         entry = self._catalog().get(name)
-        targets = [version] if version else sorted(entry.versions)
+        targets = [version] if version is not None else sorted(entry.versions)
         in_use = {v.version for v in self.loaded() if v.name == name and v.in_flight}
         removed = self._catalog().remove(name, version, force=force,
                                          in_use=lambda key: int(key.split(":")[1]) in in_use)
         for number in targets:
             if self.residency is not None and self.residency.view(f"{name}:{number}"):
                 self.residency.unload(f"{name}:{number}")
+        left = self._catalog().state.models.get(name)
+        if left is not None and left.tier == "ram" and left.active != entry.active:
+            self._load_all([left])  # the ram tier is always loaded
         self.events.publish("remove", name, version or 0, f"versions {targets}")
         return list(removed) if removed is not None else targets
 
     def set_tier(self, name: str, tier: str) -> tuple[Any, LoadedView | None]:
-        with self._switch_lock:
-            before = self._catalog().get(name)
-            entry = self._catalog().set_tier(name, tier)
-            key = f"{name}:{entry.active}"
-            if self.residency is not None and self.residency.view(key) is not None:
-                if tier == "storage":
-                    self.residency.unload(key)
-                else:
-                    self.residency.retier(key, tier)
-            if tier == "ram" and self.residency is not None:
-                self.residency.load(self.load_spec(entry, entry.active))
-            self.events.publish("tier", name, entry.active, f"{before.tier} -> {tier}")
-            return self._with_loaded(entry)
+        """Move a model: into ram it is planned and loaded before the move is committed."""
+        before = self._catalog().get(name)
+        entry = self._transition(name, lambda prepare: self._catalog().set_tier(
+            name, tier, before_commit=prepare))
+        self.events.publish("tier", name, entry.active, f"{before.tier} -> {entry.tier}")
+        return self._with_loaded(entry)
 
     def activate(self, name: str, version: int,
                  allow_signature_change: bool = False) -> tuple[Any, LoadedView | None]:
-        return self._switch(name, lambda: self._catalog().activate(
-            name, version, allow_signature_change=allow_signature_change))
+        return self._switch(name, lambda prepare: self._catalog().activate(
+            name, version, allow_signature_change=allow_signature_change,
+            before_commit=prepare))
 
     def rollback(self, name: str) -> tuple[Any, LoadedView | None]:
-        return self._switch(name, lambda: self._catalog().rollback(name))
+        return self._switch(name, lambda prepare: self._catalog().rollback(
+            name, before_commit=prepare))
 
-    def _switch(self, name: str, commit: Callable[[], Any]) -> tuple[Any, LoadedView | None]:
-        """Version switch: warm the new version first (if the old one is loaded), commit the
-        manifest atomically, then retire the old version once its requests finish."""
-        with self._switch_lock:
-            before = self._catalog().get(name)
-            old_key = f"{name}:{before.active}"
-            was_loaded = self.residency is not None and self.residency.view(old_key) is not None
-            entry = commit()
-            if was_loaded and entry.active != before.active and self.residency is not None:
-                try:
-                    self.residency.load(self.load_spec(entry, entry.active))
-                except e.EdgedError:
-                    pass  # loads on demand instead; the switch itself is committed
-                self.residency.retire(old_key)
+    def _switch(self, name: str, change: Callable[[Any], Any]) -> tuple[Any, LoadedView | None]:
+        """Version switch: the new version loads first (when the old one is loaded or the
+        tier is ram) and the manifest is committed only once it has; then the old version is
+        retired once its requests finish. A failed load leaves the old version active."""
+        before = self._catalog().get(name)
+        entry = self._transition(name, change)
+        if entry.active != before.active:
             self.events.publish("version_switch", name, entry.active,
                                 f"v{before.active} -> v{entry.active}")
-            return self._with_loaded(entry)
+        return self._with_loaded(entry)
+
+    def _transition(self, name: str, change: Callable[[Any], Any]) -> Any:
+        with self._switch_lock:
+            t = Transition(self, self._catalog().get(name))
+            try:
+                entry = change(t.prepare)
+            except BaseException:
+                t.abort()
+                raise
+            t.settle(entry)
+            if t.load_result is not None:
+                view, seconds = t.load_result
+                self._catalog().record_measurement(name, entry.active, view.footprint_bytes,
+                                                   seconds)
+            return self._catalog().get(name)
 
     # -- serving: loads, capacity checks, selection, inference (edged.manager.serving) ------
     def _serving(self) -> Any:
@@ -272,9 +336,10 @@ class ModelManager:
         return self._serving().check(name=name, artifact_path=artifact_path, tier=tier)
 
     def select(self, task: str, priority: str, *, max_bytes: int | None,
-               max_latency_ms: float | None) -> Any:
+               max_latency_ms: float | None, mode: str | None = None,
+               pinned: str | None = None) -> Any:
         return self._serving().select(task, priority, max_bytes=max_bytes,
-                                      max_latency_ms=max_latency_ms)
+                                      max_latency_ms=max_latency_ms, mode=mode, pinned=pinned)
 
     def infer(self, name: str, version: int | None, inputs: Mapping[str, Any],
               outputs: list[str] | None, output_shm: Mapping[str, Any],

@@ -10,12 +10,18 @@ import re
 
 from edged import errors as e
 
-MODEL_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+# Used with ``fullmatch``: ``match`` with ``$`` would accept a trailing newline ("abc\n").
+MODEL_NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
 MAX_VERSION = 2**31 - 1
 
 
+def is_valid_name(name: object) -> bool:
+    return isinstance(name, str) and MODEL_NAME_RE.fullmatch(name) is not None and \
+        ".." not in name
+
+
 def check_name(name: str, field: str = "name") -> str:
-    if not isinstance(name, str) or not MODEL_NAME_RE.match(name) or ".." in name:
+    if not is_valid_name(name):
         raise e.InvalidArgument(
             f"model name {name!r} is not allowed: use 1-63 characters of a-z, 0-9, '.', '_', "
             "'-', starting with a letter or digit, and no '..'", field=field, reason="BAD_NAME")

@@ -155,6 +155,52 @@ class _Need:
                 and unswap_freed >= self.unswap_bytes)
 
 
+@dataclass(frozen=True)
+class _Totals:
+    """The residents' sums the rules need, computed once (selection plans many requests)."""
+
+    used: dict[str, int]  # bytes per tier
+    pending: int  # loading residents
+    unswap_all: int  # unswappable residents, loading ones included
+    unswap_visible: int  # unswappable residents already in MemAvailable
+    visible: int  # every resident already in MemAvailable
+
+    @classmethod
+    def of(cls, residents: Sequence[Resident]) -> _Totals:
+        used = dict.fromkeys(TIERS, 0)
+        pending = unswap_all = unswap_visible = visible = 0
+        for r in residents:
+            used[r.tier] = used.get(r.tier, 0) + r.bytes
+            if r.loading:
+                pending += r.bytes
+            else:
+                visible += r.bytes
+            if _unswappable(r):
+                unswap_all += r.bytes
+                if not r.loading:
+                    unswap_visible += r.bytes
+        return cls(used, pending, unswap_all, unswap_visible, visible)
+
+
+def _need(req: LoadRequest, t: _Totals, budgets: Budgets, memory: Memory) -> tuple[_Need, int]:
+    """What ``req`` needs freed under the module's rules, and the live free bytes."""
+    unswappable_req = req.gpu or req.tier == "ram"
+    swap_credit = 0 if unswappable_req else memory.swap_free_bytes
+    free = memory.available_bytes - t.pending + swap_credit
+    unswap = 0
+    if unswappable_req:  # rule 3: every unswappable model must sit in RAM edged holds
+        if memory.swap_total_bytes is None:
+            ram_held = t.unswap_visible
+        else:
+            swap_used = max(0, memory.swap_total_bytes - memory.swap_free_bytes)
+            ram_held = max(t.unswap_visible, t.visible - swap_used)
+        ram_for_edged = memory.available_bytes - budgets.reserve_bytes + ram_held
+        unswap = t.unswap_all + req.bytes - ram_for_edged
+    need = _Need(tier_bytes=t.used.get(req.tier, 0) + req.bytes - budgets.of(req.tier),
+                 live_bytes=req.bytes - (free - budgets.reserve_bytes), unswap_bytes=unswap)
+    return need, free
+
+
 def plan(req: LoadRequest, residents: Sequence[Resident], budgets: Budgets, memory: Memory,
          eviction_order: EvictionOrder = lru_order,
          victim_cost: Callable[[Resident], float] | None = None) -> Decision:
@@ -165,24 +211,15 @@ def plan(req: LoadRequest, residents: Sequence[Resident], budgets: Budgets, memo
     set is chosen among the order's prefixes, each completed by its cheapest single finisher.
     """
     budget = budgets.of(req.tier)
-    used = sum(r.bytes for r in residents if r.tier == req.tier)
-    unswappable_req = req.gpu or req.tier == "ram"
-    pending = sum(r.bytes for r in residents if r.loading)
-    swap_credit = 0 if unswappable_req else memory.swap_free_bytes
-    free = memory.available_bytes - pending + swap_credit
-    live_room = free - budgets.reserve_bytes
-    need = _Need(
-        tier_bytes=used + req.bytes - budget,
-        live_bytes=req.bytes - live_room,
-        unswap_bytes=_unswap_need(req, residents, memory, budgets) if unswappable_req else 0,
-    )
+    totals = _Totals.of(residents)
+    need, free = _need(req, totals, budgets, memory)
     # the order is only asked for when eviction is on the table (it may be a scored, costlier
     # policy call); otherwise the candidates are listed as the caller gave them
     considering = not need.met(0, 0, 0) and not req.preload and req.bytes <= budget
     ordered = eviction_order(residents) if considering else residents
     candidates = [r for r in ordered if evictable(r, req.key)]
     numbers = CapacityNumbers(tier=req.tier, needed_bytes=req.bytes, budget_bytes=budget,
-                              used_bytes=used, free_bytes=free,
+                              used_bytes=totals.used.get(req.tier, 0), free_bytes=free,
                               reserve_bytes=budgets.reserve_bytes,
                               evict_candidates=tuple(r.key for r in candidates))
     if need.met(0, 0, 0):
@@ -200,19 +237,37 @@ def plan(req: LoadRequest, residents: Sequence[Resident], budgets: Budgets, memo
     return AdmitAfterEvicting(tuple(v.key for v in victims), numbers)
 
 
-def _unswap_need(req: LoadRequest, residents: Sequence[Resident], memory: Memory,
-                 budgets: Budgets) -> int:
-    """Bytes of unswappable victims needed so that every unswappable model sits in RAM."""
-    visible = [r for r in residents if not r.loading]
-    unswap_now = sum(r.bytes for r in visible if _unswappable(r))
-    if memory.swap_total_bytes is None:
-        ram_held = unswap_now
-    else:
-        swap_used = max(0, memory.swap_total_bytes - memory.swap_free_bytes)
-        ram_held = max(unswap_now, sum(r.bytes for r in visible) - swap_used)
-    ram_for_edged = memory.available_bytes - budgets.reserve_bytes + ram_held
-    unswap_after = sum(r.bytes for r in residents if _unswappable(r)) + req.bytes
-    return unswap_after - ram_for_edged
+def admissible(reqs: Sequence[LoadRequest], residents: Sequence[Resident], budgets: Budgets,
+               memory: Memory) -> list[str]:
+    """For each demand request, what ``plan`` would decide: ``"admit"`` (fits as things are),
+    ``"evict"`` (fits after evicting) or ``"reject"``.
+
+    The same rules as ``plan`` with the residents' sums computed once, for selection over a
+    few hundred candidates: a request is rejected only if it does not fit even after evicting
+    every evictable resident, so no eviction order (and no victim search) is needed. A request
+    whose key is among the residents (a load on its way) is planned in full."""
+    keys = {r.key for r in residents}
+    totals = _Totals.of(residents)
+    victims = [r for r in residents if evictable(r)]  # a request not among them is no victim
+    all_freed = sum(r.bytes for r in victims)
+    unswap_freed = sum(r.bytes for r in victims if _unswappable(r))
+    tier_freed = {t: sum(r.bytes for r in victims if r.tier == t) for t in TIERS}
+    out = []
+    for req in reqs:
+        if req.key in keys or req.preload:
+            d = plan(req, [r for r in residents if r.key != req.key], budgets, memory)
+            out.append("admit" if isinstance(d, Admit) else
+                       "evict" if isinstance(d, AdmitAfterEvicting) else "reject")
+            continue
+        need, _ = _need(req, totals, budgets, memory)
+        if need.met(0, 0, 0):
+            out.append("admit")
+        elif req.bytes > budgets.of(req.tier) or (req.tier == "ram" and need.tier_bytes > 0):
+            out.append("reject")
+        else:
+            fits = need.met(tier_freed.get(req.tier, 0), all_freed, unswap_freed)
+            out.append("evict" if fits else "reject")
+    return out
 
 
 def _unswappable(r: Resident) -> bool:

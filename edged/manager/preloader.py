@@ -12,6 +12,7 @@ load that needs a running preload's memory cancels it (see ``Residency.load``).
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -35,10 +36,14 @@ class LockedPolicy:
         self._lock = threading.Lock()
         self._clock = clock
         self._pending: deque[tuple[str, float]] = deque()
+        self._last_t = -math.inf
 
     def _fold(self) -> None:
         while self._pending:
             model, t = self._pending.popleft()
+            # request threads race between reading the clock and appending: never let the
+            # policy see time go backwards (it learns from the gaps between requests)
+            self._last_t = t = max(t, self._last_t)
             self._p.observe(model, t)
 
     def set_model(self, name: str, size_bytes: int, load_s: float) -> None:
@@ -129,7 +134,10 @@ class Preloader:
                 continue
             if entry.tier != "swap":
                 continue
-            spec = self._m.load_spec(entry, entry.active)
+            try:
+                spec = self._m.load_spec(entry, entry.active)
+            except e.EdgedError:  # missing artifact, another TensorRT: nothing to preload
+                continue
             if spec.key in present:
                 continue
             try:

@@ -57,6 +57,9 @@ class Slot:
     preloaded: bool = False
     used_since_preload: bool = False
     cancelled: bool = False
+    evicting: bool = False  # chosen as a victim: its bytes are booked to the load it makes room for
+    load_seconds: float = 0.0
+    waiting: int = 0  # requests waiting for this slot to finish loading
     error: BaseException | None = None
     ready: threading.Event = field(default_factory=threading.Event)
 
@@ -111,7 +114,7 @@ class Residency:
     def _view(self, s: Slot) -> LoadedView:
         return LoadedView(s.spec.name, s.spec.version, s.spec.tier, s.state, s.footprint,
                           s.in_flight, s.requests, s.pid, s.loaded_at, s.last_used,
-                          s.providers, s.preloaded)
+                          s.providers, s.preloaded, s.evicting)
 
     def residents(self) -> list[planner.Resident]:
         """The planner's view: every slot that holds (or is about to hold) memory, oldest first."""
@@ -134,6 +137,21 @@ class Residency:
 
     def memory(self) -> planner.Memory:
         return self._memory()
+
+    def fits(self, specs: list[LoadSpec], memory: planner.Memory | None = None) -> dict[str, str]:
+        """What a demand load of each of ``specs`` would get now: key -> ``"admit"`` (fits as
+        things are), ``"evict"`` (fits after evicting) or ``"reject"``.
+
+        For selection over many candidates: one snapshot of the residents and one telemetry
+        reading for all of them; whether a request fits at all does not depend on the
+        eviction order, so ``planner.admissible`` answers without the policy's scores."""
+        mem = memory or self._memory()
+        with self._lock:
+            residents = self._residents()
+        reqs = [planner.LoadRequest(key=s.key, tier=s.tier, bytes=s.bytes, gpu=s.gpu)
+                for s in specs]
+        return dict(zip((r.key for r in reqs),
+                        planner.admissible(reqs, residents, self.budgets, mem), strict=True))
 
     def _plan(self, spec: LoadSpec, preload: bool,
               memory: planner.Memory | None = None) -> planner.Decision:
@@ -172,6 +190,13 @@ class Residency:
                             self._metrics.preload_hit()
                     return slot
                 waiting_for = slot
+                if slot is not None and slot.state == "loading":
+                    # a burst to a cold model must not hold every RPC thread while it loads
+                    if slot.waiting >= self._queue_limit:
+                        raise e.ResourceExhausted(
+                            f"model '{spec.key}' is loading with {slot.waiting} requests "
+                            f"waiting for it (limit {self._queue_limit})", reason="QUEUE_FULL")
+                    slot.waiting += 1
             if waiting_for is None:
                 self.load(spec)
                 continue
@@ -179,7 +204,11 @@ class Residency:
             if remaining == 0.0:
                 raise e.DeadlineExceeded(f"model '{spec.key}' did not become ready in time")
             if waiting_for.state == "loading":
-                waiting_for.ready.wait(remaining)
+                try:
+                    waiting_for.ready.wait(remaining)
+                finally:
+                    with self._lock:
+                        waiting_for.waiting -= 1
                 err = waiting_for.error
                 if err is not None and waiting_for.state == "failed" and not isinstance(
                         err, e.Aborted):  # a cancelled preload: load it on demand instead
@@ -240,6 +269,7 @@ class Residency:
                     decision, planner.AdmitAfterEvicting) else []
                 for key in victims:
                     self._slots[key].state = "unloading"
+                    self._slots[key].evicting = True
                 slot = Slot(spec=spec, footprint=spec.bytes, preloaded=preload,
                             last_used=self._clock())
                 self._slots[spec.key] = slot
@@ -253,14 +283,30 @@ class Residency:
         for key in victims:
             self._evict(key, reason=f"to make room for {spec.key}")
         started = time.monotonic()
+        check = _Verification(self._verify, spec)  # hashes while the worker maps and warms up
         try:
-            self._verify(spec)
-            result = self.pool.load(spec.key, spec.artifact, spec.fmt, spec.options, spec.group,
-                                    max_concurrency=self._concurrency)
+            try:
+                if slot.cancelled:  # cancelled before its worker was asked for
+                    raise e.Aborted(f"preload of {spec.key} cancelled: a demand load needs "
+                                    "the memory")
+                result = self.pool.load(spec.key, spec.artifact, spec.fmt, spec.options,
+                                        spec.group, max_concurrency=self._concurrency)
+            except BaseException:
+                corrupt = check.wait()
+                if corrupt is not None:  # a corrupt artifact explains the failed load
+                    raise corrupt from None
+                raise
+            corrupt = check.wait()
+            if corrupt is not None:  # never served: it was only mapped and warmed up
+                self.pool.unload(spec.key)
+                raise corrupt
             if slot.cancelled:
                 self.pool.unload(spec.key)
                 raise e.Aborted(f"preload of {spec.key} cancelled: a demand load needs the memory")
         except BaseException as exc:
+            if slot.cancelled and not isinstance(exc, e.Aborted):  # its worker was killed
+                exc = e.Aborted(f"preload of {spec.key} cancelled: a demand load needs the "
+                                "memory")
             with self._lock:
                 slot.state, slot.error = "failed", exc
                 self._slots.pop(spec.key, None)
@@ -268,19 +314,24 @@ class Residency:
             slot.ready.set()
             if not isinstance(exc, e.Aborted):
                 self.events.publish("load_failed", spec.name, spec.version, str(exc))
-            raise
+                raise
+            raise exc from None
         seconds = time.monotonic() - started
         with self._lock:
             slot.state = "ready"
             slot.footprint = result.footprint_bytes or spec.bytes
             slot.pid, slot.providers = result.pid, tuple(result.providers)
+            slot.load_seconds = result.load_seconds
             slot.loaded_at = slot.last_used = self._clock()
             self.events.publish("preload" if preload else "load", spec.name, spec.version,
                                 f"{slot.footprint} bytes in {seconds:.3f}s", pid=result.pid,
                                 evicted=",".join(victims))
             self._lock.notify_all()
         slot.ready.set()
-        self._on_measured(spec.name, spec.version, slot.footprint, result.load_seconds)
+        try:  # recording the measurement is bookkeeping: a full disk must not fail the load
+            self._on_measured(spec.name, spec.version, slot.footprint, result.load_seconds)
+        except Exception as exc:  # noqa: BLE001 - logged; the model serves regardless
+            log.warning("could not record the measured footprint of %s: %s", spec.key, exc)
         if self._metrics:
             self._metrics.count_load(spec.name, "preload" if preload else "demand")
         return self._view(slot), victims, seconds
@@ -297,13 +348,21 @@ class Residency:
                            if s.preloaded and s.state == "loading"]
                 if not isinstance(decision, planner.Reject) or not running:
                     break
-                for s in running:
-                    s.cancelled = True
-                    self.events.publish("preload_cancelled", s.spec.name, s.spec.version,
-                                        f"memory needed by {spec.key}")
-                self._lock.wait_for(
-                    lambda r=running: all(self._slots.get(s.key) is not s for s in r),
-                    timeout=120)
+                for victim in running:
+                    if victim.cancelled:
+                        continue
+                    victim.cancelled = True
+                    self.events.publish("preload_cancelled", victim.spec.name,
+                                        victim.spec.version, f"memory needed by {spec.key}")
+                    self._count_wasted(victim)
+                    abort = getattr(self.pool, "abort_load", None)
+                    if abort is not None:  # end it now: a demand load never waits behind it
+                        abort(victim.key, f"preload cancelled: {spec.key} needs the memory")
+
+                def gone(r: list[Slot] = running) -> bool:
+                    return all(self._slots.get(x.key) is not x for x in r)
+
+                self._lock.wait_for(gone, timeout=120)
                 decision = self._plan(spec, False)
             return decision
         finally:
@@ -320,11 +379,16 @@ class Residency:
         if self._metrics:
             self._metrics.eviction(slot.spec.name, "capacity")
         if slot.preloaded and not slot.used_since_preload:
-            self.events.publish("preload_wasted", slot.spec.name, slot.spec.version)
-            if self._metrics:
-                self._metrics.preload_wasted()
+            self._count_wasted(slot)
         if not busy:
             self._finish_unload(slot, reason="evicted")
+
+    def _count_wasted(self, slot: Slot) -> None:
+        """A preload that no request used: evicted unused, or cancelled while loading (the
+        replay tool counts both the same way)."""
+        self.events.publish("preload_wasted", slot.spec.name, slot.spec.version)
+        if self._metrics:
+            self._metrics.preload_wasted()
 
     def unload(self, key: str, wait_s: float | None = None) -> int:
         """Unload when idle (waits for in-flight requests); returns the footprint freed."""
@@ -354,8 +418,54 @@ class Residency:
         self.events.publish("unload", slot.spec.name, slot.spec.version, reason,
                             freed_bytes=slot.footprint)
 
+    def remeasured(self, key: str, footprint: int) -> None:
+        """A loaded model's worker grew after real inferences (engines/footprint.py): account
+        the larger footprint from now on, and record it for the next load."""
+        with self._lock:
+            slot = self._slots.get(key)
+            if slot is None or slot.state != "ready" or footprint <= slot.footprint:
+                return
+            slot.footprint = footprint
+            name, version, seconds = slot.spec.name, slot.spec.version, slot.load_seconds
+        try:
+            self._on_measured(name, version, footprint, seconds)
+        except Exception as exc:  # noqa: BLE001 - bookkeeping; the model keeps serving
+            log.warning("could not record the grown footprint of %s: %s", key, exc)
+
+    def plan_retier(self, key: str, tier: str) -> list[str]:
+        """Check that a loaded model can move to ``tier`` (ram <-> swap) and evict what must
+        go for it; returns the evicted keys. Raises CapacityExceeded with the numbers when it
+        cannot fit. Call before committing the move, then ``retier``."""
+        with self._lock:
+            slot = self._slots.get(key)
+            if slot is None or slot.spec.tier == tier or tier not in planner.TIERS:
+                return []
+            req = planner.LoadRequest(key=key, tier=tier, bytes=slot.footprint,
+                                      gpu=slot.spec.gpu)
+            others = [r for r in self._residents() if r.key != key]
+            # its bytes are already in MemAvailable: only the tier budget is in question
+            mem = self._memory()
+            mem = planner.Memory(available_bytes=mem.available_bytes + slot.footprint,
+                                 swap_free_bytes=mem.swap_free_bytes,
+                                 nvmap_used_bytes=mem.nvmap_used_bytes,
+                                 swap_total_bytes=mem.swap_total_bytes)
+            decision = self._policy.plan(req, others, self.budgets, mem)
+            if isinstance(decision, planner.Reject):
+                self.events.publish("reject", slot.spec.name, slot.spec.version,
+                                    decision.reason, **_numbers(decision.numbers))
+                planner.raise_if_rejected(decision)
+            victims = list(decision.victims) if isinstance(
+                decision, planner.AdmitAfterEvicting) else []
+            for v in victims:
+                self._slots[v].state = "unloading"
+                self._slots[v].evicting = True
+        for v in victims:
+            self._evict(v, reason=f"to make room for {key} in the {tier} tier")
+        return victims
+
     def retier(self, key: str, tier: str) -> None:
-        """A loaded model moved between ram and swap: account it under its new tier."""
+        """A loaded model moved between ram and swap: account it under its new tier (after
+        ``plan_retier`` made room for it)."""
         from dataclasses import replace
 
         with self._lock:
@@ -378,6 +488,28 @@ class Residency:
         with self._lock:
             self._closed = True
             self._lock.notify_all()
+
+
+class _Verification:
+    """The artifact's sha256 check, run beside the load: hashing a large model takes about as
+    long as ONNX Runtime takes to map it, so doing it first would double the load time. The
+    slot is not ready (no request can reach the engine) until the check has passed."""
+
+    def __init__(self, verify: Callable[[LoadSpec], None], spec: LoadSpec) -> None:
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(verify, spec),
+                                        name=f"verify-{spec.key}", daemon=True)
+        self._thread.start()
+
+    def _run(self, verify: Callable[[LoadSpec], None], spec: LoadSpec) -> None:
+        try:
+            verify(spec)
+        except BaseException as exc:  # noqa: BLE001 - handed to the loading thread
+            self._error = exc
+
+    def wait(self) -> BaseException | None:
+        self._thread.join()
+        return self._error
 
 
 def _numbers(n: Any) -> dict[str, object]:

@@ -1,18 +1,21 @@
 """Selection: the best installed model for a task and a priority, and why, in words.
 
 Pure: the manager gathers the candidates (catalog + residency + a capacity dry run for
-``fits_now``) and this module only ranks them, so ``edgectl select`` and the daemon's own choice
+``fit``) and this module only ranks them, so ``edgectl select`` and the daemon's own choice
 can never disagree. The rules, in order:
 
 1. only models that list the task are considered (others are not mentioned);
 2. ``storage``-tier models are not selectable (they need a promote first), and the caller's hard
    limits (``max_bytes``, ``max_latency_ms``) rule models out — each with its reason;
-3. a ``pinned`` model (manual mode) wins if it can do the task and passed rule 2;
-4. otherwise models that fit in memory now rank above those that do not (choosing one that does
-   not fit would mean an eviction, or a reject);
-5. then the priority: ``quality`` (highest quality, then lowest latency), ``speed`` (lowest known
-   latency, then highest quality; unknown latency ranks last), ``balanced`` (quality and
-   log-latency, each scaled to 0..1 across the eligible models, weighed equally);
+3. the mode: ``manual`` answers with the model pinned for the task and nothing else (no pin, or
+   a pin that fails rule 2, is no answer, with the reason); ``hybrid`` takes the pin when it
+   passes rule 2 and chooses automatically otherwise, saying why; ``auto`` ignores pins;
+4. otherwise models that are loaded or fit in memory as things are rank first, then those that
+   fit after evicting idle models, then those that do not fit at all;
+5. then the priority: ``quality`` (highest quality, then lowest latency), ``speed`` (lowest
+   measured latency, then highest quality; unknown latency ranks last, smaller models first),
+   ``balanced`` (quality and log-latency, each scaled to 0..1 across the eligible models,
+   weighed equally);
 6. a loaded model wins ties (no load time at all), then the name and the newest version, so the
    answer is deterministic.
 """
@@ -24,6 +27,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 PRIORITIES = ("speed", "quality", "balanced")
+MODES = ("auto", "manual", "hybrid")
+FITS = ("now", "evict", "no")  # as things are / after evicting idle models / not at all
 _TIE = 1e-9
 
 
@@ -36,8 +41,13 @@ class Candidate:
     latency_ms: float | None
     footprint_bytes: int
     loaded: bool
-    fits_now: bool
+    fit: str  # one of FITS
     tier: str
+    problem: str = ""  # why it cannot load at all (a missing artifact, another TensorRT)
+
+    @property
+    def fits_now(self) -> bool:
+        return self.loaded or self.fit == "now"
 
     @property
     def key(self) -> str:
@@ -49,17 +59,21 @@ class Selection:
     choice: Candidate | None
     reasons: tuple[str, ...]
     runners_up: tuple[tuple[Candidate, str], ...]
+    mode: str = "auto"
+    scores: tuple[tuple[str, float], ...] = ()  # key -> the priority's criterion (see score())
 
 
 def select(task: str, priority: str, candidates: Sequence[Candidate], *,
            max_bytes: int | None = None, max_latency_ms: float | None = None,
-           pinned: str | None = None) -> Selection:
+           pinned: str | None = None, mode: str = "hybrid") -> Selection:
     """Pick the model for ``task``; see the module docstring for the rules."""
     if priority not in PRIORITIES:
         raise ValueError(f"priority must be one of {', '.join(PRIORITIES)}, not {priority!r}")
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
     able = [c for c in candidates if task in c.tasks]
     if not able:
-        return Selection(None, (f"no installed model can do task '{task}'",), ())
+        return Selection(None, (f"no installed model can do task '{task}'",), (), mode)
     eligible: list[Candidate] = []
     out: list[tuple[Candidate, str]] = []
     for c in able:
@@ -70,23 +84,51 @@ def select(task: str, priority: str, candidates: Sequence[Candidate], *,
             eligible.append(c)
     out.sort(key=lambda cw: (cw[0].name, -cw[0].version))
     notes: list[str] = []
-    chosen = _pinned(pinned, task, candidates, eligible, out, notes)
+    chosen = None
+    if mode == "manual" and not pinned:
+        return Selection(None, (f"manual mode: no model is pinned for '{task}'",),
+                         tuple((c, "not pinned (manual mode)") for c in able), mode)
+    if mode != "auto":
+        chosen = _pinned(pinned, task, candidates, eligible, out, notes)
+        if chosen is None and mode == "manual":
+            return Selection(None, tuple(n.replace("choosing automatically", "manual mode: "
+                                                   "no answer") for n in notes),
+                             tuple(out), mode)
     if not eligible:
         return Selection(None, (*notes, f"no model for '{task}' is selectable: "
-                                + "; ".join(f"{c.key} {why}" for c, why in out)), tuple(out))
+                                + "; ".join(f"{c.key} {why}" for c, why in out)), tuple(out),
+                         mode)
     score, speed = _primary(priority, eligible), priority == "speed"
-    keyed = [((not c.fits_now, round(score(c), 9), not c.loaded,
-               -c.quality if speed else _latency(c), c.name, -c.version), c) for c in eligible]
+    keyed = [((_FIT_RANK[c.fit] if not c.loaded else 0, round(score(c), 9), not c.loaded,
+               -c.quality if speed else _latency(c), c.footprint_bytes if speed else 0,
+               c.name, -c.version), c) for c in eligible]
     keyed.sort(key=lambda kc: kc[0])
     best = chosen or keyed[0][1]
     top = next(k for k, c in keyed if c is best)
     reasons = [*notes, *_why_chosen(best, task, priority, chosen is not None)]
     losers = [(c, _why_lost(c, k, best, top, priority, chosen is not None))
               for k, c in keyed if c is not best]
-    return Selection(best, tuple(reasons), tuple(losers + out))
+    scores = tuple((c.key, criterion(priority, score, c)) for _, c in keyed)
+    return Selection(best, tuple(reasons), tuple(losers + out), mode, scores)
+
+
+_FIT_RANK = {"now": 0, "evict": 1, "no": 2}
+
+
+def criterion(priority: str, score: Callable[[Candidate], float], c: Candidate) -> float:
+    """The number the priority ranks by, in its natural direction: quality (higher is
+    better), measured latency in ms (lower is better; 0 when unknown), or the balance of the
+    two in -1..1 (higher is better)."""
+    if priority == "quality":
+        return c.quality
+    if priority == "speed":
+        return c.latency_ms or 0.0
+    return -score(c)
 
 
 def _excluded(c: Candidate, max_bytes: int | None, max_latency_ms: float | None) -> str:
+    if c.problem:
+        return f"cannot load: {c.problem}"
     if c.tier == "storage":
         return "is in the storage tier (promote it to ram or swap first)"
     if max_bytes is not None and c.footprint_bytes > max_bytes:
@@ -144,29 +186,35 @@ def _fmt_latency(c: Candidate) -> str:
 
 def _why_chosen(c: Candidate, task: str, priority: str, pinned: bool) -> list[str]:
     if pinned:
-        return [f"{c.key} is pinned (manual mode) and can do '{task}'"]
+        return [f"{c.key} is pinned for '{task}' and can do it"]
     lead = {"quality": f"highest quality ({c.quality:g})",
             "speed": f"fastest ({_fmt_latency(c)})",
             "balanced": f"best balance of quality ({c.quality:g}) and speed ({_fmt_latency(c)})"}
     return [f"{c.key} can do '{task}'", f"priority {priority}: {lead[priority]}",
-            "already loaded" if c.loaded else "fits in memory now" if c.fits_now
-            else "does not fit in memory now (no model that fits can do it)"]
+            "already loaded" if c.loaded else "fits in memory now" if c.fit == "now"
+            else "fits after evicting idle models (none that fits as things are can do it)"
+            if c.fit == "evict" else "does not fit in memory now (no model that fits can do it)"]
 
 
 def _why_lost(c: Candidate, key: tuple[object, ...], best: Candidate,
               best_key: tuple[object, ...], priority: str, pinned: bool) -> str:
     """Why ``c`` (ranked by ``key``) lost to ``best``; keys hold (fits, criterion, ...)."""
     if pinned:
-        return f"not pinned: manual mode uses {best.key}"
-    if best.fits_now and not c.fits_now:
-        return "does not fit in memory now"
-    if float(key[1]) - float(best_key[1]) <= _TIE:  # type: ignore[arg-type]
+        return f"not pinned: the pinned model {best.key} is used"
+    if key[0] != best_key[0]:
+        return ("does not fit in memory now" if c.fit == "no"
+                else "fits only after evicting idle models")
+    k1, b1 = float(key[1]), float(best_key[1])  # type: ignore[arg-type]
+    if k1 == b1 or k1 - b1 <= _TIE:  # (inf == inf: two unknown latencies tie)
         if best.loaded and not c.loaded:
             return f"as good as {best.key} for {priority}, but {best.key} is already loaded"
         if priority != "speed" and _latency(c) > _latency(best):
             return f"as good as {best.key} for {priority}, but slower ({_fmt_latency(c)})"
         if priority == "speed" and c.quality < best.quality:
             return f"as fast as {best.key}, but lower quality ({c.quality:g})"
+        if priority == "speed" and c.footprint_bytes > best.footprint_bytes:
+            return (f"as fast as {best.key} (both {_fmt_latency(c)}), but larger "
+                    f"({c.footprint_bytes} bytes)")
         return f"as good as {best.key} in every way; the tie goes by name and version"
     if priority == "quality":
         return f"lower quality ({c.quality:g} < {best.quality:g})"

@@ -7,6 +7,7 @@ the manager's facade methods forward here.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -18,24 +19,30 @@ from edged.manager.residency import LoadSpec, Residency
 from edged.manager.shm import ShmRegistry
 from edged.manager.views import CheckView, LoadedView
 
+log = logging.getLogger("edged.serving")
+
 PLATFORMS = {"onnx": "onnxruntime_onnx", "tensorrt": "tensorrt_plan"}
+_FIT = {"admit": "now", "evict": "evict", "reject": "no"}
 
 
 class Serving:
     def __init__(self, manager: Any, *, residency: Residency, pool: Any, shm: ShmRegistry,
                  inspect: Callable[[Path, str | None], Any], observe: Callable[[str, float], None],
-                 record: Callable[[str, int, float, float], None] | None = None,
-                 metrics: Any = None, clock: Callable[[], float] = time.time) -> None:
+                 trace: Any = None,
+                 metrics: Any = None, clock: Callable[[], float] = time.time,
+                 select_mode: str = "hybrid", pins: Mapping[str, str] | None = None) -> None:
         self._m = manager
         self._res = residency
         self._pool = pool
         self._shm = shm
         self._inspect = inspect
         self._observe = observe
-        self._record = record
+        self._trace = trace  # a TraceRecorder, or None when traffic is not recorded
         self._metrics = metrics
         self._clock = clock
         self._latency_ms: dict[str, float] = {}
+        self._select_mode = select_mode
+        self._pins = dict(pins or {})
 
     # -- inference -----------------------------------------------------------------------
     def _servable(self, name: str, version: int | None) -> tuple[Any, int]:
@@ -80,8 +87,16 @@ class Serving:
         ins, out_refs = self._tensors(inputs, output_shm)
         spec = self._m.load_spec(entry, v)
         started = self._clock()
+        self._observe(name, started)  # at arrival, so the preloader learns at once
+        ticket = self._trace.start(started) if self._trace is not None else None
         t0 = time.perf_counter()
-        slot = self._res.acquire(spec, timeout_s)
+        try:
+            slot = self._res.acquire(spec, timeout_s)
+        except BaseException:
+            if ticket is not None:  # it arrived, so it is traffic; it just never ran
+                self._finish_trace(ticket, name, v, None)
+            raise
+        t_run = time.perf_counter()
         ok = False
         try:
             results = self._pool.infer(slot.key, ins, outputs, output_shm=out_refs or None,
@@ -89,15 +104,24 @@ class Serving:
             ok = True
         finally:
             self._res.release(slot)
-            seconds = time.perf_counter() - t0
-            self._observe(name, started)
-            if self._record is not None:
-                self._record(name, v, started, seconds)
+            now = time.perf_counter()
+            if ticket is not None:
+                self._finish_trace(ticket, name, v, now - t_run)
             if self._metrics is not None:
-                self._metrics.observe_request(name, seconds, ok)
+                self._metrics.observe_request(name, now - t0, ok)
+        # selection's measured latency: the inference alone, not a load it may have waited for
+        ms = (now - t_run) * 1e3
         prev = self._latency_ms.get(name)
-        self._latency_ms[name] = seconds * 1e3 if prev is None else 0.9 * prev + 0.1 * seconds * 1e3
+        self._latency_ms[name] = ms if prev is None else 0.9 * prev + 0.1 * ms
         return v, {k: self._shm_result(k, val, output_shm) for k, val in results.items()}
+
+    def _finish_trace(self, ticket: int, name: str, version: int,
+                      seconds: float | None) -> None:
+        """Recording is best effort: a full disk must never fail a request that succeeded."""
+        try:
+            self._trace.finish(ticket, name, version, seconds)
+        except OSError as exc:
+            log.warning("trace recording failed (%s); requests are served as before", exc)
 
     @staticmethod
     def _shm_result(name: str, value: Any, output_shm: Mapping[str, Any]) -> Any:
@@ -159,25 +183,39 @@ class Serving:
 
     # -- selection -----------------------------------------------------------------------
     def select(self, task: str, priority: str, *, max_bytes: int | None,
-               max_latency_ms: float | None) -> selection.Selection:
+               max_latency_ms: float | None, mode: str | None = None,
+               pinned: str | None = None) -> selection.Selection:
+        """Rank the models that can do ``task``; ``mode``/``pinned`` default to the
+        configuration's (``selection.mode``, ``selection.pins``)."""
         loaded = self._res.loaded_keys()
-        memory = self._res.memory()  # one telemetry reading for every candidate
+        entries = self._m.catalog.list()
+        able: list[LoadSpec] = []
+        unservable: dict[str, e.EdgedError] = {}
+        for en in entries:
+            if (en.tier == "storage" or f"{en.name}:{en.active}" in loaded
+                    or task not in en.versions[en.active].tasks):
+                continue
+            try:
+                able.append(self._m.load_spec(en, en.active))
+            except e.EdgedError as exc:  # a missing artifact, another TensorRT: not a choice
+                unservable[f"{en.name}:{en.active}"] = exc
+        fits = self._res.fits(able)  # one telemetry reading for every candidate
         cands = []
-        for entry in self._m.catalog.list():
+        for entry in entries:
             v = entry.versions[entry.active]
+            if task not in v.tasks:  # selection only ever mentions models that do the task
+                continue
             key = f"{entry.name}:{entry.active}"
-            fits = False
-            if entry.tier != "storage" and (task in v.tasks or key in loaded):
-                spec = self._m.load_spec(entry, entry.active)
-                fits = key in loaded or not isinstance(self._res.plan(spec, memory=memory),
-                                                       planner.Reject)
             cands.append(selection.Candidate(
                 name=entry.name, version=entry.active, tasks=tuple(v.tasks), quality=v.quality,
                 latency_ms=self._latency_ms.get(entry.name),
                 footprint_bytes=v.measured_bytes or v.estimated_bytes, loaded=key in loaded,
-                fits_now=fits, tier=entry.tier))
+                fit="now" if key in loaded else _FIT[fits.get(key, "reject")],
+                tier=entry.tier,
+                problem=unservable[key].message if key in unservable else ""))
         return selection.select(task, priority, cands, max_bytes=max_bytes,
-                                max_latency_ms=max_latency_ms)
+                                max_latency_ms=max_latency_ms, mode=mode or self._select_mode,
+                                pinned=pinned or self._pins.get(task))
 
     # -- OIP metadata --------------------------------------------------------------------
     def is_ready(self, name: str, version: int | None) -> bool:
@@ -216,7 +254,9 @@ class Serving:
     # -- shared memory -------------------------------------------------------------------
     def shm_register(self, name: str, key: str, offset: int, byte_size: int,
                      peer: str = "") -> None:
-        self._shm.register(name, key, offset, byte_size)
+        """``peer`` is recorded with the region; it cannot scope anything: gRPC gives every
+        Unix-socket peer the same ``unix:`` (see manager/shm.py)."""
+        self._shm.register(name, key, offset, byte_size, peer=peer)
 
     def shm_unregister(self, name: str) -> None:
         self._shm.unregister(name)

@@ -17,10 +17,13 @@ on a robot: when the file reaches ``max_bytes`` it is rotated to ``path.1`` (rep
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import json
 import math
 import os
 import re
+import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,9 +122,12 @@ def write_trace(path: Path, entries: Iterable[TraceEntry]) -> int:
 class TraceRecorder:
     """Appends the daemon's requests to a JSONL trace, rotating to ``path.1`` when full.
 
-    Thread-safety is the caller's: the daemon records under its own lock (one short write per
-    request). Lines are written whole and flushed, so a crash loses at most the line in flight
-    and the reader sees only complete lines (a torn last line is an error it names).
+    Thread-safe: request threads call ``start`` when a request arrives and ``finish`` when it
+    is done. Lines are stamped with the arrival time and written in arrival order — a request
+    that finishes early waits in a small heap until every request that arrived before it has
+    finished — because the reader (and the replay tool) refuse a trace whose time goes
+    backwards. Lines are written whole and flushed, so a crash loses at most the lines in
+    flight and the reader sees only complete lines (a torn last line is an error it names).
     """
 
     def __init__(self, path: Path, max_bytes: int) -> None:
@@ -131,10 +137,38 @@ class TraceRecorder:
         self.max_bytes = max_bytes
         self._fh: IO[str] | None = None
         self._size = 0
+        self._lock = threading.Lock()
+        self._tickets = itertools.count()
+        self._in_flight: dict[int, float] = {}  # ticket -> arrival time
+        self._done: list[tuple[float, int, str]] = []  # heap of (t, ticket, line)
+        self._last_t = -math.inf
+
+    def start(self, t: float) -> int:
+        """A request arrived at ``t``; returns the ticket to ``finish`` it with."""
+        with self._lock:
+            ticket = next(self._tickets)
+            self._in_flight[ticket] = max(t, self._last_t)
+            self._last_t = self._in_flight[ticket]
+            return ticket
+
+    def finish(self, ticket: int, model: str, version: int | None,
+               duration: float | None = None) -> None:
+        with self._lock:
+            t = self._in_flight.pop(ticket, None)
+            if t is None:
+                return
+            line = TraceEntry(t, model, duration, version).to_json() + "\n"
+            heapq.heappush(self._done, (t, ticket, line))
+            oldest = min(self._in_flight.values(), default=math.inf)
+            while self._done and self._done[0][0] <= oldest:
+                self._write(heapq.heappop(self._done)[2])
 
     def record(self, model: str, version: int | None, t: float,
                duration: float | None = None) -> None:
-        line = TraceEntry(t, model, duration, version).to_json() + "\n"
+        """One finished request at once (callers that know nothing runs concurrently)."""
+        self.finish(self.start(t), model, version, duration)
+
+    def _write(self, line: str) -> None:
         if self._fh is None:
             self._open()
         if self._size > 0 and self._size + len(line) > self.max_bytes:
@@ -150,11 +184,17 @@ class TraceRecorder:
         self._size = self._fh.tell()
 
     def _rotate(self) -> None:
-        self.close()
+        self._close()
         os.replace(self.path, self.path.with_name(self.path.name + ".1"))
         self._open()
 
     def close(self) -> None:
+        with self._lock:
+            while self._done:  # requests that never finished do not hold back the others
+                self._write(heapq.heappop(self._done)[2])
+            self._close()
+
+    def _close(self) -> None:
         if self._fh is not None:
             self._fh.close()
             self._fh = None

@@ -29,6 +29,7 @@ class LoadedView:
     last_used: float
     providers: tuple[str, ...] = ()
     preloaded: bool = False
+    evicting: bool = False  # a victim on its way out: its bytes already went to a new load
 
 
 @dataclass(frozen=True)

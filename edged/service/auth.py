@@ -31,7 +31,8 @@ import hmac
 import logging
 import os
 import stat
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,7 @@ import grpc
 
 from edged import errors as e
 from edged.rpc_errors import to_status
+from edged.service import handlers
 
 log = logging.getLogger("edged.auth")
 
@@ -176,30 +178,15 @@ class AuthInterceptor(grpc.ServerInterceptor):
                 log.info("%s from %s denied: %s", method, context.peer(), denial)
                 context.abort_with_status(to_status(denial))
 
-        return _guarded(handler, guard)
+        @contextmanager
+        def guarded(context: grpc.ServicerContext) -> Iterator[None]:
+            guard(context)  # aborts (raises) when denied; for streams, before the first message
+            yield
+
+        return handlers.wrap(handler, guarded)
 
 
-def _guarded(handler: Any, guard: Callable[[grpc.ServicerContext], None]) -> Any:
-    """The same handler with ``guard(context)`` run before its behaviour, for all four kinds."""
-    kinds = {
-        (False, False): ("unary_unary", grpc.unary_unary_rpc_method_handler),
-        (False, True): ("unary_stream", grpc.unary_stream_rpc_method_handler),
-        (True, False): ("stream_unary", grpc.stream_unary_rpc_method_handler),
-        (True, True): ("stream_stream", grpc.stream_stream_rpc_method_handler),
-    }
-    attr, make = kinds[(bool(handler.request_streaming), bool(handler.response_streaming))]
-    inner = getattr(handler, attr)
-
-    def behaviour(request: Any, context: grpc.ServicerContext) -> Any:
-        guard(context)  # aborts (raises) when denied; for streams, before the first message
-        return inner(request, context)
-
-    return make(behaviour, request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer)
-
-
-# -- secrets and the socket ------------------------------------------------------------------
-def _read_private(path: Path | str, what: str) -> bytes:
+def read_private(path: Path | str, what: str) -> bytes:
     """Read a secret, refusing one that every local user could read or replace."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -221,7 +208,7 @@ def _read_private(path: Path | str, what: str) -> bytes:
 
 def load_token_file(path: Path | str) -> str:
     """The token in ``path`` (surrounding whitespace stripped); refuses world-accessible files."""
-    token = _read_private(path, "token file").decode("utf-8", errors="replace").strip()
+    token = read_private(path, "token file").decode("utf-8", errors="replace").strip()
     if not token:
         raise e.FailedPrecondition(f"token file {path} is empty")
     if any(c.isspace() for c in token):
@@ -233,16 +220,16 @@ def server_credentials(cert: Path | str, key: Path | str,
                        client_ca: Path | str | None = None) -> grpc.ServerCredentials:
     """TLS credentials for the TCP listener; with ``client_ca``, clients must present a
     certificate it signed (mTLS). The private key must not be readable by every user."""
-    key_pem = _read_private(key, "TLS key")
-    cert_pem = _read_pem(cert, "TLS certificate")
-    ca_pem = _read_pem(client_ca, "client CA") if client_ca is not None else None
+    key_pem = read_private(key, "TLS key")
+    cert_pem = read_pem(cert, "TLS certificate")
+    ca_pem = read_pem(client_ca, "client CA") if client_ca is not None else None
     if b"PRIVATE KEY-----" not in key_pem:
         raise e.FailedPrecondition(f"TLS key {key} is not a PEM private key")
     return grpc.ssl_server_credentials([(key_pem, cert_pem)], root_certificates=ca_pem,
                                        require_client_auth=ca_pem is not None)
 
 
-def _read_pem(path: Path | str, what: str) -> bytes:
+def read_pem(path: Path | str, what: str) -> bytes:
     try:
         data = Path(path).read_bytes()
     except OSError as exc:

@@ -21,7 +21,17 @@ from edged.rpc_errors import to_status
 log = logging.getLogger("edged.service")
 
 
-def _abort(context: grpc.ServicerContext, exc: BaseException, method: str) -> None:
+# Told about every domain error a call ends with: (method, request, error). For metrics.
+ErrorHook = Callable[[str, Any, e.EdgedError], None]
+
+
+def _abort(context: grpc.ServicerContext, exc: BaseException, method: str,
+           request: Any = None, on_error: ErrorHook | None = None) -> None:
+    if isinstance(exc, e.EdgedError) and on_error is not None:
+        try:
+            on_error(method, request, exc)
+        except Exception:  # a broken hook must not change the client's answer
+            log.exception("error hook failed for %s", method)
     if isinstance(exc, e.EdgedError):
         if isinstance(exc, e.Internal):
             error_id = uuid.uuid4().hex[:12]
@@ -41,42 +51,51 @@ def _is_grpc_abort(exc: BaseException) -> bool:
     return type(exc).__module__.startswith("grpc")
 
 
-def _wrap_unary(fn: Callable[..., Any], method: str) -> Callable[..., Any]:
+def _wrap_unary(fn: Callable[..., Any], method: str,
+                on_error: ErrorHook | None) -> Callable[..., Any]:
     def handler(request_or_iter: Any, context: grpc.ServicerContext) -> Any:
         try:
             return fn(request_or_iter, context)
         except Exception as exc:
             if _is_grpc_abort(exc) or context.code() is not None:
                 raise
-            _abort(context, exc, method)
+            _abort(context, exc, method, request_or_iter, on_error)
             raise  # pragma: no cover - abort raises
     return handler
 
 
-def _wrap_stream(fn: Callable[..., Iterator[Any]], method: str) -> Callable[..., Iterator[Any]]:
+def _wrap_stream(fn: Callable[..., Iterator[Any]], method: str,
+                 on_error: ErrorHook | None) -> Callable[..., Iterator[Any]]:
     def handler(request_or_iter: Any, context: grpc.ServicerContext) -> Iterator[Any]:
         try:
             yield from fn(request_or_iter, context)
         except Exception as exc:
             if _is_grpc_abort(exc) or context.code() is not None:
                 raise
-            _abort(context, exc, method)
+            _abort(context, exc, method, request_or_iter, on_error)
     return handler
 
 
 class ErrorMappingInterceptor(grpc.ServerInterceptor):
+    """``on_error`` hears of every domain error a call ends with (e.g. to count rejections)."""
+
+    def __init__(self, on_error: ErrorHook | None = None) -> None:
+        self._on_error = on_error
+
     def intercept_service(self, continuation: Callable[..., Any],
                           handler_call_details: grpc.HandlerCallDetails) -> Any:
         handler = continuation(handler_call_details)
         if handler is None:
             return None
-        method = handler_call_details.method
+        method, hook = handler_call_details.method, self._on_error
         if handler.unary_unary:
-            return handler._replace(unary_unary=_wrap_unary(handler.unary_unary, method))
+            return handler._replace(unary_unary=_wrap_unary(handler.unary_unary, method, hook))
         if handler.stream_unary:
-            return handler._replace(stream_unary=_wrap_unary(handler.stream_unary, method))
+            return handler._replace(stream_unary=_wrap_unary(handler.stream_unary, method, hook))
         if handler.unary_stream:
-            return handler._replace(unary_stream=_wrap_stream(handler.unary_stream, method))
+            return handler._replace(unary_stream=_wrap_stream(handler.unary_stream, method,
+                                                              hook))
         if handler.stream_stream:
-            return handler._replace(stream_stream=_wrap_stream(handler.stream_stream, method))
+            return handler._replace(stream_stream=_wrap_stream(handler.stream_stream, method,
+                                                               hook))
         return handler

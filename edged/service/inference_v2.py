@@ -15,6 +15,7 @@ from edged.manager.manager import ModelManager
 from edged.oip import grpc_service_pb2 as oip
 from edged.oip import grpc_service_pb2_grpc as oip_grpc
 from edged.service import tensors
+from edged.service.auth import Transport, transport_of
 
 EXTENSIONS = ["model_repository", "system_shared_memory", "edged"]
 
@@ -29,6 +30,14 @@ def _version(text: str, field: str = "version") -> int | None:
     if v <= 0:
         raise e.InvalidArgument(f"version must be positive, got {v}", field=field)
     return v
+
+
+def _local_only(context: grpc.ServicerContext) -> None:
+    """System shared memory is for processes on this device, over the Unix socket: a TCP peer
+    could otherwise register, read or drop the regions of local clients."""
+    if transport_of(context.peer()) is not Transport.UNIX:
+        raise e.PermissionDenied("system shared memory is only available to clients on the "
+                                 "daemon's local Unix socket")
 
 
 class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
@@ -69,6 +78,8 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
         if not request.model_name:
             raise e.InvalidArgument("model_name is required", field="model_name")
         decoded = tensors.decode(request)
+        if decoded.uses_shm:
+            _local_only(context)
         remaining = context.time_remaining()
         version, results = self._m.infer(
             request.model_name, _version(request.model_version, "model_version"),
@@ -97,6 +108,7 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
     def SystemSharedMemoryRegister(
             self, request: oip.SystemSharedMemoryRegisterRequest,
             context: grpc.ServicerContext) -> oip.SystemSharedMemoryRegisterResponse:
+        _local_only(context)
         self._m.shm_register(request.name, request.key, request.offset, request.byte_size,
                              peer=context.peer())
         return oip.SystemSharedMemoryRegisterResponse()
@@ -104,12 +116,14 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
     def SystemSharedMemoryUnregister(
             self, request: oip.SystemSharedMemoryUnregisterRequest,
             context: grpc.ServicerContext) -> oip.SystemSharedMemoryUnregisterResponse:
+        _local_only(context)
         self._m.shm_unregister(request.name)
         return oip.SystemSharedMemoryUnregisterResponse()
 
     def SystemSharedMemoryStatus(
             self, request: oip.SystemSharedMemoryStatusRequest,
             context: grpc.ServicerContext) -> oip.SystemSharedMemoryStatusResponse:
+        _local_only(context)
         resp = oip.SystemSharedMemoryStatusResponse()
         for r in self._m.shm_status(request.name):
             resp.regions[r.name].CopyFrom(oip.SystemSharedMemoryStatusResponse.RegionStatus(

@@ -7,21 +7,24 @@ from typing import Any
 from edged.manager.views import LoadedView, StatusView
 from edged.v1 import models_pb2, system_pb2
 
-TIER_TO_PB = {"ram": models_pb2.TIER_RAM, "swap": models_pb2.TIER_SWAP,
+TIER_TO_PB: dict[str, models_pb2.Tier] = {"ram": models_pb2.TIER_RAM, "swap": models_pb2.TIER_SWAP,
               "storage": models_pb2.TIER_STORAGE}
-TIER_FROM_PB = {v: k for k, v in TIER_TO_PB.items()}
-STATE_TO_PB = {
+TIER_FROM_PB: dict[int, str] = {v: k for k, v in TIER_TO_PB.items()}
+STATE_TO_PB: dict[str, models_pb2.LoadState] = {
     "unloaded": models_pb2.LOAD_STATE_UNLOADED, "loading": models_pb2.LOAD_STATE_LOADING,
     "ready": models_pb2.LOAD_STATE_READY, "unloading": models_pb2.LOAD_STATE_UNLOADING,
     "failed": models_pb2.LOAD_STATE_FAILED,
 }
-FORMAT_TO_PB = {"onnx": models_pb2.MODEL_FORMAT_ONNX, "tensorrt": models_pb2.MODEL_FORMAT_TENSORRT}
+FORMAT_TO_PB: dict[str, models_pb2.ModelFormat] = {
+    "onnx": models_pb2.MODEL_FORMAT_ONNX, "tensorrt": models_pb2.MODEL_FORMAT_TENSORRT}
 
 
 def loaded_pb(v: LoadedView) -> models_pb2.LoadedModel:
     return models_pb2.LoadedModel(
-        name=v.name, version=v.version, tier=TIER_TO_PB.get(v.tier, 0),
-        state=STATE_TO_PB.get(v.state, 0), footprint_bytes=v.footprint_bytes,
+        name=v.name, version=v.version,
+        tier=TIER_TO_PB.get(v.tier, models_pb2.TIER_UNSPECIFIED),
+        state=STATE_TO_PB.get(v.state, models_pb2.LOAD_STATE_UNSPECIFIED),
+        footprint_bytes=v.footprint_bytes,
         in_flight=v.in_flight, requests=v.requests, worker_pid=v.worker_pid,
         loaded_at=v.loaded_at, last_used=v.last_used, providers=list(v.providers),
         preloaded=v.preloaded)
@@ -86,7 +89,8 @@ def signature_pb(sig: Any) -> models_pb2.Signature:
 def version_pb(name: str, number: int, v: Any, tier: str, active: bool) -> models_pb2.ModelVersion:
     return models_pb2.ModelVersion(
         version=number, sha256=v.sha256, size_bytes=v.size_bytes,
-        format=FORMAT_TO_PB.get(v.format, 0), tier=TIER_TO_PB.get(tier, 0), active=active,
+        format=FORMAT_TO_PB.get(v.format, models_pb2.MODEL_FORMAT_UNSPECIFIED),
+        tier=TIER_TO_PB.get(tier, models_pb2.TIER_UNSPECIFIED), active=active,
         tasks=list(v.tasks), quality=v.quality, providers=list(v.providers),
         precision=v.precision or "", notes=v.notes or "", signature=signature_pb(v.signature),
         estimated_bytes=v.estimated_bytes or 0, measured_bytes=v.measured_bytes or 0,
@@ -98,7 +102,7 @@ def version_pb(name: str, number: int, v: Any, tier: str, active: bool) -> model
 
 def model_pb(entry: Any, loaded: LoadedView | None) -> models_pb2.Model:
     m = models_pb2.Model(name=entry.name, active_version=entry.active,
-                         tier=TIER_TO_PB.get(entry.tier, 0),
+                         tier=TIER_TO_PB.get(entry.tier, models_pb2.TIER_UNSPECIFIED),
                          state=STATE_TO_PB[loaded.state if loaded else "unloaded"])
     for number in sorted(entry.versions):
         active = number == entry.active
@@ -134,11 +138,14 @@ def check_pb(view: Any) -> models_pb2.CheckResponse:
 
 
 def select_pb(sel: Any) -> models_pb2.SelectResponse:
-    resp = models_pb2.SelectResponse(reasons=list(sel.reasons))
+    resp = models_pb2.SelectResponse(reasons=list(sel.reasons), mode=sel.mode)
+    scores = dict(sel.scores)
     if sel.choice is not None:
         resp.choice.CopyFrom(models_pb2.SelectCandidate(
             name=sel.choice.name, version=sel.choice.version,
-            reason="; ".join(sel.reasons[:1]) if sel.reasons else "best match"))
+            reason="; ".join(sel.reasons[:1]) if sel.reasons else "best match",
+            score=scores.get(sel.choice.key, 0.0)))
     for cand, why in sel.runners_up:
-        resp.runners_up.add(name=cand.name, version=cand.version, reason=why)
+        resp.runners_up.add(name=cand.name, version=cand.version, reason=why,
+                            score=scores.get(cand.key, 0.0))
     return resp

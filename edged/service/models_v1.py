@@ -174,7 +174,11 @@ class ModelsServicer(models_pb2_grpc.ModelsServicer):
                context: grpc.ServicerContext) -> mpb.SelectResponse:
         if not request.task:
             raise e.InvalidArgument("task is required", field="task")
+        if request.mode and request.mode not in ("auto", "manual", "hybrid"):
+            raise e.InvalidArgument(f"mode must be auto, manual or hybrid, not {request.mode!r}",
+                                    field="mode")
         sel = self._m.select(request.task, PRIORITY.get(request.priority, "balanced"),
                              max_bytes=request.max_bytes or None,
-                             max_latency_ms=request.max_latency_ms or None)
+                             max_latency_ms=request.max_latency_ms or None,
+                             mode=request.mode or None, pinned=request.pinned or None)
         return messages.select_pb(sel)

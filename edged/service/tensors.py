@@ -34,6 +34,10 @@ class DecodedRequest:
     outputs: list[str] | None
     output_shm: dict[str, ShmParams]
 
+    @property
+    def uses_shm(self) -> bool:
+        return bool(self.output_shm) or any(isinstance(v, tuple) for v in self.inputs.values())
+
 
 def _param(params: Any, key: str) -> Any:
     p = params[key]
@@ -57,12 +61,43 @@ def shm_params(params: Any, where: str) -> ShmParams | None:
     return ShmParams(region, offset, size)
 
 
-def decode(req: oip.ModelInferRequest) -> DecodedRequest:
-    raw = req.raw_input_contents
-    if raw and len(raw) != len(req.inputs):
+def _dtype(t: Any, where: str) -> np.dtype:
+    if t.datatype == "BYTES":
+        raise e.InvalidArgument(f"input '{t.name}': BYTES (string) tensors are not supported by "
+                                "edged's engines yet", field=f"{where}.datatype")
+    try:
+        return numpy_dtype(t.datatype)
+    except ValueError as exc:
+        raise e.InvalidArgument(f"input '{t.name}': {exc}", field=f"{where}.datatype") from None
+
+
+def _typed(t: Any, dtype: np.dtype, shape: tuple[int, ...], where: str) -> np.ndarray:
+    """An input given in ``contents`` (the typed repeated fields)."""
+    field = CONTENTS_FIELD.get(t.datatype)
+    if field is None:
+        raise e.InvalidArgument(f"input '{t.name}': {t.datatype} has no typed contents field in "
+                                "the Open Inference Protocol; send it in raw_input_contents",
+                                field=f"{where}.contents")
+    values = getattr(t.contents, field)
+    count = math.prod(shape)
+    if len(values) != count:
         raise e.InvalidArgument(
-            f"{len(raw)} raw_input_contents for {len(req.inputs)} inputs: send raw contents "
-            "for every input or for none", field="raw_input_contents")
+            f"input '{t.name}': {len(values)} values in contents.{field} but shape "
+            f"{list(shape)} needs {count}", field=f"{where}.contents")
+    try:
+        return np.asarray(values, dtype=dtype)
+    except (OverflowError, ValueError) as exc:
+        raise e.InvalidArgument(f"input '{t.name}': contents.{field} do not fit {t.datatype}: "
+                                f"{exc}", field=f"{where}.contents") from None
+
+
+def decode(req: oip.ModelInferRequest) -> DecodedRequest:
+    """Triton's rules for where an input's data is: shared memory if it has the parameters,
+    else typed ``contents`` if set, else the next ``raw_input_contents`` entry. So the raw
+    entries belong, in order, to the inputs that have neither — tritonclient sends raw
+    contents only for the inputs that are not in shared memory."""
+    raw = req.raw_input_contents
+    next_raw = 0
     inputs: dict[str, Any] = {}
     for i, t in enumerate(req.inputs):
         where = f"inputs[{i}]"
@@ -74,32 +109,36 @@ def decode(req: oip.ModelInferRequest) -> DecodedRequest:
         if any(d < 0 for d in shape):
             raise e.InvalidArgument(f"input '{t.name}': negative dimension in {list(shape)}",
                                     field=f"{where}.shape")
-        try:
-            dtype = numpy_dtype(t.datatype)
-        except ValueError as exc:
-            raise e.InvalidArgument(f"input '{t.name}': {exc}", field=f"{where}.datatype") from None
+        dtype = _dtype(t, where)
         shm = shm_params(t.parameters, where)
         if shm is not None:
             inputs[t.name] = (shm, t.datatype, shape)
             continue
-        count = math.prod(shape)
-        if raw:
-            buf = raw[i]
-            expected = count * dtype.itemsize
+        if t.HasField("contents"):
+            if raw:
+                raise e.InvalidArgument(
+                    f"input '{t.name}': contents must not be set when the request uses "
+                    "raw_input_contents", field=f"{where}.contents")
+            arr = _typed(t, dtype, shape, where)
+        elif next_raw < len(raw):
+            buf = raw[next_raw]
+            expected = math.prod(shape) * dtype.itemsize
             if len(buf) != expected:
                 raise e.InvalidArgument(
                     f"input '{t.name}': {len(buf)} bytes of raw contents but shape {list(shape)} "
-                    f"of {t.datatype} needs {expected}", field=f"raw_input_contents[{i}]")
+                    f"of {t.datatype} needs {expected}", field=f"raw_input_contents[{next_raw}]")
+            next_raw += 1
             arr = np.frombuffer(buf, dtype=dtype)
+        elif math.prod(shape) == 0:
+            arr = np.empty(0, dtype)
         else:
-            values = getattr(t.contents, CONTENTS_FIELD.get(t.datatype, ""), None)
-            if values is None or len(values) != count:
-                got = 0 if values is None else len(values)
-                raise e.InvalidArgument(
-                    f"input '{t.name}': {got} values in contents but shape {list(shape)} needs "
-                    f"{count}", field=f"{where}.contents")
-            arr = np.asarray(values, dtype=dtype)
+            raise e.InvalidArgument(f"input '{t.name}': no data (no shared memory, contents or "
+                                    "raw_input_contents for it)", field=where)
         inputs[t.name] = arr.reshape(shape)
+    if next_raw != len(raw):
+        raise e.InvalidArgument(
+            f"{len(raw)} raw_input_contents but only {next_raw} inputs take raw contents (the "
+            "ones not in shared memory, in order)", field="raw_input_contents")
     outputs = [o.name for o in req.outputs] or None
     output_shm = {}
     for j, o in enumerate(req.outputs):

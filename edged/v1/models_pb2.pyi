@@ -402,16 +402,20 @@ class CheckResponse(_message.Message):
     def __init__(self, decision: _Optional[_Union[Decision, str]] = ..., evict: _Optional[_Iterable[str]] = ..., numbers: _Optional[_Union[_errors_pb2.CapacityRejection, _Mapping]] = ..., reason: _Optional[str] = ..., estimated_bytes: _Optional[int] = ...) -> None: ...
 
 class SelectRequest(_message.Message):
-    __slots__ = ("task", "priority", "max_bytes", "max_latency_ms")
+    __slots__ = ("task", "priority", "max_bytes", "max_latency_ms", "mode", "pinned")
     TASK_FIELD_NUMBER: _ClassVar[int]
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
     MAX_BYTES_FIELD_NUMBER: _ClassVar[int]
     MAX_LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    PINNED_FIELD_NUMBER: _ClassVar[int]
     task: str
     priority: Priority
     max_bytes: int
     max_latency_ms: float
-    def __init__(self, task: _Optional[str] = ..., priority: _Optional[_Union[Priority, str]] = ..., max_bytes: _Optional[int] = ..., max_latency_ms: _Optional[float] = ...) -> None: ...
+    mode: str
+    pinned: str
+    def __init__(self, task: _Optional[str] = ..., priority: _Optional[_Union[Priority, str]] = ..., max_bytes: _Optional[int] = ..., max_latency_ms: _Optional[float] = ..., mode: _Optional[str] = ..., pinned: _Optional[str] = ...) -> None: ...
 
 class SelectCandidate(_message.Message):
     __slots__ = ("name", "version", "reason", "score")
@@ -426,11 +430,13 @@ class SelectCandidate(_message.Message):
     def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., reason: _Optional[str] = ..., score: _Optional[float] = ...) -> None: ...
 
 class SelectResponse(_message.Message):
-    __slots__ = ("choice", "reasons", "runners_up")
+    __slots__ = ("choice", "reasons", "runners_up", "mode")
     CHOICE_FIELD_NUMBER: _ClassVar[int]
     REASONS_FIELD_NUMBER: _ClassVar[int]
     RUNNERS_UP_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
     choice: SelectCandidate
     reasons: _containers.RepeatedScalarFieldContainer[str]
     runners_up: _containers.RepeatedCompositeFieldContainer[SelectCandidate]
-    def __init__(self, choice: _Optional[_Union[SelectCandidate, _Mapping]] = ..., reasons: _Optional[_Iterable[str]] = ..., runners_up: _Optional[_Iterable[_Union[SelectCandidate, _Mapping]]] = ...) -> None: ...
+    mode: str
+    def __init__(self, choice: _Optional[_Union[SelectCandidate, _Mapping]] = ..., reasons: _Optional[_Iterable[str]] = ..., runners_up: _Optional[_Iterable[_Union[SelectCandidate, _Mapping]]] = ..., mode: _Optional[str] = ...) -> None: ...

@@ -44,3 +44,37 @@ def test_tritonclient_runs_the_demo_models(daemon, demo_models, tmp_path, use_sh
     assert report["ready_after_load"] == ["ppocr-det"]
     if use_shm:
         assert report["shm_status"] == ["in0", "out0"]
+
+
+VAD_CHILD = Path(__file__).with_name("triton_vad_child.py")
+
+
+def test_tritonclient_on_a_multi_input_model(daemon, demo_models, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """silero-vad through the unchanged tritonclient: ``input`` in shared memory with ``state``
+    and ``sr`` inline (raw contents for those two only, as Triton accepts), ``stateN`` into
+    shared memory, output selection, a wrong shape, unknown regions."""
+    rng = np.random.default_rng(7)
+    feeds = {"input": rng.standard_normal((1, 512), dtype=np.float32),
+             "state": rng.standard_normal((2, 1, 128), dtype=np.float32) * 0.1,
+             "sr": np.array(16000, dtype=np.int64)}
+    with daemon.client() as c:
+        c.install("vad", demo_models["silero-vad"],
+                  warmup_shapes={"input": (1, 512)})
+    np.savez(tmp_path / "in.npz", **feeds)
+    proc = subprocess.run([sys.executable, str(VAD_CHILD), daemon.target, "vad",
+                           str(tmp_path / "in.npz"), str(tmp_path / "out.npz")],
+                          capture_output=True, text=True, timeout=180, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    got = dict(np.load(tmp_path / "out.npz"))
+    want = run_onnx(demo_models["silero-vad"], feeds)
+    np.testing.assert_array_equal(got["mixed.output"], want["output"])
+    np.testing.assert_array_equal(got["mixed.stateN"], want["stateN"])
+    np.testing.assert_array_equal(got["selected.output"], want["output"])
+    assert report["mixed_outputs"] == ["output", "stateN"]
+    assert report["selected_outputs"] == ["output"]  # only what was asked for
+    assert report["wrong_shape"]["status"] == "StatusCode.INVALID_ARGUMENT"
+    assert "input 'state'" in report["wrong_shape"]["message"]
+    assert report["unregister_unknown"] is None  # success, as Triton answers
+    assert report["status_unknown"]["status"] == "StatusCode.NOT_FOUND"
+    assert report["regions_after"] == []

@@ -125,3 +125,168 @@ def test_signals_stop_cleanly(daemon_factory, sig: str) -> None:  # type: ignore
     d = daemon_factory().start()
     d.signal(getattr(signal, sig))
     assert d.proc is not None and d.proc.wait(30) == 0
+
+
+# -- one daemon per state dir --------------------------------------------------------------
+class SlowUpload:
+    """An install stream over the raw stub that stops after its first chunk until released,
+    so the daemon holds an upload in progress under STATE/tmp."""
+
+    def __init__(self, target: str, data: bytes) -> None:
+        import threading
+
+        from edged.v1 import models_pb2 as mpb
+        from edged.v1 import models_pb2_grpc
+
+        self.release = threading.Event()
+        self.result: list[object] = []
+        self._channel = grpc.insecure_channel(target)
+        stub = models_pb2_grpc.ModelsStub(self._channel)
+        half = len(data) // 2
+
+        def requests():  # type: ignore[no-untyped-def]
+            yield mpb.InstallRequest(header=mpb.InstallHeader(name="slow-upload"))
+            yield mpb.InstallRequest(file=mpb.InstallFile(path="m.onnx",
+                                                          size_bytes=len(data)))
+            yield mpb.InstallRequest(chunk=data[:half])
+            self.release.wait(60)
+            yield mpb.InstallRequest(chunk=data[half:])
+
+        def run() -> None:
+            try:
+                self.result.append(stub.Install(requests(), timeout=90))
+            except grpc.RpcError as exc:
+                self.result.append(exc)
+
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+
+    def finish(self) -> object:
+        self.release.set()
+        self.thread.join(60)
+        self._channel.close()
+        return self.result[0]
+
+
+def _uploads(state_dir: Path, timeout: float = 10.0) -> list[Path]:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = sorted((state_dir / "tmp").glob("upload-*"))
+        if found and any(p.rglob("*") for p in found):
+            return found
+        time.sleep(0.02)
+    raise AssertionError(f"no upload in progress under {state_dir}/tmp")
+
+
+@pytest.mark.parametrize("same_socket", [True, False], ids=["same-socket", "other-socket"])
+def test_second_daemon_on_the_same_state_dir_is_refused_and_repairs_nothing(
+        daemon_factory, tmp_path: Path, same_socket: bool) -> None:  # type: ignore[no-untyped-def]
+    import modelgen
+
+    first = daemon_factory().start()
+    data = modelgen.add_model(tmp_path / "a.onnx").read_bytes()
+    upload = SlowUpload(first.target, data)
+    in_progress = _uploads(first.state_dir)
+    files_before = sorted(p for d in in_progress for p in d.rglob("*"))
+
+    second = daemon_factory()
+    second.state_dir = first.state_dir
+    if same_socket:
+        second.socket = first.socket
+    second.start(wait=False)
+    assert second.proc is not None
+    second.proc.wait(60)
+    assert second.stop(expect_clean=False) == 1
+    log = second.log()
+    assert f"state dir {first.state_dir} is in use by another edged (pid {first.proc.pid})" \
+        in log, log
+    assert "Traceback" not in log
+    assert not second.socket.exists() or same_socket  # the refused one never bound its socket
+
+    # the first daemon's upload in progress is untouched, and completes
+    assert sorted(p for d in in_progress for p in d.rglob("*")) == files_before
+    result = upload.finish()
+    assert not isinstance(result, grpc.RpcError), result
+    with first.client() as c:
+        assert c.health() == "SERVING"
+        assert [m.name for m in c.list_models()] == ["slow-upload"]
+
+
+def test_fsck_repair_refuses_a_state_dir_in_use(daemon) -> None:  # type: ignore[no-untyped-def]
+    res = subprocess.run([sys.executable, "-m", "edged", "--state-dir", str(daemon.state_dir),
+                          "fsck", "--repair"], capture_output=True, text=True, check=False)
+    assert res.returncode == 1
+    assert "is in use by another edged" in res.stderr and "Traceback" not in res.stderr
+
+
+# -- start-up failures that restarting cannot fix: exit 2, one line -----------------------
+def _start_fails(daemon_factory, config: dict) -> str:  # type: ignore[no-untyped-def]
+    d = daemon_factory(config)
+    d.start(wait=False)
+    assert d.proc is not None
+    d.proc.wait(60)
+    code = d.stop(expect_clean=False)
+    log = d.log()
+    assert code == 2, log
+    assert "Traceback" not in log
+    errors = [line for line in log.splitlines() if "config error" in line]
+    assert len(errors) == 1, log
+    assert not d.socket.exists()
+    return errors[0]
+
+
+def _private(path: Path, text: str, mode: int = 0o600) -> Path:
+    path.write_text(text)
+    path.chmod(mode)
+    return path
+
+
+def test_bad_tls_path_is_a_config_error(daemon_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    token = _private(tmp_path / "t.token", "tok\n")
+    line = _start_fails(daemon_factory, {
+        "listen": {"tcp": "127.0.0.1:0", "tls_cert": str(tmp_path / "missing.crt"),
+                   "tls_key": str(tmp_path / "missing.key")},
+        "auth": {"tokens": [{"file": str(token), "scope": "admin"}]}})
+    assert "listen.tls_key: cannot read TLS key" in line
+
+
+def test_world_readable_token_is_a_config_error(daemon_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    token = _private(tmp_path / "t.token", "tok\n", 0o644)
+    line = _start_fails(daemon_factory, {"auth": {"tokens": [{"file": str(token)}]}})
+    assert "auth.tokens[0].file" in line and "chmod o-rwx" in line
+
+
+def test_missing_unix_group_is_a_config_error(daemon_factory) -> None:  # type: ignore[no-untyped-def]
+    line = _start_fails(daemon_factory, {"listen": {"unix_group": "no-such-group-edged"}})
+    assert "listen.unix_group: group 'no-such-group-edged' does not exist" in line
+
+
+def test_budgets_beyond_the_device_are_a_config_error(daemon_factory) -> None:  # type: ignore[no-untyped-def]
+    line = _start_fails(daemon_factory, {"budgets": {"reserve": "1TiB"}})
+    assert "budgets.reserve: 1.0 TiB leaves nothing of the device's memory" in line
+
+
+# -- silent targets: something listens, nothing answers ------------------------------------
+def test_a_socket_nobody_accepts_on_is_unreachable(tmp_path: Path) -> None:
+    path = tmp_path / "silent.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.bind(str(path))
+        s.listen(16)  # the kernel completes connections into the backlog; nobody accepts
+        res = edgectl(f"unix:{path}", "--timeout", "1.5", "status")
+    assert res.returncode == exitcodes.UNREACHABLE, res
+    assert res.stderr.count("\n") == 1 and "silent.sock" in res.stderr, res.stderr
+    assert "no gRPC answer" in res.stderr
+
+
+def test_a_tcp_listener_that_never_answers_is_unreachable() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(16)
+        target = f"127.0.0.1:{s.getsockname()[1]}"
+        res = edgectl(target, "--timeout", "1.5", "--json", "status")
+    assert res.returncode == exitcodes.UNREACHABLE, res
+    err = json.loads(res.stdout)["error"]
+    assert err["exit_code"] == exitcodes.UNREACHABLE and target in err["message"]
+    assert res.stderr.count("\n") == 1, res.stderr

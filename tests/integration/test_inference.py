@@ -105,33 +105,172 @@ def test_capacity_evicts_then_rejects_with_numbers(daemon_factory, tmp_path) -> 
         assert c.health() == "SERVING"
 
 
+def _calibrated_loop(c, x: np.ndarray, seconds: float) -> np.ndarray:  # type: ignore[no-untyped-def]
+    """The loop model's ``n`` for one call of about ``seconds`` on this machine, now."""
+    c.infer("loop", {"x": x, "n": np.array(1)})  # (loads it on demand)
+    n = 20_000
+    t0 = time.perf_counter()
+    c.infer("loop", {"x": x, "n": np.array(n)})
+    return np.array(max(1000, int(n * seconds / max(time.perf_counter() - t0, 1e-3))))
+
+
 def test_killed_worker_fails_only_its_request(client, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    client.install("slow", modelgen.slow_model(tmp_path / "s.onnx", size=512, repeats=512))
+    """SIGKILL while the request is known to run in the worker (a ~1 s call, killed once the
+    daemon has sent it): exactly that request fails, with UNAVAILABLE and a message; the other
+    model serves every request meanwhile; the next request reloads the killed model."""
+    client.install("loop", modelgen.loop_model(tmp_path / "l.onnx"))
     client.install("fast", modelgen.add_model(tmp_path / "f.onnx"))
-    x_slow = np.ones((1, 512), np.float32)
-    x_fast = np.ones((1, 4), np.float32)
-    client.infer("slow", {"x": x_slow})
+    x, x_fast = np.ones((1, 64), np.float32), np.ones((1, 4), np.float32)
     client.infer("fast", {"x": x_fast})
-    pid = client.get_model("slow").loaded.worker_pid
-    errors: list[Exception] = []
+    n = _calibrated_loop(client, x, 1.0)
+    pid = client.get_model("loop").loaded.worker_pid
+    box: dict[str, object] = {}
 
     def call() -> None:
+        t0 = time.monotonic()
         try:
-            client.infer("slow", {"x": x_slow})
-        except Exception as exc:  # noqa: BLE001 - collected and asserted below
-            errors.append(exc)
+            box["result"] = client.infer("loop", {"x": x, "n": n})
+        except Exception as exc:  # noqa: BLE001 - asserted below
+            box["error"] = exc
+        box["seconds"] = time.monotonic() - t0
 
     t = threading.Thread(target=call)
     t.start()
-    time.sleep(0.05)
+    deadline = time.monotonic() + 10
+    # running: the model's slot counts it, and the worker has been busy on it for a while
+    while client.get_model("loop").loaded.in_flight == 0:
+        assert time.monotonic() < deadline, "the request never got in flight"
+        time.sleep(0.005)
+    worker = psutil.Process(pid)
+    cpu0 = sum(worker.cpu_times()[:2])
+    while sum(worker.cpu_times()[:2]) - cpu0 < 0.03:  # it computes: the request runs there
+        assert time.monotonic() < deadline, "the worker never ran the request"
+        time.sleep(0.01)
+    assert t.is_alive()
     os.kill(pid, signal.SIGKILL)
+    fast_failures = []
+    for _ in range(20):  # every other model keeps serving, meanwhile and after
+        try:
+            client.infer("fast", {"x": x_fast})
+        except Exception as exc:  # noqa: BLE001 - counted as a failed request
+            fast_failures.append(exc)
     t.join(30)
-    assert len(errors) <= 1 and all(isinstance(x, e.Unavailable) for x in errors)
-    for _ in range(20):  # every other model keeps serving
-        client.infer("fast", {"x": x_fast})
-    client.infer("slow", {"x": x_slow})  # reloaded on demand
-    assert client.get_model("slow").loaded.worker_pid != pid
+    assert "result" not in box, "the killed request succeeded: the kill came too late"
+    err = box["error"]
+    assert isinstance(err, e.Unavailable | e.Internal), err
+    assert "loop" in str(err) and ("died" in str(err) or "signal" in str(err)), str(err)
+    assert box["seconds"] < 5  # failed at once, not after a timeout  # type: ignore[operator]
+    assert fast_failures == []
+    out = client.infer("loop", {"x": x, "n": np.array(1)})  # reloaded on demand
+    np.testing.assert_allclose(out["y"], np.sin(x * 0.5), rtol=1e-6)
+    assert client.get_model("loop").loaded.worker_pid not in (0, pid)
     assert any(ev.kind == "worker_crash" for ev in client.events())
+
+
+def test_flooded_model_is_bounded_and_other_models_are_served_at_once(
+        daemon, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """With the default config, more concurrent requests to one slow model than there are RPC
+    threads: those beyond its bound (queue_depth + per_model_concurrency) get QUEUE_FULL at
+    once, and a request for another model is answered in its own time meanwhile."""
+    from edged import config
+
+    d = config.Config()
+    bound = d.engines.queue_depth + d.engines.per_model_concurrency
+    flood = d.listen.threads + 6  # more than could ever be held by RPC threads
+    with daemon.client(timeout=120) as c:
+        c.install("loop", modelgen.loop_model(tmp_path / "l.onnx"))
+        c.install("fast", modelgen.add_model(tmp_path / "f.onnx"))
+        x, x_fast = np.ones((1, 64), np.float32), np.ones((1, 4), np.float32)
+        c.infer("fast", {"x": x_fast})
+        n = _calibrated_loop(c, x, 1.0)
+        outcomes: list[tuple[str, float, float]] = []  # (outcome, started, ended)
+        lock = threading.Lock()
+        go = threading.Barrier(flood + 1)
+
+        def call() -> None:
+            go.wait()
+            t0 = time.monotonic()
+            try:
+                c.infer("loop", {"x": x, "n": n})
+                r = "ok"
+            except e.ResourceExhausted as exc:
+                r = f"exhausted:{exc.reason}"
+            except Exception as exc:  # noqa: BLE001 - asserted below
+                r = f"other:{exc!r}"
+            with lock:
+                outcomes.append((r, t0, time.monotonic()))
+
+        threads = [threading.Thread(target=call) for _ in range(flood)]
+        for t in threads:
+            t.start()
+        go.wait()
+        deadline = time.monotonic() + 30
+        while True:  # every request beyond the bound has been answered
+            with lock:
+                rejected = [o for o in outcomes if o[0] != "ok"]
+            if len(rejected) >= flood - bound - 2:
+                break
+            assert time.monotonic() < deadline, outcomes
+            time.sleep(0.01)
+        fast = []
+        for _ in range(3):
+            t0 = time.monotonic()
+            c.infer("fast", {"x": x_fast})
+            fast.append(time.monotonic() - t0)
+        fast_done = time.monotonic()
+        for t in threads:
+            t.join(120)
+    ok = [o for o in outcomes if o[0] == "ok"]
+    rejected = [o for o in outcomes if o[0] != "ok"]
+    assert len(outcomes) == flood
+    assert max(fast) < 0.5, fast  # the other model did not wait for the flood
+    assert all(o[0] == "exhausted:QUEUE_FULL" for o in rejected), rejected
+    assert bound <= len(ok) <= bound + 2, (len(ok), bound)
+    assert max(end - t0 for _, t0, end in rejected) < 1.0  # at once, not after queueing
+    assert max(end for _, _, end in ok) > fast_done + 1.0  # ... which was still running
+
+
+def test_runtime_cap_comes_from_the_tier_budget(daemon_factory, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A swap model's arena is capped by what the swap budget leaves (200 MiB here), not by a
+    fixed 1 GiB: an inference needing ~260 MB fails cleanly and the model keeps serving."""
+    d = daemon_factory({"budgets": {"swap": "200MiB"}}).start()
+    with d.client() as c:
+        c.install("w", modelgen.weights_model(tmp_path / "w.onnx", 8 << 20))
+        assert c.infer("w", {"x": np.ones((1, 64), np.float32)})["y"].shape == (1, 1)
+        with pytest.raises(e.ResourceExhausted, match="memory_limit_bytes"):
+            c.infer("w", {"x": np.ones((2000, 64), np.float32)})  # 2000 x 32768 floats
+        assert c.infer("w", {"x": np.ones((4, 64), np.float32)})["y"].shape == (4, 1)
+        assert c.health() == "SERVING"
+
+
+def test_footprint_follows_real_inferences(client, demo_models) -> None:  # type: ignore[no-untyped-def]
+    """ppocr-det is measured after a 64x64 warm-up; after one 640x640 frame its worker holds
+    ~70 MB more, and the daemon accounts it within a few seconds (the loaded footprint, or the
+    version's measured bytes that the planner uses from the next load on)."""
+    client.install("ppocr-det", demo_models["ppocr-det"])
+    client.load("ppocr-det")
+    first = client.get_model("ppocr-det").loaded.footprint_bytes
+    x = np.random.default_rng(0).random((1, 3, 640, 640), dtype=np.float32)
+    client.infer("ppocr-det", {"x": x})
+    deadline = time.monotonic() + 15
+    while True:
+        m = client.get_model("ppocr-det")
+        seen = max(m.loaded.footprint_bytes, *(v.measured_bytes for v in m.versions))
+        if seen > first + (20 << 20):
+            break
+        assert time.monotonic() < deadline, (first, seen)
+        time.sleep(0.2)
+
+
+def test_worker_groups_from_the_config(daemon_factory, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    d = daemon_factory({"engines": {"worker_groups": {"pair": ["a", "b"]}}}).start()
+    with d.client() as c:
+        x = np.zeros((1, 4), np.float32)
+        for name in ("a", "b", "c"):
+            c.install(name, modelgen.add_model(tmp_path / f"{name}.onnx"))
+            assert c.infer(name, {"x": x})["y"][0, 0] == 1
+        pid = {n: c.get_model(n).loaded.worker_pid for n in ("a", "b", "c")}
+    assert pid["a"] == pid["b"] != pid["c"]
 
 
 def test_unload_ends_the_worker(client, tmp_path) -> None:  # type: ignore[no-untyped-def]

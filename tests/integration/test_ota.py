@@ -35,6 +35,11 @@ def test_ota_commits_a_good_version(daemon, tmp_path) -> None:  # type: ignore[n
     v2 = modelgen.add_model(tmp_path / "v2.onnx", offset=2.0)
     code, out = run_ota(daemon.target, "install", "adder", str(v1), "--sha256", sha(v1))
     assert code == ota.COMMITTED and out["ok"] and out["version"] == 1
+    with daemon.client() as c:  # a first version goes to swap (the default), loaded and probed
+        m = c.get_model("adder")
+        assert m.tier == 2 and m.active_version == 1
+        assert any(v.name == "adder" and v.version == 1 for v in c.status().loaded)
+        assert any(ev.kind == "load" and ev.model == "adder" for ev in c.events())
     code, out = run_ota(daemon.target, "install", "adder", str(v2), "--sha256", sha(v2))
     assert code == ota.COMMITTED, out
     assert out["previous_version"] == 1 and out["version"] == 2
@@ -42,6 +47,38 @@ def test_ota_commits_a_good_version(daemon, tmp_path) -> None:  # type: ignore[n
         m = c.get_model("adder")
         assert m.active_version == 2
         assert {v.version for v in m.versions} == {1, 2}  # previous kept for rollback
+
+
+def test_ota_first_version_goes_to_the_requested_tier(daemon, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    v1 = modelgen.add_model(tmp_path / "v1.onnx", offset=1.0)
+    code, out = run_ota(daemon.target, "install", "pinned", str(v1), "--sha256", sha(v1),
+                        "--tier", "ram")
+    assert code == ota.COMMITTED, out
+    with daemon.client() as c:
+        assert c.get_model("pinned").tier == 1  # ram
+        assert any(v.name == "pinned" and v.tier == 1 for v in c.status().loaded)
+
+
+def test_ota_first_version_that_does_not_load_leaves_nothing(daemon, tmp_path,  # type: ignore[no-untyped-def]
+                                                             demo_models) -> None:
+    vad = demo_models["silero-vad"]  # its warm-up fails with the default input
+    code, out = run_ota(daemon.target, "install", "vad", str(vad), "--sha256", sha(vad))
+    assert code == ota.TEST_LOAD and out["stage"] == "test-load", out
+    with daemon.client() as c:
+        assert c.list_models() == []
+    assert list((daemon.state_dir / "store").iterdir()) == []
+
+
+def test_ota_of_the_active_file_again_changes_nothing(daemon, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    v1 = modelgen.add_model(tmp_path / "v1.onnx", offset=1.0)
+    assert run_ota(daemon.target, "install", "adder", str(v1), "--sha256", sha(v1))[0] == 0
+    code, out = run_ota(daemon.target, "install", "adder", str(v1), "--sha256", sha(v1))
+    assert code == ota.COMMITTED and out["already_installed"] and out["version"] == 1
+    assert any("already installed as version 1" in s for s in out["steps"])
+    code, _ = run_ota(daemon.target, "rollback", "adder", "--version", "1", "--previous", "1")
+    assert code == ota.COMMITTED
+    with daemon.client() as c:
+        assert [v.version for v in c.get_model("adder").versions] == [1]
 
 
 def test_ota_checksum_mismatch_installs_nothing(daemon, tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -101,11 +138,32 @@ def test_mender_update_module_with_a_real_artifact(daemon, tmp_path, demo_models
     install = state("ArtifactInstall")
     assert install.returncode == 0, install.stderr
     with daemon.client() as c:
-        assert c.get_model("ppocr-cls").active_version == 1
+        m = c.get_model("ppocr-cls")
+        assert m.active_version == 1 and m.tier == 2  # the meta-data's tier: swap
+        assert any(v.name == "ppocr-cls" for v in c.status().loaded)  # test-loaded, probed
     assert state("ArtifactCommit").returncode == 0
     assert state("Cleanup").returncode == 0
+    # the same artifact again: already installed, and rolling that back changes nothing
+    again = unpack_like_mender(artifact, tmp_path / "again")
+    for step in ("ArtifactInstall", "ArtifactRollback"):
+        assert subprocess.run([str(module), step, str(again)], env=env, capture_output=True,
+                              timeout=180, check=False).returncode == 0
+    with daemon.client() as c:
+        assert [v.version for v in c.get_model("ppocr-cls").versions] == [1]
     # a second artifact, then Mender decides to roll back (e.g. its own health check failed)
-    files2 = unpack_like_mender(artifact, tmp_path / "work2")
+    import onnx
+
+    proto = onnx.load(str(model))
+    proto.doc_string = "retrained"
+    model2 = tmp_path / "cls-2.onnx"
+    onnx.save(proto, str(model2))
+    meta.write_text(json.dumps({"name": "ppocr-cls", "sha256": sha(model2), "tier": "swap",
+                                "warmup": ["x=1x3x48x192"]}))
+    artifact2 = tmp_path / "cls2.mender"
+    subprocess.run(["mender-artifact", "write", "module-image", "-T", "edged-model", "-n",
+                    "cls-2", "-t", "jetson-orin-nano", "-o", str(artifact2), "-f", str(model2),
+                    "-m", str(meta)], check=True, capture_output=True)
+    files2 = unpack_like_mender(artifact2, tmp_path / "work2")
     assert subprocess.run([str(module), "ArtifactInstall", str(files2)], env=env,
                           capture_output=True, timeout=180, check=False).returncode == 0
     with daemon.client() as c:

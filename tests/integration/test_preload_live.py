@@ -4,6 +4,7 @@ next one already loaded (preload hits in the event stream); selection and events
 from __future__ import annotations
 
 import json
+import select
 import subprocess
 import sys
 import time
@@ -62,11 +63,43 @@ def test_select_and_events_through_edgectl(daemon, demo_models) -> None:  # type
         time.sleep(1.0)
         with daemon.client() as c:
             c.load("cls-a")
+        ready, _, _ = select.select([follow.stdout], [], [], 30)
+        assert ready, "edgectl events --follow printed nothing within 30 s of a load"
         line = follow.stdout.readline()  # type: ignore[union-attr]
         assert " load " in line and "cls-a" in line
     finally:
         follow.terminate()
         follow.wait(10)
+
+
+def test_selection_modes_and_pins_through_edgectl(daemon_factory, demo_models) -> None:  # type: ignore[no-untyped-def]
+    d = daemon_factory({"selection": {"mode": "hybrid",
+                                      "pins": {"ocr.classify": "cls-a"}}}).start()
+    with d.client() as c:
+        c.install("cls-a", demo_models["ppocr-cls"], tasks=["ocr.classify"], quality=0.6)
+        c.install("cls-b", demo_models["ppocr-cls"], tasks=["ocr.classify"], quality=0.9)
+        c.install("cls-old", demo_models["ppocr-cls"], tasks=["ocr.classify"], quality=1.0,
+                  tier="storage")
+
+    def select_json(*args: str) -> tuple[int, dict]:  # type: ignore[type-arg]
+        res = edgectl(d.target, "--json", "select", "--task", "ocr.classify", "--priority",
+                      "quality", *args)
+        return res.returncode, json.loads(res.stdout)
+
+    code, sel = select_json()  # hybrid with the configured pin: the pin wins
+    assert code == 0 and sel["choice"]["name"] == "cls-a" and sel["mode"] == "hybrid"
+    assert "pinned" in sel["reasons"][0]
+    code, sel = select_json("--mode", "auto")  # auto ignores pins: the best quality serves
+    assert code == 0 and sel["choice"]["name"] == "cls-b"
+    assert sel["choice"]["score"] == 0.9
+    code, sel = select_json("--pin", "cls-old")  # a pin in storage: hybrid falls back
+    assert code == 0 and sel["choice"]["name"] == "cls-b"
+    assert "storage tier" in sel["reasons"][0]
+    code, sel = select_json("--mode", "manual", "--pin", "cls-old")  # manual: no answer
+    assert code == 5 and not sel.get("choice", {}).get("name")
+    assert "manual mode: no answer" in sel["reasons"][0]
+    res = edgectl(d.target, "select", "--task", "ocr.classify", "--mode", "manual")
+    assert res.returncode == 0 and res.stdout.startswith("cls-a v1:")
 
 
 def test_live_traffic_is_recorded_and_replays(daemon_factory, tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -97,3 +130,57 @@ def test_live_traffic_is_recorded_and_replays(daemon_factory, tmp_path) -> None:
     for policy in ("lru", "edged", "optimal"):
         assert set(out["policies"][policy]) >= {"hit_rate", "cold_loads", "stall_s",
                                                 "bytes_loaded", "wasted_preloads"}
+
+
+def test_recording_under_concurrent_clients_fails_nothing(daemon_factory, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Four clients at once with a tiny trace file that rotates under them: no request fails,
+    and every trace file the daemon leaves reads back in time order."""
+    import threading
+
+    from edged.manager.traces import read_trace
+
+    trace = tmp_path / "live.jsonl"
+    d = daemon_factory({"trace": {"path": str(trace), "max_bytes": 400}}).start()
+    x = np.ones((1, 64), np.float32)
+    errors: list[BaseException] = []
+    with d.client() as c:
+        for name in ("a", "b"):
+            c.install(name, modelgen.weights_model(tmp_path / f"{name}.onnx", 1 << 20))
+
+    def client(i: int) -> None:
+        with d.client() as c:
+            for k in range(25):
+                try:
+                    c.infer("ab"[(i + k) % 2], {"x": x})
+                except BaseException as exc:  # noqa: BLE001 - counted and asserted below
+                    errors.append(exc)
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(120)
+    d.stop()
+    assert errors == []
+    for f in (trace, trace.with_name("live.jsonl.1")):
+        entries = read_trace(f)  # raises on time going backwards or a torn line
+        assert entries and all(e.model in ("a", "b") for e in entries)
+
+
+def test_switch_and_reload_events_through_the_daemon(daemon_factory, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Through the real daemon: a version switch and a SIGHUP reload appear in the stream."""
+    import signal
+
+    d = daemon_factory().start()
+    with d.client() as c:
+        c.install("m", modelgen.add_model(tmp_path / "m1.onnx", offset=1.0))
+        c.install("m", modelgen.add_model(tmp_path / "m2.onnx", offset=2.0), activate=False)
+        c.activate("m", 2)
+        d.signal(signal.SIGHUP)
+        deadline = time.monotonic() + 20
+        while not any(e.kind == "manifest_reload" for e in c.events()):
+            assert time.monotonic() < deadline, "no manifest_reload event after SIGHUP"
+            time.sleep(0.1)
+        events = {e.kind: e for e in c.events()}
+    assert events["version_switch"].model == "m" and events["version_switch"].version == 2
+    assert events["manifest_reload"].details["ok"] == "true"

@@ -4,9 +4,13 @@ metrics, a bounded flood, SIGHUP manifest reloads, journald-style logs."""
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -16,6 +20,7 @@ import modelgen
 import numpy as np
 import pytest
 from conftest_certs import make_pki
+from daemon_harness import DaemonProcess
 from prometheus_client.parser import text_string_to_metric_families
 
 from edged import errors as e
@@ -154,7 +159,8 @@ def test_prometheus_metrics(daemon_factory, tmp_path) -> None:  # type: ignore[n
 
 
 def test_bounded_flood_gets_resource_exhausted(daemon_factory, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    d = daemon_factory({"listen": {"max_concurrent_rpcs": 4, "threads": 8}}).start()
+    d = daemon_factory({"listen": {"max_concurrent_rpcs": 4, "threads": 8},
+                        "engines": {"queue_depth": 4}}).start()  # (6 per model < 8 threads)
     with d.client() as c:
         c.install("slow", modelgen.slow_model(tmp_path / "s.onnx", size=512, repeats=256))
         c.load("slow")
@@ -218,3 +224,265 @@ def test_logs_are_journald_friendly_under_systemd(daemon_factory) -> None:  # ty
     lines = [line for line in d.log().splitlines() if line and not line.startswith("edged ")]
     assert lines and all(re.match(r"<[0-7]>", line) for line in lines), lines
     assert not any(re.match(r"<\d>\d{4}-\d\d-\d\d", line) for line in lines)  # no timestamps
+
+
+# -- start-up: the ram tier and systemd's start timeout -------------------------------------
+class Notifications:
+    """The receiving end of $NOTIFY_SOCKET: every line, with the wall-clock time it came."""
+
+    def __init__(self, path: Path) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.settimeout(0.1)
+        self.lines: list[tuple[float, str]] = []
+
+    def until(self, line: str, timeout: float) -> float:
+        """Collect until ``line`` arrives; its arrival time."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                msg = self.sock.recv(4096).decode()
+            except TimeoutError:
+                continue
+            now = time.time()
+            self.lines += [(now, part) for part in msg.split("\n")]
+            if line in msg.split("\n"):
+                return now
+        raise AssertionError(f"no {line} within {timeout}s: {self.lines}")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_start_timeout_is_extended_while_the_ram_tier_loads(daemon_factory, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    first = DaemonProcess().start()  # installs the ram-tier model; the next one restarts on it
+    with first.client() as c:
+        c.install("pinned", modelgen.weights_model(tmp_path / "w.onnx", 8 << 20), tier="ram")
+    first.stop()
+    listener = Notifications(tmp_path / "notify.sock")
+    try:
+        d = daemon_factory(root=first.root, env={"NOTIFY_SOCKET": str(tmp_path / "notify.sock")})
+        d.start(wait=False)
+        ready_at = listener.until("READY=1", 60)
+        d.wait_serving(30)
+        with d.client() as c:
+            loaded = c.get_model("pinned").loaded
+            loads = [ev for ev in c.events() if ev.kind == "load" and ev.model == "pinned"]
+    finally:
+        listener.close()
+    lines = [line for _, line in listener.lines]
+    assert "STATUS=loading the ram tier" in lines
+    extend = [i for i, line in enumerate(lines) if line.startswith("EXTEND_TIMEOUT_USEC=")]
+    assert extend and extend[0] < lines.index("READY=1"), lines
+    assert int(lines[extend[0]].split("=")[1]) >= 10_000_000  # a window, in microseconds
+    assert loaded.state == 3 and loaded.worker_pid > 0  # LOAD_STATE_READY at READY=1
+    assert loads and loads[0].time <= ready_at  # loaded before systemd heard READY=1
+
+
+# -- stopping: a drain, not a slammed door ---------------------------------------------------
+def _workers_of(pid: int) -> list[int]:
+    import psutil
+
+    return [p.pid for p in psutil.Process(pid).children(recursive=True)]
+
+
+def _gone(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def test_drain_answers_not_serving_and_stopping_while_the_call_in_flight_finishes(
+        daemon_factory, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    d = daemon_factory({"stop_grace_s": 30}).start()
+    x = np.ones((1, 64), np.float32)
+    with d.client(timeout=60) as c:
+        c.install("loop", modelgen.loop_model(tmp_path / "loop.onnx"))
+        c.install("adder", modelgen.add_model(tmp_path / "a.onnx"))
+        c.load("loop")
+        c.load("adder")
+        t0 = time.monotonic()
+        c.infer("loop", {"x": x, "n": np.array(20_000, np.int64)})
+        per_iteration = (time.monotonic() - t0) / 20_000
+        n = int(min(4.0 / per_iteration, 50_000_000))  # about 4 s in flight
+        assert d.proc is not None
+        workers = _workers_of(d.proc.pid)
+        assert workers
+        box: dict[str, object] = {}
+
+        def slow_call() -> None:
+            try:
+                box["result"] = c.infer("loop", {"x": x, "n": np.array(n, np.int64)})
+            except e.EdgedError as exc:
+                box["result"] = exc
+
+        slow = threading.Thread(target=slow_call)
+        slow.start()
+        deadline = time.monotonic() + 10
+        while not c.get_model("loop").loaded.in_flight:
+            assert time.monotonic() < deadline, "the slow call never got in flight"
+            time.sleep(0.01)
+        d.signal(signal.SIGTERM)
+        with d.client(timeout=5) as other:
+            deadline = time.monotonic() + 3
+            while other.health() != "NOT_SERVING":
+                assert time.monotonic() < deadline, "health never said NOT_SERVING"
+                time.sleep(0.02)
+            with pytest.raises(e.Unavailable) as refused:
+                other.infer("adder", {"x": np.ones((1, 4), np.float32)})
+            assert refused.value.reason == "STOPPING", refused.value
+            with pytest.raises(e.Unavailable) as status:
+                other.status()
+            assert status.value.reason == "STOPPING"
+            assert slow.is_alive()  # all of this happened during the drain
+        slow.join(60)
+    assert isinstance(box.get("result"), dict), box
+    assert d.stop() == 0
+    assert all(_gone(pid) for pid in workers), workers
+
+
+# -- TCP + TLS through edgectl ---------------------------------------------------------------
+def _edgectl(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "GRPC_VERBOSITY"}
+    return subprocess.run([sys.executable, "-m", "edged.cli.main", *args], capture_output=True,
+                          text=True, timeout=60, check=False, env=env)
+
+
+def test_edgectl_over_tcp_with_tls_ca_and_token_file(daemon_factory, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from edged.cli import exitcodes
+
+    pki = make_pki(tmp_path / "pki")
+    other_ca = make_pki(tmp_path / "other", "another CA").ca_cert
+    admin = _secret(tmp_path / "admin.token", "admin-secret-1")
+    infer = _secret(tmp_path / "infer.token", "infer-secret-2")
+    port = free_port()
+    daemon_factory({
+        "listen": {"tcp": f"127.0.0.1:{port}", "tls_cert": str(pki.server_cert),
+                   "tls_key": str(pki.server_key)},
+        "auth": {"tokens": [{"file": str(admin), "scope": "admin"},
+                            {"file": str(infer), "scope": "infer"}]}}).start()
+    model = modelgen.add_model(tmp_path / "a.onnx")
+    tcp = ("--target", f"127.0.0.1:{port}", "--timeout", "5")
+    res = _edgectl(*tcp, "--tls-ca", str(pki.ca_cert), "--token-file", str(infer), "--json",
+                   "status")
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["state"] == "serving"
+    res = _edgectl(*tcp, "--tls-ca", str(pki.ca_cert), "--token-file", str(infer),
+                   "install", "adder", str(model))
+    assert res.returncode == exitcodes.BY_CODE[e.Code.PERMISSION_DENIED], res.stderr
+    res = _edgectl(*tcp, "--tls-ca", str(pki.ca_cert), "--token-file", str(admin),
+                   "install", "adder", str(model))
+    assert res.returncode == 0, res.stderr
+    res = _edgectl(*tcp, "--tls-ca", str(pki.ca_cert), "--token-file", str(admin), "--json",
+                   "models")
+    assert res.returncode == 0 and "adder" in res.stdout, res.stderr
+    res = _edgectl(*tcp, "--tls-ca", str(pki.ca_cert), "status")  # TLS but no token
+    assert res.returncode == exitcodes.BY_CODE[e.Code.UNAUTHENTICATED], res.stderr
+    for wrong in ((), ("--tls-ca", str(other_ca))):  # plaintext; a CA that did not sign it
+        res = _edgectl(*tcp, *wrong, "--token-file", str(admin), "status")
+        assert res.returncode == exitcodes.UNREACHABLE, (wrong, res.stderr)
+        assert "TLS handshake failed: check --tls-ca" in res.stderr, res.stderr
+        assert res.stderr.count("\n") == 1, res.stderr  # no gRPC core log lines
+
+
+# -- limits ----------------------------------------------------------------------------------
+def test_an_oversized_request_is_resource_exhausted_and_the_daemon_serves_on(
+        daemon_factory, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    d = daemon_factory({"listen": {"max_message_bytes": "256KiB"}}).start()
+    width = 32 << 10  # one row: 128 KiB of float32
+    with d.client(shm_threshold=None) as c:  # through gRPC, not shared memory
+        c.install("wide", modelgen.add_model(tmp_path / "w.onnx", width=width))
+        with pytest.raises(e.ResourceExhausted) as info:
+            c.infer("wide", {"x": np.ones((4, width), np.float32)})  # 512 KiB
+        assert str(256 << 10) in str(info.value), info.value  # the daemon's limit, named
+        assert c.infer("wide", {"x": np.ones((1, width), np.float32)})["y"][0, 0] == 2.0
+        assert c.health() == "SERVING"
+
+
+def test_rejections_are_counted_by_reason(daemon_factory, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    d = daemon_factory({"metrics": {"port": 0},
+                        "listen": {"max_concurrent_rpcs": 6, "threads": 16},
+                        "engines": {"queue_depth": 1, "per_model_concurrency": 1}}).start()
+    with d.client() as c:
+        c.install("slow", modelgen.slow_model(tmp_path / "s.onnx", size=512, repeats=256))
+        c.load("slow")
+    outcomes: list[str] = []
+    lock = threading.Lock()
+    x = np.ones((1, 512), np.float32)
+    start = threading.Barrier(24)
+
+    def call() -> None:
+        with d.client(timeout=60) as cl:
+            start.wait()
+            try:
+                cl.infer("slow", {"x": x})
+                r = "ok"
+            except e.ResourceExhausted as exc:
+                r = exc.reason
+            except e.EdgedError as exc:
+                r = f"other: {exc!r}"
+        with lock:
+            outcomes.append(r)
+
+    threads = [threading.Thread(target=call) for _ in range(24)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    counts = {r: outcomes.count(r) for r in set(outcomes)}
+    assert set(counts) <= {"ok", "QUEUE_FULL", "RESOURCE_EXHAUSTED"}, counts
+    assert counts.get("QUEUE_FULL") and counts.get("RESOURCE_EXHAUSTED"), counts
+    m = re.search(r"metrics on http://127\.0\.0\.1:(\d+)/metrics", d.log())
+    assert m, d.log()
+    text = urllib.request.urlopen(f"http://127.0.0.1:{m.group(1)}/metrics", timeout=5).read()
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for fam in text_string_to_metric_families(text.decode()) for s in fam.samples}
+    assert samples[("edged_rejections_total", (("reason", "queue_full"), ("tier", "swap")))] \
+        == counts["QUEUE_FULL"]
+    assert samples[("edged_rejections_total", (("reason", "concurrency_limit"), ("tier", "")))] \
+        == counts["RESOURCE_EXHAUSTED"]  # grpc's own refusals (no edged ErrorInfo)
+
+
+# -- unexpected errors: INTERNAL with an id that is in the log, on one line ------------------
+def test_internal_error_id_is_in_the_daemon_log_on_one_line(daemon_factory) -> None:  # type: ignore[no-untyped-def]
+    d = daemon_factory(env={"EDGED_TEST_FAULT": "/edged.v1.System/Status"}).start()
+    with d.client() as c:
+        with pytest.raises(e.Internal) as info:
+            c.status()
+        assert c.health() == "SERVING"
+        assert c.list_models() == []  # only the named method fails
+    error_id = getattr(info.value, "error_id", "")
+    assert re.fullmatch(r"[0-9a-f]{12}", error_id), info.value
+    assert error_id in str(info.value) and "Traceback" not in str(info.value)
+    d.stop()
+    lines = [line for line in d.log().splitlines() if error_id in line]
+    assert len(lines) == 1, d.log()
+    assert "Traceback (most recent call last):" in lines[0]  # the traceback, escaped inline
+    assert "RuntimeError: fault injected by EDGED_TEST_FAULT" in lines[0]
+
+
+def test_onnxruntime_errors_do_not_reach_the_log_in_colour(daemon_factory, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [3])
+    shape = numpy_helper.from_array(np.array([3], np.int64), "shape")
+    graph = helper.make_graph([helper.make_node("Reshape", ["x", "shape"], ["y"])], "bad",
+                              [x], [y], [shape])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path / "reshape.onnx"
+    onnx.save_model(model, str(path))  # valid, but no [batch, 4] input reshapes to [3]
+    d = daemon_factory().start()
+    with d.client() as c:
+        c.install("bad", path)
+        with pytest.raises(e.EdgedError) as info:
+            c.load("bad")
+        assert "Reshape" in str(info.value) or "reshape" in str(info.value).lower()
+    d.stop()
+    assert "\x1b[" not in d.log()
+    assert not any("[E:onnxruntime" in line for line in d.log().splitlines())

@@ -239,3 +239,47 @@ def test_a_corrupt_artifact_is_never_served(daemon, demo_models) -> None:  # typ
         assert "corrupt" in str(info.value)
         assert any(ev.kind == "corrupt" for ev in c.events())
         assert c.health() == "SERVING"
+
+
+def test_bit_rot_after_a_verified_load_is_caught_on_the_next_load(daemon, demo_models) -> None:  # type: ignore[no-untyped-def]
+    """A blob verified once, then flipped in place with its size and mtime kept (bit rot on
+    flash): the next load after an unload must refuse it, with no restart in between."""
+    import os
+
+    import numpy as np
+
+    x = {"x": np.zeros((1, 3, 48, 192), np.float32)}
+    with daemon.client() as c:
+        c.install("cls", demo_models["ppocr-cls"])
+        c.infer("cls", x)  # loaded and verified
+        c.unload("cls")
+        blob = daemon.state_dir / "store" / sha256(demo_models["ppocr-cls"]) / "model.onnx"
+        st = blob.stat()
+        raw = bytearray(blob.read_bytes())
+        raw[-5000] ^= 0x01
+        blob.write_bytes(bytes(raw))
+        os.utime(blob, ns=(st.st_atime_ns, st.st_mtime_ns))
+        with pytest.raises(e.DataLoss):
+            c.infer("cls", x)
+        assert c.health() == "SERVING"
+
+
+def test_ram_to_swap_move_keeps_the_swap_budget(daemon_factory, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A loaded ram model moving to swap must fit the swap budget like a load: the idle swap
+    model it displaces is evicted, and swap never shows more than its budget."""
+    import modelgen
+
+    d = daemon_factory({"budgets": {"ram": "300MiB", "swap": "100MiB"},
+                        "preload": {"enabled": False}}).start()
+    with d.client() as c:
+        c.install("a", modelgen.weights_model(tmp_path / "a.onnx", 50 << 20, seed=1))
+        c.load("a")
+        c.install("b", modelgen.weights_model(tmp_path / "b.onnx", 50 << 20, seed=2),
+                  tier="ram")
+        assert {m.name for m in c.status().loaded} == {"a", "b"}
+        c.set_tier("b", "swap")
+        st = c.status()
+        swap = next(t for t in st.tiers if t.tier == 2)
+        assert swap.used_bytes <= swap.budget_bytes
+        assert {m.name for m in st.loaded} == {"b"}
+        assert any(ev.kind == "evict" and ev.model == "a" for ev in c.events())

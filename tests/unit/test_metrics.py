@@ -48,6 +48,9 @@ def test_every_metric_over_http(metrics: tuple[Metrics, MetricsServer]) -> None:
     m.count_load("ppocr-det", "preload")
     m.eviction("ppocr-rec", "capacity")
     m.rejection("swap")
+    m.rejection("swap", "queue_full")
+    m.rejection("", "concurrency_limit")
+    m.rejection("", "concurrency_limit")
     m.preload_hit()
     m.preload_wasted()
     m.worker_restart("ppocr-det")
@@ -70,7 +73,9 @@ def test_every_metric_over_http(metrics: tuple[Metrics, MetricsServer]) -> None:
     assert value(s, "edged_loads_total", model="silero-vad", kind="demand") == 1
     assert value(s, "edged_loads_total", model="ppocr-det", kind="preload") == 2
     assert value(s, "edged_evictions_total", model="ppocr-rec", reason="capacity") == 1
-    assert value(s, "edged_rejections_total", tier="swap") == 1
+    assert value(s, "edged_rejections_total", tier="swap", reason="capacity") == 1
+    assert value(s, "edged_rejections_total", tier="swap", reason="queue_full") == 1
+    assert value(s, "edged_rejections_total", tier="", reason="concurrency_limit") == 2
     assert value(s, "edged_preload_hits_total") == 1
     assert value(s, "edged_preload_wasted_total") == 1
     assert value(s, "edged_worker_restarts_total", model="ppocr-det") == 1
@@ -101,8 +106,9 @@ def test_registries_are_independent_and_not_the_global_one() -> None:
     a, b = Metrics(), Metrics()  # a second daemon in the same process must not collide
     a.rejection("ram")
     assert a.registry is not REGISTRY and a.registry is not b.registry
-    assert a.registry.get_sample_value("edged_rejections_total", {"tier": "ram"}) == 1
-    assert b.registry.get_sample_value("edged_rejections_total", {"tier": "ram"}) is None
+    labels = {"tier": "ram", "reason": "capacity"}
+    assert a.registry.get_sample_value("edged_rejections_total", labels) == 1
+    assert b.registry.get_sample_value("edged_rejections_total", labels) is None
     assert REGISTRY.get_sample_value("edged_preload_hits_total") is None
 
 
@@ -117,6 +123,8 @@ def test_a_given_registry_is_used() -> None:
 def test_unknown_load_kind_is_a_programming_error() -> None:
     with pytest.raises(ValueError, match="load kind"):
         Metrics().count_load("m", "speculative")
+    with pytest.raises(ValueError, match="rejection reason"):
+        Metrics().rejection("swap", "because")
 
 
 def test_serve_binds_localhost_by_default_and_stops() -> None:

@@ -23,6 +23,7 @@ from edged.manager.planner import (
     Memory,
     Reject,
     Resident,
+    admissible,
     evictable,
     plan,
 )
@@ -119,6 +120,14 @@ def run_sequence(seed: int, steps: int = 30) -> None:
         req = random_request(rng, n)
         mem = device.memory(residents)
         decision = plan(req, residents, BUDGETS, mem)
+        demand = LoadRequest(req.key, req.tier, req.bytes, req.gpu)
+        others = [LoadRequest(f"x{i}:1", t, b, g) for i, (t, b, g) in enumerate(
+            (rng.choice(("ram", "swap")), int(rng.uniform(1, 3000)) * MiB, rng.random() < 0.3)
+            for _ in range(4))]
+        # selection's one-pass answer agrees with the full plan for every request
+        kinds = {Admit: "admit", AdmitAfterEvicting: "evict", Reject: "reject"}
+        assert admissible([demand, *others], residents, BUDGETS, mem) == [
+            kinds[type(plan(r, residents, BUDGETS, mem))] for r in [demand, *others]]
         residents = check_decision(req, residents, mem, decision, rng.random() < 0.3)
         device.assert_sound(residents)
 

@@ -83,7 +83,10 @@ def test_eviction_is_lru_and_never_under_a_request(pool: WorkerPool,
     with pytest.raises(e.CapacityExceeded) as info:
         res.load(spec(models, "big"))
     assert info.value.numbers.tier == "swap" and info.value.numbers.needed_bytes > 300 * MB
-    assert any(ev.kind == "reject" for ev in events.recent())
+    reject = next(ev for ev in events.recent() if ev.kind == "reject")
+    assert reject.model == "big" and int(reject.details["needed_bytes"]) > 300 * MB
+    assert int(reject.details["budget_bytes"]) == res.budgets.swap_bytes
+    assert {"used_bytes", "free_bytes", "reserve_bytes"} <= set(reject.details)
 
 
 def test_unload_waits_for_requests_in_flight(pool: WorkerPool, models: dict[str, Path]) -> None:
@@ -156,6 +159,52 @@ def _crash_and_reload(pool: WorkerPool, holder: list[Residency],
     assert pool.infer(slot.key, X)["y"].shape == (1, 1)
     res.release(slot)
     assert "worker_crash" in [ev.kind for ev in events.recent()]
+
+
+def test_demand_load_kills_a_running_preload_instead_of_waiting(
+        pool: WorkerPool, models: dict[str, Path], tmp_path: Path) -> None:
+    """A preload that takes seconds holds the memory a demand load needs and nothing else can
+    be evicted: the demand cancels it and ends its worker, so it waits for none of it."""
+    slow_path = modelgen.slow_model(tmp_path / "slow.onnx", size=1024, repeats=800)
+    slow = LoadSpec(name="slow", version=1, tier="swap", artifact=slow_path, fmt="onnx",
+                    options=EngineOptions(), group=None, bytes=inspect(slow_path).estimate_bytes)
+    res, events = make(pool, swap_mb=500)
+    t = time.monotonic()
+    res.load(slow)
+    full_load = time.monotonic() - t
+    res.unload("slow:1")
+    c = spec(models, "c")
+    t = time.monotonic()
+    res.load(c)
+    c_alone = time.monotonic() - t
+    res.unload("c:1")
+    res.budgets = planner.Budgets(200 * MB, slow.bytes + c.bytes - 1, 64 * MB)
+    outcome: list[BaseException | None] = []
+
+    def preload() -> None:
+        try:
+            res.load(slow, preload=True)
+            outcome.append(None)
+        except BaseException as exc:  # noqa: BLE001 - asserted below
+            outcome.append(exc)
+
+    th = threading.Thread(target=preload)
+    th.start()
+    deadline = time.monotonic() + 10
+    while not any(v.name == "slow" and v.state == "loading" for v in res.views()):
+        assert time.monotonic() < deadline, "the preload never started"
+        time.sleep(0.01)
+    t = time.monotonic()
+    res.load(c)
+    demand = time.monotonic() - t
+    th.join(30)
+    assert isinstance(outcome[0], e.Aborted), outcome
+    assert {v.name for v in res.views()} == {"c"}
+    kinds = [ev.kind for ev in events.recent()]
+    assert "preload_cancelled" in kinds and "preload_wasted" in kinds
+    assert "load_failed" not in kinds
+    # waiting behind the preload would cost about all of its load time on top of c's own
+    assert demand < c_alone + full_load / 2, (demand, c_alone, full_load)
 
 
 def _swallow(fn, *a, **kw):  # type: ignore[no-untyped-def]

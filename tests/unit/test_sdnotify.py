@@ -232,3 +232,28 @@ def test_heartbeat_with_liveness_stops_when_beats_stop(
         assert fake.pending(0.15) == []
     finally:
         hb.stop()
+
+
+def test_extending_start_timeout_keeps_extending_while_the_block_runs(
+        systemd: tuple[FakeSystemd, dict[str, str]]) -> None:
+    from edged.sdnotify import extending_start_timeout
+
+    fake, env = systemd
+    n = Notifier(env)
+    with extending_start_timeout(n, "loading the ram tier", window_s=2.0, every_s=0.05):
+        time.sleep(0.3)  # a slow resident tier
+    n.ready("up")
+    got = [f for msg in fake.pending(0.2) for f in msg]
+    assert got[0] == "STATUS=loading the ram tier"
+    extends = [f for f in got if f.startswith("EXTEND_TIMEOUT_USEC=")]
+    assert len(extends) >= 3 and set(extends) == {"EXTEND_TIMEOUT_USEC=2000000"}
+    assert got.index("READY=1") > max(i for i, f in enumerate(got) if f in extends)
+    assert fake.pending(0.15) == []  # nothing after the block ended
+
+
+def test_extending_start_timeout_without_systemd_is_a_no_op() -> None:
+    from edged.sdnotify import extending_start_timeout
+
+    before = threading.active_count()
+    with extending_start_timeout(Notifier({}), "x", every_s=0.01):
+        assert threading.active_count() == before  # no thread started

@@ -13,10 +13,11 @@ MiB = 1 << 20
 
 def cand(name: str, quality: float = 0.5, latency_ms: float | None = 10.0, *,
          version: int = 1, tasks: tuple[str, ...] = ("asr",), loaded: bool = False,
-         fits_now: bool = True, tier: str = "swap", mib: int = 100) -> Candidate:
+         fits_now: bool = True, tier: str = "swap", mib: int = 100,
+         fit: str | None = None) -> Candidate:
     return Candidate(name=name, version=version, tasks=tasks, quality=quality,
                      latency_ms=latency_ms, footprint_bytes=mib * MiB, loaded=loaded,
-                     fits_now=fits_now, tier=tier)
+                     fit=fit or ("now" if fits_now else "no"), tier=tier)
 
 
 def test_quality_picks_the_highest_quality() -> None:
@@ -84,7 +85,7 @@ def test_pinned_model_wins_if_it_can_do_the_task() -> None:
     cs = [cand("best", 0.95), cand("mine", 0.5)]
     s = select("asr", "quality", cs, pinned="mine")
     assert s.choice is not None and s.choice.name == "mine"
-    assert "pinned (manual mode)" in s.reasons[0]
+    assert "is pinned for 'asr'" in s.reasons[0]
     assert "not pinned" in s.runners_up[0][1]
     by_key = select("asr", "quality", [cand("mine", version=2), cand("mine", version=3)],
                     pinned="mine:2")
@@ -134,7 +135,7 @@ def test_deterministic_and_complete_on_random_sets() -> None:
     rng = random.Random(3)
     for _ in range(300):
         cs = [cand(f"m{i}", round(rng.random(), 2), rng.choice([None, 5.0, 20.0, 80.0]),
-                   loaded=rng.random() < 0.3, fits_now=rng.random() < 0.8,
+                   loaded=rng.random() < 0.3, fit=rng.choice(["now", "now", "evict", "no"]),
                    tier=rng.choice(["ram", "swap", "swap", "storage"]),
                    tasks=rng.choice([("asr",), ("asr", "vad"), ("vad",)]))
               for i in range(rng.randint(1, 12))]
@@ -148,3 +149,59 @@ def test_deterministic_and_complete_on_random_sets() -> None:
             assert a.choice.tier != "storage"
             fitting = [c for c in able if c.fits_now and c.tier != "storage"]
             assert a.choice.fits_now or not fitting
+
+
+def test_manual_mode_answers_only_with_the_pin() -> None:
+    cs = [cand("best", 0.95), cand("mine", 0.5)]
+    s = select("asr", "quality", cs, pinned="mine", mode="manual")
+    assert s.choice is not None and s.choice.name == "mine" and s.mode == "manual"
+    none = select("asr", "quality", cs, mode="manual")
+    assert none.choice is None and "no model is pinned" in none.reasons[0]
+    gone = select("asr", "quality", cs, pinned="ghost", mode="manual")
+    assert gone.choice is None and "manual mode: no answer" in gone.reasons[0]
+    stored = select("asr", "quality", [cand("best"), cand("old", tier="storage")],
+                    pinned="old", mode="manual")
+    assert stored.choice is None and "storage tier" in stored.reasons[0]
+
+
+def test_hybrid_falls_back_and_auto_ignores_pins() -> None:
+    cs = [cand("best", 0.95), cand("old", 0.5, tier="storage")]
+    hybrid = select("asr", "quality", cs, pinned="old", mode="hybrid")
+    assert hybrid.choice is not None and hybrid.choice.name == "best"
+    assert "choosing automatically" in hybrid.reasons[0]
+    auto = select("asr", "quality", [cand("best", 0.95), cand("mine", 0.5)], pinned="mine",
+                  mode="auto")
+    assert auto.choice is not None and auto.choice.name == "best"
+    with pytest.raises(ValueError, match="mode"):
+        select("asr", "quality", cs, mode="magic")
+
+
+def test_fits_now_beats_fits_after_evicting_beats_does_not_fit() -> None:
+    cs = [cand("nofit", 0.99, fit="no"), cand("evict", 0.9, fit="evict"),
+          cand("now", 0.5, fit="now")]
+    s = select("asr", "quality", cs)
+    assert s.choice is not None and s.choice.name == "now"
+    why = dict((c.name, r) for c, r in s.runners_up)
+    assert why["evict"] == "fits only after evicting idle models"
+    assert why["nofit"] == "does not fit in memory now"
+    s2 = select("asr", "quality", cs[:2])
+    assert s2.choice is not None and s2.choice.name == "evict"
+    assert any("after evicting" in r for r in s2.reasons)
+
+
+def test_unknown_latencies_tie_and_the_smaller_model_wins_for_speed() -> None:
+    cs = [cand("big", 0.5, None, mib=300), cand("small", 0.5, None, mib=20)]
+    s = select("asr", "speed", cs)
+    assert s.choice is not None and s.choice.name == "small"
+    assert "as fast as small:1" in s.runners_up[0][1] and "larger" in s.runners_up[0][1]
+    assert dict(s.scores) == {"small:1": 0.0, "big:1": 0.0}
+
+
+def test_a_model_that_cannot_load_is_never_chosen_and_says_why() -> None:
+    broken = Candidate(name="best", version=1, tasks=("asr",), quality=0.99, latency_ms=1.0,
+                       footprint_bytes=MiB, loaded=False, fit="now", tier="swap",
+                       problem="its artifact is missing from the store")
+    s = select("asr", "quality", [broken, cand("ok", 0.5)])
+    assert s.choice is not None and s.choice.name == "ok"
+    assert dict((c.name, r) for c, r in s.runners_up)["best"] == (
+        "cannot load: its artifact is missing from the store")

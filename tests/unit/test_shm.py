@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
+import signal
+import time
 from collections.abc import Iterator
 from multiprocessing import shared_memory
 from pathlib import Path
@@ -146,3 +149,101 @@ def test_lane_pool(tmp_path: Path) -> None:
     assert not (tmp_path / f"t-{d.id}").exists()
     lanes.close()
     assert list(tmp_path.iterdir()) == []
+
+
+def _mapped_here(name: str) -> bool:
+    return f"/dev/shm/{name}" in Path("/proc/self/maps").read_text()
+
+
+def test_region_cache_lets_go_of_unlinked_objects_on_its_own() -> None:
+    """The worker's mapping is what keeps an unlinked object's memory alive: the cache's sweeper
+    unmaps it within a few sweeps, with no message from the daemon (and then ends)."""
+    cache = RegionCache(sweep_s=0.05)
+    shm = shared_memory.SharedMemory(create=True, size=1 << 20)
+    try:
+        view = cache.window(shm.name, 0, 64, "a")
+        assert _mapped_here(shm.name) and cache.mapped() == [shm.name]
+        del view
+    finally:
+        shm.close()
+        shm.unlink()
+    deadline = time.monotonic() + 5
+    while (cache.mapped() or _mapped_here(shm.name)) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert cache.mapped() == [] and not _mapped_here(shm.name)
+    time.sleep(0.2)
+    assert cache._sweeper is None  # noqa: SLF001 - nothing mapped: no thread left running
+
+
+def _shm_file(name: str, size: int = 4096) -> Path:
+    """An object nobody in this process maps (SharedMemory would map it here too)."""
+    path = SHM_DIR / name
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    os.ftruncate(fd, size)
+    os.close(fd)
+    return path
+
+
+def test_region_cache_drops_idle_and_replaced_mappings() -> None:
+    now = [0.0]
+    cache = RegionCache(sweep_s=None, idle_s=30, clock=lambda: now[0])
+    a = _shm_file(f"edged-test-idle-{os.getpid()}")
+    b = _shm_file(f"edged-test-repl-{os.getpid()}")
+    try:
+        cache.window(a.name, 0, 8, "a")
+        cache.window(b.name, 0, 8, "b")
+        now[0] = 20.0
+        cache.window(b.name, 0, 8, "b")
+        now[0] = 40.0
+        assert cache.sweep() == [a.name]  # unregistered but not unlinked: idle for 40 s
+        assert not _mapped_here(a.name) and _mapped_here(b.name)
+        b.unlink()
+        _shm_file(b.name)  # replaced by a new object of the same name
+        assert cache.sweep() == [b.name]
+        assert not _mapped_here(b.name)
+    finally:
+        a.unlink()
+        b.unlink()
+
+
+def test_region_cache_never_follows_a_symlink(tmp_path: Path) -> None:
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"x" * 4096)
+    link = SHM_DIR / f"edged-test-link-{os.getpid()}"
+    link.symlink_to(secret)
+    try:
+        with pytest.raises(e.InvalidArgument, match="is not a shared memory object"):
+            RegionCache(sweep_s=None).window(link.name, 0, 8, "a")
+    finally:
+        link.unlink()
+
+
+def test_a_client_unlinks_arenas_whose_client_died(tmp_path: Path) -> None:
+    """An arena's creator holds a shared flock on it while it lives; an arena nobody holds is
+    a dead client's leftover, unlinked by the next client of the same user."""
+    from edged.client.shm import PREFIX, sweep_stale
+
+    alive, dead, foreign = (tmp_path / f"{PREFIX}{n}" for n in ("alive", "dead", "foreign"))
+    for p in (alive, dead, foreign):
+        p.write_bytes(b"\0" * 64)
+    if os.geteuid() == 0:
+        os.chown(foreign, 65534, -1)  # another user's: not ours to judge
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child holds the live arena's lock
+        fd = os.open(alive, os.O_RDWR)
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        os.write(w, b"1")
+        time.sleep(60)
+        os._exit(0)
+    try:
+        assert os.read(r, 1) == b"1"
+        removed = sweep_stale(tmp_path, older_than_s=0)
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        os.close(r)
+        os.close(w)
+    root = os.geteuid() == 0
+    assert sorted(removed) == sorted([dead.name] + ([] if root else [foreign.name]))
+    assert alive.exists() and not dead.exists() and foreign.exists() == root

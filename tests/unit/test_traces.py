@@ -103,6 +103,51 @@ def _generate(tmp_path: Path, name: str, *extra: str) -> tuple[Path, Path]:
     return out, models
 
 
+def test_recorder_is_thread_safe_and_writes_in_arrival_order(tmp_path: Path) -> None:
+    """Many request threads, overlapping requests that finish out of order, and rotation
+    under them: every line lands whole, each file reads back in time order."""
+    import random
+    import threading
+
+    path = tmp_path / "live.jsonl"
+    rec = TraceRecorder(path, max_bytes=4000)
+    clock = iter(range(1, 1_000_000))
+    clock_lock = threading.Lock()
+
+    def worker(seed: int) -> None:
+        rng = random.Random(seed)
+        for _ in range(200):
+            with clock_lock:
+                t = float(next(clock))
+            ticket = rec.start(t)
+            for _ in range(rng.randint(0, 50)):
+                pass  # a request of some length, so others overtake it
+            rec.finish(ticket, f"m{seed}", 1, rng.random())
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    rec.close()
+    kept = read_trace(path.with_name("live.jsonl.1")) + read_trace(path)  # both in order
+    assert kept and all(a.t <= b.t for a, b in itertools.pairwise(kept))
+    assert path.stat().st_size <= 4000
+
+
+def test_recorder_holds_back_until_earlier_requests_finish(tmp_path: Path) -> None:
+    path = tmp_path / "live.jsonl"
+    with TraceRecorder(path, max_bytes=10_000) as rec:
+        slow = rec.start(1.0)
+        fast = rec.start(2.0)
+        rec.finish(fast, "fast", 1, 0.01)
+        assert not path.exists()  # the slow one that arrived first is still running
+        rec.finish(slow, "slow", 1, 3.0)
+        never = rec.start(3.0)
+        assert [e.model for e in read_trace(path)] == ["slow", "fast"]
+        del never  # a request that never finishes does not hold back close()
+
+
 def test_generator_is_seeded_realistic_and_readable(tmp_path: Path) -> None:
     a, models = _generate(tmp_path, "a")
     b, _ = _generate(tmp_path, "b")

@@ -222,19 +222,30 @@ def test_deadline_cancels_the_run_and_the_worker_keeps_serving(
         pool.unload("loop-d")
 
 
-def test_queue_depth_is_resource_exhausted(models: dict[str, Path]) -> None:
+def test_queue_depth_bounds_the_waiting_requests(models: dict[str, Path]) -> None:
+    """queue_depth counts requests *waiting* for one of the model's running slots: with one
+    slot and queue_depth 1, one runs, one waits, the third is refused at once."""
     pool = WorkerPool(queue_depth=1)
     try:
         pool.load("loop-q", models["loop"], "onnx", max_concurrency=1)
         x = np.ones((1, 64), np.float32)
-        t = threading.Thread(target=pool.infer, args=("loop-q", {"x": x, "n": np.array(60_000)}))
-        t.start()
+        long = {"x": x, "n": np.array(100_000)}
+        running = threading.Thread(target=pool.infer, args=("loop-q", long))
+        running.start()
         while not pool.stats()[0].in_flight:  # (the only worker of this pool)
             pass
-        with pytest.raises(e.ResourceExhausted, match="queued") as exc:
+        waiting = threading.Thread(target=pool.infer, args=("loop-q", {"x": x, "n": np.array(1)}))
+        waiting.start()
+        while pool.in_flight("loop-q") < 2:
+            time.sleep(0.001)
+        t0 = time.monotonic()
+        with pytest.raises(e.ResourceExhausted, match="1 requests running and 1 queued") as exc:
             pool.infer("loop-q", {"x": x, "n": np.array(1)})
-        assert exc.value.reason == "QUEUE_FULL"
-        t.join()
+        assert exc.value.reason == "QUEUE_FULL" and time.monotonic() - t0 < 0.1
+        assert running.is_alive() and waiting.is_alive()
+        running.join()
+        waiting.join()
+        assert pool.in_flight("loop-q") == 0
     finally:
         pool.close()
 
@@ -304,3 +315,73 @@ def test_spare_workers_take_the_interpreter_start_out_of_loads(
     finally:
         pool.close()
     assert not pool.stats() and not pool.spares_ready
+
+
+def test_footprint_grows_to_what_real_inferences_reach(demo_models: dict[str, Path]) -> None:
+    """The load measures after a tiny warm-up (ppocr-det: 64x64); a real 640x640 frame grows
+    ORT's arena, and the worker keeps it: the monitor's look grows the footprint to the
+    worker's anonymous high-water mark and reports it as a ``footprint`` event."""
+    events: list[tuple[str, dict[str, object]]] = []
+    pool = WorkerPool(on_event=lambda kind, d: events.append((kind, dict(d))),
+                      remeasure_interval_s=3600)  # (this test looks itself)
+    try:
+        r = pool.load("det", demo_models["ppocr-det"], "onnx")
+        assert pool.footprint("det") == r.footprint_bytes
+        assert pool.remeasure() == []  # nothing served since the load: nothing to look at
+        x = np.random.default_rng(0).random((1, 3, 640, 640), dtype=np.float32)
+        pool.infer("det", {"x": x})
+        (grown,) = pool.remeasure()
+        rss = psutil.Process(r.pid).memory_full_info()
+        anon_now = rss.rss - rss.shared
+        assert grown[0] == "det" and grown[1] == pool.footprint("det")
+        assert pool.footprint("det") > r.footprint_bytes + (20 << 20)  # measured: +70 MB
+        assert pool.footprint("det") >= 0.95 * anon_now
+        assert [k for k, _ in events] == ["footprint"]
+        assert events[0][1]["key"] == "det" and events[0][1]["bytes"] == pool.footprint("det")
+        before = pool.footprint("det")
+        pool.infer("det", {"x": x})  # the same size again: no new peak, no new event
+        assert pool.remeasure() == [] and pool.footprint("det") == before
+    finally:
+        pool.close()
+
+
+def test_the_budget_cap_reaches_the_runtime(tmp_path: Path) -> None:
+    """``memory_cap`` (the daemon's tier-budget rule) is the arena cap of a load that brings
+    none: an inference needing more fails cleanly; options with their own cap keep it."""
+    path = modelgen.weights_model(tmp_path / "w.onnx", 8 << 20)
+    asked: list[str] = []
+    pool = WorkerPool(memory_cap=lambda key: asked.append(key) or 24 << 20)
+    try:
+        r = pool.load("capped", path, "onnx")
+        assert asked == ["capped"] and r.memory_limit_bytes == 24 << 20
+        with pytest.raises(e.ResourceExhausted, match="memory_limit_bytes"):
+            pool.infer("capped", {"x": np.ones((1000, 64), np.float32)})  # ~130 MB
+        assert pool.infer("capped", {"x": np.ones((1, 64), np.float32)})["y"].shape == (1, 1)
+        own = pool.load("own", path, "onnx", EngineOptions(memory_limit_bytes=512 << 20))
+        assert own.memory_limit_bytes == 512 << 20 and asked == ["capped"]
+        assert pool.infer("own", {"x": np.ones((1000, 64), np.float32)})["y"].shape == (1000, 1)
+    finally:
+        pool.close()
+
+
+def test_daemon_wide_worker_sharing(models: dict[str, Path]) -> None:
+    """worker_groups (model name -> group) and share_worker="one" put models whose version
+    names no group of its own into one worker; a version's own group still wins."""
+    pool = WorkerPool(worker_groups={"a": "pair", "b": "pair"})
+    try:
+        a = pool.load("a:1", models["add"], "onnx")
+        b = pool.load("b:3", models["add"], "onnx")
+        c = pool.load("c:1", models["add"], "onnx")
+        d = pool.load("a:2", models["add"], "onnx", group="mine")
+        assert a.pid == b.pid and not b.dedicated
+        assert len({a.pid, c.pid, d.pid}) == 3
+    finally:
+        pool.close()
+    one = WorkerPool(share_worker="one")
+    try:
+        pids = {one.load(f"m{i}:1", models["add"], "onnx").pid for i in range(3)}
+        assert len(pids) == 1
+        x = np.zeros((1, 4), np.float32)
+        assert all(one.infer(f"m{i}:1", {"x": x})["y"][0, 0] == 1 for i in range(3))
+    finally:
+        one.close()

@@ -1,0 +1,97 @@
+"""Device memory an engine worker holds that its RSS does not show, for measured footprints.
+
+A CUDA or TensorRT worker allocates outside its anonymous RSS: on a Jetson from NvMap (the GPU
+takes it from the same RAM; ``/proc/meminfo``'s ``NvMapMemUsed`` counts it, system-wide), on a
+discrete GPU in device memory (NVML reports it per process). ``WorkerPool.load`` reads a meter
+before and after a load and adds the growth to the model's footprint when the session runs on
+a GPU, so the planner accounts what the GPU really took, not just the worker's RSS.
+
+NvMap is system-wide: two GPU loads that overlap both count the other's growth (too much, never
+too little). NVML is per process and exact. Neither is imported or read on a CPU-only device.
+The engines may not import edged.telemetry (sibling layers), so the one meminfo line is read
+here; the root is the telemetry root, so a recorded Jetson tree stands in for a real one.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("edged.engines")
+
+# Bytes of device memory as the meter sees them for a worker pid (None: cannot tell now).
+Meter = Callable[[int], int | None]
+CPU_PROVIDERS = ("CPUExecutionProvider",)
+
+
+def read_nvmap(meminfo: Path) -> int | None:
+    """``NvMapMemUsed`` in bytes, or None where there is no such line (not a Jetson)."""
+    try:
+        with meminfo.open() as f:
+            for line in f:
+                if line.startswith("NvMapMemUsed:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def nvmap_meter(root: Path) -> Meter | None:
+    """The Jetson meter, if ``root``'s meminfo has NvMap lines."""
+    meminfo = root / "proc" / "meminfo"
+    if read_nvmap(meminfo) is None:
+        return None
+    return lambda pid: read_nvmap(meminfo)
+
+
+class NvmlMeter:
+    """Device memory of one process over every GPU, through an initialised NVML (``pynvml``
+    or a stand-in with the same functions)."""
+
+    def __init__(self, nvml: Any) -> None:
+        self._nvml = nvml
+
+    def __call__(self, pid: int) -> int | None:
+        n = self._nvml
+        try:
+            total = 0
+            for i in range(int(n.nvmlDeviceGetCount())):
+                handle = n.nvmlDeviceGetHandleByIndex(i)
+                for p in n.nvmlDeviceGetComputeRunningProcesses(handle):
+                    used = getattr(p, "usedGpuMemory", None)
+                    if p.pid == pid and used is not None:  # None: not available (e.g. MIG)
+                        total += int(used)
+            return total
+        except Exception as exc:  # noqa: BLE001 - NVMLError and friends: no reading now
+            log.debug("NVML process memory: %s", exc)
+            return None
+
+
+def open_nvml_meter() -> NvmlMeter | None:
+    """NVML's meter when nvidia-ml-py, a driver and a GPU are all there; else None."""
+    try:
+        import pynvml  # optional extra (nvml)
+    except ImportError:
+        return None
+    try:
+        pynvml.nvmlInit()
+        if int(pynvml.nvmlDeviceGetCount()) == 0:
+            return None
+    except Exception:  # noqa: BLE001 - no driver / no library: a CPU device
+        return None
+    return NvmlMeter(pynvml)
+
+
+def open_meter(root: Path, use_nvml: bool = True) -> Meter | None:
+    """The device's meter: NvMap on a Jetson, else NVML (when allowed and present), else None."""
+    return nvmap_meter(root) or (open_nvml_meter() if use_nvml else None)
+
+
+def gpu_growth(providers: Sequence[str], before: int | None, after: int | None) -> int:
+    """What a load added on the GPU: the meter's growth, for a session that runs on a GPU
+    (any provider but the CPU one); 0 on the CPU, or when the meter could not tell."""
+    if all(p in CPU_PROVIDERS for p in providers) or before is None or after is None:
+        return 0
+    return max(0, after - before)

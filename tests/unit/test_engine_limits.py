@@ -1,0 +1,164 @@
+"""Runtime caps from the budget, device-memory meters, footprint growth and the TensorRT
+built-for check: the pure parts, with recorded Jetson trees and a stand-in NVML (no GPU here:
+nothing in this file claims TensorRT, CUDA or NVML ran)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from edged import errors as e
+from edged.engines import estimate as est
+from edged.engines import footprint, gpumem
+from edged.engines.base import EngineOptions
+from edged.engines.onnxruntime import _provider_list
+from edged.engines.procfs import anon_peak
+from edged.engines.tensorrt import check_built_for
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "sysfs"
+MiB = 1 << 20
+
+
+def test_runtime_cap_is_what_the_tier_has_left_and_at_least_the_model() -> None:
+    assert est.runtime_cap(1000 * MiB, 300 * MiB, 50 * MiB) == 700 * MiB
+    assert est.runtime_cap(1000 * MiB, 980 * MiB, 50 * MiB) == 50 * MiB  # never below itself
+    assert est.runtime_cap(1000 * MiB, 0, 2000 * MiB) == 2000 * MiB
+
+
+def test_ort_provider_caps_follow_the_limit() -> None:
+    """CUDA's gpu_mem_limit is the cap; the TensorRT EP's workspace what it leaves after the
+    weights (not a fixed 256 MiB), at least 32 MiB."""
+    opts = EngineOptions(tensorrt_ep=True)
+    chosen = (est.TENSORRT_EP, est.CUDA, est.CPU)
+    trt, cuda, cpu = _provider_list(chosen, opts, 2048 * MiB, 100 * MiB)
+    assert trt[1]["trt_max_workspace_size"] == str(1948 * MiB)
+    assert cuda[1]["gpu_mem_limit"] == str(2048 * MiB) and cpu == est.CPU
+    trt, _, _ = _provider_list(chosen, opts, 120 * MiB, 100 * MiB)
+    assert trt[1]["trt_max_workspace_size"] == str(32 * MiB)
+    assert est.tensorrt_ep_workspace(16 * MiB, 100 * MiB) == 16 * MiB
+
+
+def test_nvmap_meter_reads_the_jetson_tree() -> None:
+    meter = gpumem.nvmap_meter(FIXTURES / "orin-nano-8gb")
+    assert meter is not None and meter(1234) == 412380 * 1024
+    assert gpumem.nvmap_meter(FIXTURES / "x86-cpu") is None  # no NvMap lines: no meter
+    assert gpumem.open_meter(FIXTURES / "orin-nano-8gb", use_nvml=False) is not None
+    assert gpumem.open_meter(FIXTURES / "x86-cpu", use_nvml=False) is None
+
+
+def test_nvmap_growth_over_a_load_is_added_for_gpu_sessions(tmp_path: Path) -> None:
+    root = tmp_path / "jetson"
+    (root / "proc").mkdir(parents=True)
+    meminfo = root / "proc" / "meminfo"
+    meminfo.write_text("MemTotal: 7999999 kB\nNvMapMemUsed:   100000 kB\n")
+    meter = gpumem.nvmap_meter(root)
+    assert meter is not None
+    before = meter(1)
+    meminfo.write_text("MemTotal: 7999999 kB\nNvMapMemUsed:   400000 kB\n")
+    after = meter(1)
+    gpu = ("CUDAExecutionProvider", "CPUExecutionProvider")
+    assert gpumem.gpu_growth(gpu, before, after) == 300000 * 1024
+    assert gpumem.gpu_growth(("TensorRT",), before, after) == 300000 * 1024
+    assert gpumem.gpu_growth(("CPUExecutionProvider",), before, after) == 0
+    assert gpumem.gpu_growth(gpu, None, after) == 0
+    assert gpumem.gpu_growth(gpu, after, before) == 0  # (freed meanwhile: never negative)
+
+
+@dataclass
+class _Proc:
+    pid: int
+    usedGpuMemory: int | None  # noqa: N815 - NVML's own name
+
+
+class _FakeNvml:
+    """The few pynvml functions the meter calls (NVML cannot run here)."""
+
+    class NVMLError(Exception):
+        pass
+
+    def __init__(self, devices: list[list[_Proc]], broken: bool = False) -> None:
+        self.devices, self.broken = devices, broken
+
+    def nvmlDeviceGetCount(self) -> int:  # noqa: N802
+        if self.broken:
+            raise self.NVMLError("GPU is lost")
+        return len(self.devices)
+
+    def nvmlDeviceGetHandleByIndex(self, i: int) -> int:  # noqa: N802
+        return i
+
+    def nvmlDeviceGetComputeRunningProcesses(self, handle: int) -> list[_Proc]:  # noqa: N802
+        return self.devices[handle]
+
+
+def test_nvml_meter_sums_one_process_over_devices() -> None:
+    nvml = _FakeNvml([[_Proc(10, 300 * MiB), _Proc(11, 5 * MiB)], [_Proc(10, 20 * MiB)],
+                      [_Proc(10, None)]])
+    meter = gpumem.NvmlMeter(nvml)
+    assert meter(10) == 320 * MiB and meter(11) == 5 * MiB and meter(12) == 0
+    assert gpumem.NvmlMeter(_FakeNvml([], broken=True))(10) is None
+
+
+@dataclass
+class _M:
+    key: str
+    footprint: int
+    gpu_bytes: int = 0
+    served: int = 0
+    sampled: int = 0
+
+
+def _status(rss_anon: int, hwm: int, file_pages: int = 10 * MiB):  # type: ignore[no-untyped-def]
+    return lambda: {"RssAnon": rss_anon, "VmRSS": rss_anon + file_pages, "VmHWM": hwm,
+                    "RssShmem": 0}
+
+
+def test_regrow_gives_growth_to_the_busiest_model() -> None:
+    a, b = _M("a", 60 * MiB, served=5, sampled=5), _M("b", 20 * MiB, served=9, sampled=2)
+    # worker: 80 MiB accounted; now 85 MiB anon, and a peak of 140 MiB (incl. 10 MiB files)
+    hit = footprint.regrow([a, b], _status(85 * MiB, 140 * MiB), anon_peak)
+    assert hit == (b, 50 * MiB) and b.footprint == 70 * MiB and a.footprint == 60 * MiB
+    assert a.sampled == a.served and b.sampled == b.served
+    assert footprint.regrow([a, b], _status(200 * MiB, 200 * MiB), anon_peak) is None  # idle
+
+
+def test_regrow_ignores_noise_and_counts_device_memory() -> None:
+    m = _M("m", 400 * MiB, gpu_bytes=300 * MiB, served=1)
+    # anon 101 MiB + 300 MiB on the GPU vs 400 accounted: 1 MiB is noise
+    assert footprint.regrow([m], _status(101 * MiB, 101 * MiB), anon_peak) is None
+    m.served += 1
+    assert footprint.regrow([m], _status(150 * MiB, 150 * MiB), anon_peak) == (m, 50 * MiB)
+    m.served += 1
+
+    def gone() -> dict[str, int]:
+        raise FileNotFoundError("/proc/1/status")
+
+    assert footprint.regrow([m], gone, anon_peak) is None
+
+
+@pytest.mark.parametrize(("info", "installed", "cc", "message"), [
+    ({"tensorrt_version": "8.6.2"}, "10.3.0", (8, 7),
+     "built with TensorRT 8.6.2 but this device has TensorRT 10.3.0"),
+    ({"tensorrt_version": "10.3.0.26"}, "10.7.0.23", (8, 7),
+     "built with TensorRT 10.3.0.26 but this device has TensorRT 10.7.0.23"),
+    ({"compute_capability": "sm_87"}, "10.3.0", (9, 0),
+     "compute capability 8.7 but this device's GPU is 9.0"),
+    ({"tensorrt_version": "10.3", "compute_capability": "8.6"}, "10.3.0.30", (8, 7),
+     "compute capability 8.6"),
+])
+def test_an_engine_built_elsewhere_is_refused_naming_both(
+        info: dict[str, str], installed: str, cc: tuple[int, int], message: str) -> None:
+    with pytest.raises(e.FailedPrecondition, match=message) as exc:
+        check_built_for(info, installed, cc, "det.engine")
+    assert "rebuild it on this device" in exc.value.message and exc.value.field == "artifact"
+
+
+@pytest.mark.parametrize("info", [
+    {}, {"tensorrt_version": "10.3.0.26"}, {"tensorrt_version": "10.3.0.99"},
+    {"tensorrt_version": "unknown"}, {"compute_capability": "87"},
+    {"compute_capability": "8.7", "gpu": "Orin"},
+])
+def test_an_engine_built_here_or_unknown_passes(info: dict[str, str]) -> None:
+    check_built_for(info, "10.3.0.26", (8, 7), "det.engine")  # the build number may differ
