@@ -72,9 +72,7 @@ def test_sigterm_drains_requests_in_flight(daemon_factory, tmp_path) -> None:  #
         c.install("slow", modelgen.slow_model(tmp_path / "s.onnx", size=768, repeats=768))
         c.load("slow")
         x = np.ones((1, 768), np.float32)
-        t0 = time.monotonic()
         c.infer("slow", {"x": x})
-        one = time.monotonic() - t0
         results: list[object] = []
 
         def call() -> None:
@@ -86,7 +84,10 @@ def test_sigterm_drains_requests_in_flight(daemon_factory, tmp_path) -> None:  #
         threads = [threading.Thread(target=call) for _ in range(3)]
         for t in threads:
             t.start()
-        time.sleep(min(0.05, one / 4))
+        deadline = time.monotonic() + 30  # SIGTERM only once all three are in flight
+        while sum(m.in_flight for m in c.status().loaded) + len(results) < 3:
+            assert time.monotonic() < deadline, "the requests never reached the daemon"
+            time.sleep(0.005)
         d.signal(signal.SIGTERM)
         for t in threads:
             t.join(60)
