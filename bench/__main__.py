@@ -27,7 +27,9 @@ def main(argv: list[str] | None = None) -> int:
     parts = []
     for name in args.only or SECTIONS:
         print(f"bench: {name} ...", file=sys.stderr, flush=True)
+        t0 = time.time()
         sec = importlib.import_module(f"bench.{name}").run(args.quick)
+        print(f"bench: {name} took {time.time() - t0:.0f} s", file=sys.stderr, flush=True)
         parts.append(sec.markdown())
         print(sec.markdown(), flush=True)
     cmd = "python -m bench" + (" --quick" if args.quick else "") + "".join(

@@ -131,10 +131,10 @@ def safety(sec: Section, quick: bool) -> None:
 
     from edged import errors as e
 
-    # quick: the same 8 GiB device with its model tiers scaled down ~3x, so that it runs in seconds
-    sizes = [30, 60, 100, 150, 250] if quick else [50, 80, 120, 160, 200, 260, 320, 400, 500,
-                                                  600]
-    ram_pct, swap_pct, steps = ("2%", "7%", 25) if quick else ("4%", "21%", 70)
+    # quick: the same 8 GiB device with its model tiers scaled down ~6x, so that it runs in seconds
+    sizes = [15, 30, 50, 80, 120] if quick else [50, 80, 120, 160, 200, 260, 320, 400, 500,
+                                                600]
+    ram_pct, swap_pct, steps = ("1%", "3.5%", 8) if quick else ("4%", "21%", 70)
     budgets = {"memory_total": "8GiB", "reserve": "1GiB", "ram": ram_pct, "swap": swap_pct}
     d = DaemonProcess({"budgets": budgets}).start()
     rng = random.Random(20261201)
@@ -246,10 +246,11 @@ def safety(sec: Section, quick: bool) -> None:
             meas[RAM] <= tiers[RAM] and meas[SWAP] <= tiers[SWAP],
             "workers matched to tiers by Status's worker_pid; swap also counts workers not "
             "listed yet (starting)")
-    sec.add("peak measured worker memory, sum of RSS", "<= budget",
-            f"{peaks.rss / MiB:.0f} MiB of {budget / MiB:.0f} MiB", peaks.rss <= budget,
-            "RSS adds file-backed pages: shared libraries once per worker, and the weights file "
-            "ONNX Runtime maps while it loads external data")
+    sec.add("peak measured worker memory, sum of RSS", "info",
+            f"{peaks.rss / MiB:.0f} MiB of {budget / MiB:.0f} MiB", None,
+            "not a target: RSS adds file-backed pages the kernel can drop and re-read (shared "
+            "libraries, counted once per worker though they are in RAM once, and the weights "
+            "file ONNX Runtime maps while it loads); the budget holds the anonymous memory above")
     sec.add("requests / ok / clean capacity rejections / unclean errors", "0 unclean",
             f"{counts['requests']} / {counts['ok']} / {counts['rejected']} / {len(unclean)}",
             not unclean,
@@ -261,8 +262,8 @@ def scale(sec: Section, quick: bool) -> None:
     import modelgen
     from daemon_harness import DaemonProcess
 
-    installed, loaded, clients, secs = (50, 20, 50, 5.0) if quick else (200, 20, 50, 20.0)
-    single_n = 300 if quick else 1500
+    installed, loaded, clients, secs = (10, 3, 10, 1.5) if quick else (200, 20, 50, 20.0)
+    single_n = 200 if quick else 1500
     d = DaemonProcess({}).start()
     pid = d.proc.pid if d.proc else 0
     x = np.ones((1, 4), np.float32)
@@ -284,6 +285,7 @@ def scale(sec: Section, quick: bool) -> None:
             lat: list[list[float]] = [[] for _ in range(clients)]
             fails: list[str] = []
             stop, measure = threading.Event(), threading.Event()
+            period = [0.0]  # 0: back-to-back (closed loop); else each client's request period
 
             def client(k: int) -> None:
                 r = random.Random(k)
@@ -296,6 +298,9 @@ def scale(sec: Section, quick: bool) -> None:
                                 lat[k].append(time.perf_counter() - t)
                         except Exception as exc:  # noqa: BLE001 - every one is a failed request
                             fails.append(f"{type(exc).__name__}: {exc}"[:160])
+                        if period[0]:  # a robot's rate, jittered so clients do not align
+                            time.sleep(max(0.0, period[0] * r.uniform(0.5, 1.5)
+                                           - (time.perf_counter() - t)))
 
             threads = [threading.Thread(target=client, args=(k,), daemon=True)
                        for k in range(clients)]
@@ -310,6 +315,16 @@ def scale(sec: Section, quick: bool) -> None:
             measure.clear()
             dt = time.perf_counter() - t0
             rss1, wrk1 = daemon.memory_info().rss, worker_memory(pid)
+            closed = [v for per in lat for v in per]
+            # the same clients at a robot's pace: 40% of what the box served back-to-back
+            period[0] = clients / (0.4 * len(closed) / dt)
+            for per in lat:
+                per.clear()
+            time.sleep(1.0)
+            measure.set()
+            time.sleep(secs)
+            measure.clear()
+            paced = [v for per in lat for v in per]
             stop.set()
             for t in threads:
                 t.join(60)
@@ -318,8 +333,9 @@ def scale(sec: Section, quick: bool) -> None:
         d.stop()
         d.cleanup()
     s50, s99 = percentiles(single)
-    flat = [v for per in lat for v in per]
+    flat = closed
     m50, m99 = percentiles(flat)
+    p50, p99 = percentiles(paced)
     growth = (rss1 - rss0) / MiB
     sec.tables.append(
         f"Scale setup: {installed} tiny generated models installed ({st.models_installed} per "
@@ -338,6 +354,11 @@ def scale(sec: Section, quick: bool) -> None:
             f"throughput {len(flat) / dt:.0f} req/s vs single {1 / np.mean(single):.0f} req/s; "
             f"Little's law: {clients} clients / throughput = {ms(clients * dt / len(flat))} "
             f"mean latency whatever the server does")
+    sec.add(f"p99 {clients} clients at a robot's pace vs single-client p99", "<= 3x single",
+            f"{ms(p99)} vs {ms(s99)} = {p99 / s99:.2f}x", p99 <= 3 * s99,
+            f"each client every {period[0] * 1e3:.0f} ms (jittered 0.5-1.5x): "
+            f"{len(paced) / secs:.0f} req/s in all, 40% of the back-to-back throughput; "
+            f"p50 {ms(p50)}; n={len(paced)}")
     sec.add(f"daemon RSS growth over the {dt:.0f} s run", "< 10 MB",
             f"{growth:+.1f} MiB ({rss0 / MiB:.0f} -> {rss1 / MiB:.0f} MiB)", growth < 10,
             f"workers (sum of RSS) {wrk0 / MiB:.0f} -> {wrk1 / MiB:.0f} MiB")

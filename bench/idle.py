@@ -19,9 +19,9 @@ def run(quick: bool) -> Section:
     d = DaemonProcess({"telemetry": {"interval_s": 2.0}}).start()
     try:
         proc = psutil.Process(d.proc.pid)  # type: ignore[union-attr]
-        time.sleep(3)
+        time.sleep(1.5 if quick else 3)
         rss = proc.memory_info().rss
-        window = 5 if quick else 20
+        window = 3 if quick else 20
         proc.cpu_percent(None)
         time.sleep(window)
         cpu = proc.cpu_percent(None)

@@ -71,7 +71,7 @@ def overlaps(s: Sample, lo: float, hi: float) -> bool:
 def run(quick: bool) -> Section:
     from daemon_harness import DaemonProcess
 
-    switches, lead_s, gap_s = (2, 2.0, 2.0) if quick else (6, 4.0, 3.0)
+    switches, lead_s, gap_s = (1, 1.5, 1.5) if quick else (6, 4.0, 3.0)
     feeds = demo_inputs()[MODEL][0]
     sec = Section(f"Version switch under steady traffic ({MODEL})")
     d = DaemonProcess({"preload": {"enabled": False}}).start()

@@ -112,6 +112,7 @@ class Catalog:
         self._tier_check = tier_check
         self._clock = clock
         self._lock = threading.RLock()
+        self._listed: tuple[TierState, list[ModelEntry]] | None = None
 
     # -- reads ---------------------------------------------------------------------------
     @property
@@ -125,8 +126,13 @@ class Catalog:
         return m
 
     def list(self) -> list[ModelEntry]:
+        """Every model, by name. Cached per manifest state (states are immutable: a change
+        makes a new one), because status and selection ask on every call."""
         state = self.state
-        return [state.models[n] for n in sorted(state.models)]
+        cached = self._listed
+        if cached is None or cached[0] is not state:
+            cached = self._listed = (state, [state.models[n] for n in sorted(state.models)])
+        return list(cached[1])
 
     def reload(self, before_commit: Callable[[TierState], None] | None = None) -> TierState:
         """Re-read the hand-edited manifests: validated as files (``ManifestError``) and

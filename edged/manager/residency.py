@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,13 @@ class LoadSpec:
     @property
     def key(self) -> str:
         return f"{self.name}:{self.version}"
+
+    @cached_property
+    def request(self) -> planner.LoadRequest:
+        """The planner's view of a demand load of this spec (specs are cached per catalog
+        entry, so selection over many models builds each request once)."""
+        return planner.LoadRequest(key=self.key, tier=self.tier, bytes=self.bytes,
+                                   gpu=self.gpu)
 
 
 @dataclass
@@ -148,8 +156,7 @@ class Residency:
         mem = memory or self._memory()
         with self._lock:
             residents = self._residents()
-        reqs = [planner.LoadRequest(key=s.key, tier=s.tier, bytes=s.bytes, gpu=s.gpu)
-                for s in specs]
+        reqs = [s.request for s in specs]
         return dict(zip((r.key for r in reqs),
                         planner.admissible(reqs, residents, self.budgets, mem), strict=True))
 

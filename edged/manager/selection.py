@@ -29,10 +29,11 @@ from dataclasses import dataclass
 PRIORITIES = ("speed", "quality", "balanced")
 MODES = ("auto", "manual", "hybrid")
 FITS = ("now", "evict", "no")  # as things are / after evicting idle models / not at all
+MAX_RUNNERS_UP = 10  # the best of the rest, each with its reason; the others are counted
 _TIE = 1e-9
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: a frozen __init__ costs 2-3x, and 200 are built per call
 class Candidate:
     name: str
     version: int
@@ -102,17 +103,27 @@ def select(task: str, priority: str, candidates: Sequence[Candidate], *,
     keyed = [((_FIT_RANK[c.fit] if not c.loaded else 0, round(score(c), 9), not c.loaded,
                -c.quality if speed else _latency(c), c.footprint_bytes if speed else 0,
                c.name, -c.version), c) for c in eligible]
-    keyed.sort(key=lambda kc: kc[0])
+    keyed.sort(key=_first)
     best = chosen or keyed[0][1]
     top = next(k for k, c in keyed if c is best)
     reasons = [*notes, *_why_chosen(best, task, priority, chosen is not None)]
+    ranked = [(k, c) for k, c in keyed if c is not best]
     losers = [(c, _why_lost(c, k, best, top, priority, chosen is not None))
-              for k, c in keyed if c is not best]
-    scores = tuple((c.key, criterion(priority, score, c)) for _, c in keyed)
-    return Selection(best, tuple(reasons), tuple(losers + out), mode, scores)
+              for k, c in ranked[:MAX_RUNNERS_UP]]
+    excluded = out[:max(0, MAX_RUNNERS_UP - len(losers))]
+    more = len(ranked) + len(out) - len(losers) - len(excluded)
+    if more:
+        reasons.append(f"{more} more models can do '{task}' and rank lower (not listed)")
+    scores = tuple((c.key, criterion(priority, score, c))
+                   for _, c in [(top, best), *ranked[:MAX_RUNNERS_UP]])
+    return Selection(best, tuple(reasons), tuple(losers + excluded), mode, scores)
 
 
 _FIT_RANK = {"now": 0, "evict": 1, "no": 2}
+
+
+def _first(kc: tuple[tuple[object, ...], Candidate]) -> tuple[object, ...]:
+    return kc[0]
 
 
 def criterion(priority: str, score: Callable[[Candidate], float], c: Candidate) -> float:

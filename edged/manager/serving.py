@@ -188,31 +188,27 @@ class Serving:
         """Rank the models that can do ``task``; ``mode``/``pinned`` default to the
         configuration's (``selection.mode``, ``selection.pins``)."""
         loaded = self._res.loaded_keys()
-        entries = self._m.catalog.list()
+        rows: list[tuple[Any, Any, str, str]] = []  # (entry, version, key, problem)
         able: list[LoadSpec] = []
-        unservable: dict[str, e.EdgedError] = {}
-        for en in entries:
-            if (en.tier == "storage" or f"{en.name}:{en.active}" in loaded
-                    or task not in en.versions[en.active].tasks):
-                continue
-            try:
-                able.append(self._m.load_spec(en, en.active))
-            except e.EdgedError as exc:  # a missing artifact, another TensorRT: not a choice
-                unservable[f"{en.name}:{en.active}"] = exc
-        fits = self._res.fits(able)  # one telemetry reading for every candidate
-        cands = []
-        for entry in entries:
+        for entry in self._m.catalog.list():
             v = entry.versions[entry.active]
             if task not in v.tasks:  # selection only ever mentions models that do the task
                 continue
-            key = f"{entry.name}:{entry.active}"
-            cands.append(selection.Candidate(
-                name=entry.name, version=entry.active, tasks=tuple(v.tasks), quality=v.quality,
-                latency_ms=self._latency_ms.get(entry.name),
-                footprint_bytes=v.measured_bytes or v.estimated_bytes, loaded=key in loaded,
-                fit="now" if key in loaded else _FIT[fits.get(key, "reject")],
-                tier=entry.tier,
-                problem=unservable[key].message if key in unservable else ""))
+            key, problem = f"{entry.name}:{entry.active}", ""
+            if entry.tier != "storage" and key not in loaded:
+                try:
+                    able.append(self._m.load_spec(entry, entry.active))
+                except e.EdgedError as exc:  # a missing artifact, another TensorRT
+                    problem = exc.message
+            rows.append((entry, v, key, problem))
+        fits = self._res.fits(able)  # one telemetry reading for every candidate
+        latency = self._latency_ms
+        cands = [selection.Candidate(
+            name=entry.name, version=entry.active, tasks=v.tasks, quality=v.quality,
+            latency_ms=latency.get(entry.name),
+            footprint_bytes=v.measured_bytes or v.estimated_bytes, loaded=key in loaded,
+            fit="now" if key in loaded else _FIT[fits.get(key, "reject")], tier=entry.tier,
+            problem=problem) for entry, v, key, problem in rows]
         return selection.select(task, priority, cands, max_bytes=max_bytes,
                                 max_latency_ms=max_latency_ms, mode=mode or self._select_mode,
                                 pinned=pinned or self._pins.get(task))

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from edged.manager.selection import Candidate, select
+from edged.manager.selection import MAX_RUNNERS_UP, Candidate, select
 
 MiB = 1 << 20
 
@@ -138,13 +138,14 @@ def test_deterministic_and_complete_on_random_sets() -> None:
                    loaded=rng.random() < 0.3, fit=rng.choice(["now", "now", "evict", "no"]),
                    tier=rng.choice(["ram", "swap", "swap", "storage"]),
                    tasks=rng.choice([("asr",), ("asr", "vad"), ("vad",)]))
-              for i in range(rng.randint(1, 12))]
+              for i in range(rng.randint(1, 16))]
         prio = rng.choice(["speed", "quality", "balanced"])
         a, b = select("asr", prio, cs), select("asr", prio, list(reversed(cs)))
         assert a == b
         able = [c for c in cs if "asr" in c.tasks]
         listed = ([a.choice] if a.choice else []) + [c for c, _ in a.runners_up]
-        assert sorted(c.name for c in listed) == sorted(c.name for c in able)
+        assert {c.name for c in listed} <= {c.name for c in able}
+        assert len(listed) == min(len(able), 1 + MAX_RUNNERS_UP) or a.choice is None
         if a.choice is not None:
             assert a.choice.tier != "storage"
             fitting = [c for c in able if c.fits_now and c.tier != "storage"]
@@ -205,3 +206,11 @@ def test_a_model_that_cannot_load_is_never_chosen_and_says_why() -> None:
     assert s.choice is not None and s.choice.name == "ok"
     assert dict((c.name, r) for c, r in s.runners_up)["best"] == (
         "cannot load: its artifact is missing from the store")
+
+
+def test_runners_up_are_capped_and_the_rest_counted() -> None:
+    cs = [cand(f"m{i:02d}", quality=i / 100) for i in range(30)]
+    s = select("asr", "quality", cs)
+    assert s.choice is not None and s.choice.name == "m29"
+    assert [c.name for c, _ in s.runners_up] == [f"m{i:02d}" for i in range(28, 18, -1)]
+    assert "19 more models can do 'asr'" in s.reasons[-1]
