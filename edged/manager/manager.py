@@ -223,13 +223,25 @@ class ModelManager:
                 self._trt.append(self._trt_probe())
             engine_compat.check_tensorrt(entry.name, version, v.engine_info, self._trt[0])
         options = self._engine_options(v)
-        return LoadSpec(name=entry.name, version=version,
-                        tier=tier or (entry.tier if version == entry.active and entry.tier
-                                      != "storage" else "swap"),
+        tier = tier or (entry.tier if version == entry.active and entry.tier != "storage"
+                        else "swap")
+        return LoadSpec(name=entry.name, version=version, tier=tier,
                         artifact=self.store.path(v.store_id), fmt=v.format, options=options,
                         group=v.group, bytes=v.measured_bytes or v.estimated_bytes,
                         gpu=bool(getattr(options, "uses_gpu", False))
-                        or engine_compat.uses_gpu(v.format, v.providers))
+                        or engine_compat.uses_gpu(v.format, v.providers),
+                        peak=self._load_peak(v, tier))
+
+    def _load_peak(self, v: Any, tier: str) -> int:
+        """An ONNX load holds one more copy of the weights for a moment (the parsed protobuf
+        and the initialized tensors); the artifact's size stands for the weights. It never
+        exceeds the larger of the footprint and the tier's budget, so a model that fits its
+        tier once loaded is never refused for its load alone."""
+        steady = v.measured_bytes or v.estimated_bytes
+        if v.format != "onnx":
+            return steady
+        budget = self.budgets.ram if tier == "ram" else self.budgets.swap
+        return min(steady + v.size_bytes, max(steady, budget))
 
     def _with_loaded(self, entry: Any) -> tuple[Any, LoadedView | None]:
         view = self.residency.view(f"{entry.name}:{entry.active}") if self.residency else None

@@ -38,16 +38,24 @@ class LoadSpec:
     group: str | None
     bytes: int  # measured footprint if known, else the estimate
     gpu: bool = False
+    peak: int = 0  # what the load itself may hold for a moment (0: no more than ``bytes``)
 
     @property
     def key(self) -> str:
         return f"{self.name}:{self.version}"
 
+    @property
+    def load_bytes(self) -> int:
+        """What a load of this spec is booked at until it is ready: its transient peak (ONNX
+        Runtime holds the parsed model and the initialized weights at once), then the
+        measured footprint. Booking only the footprint let concurrent loads overshoot."""
+        return max(self.bytes, self.peak)
+
     @cached_property
     def request(self) -> planner.LoadRequest:
         """The planner's view of a demand load of this spec (specs are cached per catalog
         entry, so selection over many models builds each request once)."""
-        return planner.LoadRequest(key=self.key, tier=self.tier, bytes=self.bytes,
+        return planner.LoadRequest(key=self.key, tier=self.tier, bytes=self.load_bytes,
                                    gpu=self.gpu)
 
 
@@ -163,7 +171,8 @@ class Residency:
     def _plan(self, spec: LoadSpec, preload: bool,
               memory: planner.Memory | None = None) -> planner.Decision:
         residents = [r for r in self._residents() if r.key != spec.key]
-        req = planner.LoadRequest(key=spec.key, tier=spec.tier, bytes=spec.bytes, gpu=spec.gpu,
+        req = planner.LoadRequest(key=spec.key, tier=spec.tier, bytes=spec.load_bytes,
+                                  gpu=spec.gpu,
                                   preload=preload)
         mem = memory or self._memory()
         if preload:
@@ -277,7 +286,7 @@ class Residency:
                 for key in victims:
                     self._slots[key].state = "unloading"
                     self._slots[key].evicting = True
-                slot = Slot(spec=spec, footprint=spec.bytes, preloaded=preload,
+                slot = Slot(spec=spec, footprint=spec.load_bytes, preloaded=preload,
                             last_used=self._clock())
                 self._slots[spec.key] = slot
         if wait_for is not None:
