@@ -443,10 +443,29 @@ class Residency:
                 return
             slot.footprint = footprint
             name, version, seconds = slot.spec.name, slot.spec.version, slot.load_seconds
+            victims = self._over_budget(slot.spec.tier)
+        for v in victims:
+            self._evict(v, reason=f"{key} grew to {footprint} bytes: its tier was over budget")
         try:
             self._on_measured(name, version, footprint, seconds)
         except Exception as exc:  # noqa: BLE001 - bookkeeping; the model keeps serving
             log.warning("could not record the grown footprint of %s: %s", key, exc)
+
+    def _over_budget(self, tier: str) -> list[str]:
+        """A model grew past its estimate after real inferences and took its tier over its
+        budget: the idle models the planner would evict to make room for nothing more, marked
+        for eviction (called with the lock held). None if the tier is within budget, or if
+        nothing idle can go (then the next load makes room, or is refused)."""
+        if tier not in planner.TIERS:
+            return []
+        nothing = planner.LoadRequest(key="(grown)", tier=tier, bytes=0)
+        decision = self._policy.plan(nothing, self._residents(), self.budgets, self._memory())
+        if not isinstance(decision, planner.AdmitAfterEvicting):
+            return []
+        for v in decision.victims:
+            self._slots[v].state = "unloading"
+            self._slots[v].evicting = True
+        return list(decision.victims)
 
     def plan_retier(self, key: str, tier: str) -> list[str]:
         """Check that a loaded model can move to ``tier`` (ram <-> swap) and evict what must

@@ -207,6 +207,23 @@ def test_demand_load_kills_a_running_preload_instead_of_waiting(
     assert demand < c_alone + full_load / 2, (demand, c_alone, full_load)
 
 
+def test_a_model_that_grows_past_its_tier_budget_evicts_an_idle_one(
+        pool: WorkerPool, models: dict[str, Path]) -> None:
+    """Footprints follow real inferences: when one grows and takes its tier over budget, the
+    idle models the planner would evict go, so accounting stays within the budget."""
+    res, events = make(pool, swap_mb=500)
+    res.load(spec(models, "a"))
+    res.load(spec(models, "b"))
+    sizes = {v.name: v.footprint_bytes for v in res.views()}
+    res.budgets = planner.Budgets(200 * MB, sizes["a"] + sizes["b"] + MB, 64 * MB)
+    res.remeasured("b:1", sizes["b"] + 10 * MB)
+    assert {v.name for v in res.views()} == {"b"}
+    assert any(ev.kind == "evict" and ev.model == "a" and "grew" in ev.message
+               for ev in events.recent())
+    used = sum(v.footprint_bytes for v in res.views())
+    assert used <= res.budgets.swap_bytes
+
+
 def _swallow(fn, *a, **kw):  # type: ignore[no-untyped-def]
     try:
         return fn(*a, **kw)
