@@ -85,9 +85,12 @@ class CallTable:
         self.sent += 1
         return call
 
-    def wait(self, call: Call, timeout_s: float | None, what: str = "request") -> Any:
+    def wait(self, call: Call, timeout_s: float | None, what: str = "request",
+             budget_s: float | None = None) -> Any:
         """The reply's metadata (or ``call.result`` if ``on_done`` set it); raises the worker's
-        error, Unavailable if it died, DeadlineExceeded when ``timeout_s`` passes first."""
+        error, Unavailable if it died, DeadlineExceeded when ``timeout_s`` passes first.
+        ``budget_s`` is the caller's whole deadline (``timeout_s`` may be what is left of it),
+        named in that error so that the client recognises the deadline it set."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         call.waiting = True
         try:
@@ -111,7 +114,8 @@ class CallTable:
             if what == "request":
                 self.cancel(call.rid)
             raise e.DeadlineExceeded(
-                f"{what} on model '{call.key}' took longer than {timeout_s:.3g} s")
+                f"{what} on model '{call.key}' took longer than "
+                f"{timeout_s if budget_s is None else budget_s:.3g} s")
         if call.error is not None:
             raise call.error
         return call.result if call.on_done is not None else call.meta

@@ -72,7 +72,8 @@ class LoadedModel:
                     raise e.DeadlineExceeded(f"model '{self.key}' was busy for {timeout:.3g} s")
             self.running += 1
         call = self._send(req)  # releases the slot itself if it fails
-        return self.worker.wait(call, deadline - time.monotonic())  # type: ignore[no-any-return]
+        return self.worker.wait(  # type: ignore[no-any-return]
+            call, deadline - time.monotonic(), budget_s=timeout)
 
     def wait_idle(self, timeout_s: float | None) -> bool:
         with self.cond:

@@ -144,9 +144,10 @@ class WorkerProcess:
         return self.calls.send(meta, buffers, key=key or self.name, on_done=on_done,
                                exempt=exempt)
 
-    def wait(self, call: Call, timeout_s: float | None, what: str = "request") -> Any:
+    def wait(self, call: Call, timeout_s: float | None, what: str = "request",
+             budget_s: float | None = None) -> Any:
         assert self.calls is not None
-        return self.calls.wait(call, timeout_s, what)
+        return self.calls.wait(call, timeout_s, what, budget_s)
 
     def oldest_pending(self) -> Call | None:
         return self.calls.oldest() if self.calls is not None else None
