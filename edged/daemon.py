@@ -322,7 +322,8 @@ def build_parts(cfg: cfgmod.Config, budgets: cfgmod.Budgets, sampler: Any,
     manifests.load()
     catalog = Catalog(store, manifests, inspect=lambda p, f: inspect(p, f),
                       tier_check=budget_tier_check(budgets.ram, budgets.swap, budgets.reserve))
-    policy = LockedPolicy(make_policy(cfg.preload.policy))
+    policy = LockedPolicy(make_policy(cfg.preload.policy,
+                                      tz_offset_s=time.localtime().tm_gmtoff))
     metrics = None
     if cfg.metrics.port is not None:
         from edged.metrics import Metrics  # prometheus-client only when metrics are on

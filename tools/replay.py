@@ -4,10 +4,11 @@
     python tools/replay.py --trace T.jsonl --models M.json --budget 6GiB [--json]
 
 Policies: ``lru``, ``lfu``, ``edged`` (``edged.manager.policy.EdgedPolicy`` with the capacity
-planner and the preloader rule :func:`edged.manager.policy.plan_preload` — the code the daemon
-runs), ``furthest`` (evict the model whose next use is furthest away: Belady's rule, offline, only
-a heuristic when sizes differ) and ``optimal`` (the exact offline minimum of cold loads for any
-policy that loads on demand; see ``optimal`` below).
+planner, demand victims by :func:`edged.manager.policy.plan_demand` and the preloader rule
+:func:`edged.manager.policy.plan_preload` — the code the daemon runs), ``furthest`` (evict the
+model whose next use is furthest away: Belady's rule, offline, only a heuristic when sizes differ)
+and ``optimal`` (the exact offline minimum of cold loads for any policy that loads on demand; see
+``optimal`` below).
 
 Simulated time, honestly: a load takes the model's ``load_s``; there is one loader, so loads run
 one at a time; requests are served in trace order. A request whose model is ready is a hit.
@@ -15,14 +16,16 @@ Any other request waits (``stall_s``): for its own demand load (which first wait
 earlier demand load to finish), or for the rest of a load already running. A *cold load* is a
 load some request had to wait for: every demand load, and every preload still running when its
 first request came; more requests waiting on the same load add stall, not cold loads. A demand
-load cancels a running preload of another model (preloads yield to demand). The preloader runs
-whenever the loader is idle, at least every ``--preload-interval`` seconds (the daemon's
-``preload.interval_s``), asks the policy for candidates and starts the first (of at most three)
-that :func:`plan_preload` admits. ``wasted_preloads`` counts preloads cancelled, evicted before
-their first use, or never used; ``bytes_loaded`` counts what was read, a cancelled preload's
-part included. All models are ``swap``-tier, CPU, evictable; the budget is all the memory they
-may use. ``edged`` passes the policy's ``victim_cost`` to the planner; LRU and LFU evict in
-order.
+load cancels a running preload of another model (preloads yield to demand), and its victims are
+chosen with what the policy knows when the request comes. The preloader's passes are timed as
+the daemon's preloader thread runs them: one every ``--preload-interval`` seconds (the daemon's
+``preload.interval_s``) from the first request; a pass asks the policy for candidates and starts
+the first (of at most three) that :func:`plan_preload` admits, and then waits for it (the
+daemon's pass loads synchronously) before the next interval; no pass starts a preload while the
+loader is busy. ``wasted_preloads`` counts preloads cancelled, evicted before their first use,
+or never used; ``bytes_loaded`` counts what was read, a cancelled preload's part included. All
+models are ``swap``-tier, CPU, evictable; the budget is all the memory they may use. ``edged``
+passes the policy's victim costs to the planner; LRU and LFU evict in order.
 
 ``optimal`` is a search over (request, resident set) states, with dead models (never requested
 again) dropped from a set and a set pruned when another one provably does at least as well
@@ -47,7 +50,7 @@ from pathlib import Path
 import numpy as np
 
 from edged.manager import planner
-from edged.manager.policy import CachePolicy, make_policy, plan_preload
+from edged.manager.policy import CachePolicy, make_policy, plan_demand, plan_preload
 from edged.manager.traces import ModelCost, TraceEntry, TraceError, read_models, read_trace
 from edged.units import format_size, parse_size
 
@@ -90,6 +93,7 @@ class Simulator:
         self.budgets = planner.Budgets(ram_bytes=0, swap_bytes=budget, reserve_bytes=0)
         self.slots: dict[str, _Slot] = {}
         self.loading: tuple[str, bool, float, float] | None = None  # model, preload, start, end
+        self.next_pass = 0.0  # the preloader's next pass
         self.r = Result()
         self.hits = 0
         self.outcomes: list[bool] = []  # per request: served without waiting
@@ -114,9 +118,9 @@ class Simulator:
 
     # -- the loop ----------------------------------------------------------------------------
     def run(self, trace: Sequence[TraceEntry]) -> Result:
-        clock = trace[0].t if trace else 0.0
+        self.next_pass = trace[0].t if trace else 0.0
         for i, entry in enumerate(trace):
-            clock = self.advance(clock, entry.t)
+            self.advance(entry.t)
             if self.policy is not None:
                 self.policy.observe(entry.model, entry.t)
             if self.on_request is not None:
@@ -128,23 +132,29 @@ class Simulator:
         self.r.stall_s = round(self.r.stall_s or 0.0, 3)
         return self.r
 
-    def advance(self, clock: float, t: float) -> float:
-        """Let the preloader work from ``clock`` until ``t`` whenever the loader is idle."""
-        while True:
-            if self.loading is not None and self.loading[3] <= t:
-                clock = max(clock, self.loading[3])
-                self.loading = None
-            if self.loading is not None or not self.preload or clock > t:
-                return max(clock, t) if self.loading is None else clock
-            if not self.try_preload(clock):
-                if clock + self.interval_s > t:
-                    return t
-                clock += self.interval_s
+    def advance(self, t: float) -> None:
+        """The preloader's passes until ``t``, timed as the daemon's preloader thread runs
+        them: one every ``interval_s``; a pass that starts a preload waits for it (the
+        daemon's pass loads synchronously), and no pass starts one while the loader is busy."""
+        while self.preload and self.next_pass <= t:
+            now = self.next_pass
+            self.finish(now)
+            if self.loading is None and self.try_preload(now):
+                assert self.loading is not None
+                self.next_pass = self.loading[3] + self.interval_s
+            else:
+                self.next_pass = now + self.interval_s
+        self.finish(t)
+
+    def finish(self, t: float) -> None:
+        if self.loading is not None and self.loading[3] <= t:
+            self.loading = None
 
     def try_preload(self, now: float) -> bool:
         assert self.policy is not None
-        residents = self.residents(now)
-        for name in self.policy.preload_candidates(list(self.slots), now)[:3]:
+        candidates = self.policy.preload_candidates(list(self.slots), now)[:3]
+        residents = self.residents(now) if candidates else []
+        for name in candidates:
             cost = self.models.get(name)
             if cost is None:
                 continue
@@ -188,13 +198,19 @@ class Simulator:
                 self.models[other].size_bytes * (p_end - t) / max(p_end - p_start, 1e-9))
             self.evict([other])
             self.loading = None
+            self.next_pass = min(self.next_pass, t + self.interval_s)  # the pass gave up
         elif self.loading is not None:
             start = self.loading[3]  # one loader: wait for the earlier demand load
-        order = self.order
-        d = planner.plan(planner.LoadRequest(name, "swap", cost.size_bytes),
-                         self.residents(start), self.budgets, self.memory(),
-                         eviction_order=lambda rs: order(rs, start),
-                         victim_cost=self.policy.victim_cost(start) if self.policy else None)
+        # the decision is taken now, with what the policy knows now: at ``start`` it would
+        # take the requests queued until then (not observed yet) for silence
+        req = planner.LoadRequest(name, "swap", cost.size_bytes)
+        if self.policy is not None:
+            d = plan_demand(self.policy, req, self.residents(start), self.budgets,
+                            self.memory(), t)
+        else:
+            order = self.order
+            d = planner.plan(req, self.residents(start), self.budgets, self.memory(),
+                             eviction_order=lambda rs: order(rs, t))
         if isinstance(d, planner.Reject):
             self.r.rejected = (self.r.rejected or 0) + 1
             return

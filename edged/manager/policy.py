@@ -1,10 +1,11 @@
 """Cache policies: what to evict first and what to preload, learned from the request stream.
 
 :class:`LruPolicy`, :class:`FrequencyPolicy` (LFU) and the predictive :class:`EdgedPolicy` share
-one interface (:class:`CachePolicy`), so the daemon and ``tools/replay.py`` run the very same
-classes, and :func:`plan_preload` is the preloader's capacity rule for both. Policies are plain
-single-threaded objects — the caller serializes ``observe`` and the queries (the daemon wraps one
-in a lock) — and deterministic: the same calls give the same answers, ties go by name.
+one interface (:class:`CachePolicy`); :func:`plan_demand` (a demand load's victims) and
+:func:`plan_preload` (the preloader's rule) are the capacity decisions built on it, so the daemon
+and ``tools/replay.py`` run the very same code. Policies are plain single-threaded objects — the
+caller serializes ``observe`` and the queries (the daemon wraps one in a lock) — and
+deterministic: the same calls give the same answers, ties go by name.
 
 EdgedPolicy's P(model requested within h seconds) is the largest of three estimates, each O(1)
 per model (so every call is O(models)):
@@ -13,20 +14,29 @@ per model (so every call is O(models)):
   +-25% around their mean; gaps over ~3 min as one memoryless "between sessions" mean), faded by
   the time that passed (``memory_s``): frequency, recency, periodic models (sharp when due) and
   bursts from one statistic, P(next within h | e s since the last);
-* **transitions** — every ``window_s / episodes`` s a request of ``a`` opens an episode of
-  ``window_s``; at its end P(b follows a) moves towards whether b came (a running mean at first,
-  then ``follow_alpha``), and b's delay is learned. Only pairs at least ``lift`` x b's base rate
-  count (a VAD every 2 s predicts nothing), and a b that is late fades (Bayes, exponential delay);
-* **time of day** — request rates per hour of *previous* days, halved each day.
+* **transitions** — a request of ``a`` after ``onset_s`` of silence (an *onset*: a conversation's
+  next turn, not a patrol's thousandth detection) opens an episode of ``window_s``; when it ends,
+  P(b follows a) moves towards whether b came (a running mean at first, then ``follow_alpha``),
+  and b's delay is learned as a mean and a spread. P is shrunk towards b's base rate by
+  ``prior_n`` episodes, only pairs at least ``lift`` x that base rate count (a VAD every 2 s
+  predicts nothing), and a b that is late fades (Bayes, the delay taken as normal: a b due 3 s
+  after a is not written off after 1 s);
+* **time of day** — onsets per hour of *previous* days, halved each day: how often sessions of
+  the model start at this hour (a Poisson rate), so the night's models are expected at night.
 
-Value (what eviction keeps and preloads compete on) is the expected stall a byte saves:
-``sum(P(within h) / h for h in 1..1024 s) x (load_s + miss_cost_s) / size`` — the sum is within a
-small factor of 1 / (time to next use), ``miss_cost_s`` makes every cold load count, not only
-its seconds. ``victim_cost`` (value x bytes) lets the planner prefer a few small, cheap victims to
-one big one. Preload candidates are the non-resident models with P(within ``horizon_s``) >=
-``preload_threshold``, most stall saved first; the threshold is deliberately low, because
-:func:`plan_preload` only lets a preload in where memory is free or held by models worth less
-than half of it (tuned on seeded traces, see ``bench/replay_results.md``).
+Decisions (tuned on seeded traces, see ``bench/replay_results.md``):
+
+* **value** (eviction order, demand victims) is the expected stall a byte saves:
+  ``sum(P(within h) / h for h in 1..1024 s) x (load_s + miss_cost_s) / size`` — the sum is
+  within a small factor of 1 / (time to next use), and ``miss_cost_s`` makes every cold load
+  count, not only its seconds; ``victim_cost`` (value x bytes) lets the planner prefer a few
+  small victims to one big one.
+* **preloads**: candidates are the non-resident models with P(within ``horizon_s``) >=
+  ``preload_threshold``, by :meth:`EdgedPolicy.preload_gain` (the cold load and stall saved if
+  the request comes after the load is done, half the load time if it comes while loading).
+  :func:`plan_preload` lets one in where memory is free, or where the victims' expected loss —
+  P(victim needed again before the candidate, within ``keep_s``) x its (load_s + miss cost),
+  Belady's rule in expectation — is below the gain / (1 + margin).
 """
 
 from __future__ import annotations
@@ -43,10 +53,14 @@ from edged.manager.planner import Resident
 _B0, _R, _NB = 0.05, 1.5, 21  # short-gap bins: [0, 0.05), then x1.5 each ...
 _SPLIT = _B0 * _R ** (_NB - 1)  # ... up to ~166 s; longer gaps are "between sessions"
 _JITTER = 0.25  # a bin's gaps are spread +-25% around their mean
-_HORIZONS = (1.0, 4.0, 16.0, 64.0, 256.0, 1024.0)
+_HORIZONS = (1.0, 4.0, 16.0, 64.0, 256.0, 1024.0)  # for value
+_GRID = (1.0, 3.0, 8.0, 20.0, 50.0)  # for eviction losses, up to keep_s
 _MAX_FOLLOWERS = 12
 _BASE_ALPHA = 0.01
 _DAY = 86400.0
+_SQRT2 = math.sqrt(2.0)
+
+Context = dict[str, tuple[float, float, float, float]]  # b -> (P still comes, delay, sd, x)
 
 
 def model_name(key: str) -> str:
@@ -55,6 +69,8 @@ def model_name(key: str) -> str:
 
 
 class CachePolicy(Protocol):
+    last: dict[str, float]  # model -> when it was last requested
+
     def set_model(self, name: str, size_bytes: int, load_s: float) -> None: ...
     def observe(self, model: str, t: float) -> None: ...
     def predict_next(self, now: float, k: int = 5) -> list[tuple[str, float]]: ...
@@ -62,6 +78,9 @@ class CachePolicy(Protocol):
     def eviction_order(self, residents: Sequence[Resident], now: float) -> list[Resident]: ...
     def victim_cost(self, now: float) -> Callable[[Resident], float] | None: ...
     def preload_candidates(self, resident_keys: Collection[str], now: float) -> list[str]: ...
+    def preload_gain(self, name: str, now: float) -> float: ...
+    def eviction_loss(self, name: str, now: float,
+                      at_least: float = math.inf) -> Callable[[Resident], float]: ...
 
 
 class _Base:
@@ -88,6 +107,14 @@ class _Base:
 
     def preload_candidates(self, resident_keys: Collection[str], now: float) -> list[str]:
         return []
+
+    def preload_gain(self, name: str, now: float) -> float:
+        return 0.0
+
+    def eviction_loss(self, name: str, now: float,
+                      at_least: float = math.inf) -> Callable[[Resident], float]:
+        """A policy that predicts nothing cannot tell a victim is safe to lose."""
+        return lambda r: math.inf
 
 
 class LruPolicy(_Base):
@@ -122,77 +149,87 @@ class _Stats:
     """What EdgedPolicy knows about one model."""
 
     last: float = -math.inf
+    onset: float = -math.inf  # the last request after a silence of onset_s
     long_n: float = 0.0  # remembered gaps longer than _SPLIT (decayed count) ...
     long_sum: float = 0.0  # ... and their decayed sum, for their mean
     hist: list[float] = field(default_factory=lambda: [0.0] * _NB)  # decayed counts ...
     gaps: list[float] = field(default_factory=lambda: [0.0] * _NB)  # ... and sums, per bin
     knots: list[float] = field(default_factory=list)  # short-gap survival, piecewise linear:
     knot_mass: list[float] = field(default_factory=list)  # its value at each knot
-    follow: dict[str, tuple[float, float]] = field(default_factory=dict)  # b -> (P, delay)
+    # b -> (P(b within window_s of an onset), b's mean delay, the delay's variance)
+    follow: dict[str, tuple[float, float, float]] = field(default_factory=dict)
     episodes: list[tuple[float, set[str]]] = field(default_factory=list)  # oldest first
-    since: set[str] = field(default_factory=set)  # models requested since its last request
+    since: set[str] = field(default_factory=set)  # models requested since its last onset
     closed: int = 0  # episodes learned from
-    today: list[float] = field(default_factory=lambda: [0.0] * 24)
+    today: list[float] = field(default_factory=lambda: [0.0] * 24)  # onsets per hour
     past: list[float] = field(default_factory=lambda: [0.0] * 24)
 
 
 class EdgedPolicy(_Base):
     """The predictive policy; the module docstring says what each knob does."""
 
-    def __init__(self, *, window_s: float = 30.0, horizon_s: float = 20.0,
+    def __init__(self, *, window_s: float = 30.0, horizon_s: float = 40.0,
                  preload_threshold: float = 0.05, memory_s: float = 1800.0,
-                 follow_alpha: float = 0.2, episodes: int = 3, miss_cost_s: float = 10.0,
-                 prior_gap_s: float = 600.0, tail: float = 0.5, lift: float = 2.0,
-                 cost_aware: bool = True, tz_offset_s: float = 0.0) -> None:
+                 follow_alpha: float = 0.2, onset_s: float = 5.0, prior_n: float = 1.0,
+                 miss_cost_s: float = 40.0, keep_s: float = 90.0, prior_gap_s: float = 600.0,
+                 tail: float = 0.5, lift: float = 2.0, cost_aware: bool = True,
+                 tz_offset_s: float = 0.0, tod_weight: float = 0.5,
+                 tod_min_s: float = 600.0) -> None:
         super().__init__()
         self.window_s, self.horizon_s = window_s, horizon_s
         self.preload_threshold, self.memory_s = preload_threshold, memory_s
-        self.follow_alpha, self.episodes, self.miss_cost_s = follow_alpha, episodes, miss_cost_s
+        self.follow_alpha, self.onset_s, self.prior_n = follow_alpha, onset_s, prior_n
+        self.miss_cost_s, self.keep_s = miss_cost_s, keep_s
         self.prior_gap_s, self.tail, self.tz_offset_s = prior_gap_s, tail, tz_offset_s
         self.lift, self.cost_aware = lift, cost_aware
+        self.tod_weight, self.tod_min_s = tod_weight, tod_min_s
+        self._grid_hs = (*(h for h in _GRID if h < keep_s), keep_s)
         self.stats: dict[str, _Stats] = {}
         self._exposure_today = [0.0] * 24
         self._exposure_past = [0.0] * 24
         self._now = -math.inf
         self._day: int | None = None
-        self._ctx: tuple[float, dict[str, tuple[float, float]]] | None = None  # caches for
-        self._values: tuple[float, dict[str, float]] = (math.nan, {})  # one instant
-        self._base: dict[str, float] = {}  # P(b within window_s of any episode start)
+        self._ctx: tuple[float, Context] | None = None  # caches for one instant
+        self._values: tuple[float, dict[str, float]] = (math.nan, {})
+        self._grid: tuple[float, dict[tuple[str, int], list[float]]] = (math.nan, {})
+        self._base: dict[str, float] = {}  # P(b within window_s of any onset)
         self._closed = 0
 
     # -- learning --------------------------------------------------------------------------
     def set_model(self, name: str, size_bytes: int, load_s: float) -> None:
         super().set_model(name, size_bytes, load_s)
-        self._values = (math.nan, {})
+        self._values, self._grid = (math.nan, {}), (math.nan, {})
 
     def observe(self, model: str, t: float) -> None:
         super().observe(model, t)
-        self._ctx, self._values = None, (math.nan, {})
+        self._ctx, self._values, self._grid = None, (math.nan, {}), (math.nan, {})
         self._roll_day(t)
         if self._now > -math.inf:
-            self._exposure_today[self._hour(t)] += min(max(0.0, t - self._now), 3600.0)
+            self._expose(self._now, t)
         self._now = max(self._now, t)
-        for name, s in self.stats.items():
-            while s.episodes and t - s.episodes[0][0] > self.window_s:
-                self._close(s, s.episodes.pop(0)[1])
+        for name, other in self.stats.items():
+            while other.episodes and t - other.episodes[0][0] > self.window_s:
+                self._close(other, other.episodes.pop(0)[1])
             if name != model:
-                s.since.add(model)
-                for start, seen in s.episodes:
+                other.since.add(model)
+                for start, seen in other.episodes:
                     if model not in seen:
                         seen.add(model)
-                        self._learn_delay(s, model, t - start)
+                        self._learn_delay(other, model, t - start)
         s = self.stats.setdefault(model, _Stats())
-        s.since = set()
-        if not s.episodes or t - s.episodes[-1][0] >= self.window_s / self.episodes:
+        if t - s.last >= self.onset_s:
+            s.onset, s.since = t, set()
             s.episodes.append((t, set()))
+        if t - s.last >= _SPLIT:  # a session starts: what the time of day counts
+            s.today[self._hour(t)] += 1.0
         if s.last > -math.inf:
             self._learn_gap(s, t - s.last)
         s.last = t
-        s.today[self._hour(t)] += 1.0
 
     def _learn_delay(self, s: _Stats, b: str, delay: float) -> None:
-        p, d = s.follow.get(b, (0.0, delay))
-        s.follow[b] = (p, d + 0.3 * (delay - d))
+        p, d, var = s.follow.get(b, (0.0, delay, (0.5 * delay) ** 2))
+        err = delay - d
+        s.follow[b] = (p, d + 0.3 * err, var + 0.3 * (err * err - var))
 
     def _close(self, s: _Stats, seen: set[str]) -> None:
         """An episode ended: move P(b follows) towards whether b came during it."""
@@ -204,8 +241,8 @@ class EdgedPolicy(_Base):
         for b in set(base) | seen:
             base[b] = (1 - ab) * base.get(b, 0.0) + (ab if b in seen else 0.0)
         for b in set(s.follow) | seen:
-            p, d = s.follow.get(b, (0.0, 0.0))
-            s.follow[b] = ((1 - a) * p + (a if b in seen else 0.0), d)
+            p, d, var = s.follow.get(b, (0.0, 0.0, 0.0))
+            s.follow[b] = ((1 - a) * p + (a if b in seen else 0.0), d, var)
         if len(s.follow) > _MAX_FOLLOWERS:
             keep = sorted(s.follow.items(), key=lambda kv: (-kv[1][0], kv[0]))
             s.follow = dict(keep[:_MAX_FOLLOWERS])
@@ -223,11 +260,32 @@ class EdgedPolicy(_Base):
             s.gaps[_bin(gap)] += gap
         # each bin's gaps sit +-25% around their mean (not smeared over the bin, so a periodic
         # model is sharp when due): the survival of short gaps is piecewise linear in x
-        spans = [(g / w * (1 - _JITTER), g / w * (1 + _JITTER), w)
-                 for w, g in zip(s.hist, s.gaps, strict=True) if w > 1e-9]
-        s.knots = sorted({x for lo, hi, _ in spans for x in (lo, hi)})
-        s.knot_mass = [sum(w * min(1.0, max(0.0, (hi - x) / (hi - lo))) for lo, hi, w in spans)
-                       for x in s.knots]
+        # swept from the right: at each knot the slope changes by the spans starting there
+        bends: dict[float, float] = {}
+        for w, g in zip(s.hist, s.gaps, strict=True):
+            if w > 1e-9:
+                lo, hi = g / w * (1 - _JITTER), g / w * (1 + _JITTER)
+                bends[hi] = bends.get(hi, 0.0) + w / (hi - lo)
+                bends[lo] = bends.get(lo, 0.0) - w / (hi - lo)
+        s.knots = sorted(bends)
+        mass, slope, prev = [0.0] * len(s.knots), 0.0, 0.0
+        for j in range(len(s.knots) - 1, -1, -1):
+            x = s.knots[j]
+            if j < len(s.knots) - 1:
+                prev += slope * (s.knots[j + 1] - x)
+            mass[j] = max(0.0, prev)
+            slope += bends[x]
+        s.knot_mass = mass
+
+    def _expose(self, start: float, end: float) -> None:
+        """Seconds observed, into their hours of day (a gap counts an hour at most: the robot
+        may have been switched off)."""
+        start = max(start, end - 3600.0)
+        while start < end:
+            upto = min(end, (math.floor((start + self.tz_offset_s) / 3600.0) + 1) * 3600.0
+                       - self.tz_offset_s)
+            self._exposure_today[self._hour(start)] += upto - start
+            start = upto
 
     def _hour(self, t: float) -> int:
         return int((t + self.tz_offset_s) // 3600) % 24
@@ -261,65 +319,78 @@ class EdgedPolicy(_Base):
             short = m0 + (m1 - m0) * (x - x0) / (x1 - x0)
         return short + s.long_n + self.tail
 
-    def _renewal(self, s: _Stats, now: float, hs: Sequence[float]) -> list[float]:
-        """P(next request within h | none for e seconds), for each h, from the model's gaps.
+    def _context(self, now: float) -> Context:
+        """b -> (P(b still comes because a came), b's delay mean and sd, time since a's onset),
+        from the most telling a.
 
-        Long gaps are modelled as memoryless with their mean (a few samples cannot shape a
-        tail), and a model silent for much longer than that fades (the mean stretches to e/3).
-        """
-        if s.last == -math.inf:
-            return [0.0] * len(hs)
-        e = max(0.0, now - s.last)
-        mean = (s.long_sum + self.tail * self.prior_gap_s) / (s.long_n + self.tail)
-        scale = max(mean - _SPLIT, (e - _SPLIT) / 3.0, 1.0)
-        alive = self._survival(s, e, scale)
-        return [max(0.0, alive - self._survival(s, e + h, scale)) / alive for h in hs]
-
-    def _context(self, now: float) -> dict[str, tuple[float, float]]:
-        """b -> (P(b still comes because a came), its mean delay), from the most telling a.
-
-        Only a that were requested within ``window_s`` and after which b has not come yet
-        count, and only when P(b | a) is ``lift`` times b's base rate: a VAD running every two
-        seconds precedes everything and predicts nothing.
+        Only a whose onset was within ``window_s`` and after which b has not come yet count,
+        and only when P(b | a) is ``lift`` times b's base rate.
         """
         if self._ctx is not None and self._ctx[0] == now:
             return self._ctx[1]
-        ctx: dict[str, tuple[float, float]] = {}
+        ctx: Context = {}
         for s in self.stats.values():
-            if now - s.last > self.window_s:
+            x = now - s.onset
+            if x > self.window_s:
                 continue
-            x = now - s.last
-            for b, (p, delay) in s.follow.items():
-                if b in s.since or p < self.lift * self._base.get(b, 0.0):
+            m = min(float(s.closed), 1.0 / self.follow_alpha)
+            for b, (p, delay, var) in s.follow.items():
+                base = self._base.get(b, 0.0)
+                p = (p * m + self.prior_n * base) / (m + self.prior_n)
+                if b in s.since or p < self.lift * base:
                     continue
-                # b's delay after a taken as exponential: the longer b is late, the less
-                # likely it still comes (Bayes: P(comes | not yet after x))
                 d = max(delay, 0.05)
-                late = p * math.exp(-x / d)
+                sd = max(math.sqrt(var), 0.25 * d, 0.05)
+                late = p * (1.0 - _phi((x - d) / sd))  # Bayes: P(comes | not yet after x)
                 still = late / (1.0 - p + late) if late > 0 else 0.0
-                if still > ctx.get(b, (0.0, 0.0))[0]:
-                    ctx[b] = (still, d)
+                if still > ctx.get(b, (0.0,))[0]:
+                    ctx[b] = (still, d, sd, x)
         self._ctx = (now, ctx)
         return ctx
 
-    def soon(self, name: str, now: float, h: float,
-             ctx: dict[str, tuple[float, float]] | None = None) -> float:
+    def soon(self, name: str, now: float, h: float, ctx: Context | None = None) -> float:
         """P(``name`` is requested within ``h`` seconds of ``now``)."""
         return self._soon(name, now, (h,), ctx)[0]
 
     def _soon(self, name: str, now: float, hs: Sequence[float],
-              ctx: dict[str, tuple[float, float]] | None) -> list[float]:
+              ctx: Context | None) -> list[float]:
+        """P(``name`` within h) for each h of ``hs`` (ascending): the largest estimate."""
         s = self.stats.get(name)
-        if s is None:
+        if s is None or s.last == -math.inf:
             return [0.0] * len(hs)
-        p_ctx, delay = (self._context(now) if ctx is None else ctx).get(name, (0.0, 1.0))
+        # renewal: P(next within h | none for e s); long gaps memoryless with their mean, and
+        # a model silent for much longer than that fades (the mean stretches to e/3)
+        e = max(0.0, now - s.last)
+        mean = (s.long_sum + self.tail * self.prior_gap_s) / (s.long_n + self.tail)
+        scale = max(mean - _SPLIT, (e - _SPLIT) / 3.0, 1.0)
         hour = self._hour(now)
-        exposure, past = self._exposure_past[hour], s.past[hour]
-        rate = past / exposure if exposure >= 60.0 else 0.0
-        return [max(p, p_ctx * (1.0 - math.exp(-h / delay)), 1.0 - math.exp(-h * rate))
-                for p, h in zip(self._renewal(s, now, hs), hs, strict=True)]
+        exposure = self._exposure_past[hour]
+        if exposure >= self.tod_min_s:  # sessions start at this hour's rate of previous days
+            rate = s.past[hour] / exposure
+            scale = 1.0 / ((1.0 - self.tod_weight) / scale + self.tod_weight * rate + 1e-9)
+        alive = self._survival(s, e, scale)
+        entry = (self._context(now) if ctx is None else ctx).get(name)
+        if entry is not None:
+            still, d, sd, x = entry
+            f0 = _phi((x - d) / sd)
+            rest = max(1e-12, 1.0 - f0)
+        out, top = [], 0.0
+        long_only = e >= _SPLIT  # then the renewal is one exponential: no knots to look up
+        for h in hs:
+            if long_only:
+                p = 1.0 - math.exp(-h / scale)
+            else:
+                p = (alive - self._survival(s, e + h, scale)) / alive
+            if entry is not None:
+                q = still * (_phi((x + h - d) / sd) - f0) / rest
+                if q > p:
+                    p = q if q < 1.0 else 1.0
+            if p > top:
+                top = p
+            out.append(top)
+        return out
 
-    def _value(self, name: str, now: float, ctx: dict[str, tuple[float, float]]) -> float:
+    def _value(self, name: str, now: float, ctx: Context) -> float:
         """Expected stall saved per byte kept: ~ (load_s + miss cost) / (size x time to use).
 
         ``sum(P(within h) / h)`` over geometric horizons is within a small factor of
@@ -358,17 +429,77 @@ class EdgedPolicy(_Base):
         scored.sort(key=lambda x: (-x[1], x[0]))
         return [(n, p) for n, p in scored[:k] if p > 0.0]
 
+    def preload_gain(self, name: str, now: float) -> float:
+        """Expected stall (miss cost included) that preloading ``name`` now saves: a request
+        after the load is done saves the cold load, one during it half the load time."""
+        return self._gain(name, now, self._context(now))[0]
+
+    def _gain(self, name: str, now: float, ctx: Context) -> tuple[float, float]:
+        """(preload_gain, P(within horizon_s)), remembered for one instant."""
+        load = self.load_s.get(name, 1.0)
+        p_load, p_h = self._cached((name, 2), now, (min(load, self.horizon_s), self.horizon_s),
+                                   ctx)
+        return (self.miss_cost_s + load) * max(0.0, p_h - p_load) + 0.5 * load * p_load, p_h
+
+    def _cached(self, key: tuple[str, int], now: float, hs: Sequence[float],
+                ctx: Context) -> list[float]:
+        """``_soon`` remembered for one instant: a preloader pass asks for the same models
+        once per candidate."""
+        if self._grid[0] != now:
+            self._grid = (now, {})
+        got = self._grid[1].get(key)
+        if got is None:
+            got = self._grid[1][key] = self._soon(key[0], now, hs, ctx)
+        return got
+
+    def eviction_loss(self, name: str, now: float,
+                      at_least: float = math.inf) -> Callable[[Resident], float]:
+        """Expected stall (miss cost included) that evicting a resident to preload ``name``
+        causes: P(the victim is needed again before ``name``, within ``keep_s``) x its cost.
+
+        A victim needed before the preloaded model must come back first and push something
+        out in turn (Belady's rule); one needed after it would go at that demand load anyway.
+        A loss of ``at_least`` or more may come back as a bound (at least ``at_least``): the
+        caller only compares it, and the bound costs one horizon instead of the whole grid.
+        """
+        ctx = self._context(now)
+        hs = self._grid_hs
+        alive_c = [1.0 - p for p in self._cached((name, 1), now, hs, ctx)]
+        memo: dict[str, float] = {}
+
+        def lost(r: Resident) -> float:
+            n = model_name(r.key)
+            got = memo.get(n)
+            if got is not None:
+                return got
+            cost = self.miss_cost_s + self.load_s.get(n, 1.0)
+            # alive_c only falls, so the loss is at least cost x F_v(keep) x alive_c(keep)
+            bound = cost * self._cached((n, 0), now, hs[-1:], ctx)[0] * alive_c[-1]
+            if bound >= at_least:
+                memo[n] = bound
+                return bound
+            p, prev_f, prev_a = 0.0, 0.0, 1.0
+            for f, a in zip(self._cached((n, 1), now, hs, ctx), alive_c, strict=True):
+                p += (f - prev_f) * 0.5 * (prev_a + a)  # victim in (h', h], name not yet
+                prev_f, prev_a = f, a
+            memo[n] = got = cost * p
+            return got
+        return lost
+
     def preload_candidates(self, resident_keys: Collection[str], now: float) -> list[str]:
         resident = {model_name(k) for k in resident_keys}
         ctx = self._context(now)
         scored = []
         for n in self.stats:
-            if n in resident:
-                continue
-            p = self.soon(n, now, self.horizon_s, ctx)
-            if p >= self.preload_threshold:
-                scored.append((-p * (self.load_s.get(n, 1.0) + self.miss_cost_s), n))
+            if n not in resident:
+                gain, p = self._gain(n, now, ctx)
+                if p >= self.preload_threshold:
+                    scored.append((-gain, n))
         return [n for _, n in sorted(scored)]
+
+
+def _phi(z: float) -> float:
+    return 0.5 * (1.0 + math.erf(z / _SQRT2))
 
 
 def _bin(gap: float) -> int:
@@ -377,36 +508,86 @@ def _bin(gap: float) -> int:
     return min(_NB - 1, 1 + int(math.log(gap / _B0) / math.log(_R)))
 
 
-def make_policy(name: str) -> CachePolicy:
-    """The policy the configuration names: ``edged`` | ``lru`` | ``lfu``."""
+def make_policy(name: str, tz_offset_s: float = 0.0) -> CachePolicy:
+    """The policy the configuration names: ``edged`` | ``lru`` | ``lfu``. ``tz_offset_s`` is
+    the device's offset from UTC: a robot's day follows local time, not UTC's."""
     makers: dict[str, Callable[[], CachePolicy]] = {
-        "edged": EdgedPolicy, "lru": LruPolicy, "lfu": FrequencyPolicy}
+        "edged": lambda: EdgedPolicy(tz_offset_s=tz_offset_s), "lru": LruPolicy,
+        "lfu": FrequencyPolicy}
     if name not in makers:
         raise ValueError(f"unknown policy {name!r} (expected edged, lru or lfu)")
     return makers[name]()
 
 
+def plan_demand(policy: CachePolicy, req: planner.LoadRequest,
+                residents: Sequence[Resident], budgets: planner.Budgets,
+                memory: planner.Memory, now: float) -> planner.Decision:
+    """A demand load's decision: the planner with the policy's order and victim costs.
+
+    The planner's victim search is greedy along one order. By value per byte one big model
+    (the LLM) comes first and alone makes room, hiding cheaper sets of smaller models; so with
+    victim costs the search also runs along the order by cost, and the cheaper set wins.
+    """
+    cost = policy.victim_cost(now)
+    first = planner.plan(req, residents, budgets, memory,
+                         eviction_order=lambda rs: policy.eviction_order(rs, now),
+                         victim_cost=cost)
+    if cost is None or not isinstance(first, planner.AdmitAfterEvicting):
+        return first
+    second = planner.plan(req, residents, budgets, memory,
+                          eviction_order=lambda rs: sorted(rs, key=lambda r: (cost(r), r.key)),
+                          victim_cost=cost)
+    if not isinstance(second, planner.AdmitAfterEvicting):
+        return first
+    by_key = {r.key: r for r in residents}
+
+    def total(d: planner.AdmitAfterEvicting) -> float:
+        return sum(cost(by_key[v]) for v in d.victims)
+    return second if total(second) < total(first) else first
+
+
 def plan_preload(policy: CachePolicy, req: planner.LoadRequest,
                  residents: Sequence[Resident], budgets: planner.Budgets,
-                 memory: planner.Memory, now: float, margin: float = 1.0) -> planner.Decision:
-    """The preloader's capacity rule: fit as things are, or evict only less valuable models.
+                 memory: planner.Memory, now: float, margin: float = 0.5,
+                 min_gain_s: float = 2.0) -> planner.Decision:
+    """The preloader's capacity rule: fit as things are, or evict only what is worth less.
 
     First the planner's own preload rule (never evict). If that rejects, the preload may evict
-    idle swap models that the policy values *strictly* below the candidate (per byte: their
-    expected stall saved is smaller), by a factor ``1 + margin`` so that two models cannot
-    preload each other out in turn; a preload never pushes out something that matters as much
-    as what it brings. The daemon's preloader and the replay tool both call this.
+    idle swap models whose expected loss (:meth:`EdgedPolicy.eviction_loss`) is, all together,
+    below the preload's gain / (1 + ``margin``): a preload never pushes out what is needed
+    before it, nor what is worth as much as it brings; and one worth less than ``min_gain_s``
+    (the LLM at night, wanted only by stray requests) evicts nothing. The daemon's preloader
+    and the replay tool both call this.
     """
     first = planner.plan(replace(req, preload=True), residents, budgets, memory,
                          eviction_order=lambda rs: policy.eviction_order(rs, now))
     if not isinstance(first, planner.Reject):
         return first
-    bar = policy.value(model_name(req.key), now) / (1.0 + margin)
+    gain = policy.preload_gain(model_name(req.key), now) / (1.0 + margin)
+    if gain <= min_gain_s:
+        return first
+    lost = policy.eviction_loss(model_name(req.key), now, at_least=gain)
+    # the tier budget alone needs this much freed: give up as soon as what is still affordable
+    # cannot free it (most passes end here, having priced a few recently used residents)
+    need = sum(r.bytes for r in residents if r.tier == req.tier) + req.bytes - budgets.of(
+        req.tier)
+    candidates = [r for r in residents if planner.evictable(r, req.key)]
+    reachable = sum(r.bytes for r in candidates if r.tier == req.tier)
+    for r in sorted(candidates, key=lambda r: (-policy.last.get(model_name(r.key), -math.inf),
+                                               r.key)):
+        if lost(r) >= gain and r.tier == req.tier:
+            reachable -= r.bytes
+            if reachable < need:
+                return first
 
-    def cheaper(rs: Sequence[Resident]) -> list[Resident]:
-        return [r for r in policy.eviction_order(rs, now)
-                if policy.value(model_name(r.key), now) < bar]
+    def affordable(rs: Sequence[Resident]) -> list[Resident]:
+        return sorted((r for r in rs if lost(r) < gain), key=lambda r: (lost(r) / r.bytes, r.key))
 
     second = planner.plan(replace(req, preload=False), residents, budgets, memory,
-                          eviction_order=cheaper, victim_cost=policy.victim_cost(now))
-    return second if isinstance(second, planner.AdmitAfterEvicting) else first
+                          eviction_order=affordable, victim_cost=lost)
+    if not isinstance(second, planner.AdmitAfterEvicting):
+        return first
+    by_key = {r.key: r for r in residents}
+    if sum(lost(by_key[v]) for v in second.victims) >= gain:
+        return first
+    return second

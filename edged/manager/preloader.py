@@ -21,7 +21,7 @@ from typing import Any
 
 from edged import errors as e
 from edged.manager import planner
-from edged.manager.policy import CachePolicy, plan_preload
+from edged.manager.policy import CachePolicy, plan_demand, plan_preload
 
 log = logging.getLogger("edged.preloader")
 
@@ -68,14 +68,11 @@ class LockedPolicy:
 
     def plan(self, req: planner.LoadRequest, residents: Sequence[planner.Resident],
              budgets: planner.Budgets, memory: planner.Memory) -> planner.Decision:
-        """A demand load's decision with the policy's eviction order and victim costs (the
-        same rule the replay tool measures), computed under the lock."""
+        """A demand load's decision (``policy.plan_demand``: the policy's eviction order and
+        victim costs, the same rule the replay tool measures), computed under the lock."""
         with self._lock:
             self._fold()
-            now = self._clock()
-            return planner.plan(req, residents, budgets, memory,
-                                eviction_order=lambda rs: self._p.eviction_order(rs, now),
-                                victim_cost=self._p.victim_cost(now))
+            return plan_demand(self._p, req, residents, budgets, memory, self._clock())
 
     def plan_preload(self, req: planner.LoadRequest, residents: Sequence[planner.Resident],
                      budgets: planner.Budgets, memory: planner.Memory) -> planner.Decision:

@@ -9,11 +9,13 @@ import json
 import random
 import subprocess
 import sys
+from collections.abc import Collection
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
+from edged.manager.policy import LruPolicy
 from edged.manager.traces import ModelCost, TraceEntry, read_models, read_trace, write_models
 
 REPO = Path(__file__).resolve().parents[2]
@@ -128,17 +130,53 @@ def test_optimum_reports_na_beyond_its_limits(replay: ModuleType,
     assert "4" in r.note
 
 
+class PreloadAt(LruPolicy):
+    """A stub policy: from ``at`` seconds on it asks for ``model`` (until it is resident)."""
+
+    def __init__(self, model: str, at: float) -> None:
+        super().__init__()
+        self.model, self.at = model, at
+
+    def preload_candidates(self, resident_keys: Collection[str], now: float) -> list[str]:
+        return [self.model] if now >= self.at and self.model not in resident_keys else []
+
+
+def stub_run(replay: ModuleType, trace: list[TraceEntry], models: dict[str, ModelCost],
+             budget: int, policy: LruPolicy) -> object:
+    sim = replay.Simulator(models, budget, policy, policy.eviction_order, preload=True,
+                           interval_s=0.5)
+    return sim.run(trace)
+
+
 def test_preload_in_flight_counts_as_a_cold_load_and_stalls(replay: ModuleType) -> None:
-    models = {"a": ModelCost(1, 0.01), "b": ModelCost(1, 4.0)}
-    trace = [TraceEntry(float(i * 10), "a") for i in range(30)]
-    # 'b' always 1 s after 'a': learnable, but b takes 4 s to load
-    trace = sorted(trace + [TraceEntry(e.t + 1.0, "b") for e in trace], key=lambda e: e.t)
-    r = replay.simulate("edged", trace, models, 10)
-    lru = replay.simulate("lru", trace, models, 10)
-    assert lru.cold_loads == 2 and r.cold_loads == 2  # everything fits: only first loads
-    tight = replay.simulate("edged", trace, models, 1)
-    assert tight.cold_loads is not None and tight.stall_s is not None
-    assert tight.stall_s < 4.0 * tight.cold_loads  # a late preload still shortens the wait
+    # the preloader's passes run every 0.5 s from the first request (t=0): the one at 5.0
+    # starts b (4 s to load, ready at 9.0); b is asked for at 7.0 (2 s early: a cold load that
+    # waits 2 s), again at 8.0 (waits 1 s more, no second cold load) and at 10.0 (a hit)
+    models = {"a": ModelCost(10, 1.0), "b": ModelCost(20, 4.0)}
+    trace = [TraceEntry(0.0, "a"), TraceEntry(7.0, "b"), TraceEntry(8.0, "b"),
+             TraceEntry(10.0, "b")]
+    r = stub_run(replay, trace, models, 100, PreloadAt("b", 5.0))
+    assert r.cold_loads == 2  # a's demand load and the late preload
+    assert r.stall_s == pytest.approx(1.0 + 2.0 + 1.0)
+    assert r.hit_rate == 0.25
+    assert (r.preloads, r.wasted_preloads, r.bytes_loaded) == (1, 0, 30)
+    # asked for at 9.5 instead, b is ready: no cold load, no wait
+    early = [TraceEntry(0.0, "a"), TraceEntry(9.5, "b")]
+    r = stub_run(replay, early, models, 100, PreloadAt("b", 5.0))
+    assert (r.cold_loads, r.stall_s, r.preloads) == (1, pytest.approx(1.0), 1)
+
+
+def test_a_demand_load_cancels_a_running_preload(replay: ModuleType) -> None:
+    # b's preload runs 5.0-9.0; c's demand at 6.0 cancels it: a quarter of b was read and
+    # wasted, c loads 6.0-7.0; the preloader's next pass, at 7.0 once the loader is free,
+    # starts b again (ready at 11.0), so b asked for at 12.0 is a hit
+    models = {"a": ModelCost(10, 1.0), "b": ModelCost(40, 4.0), "c": ModelCost(10, 1.0)}
+    trace = [TraceEntry(0.0, "a"), TraceEntry(6.0, "c"), TraceEntry(12.0, "b")]
+    r = stub_run(replay, trace, models, 100, PreloadAt("b", 5.0))
+    assert r.cold_loads == 2 and r.stall_s == pytest.approx(2.0)
+    assert r.preloads == 2 and r.wasted_preloads == 1
+    assert r.bytes_loaded == 10 + 10 + 10 + 40  # a, a quarter of b, c, b again
+    assert r.hit_rate == pytest.approx(1 / 3, abs=1e-4)
 
 
 def generated(tmp_path: Path, *extra: str, duration: str = "3600") -> tuple[Path, Path]:

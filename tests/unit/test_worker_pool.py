@@ -241,7 +241,7 @@ def test_queue_depth_bounds_the_waiting_requests(models: dict[str, Path]) -> Non
         t0 = time.monotonic()
         with pytest.raises(e.ResourceExhausted, match="1 requests running and 1 queued") as exc:
             pool.infer("loop-q", {"x": x, "n": np.array(1)})
-        assert exc.value.reason == "QUEUE_FULL" and time.monotonic() - t0 < 0.1
+        assert exc.value.reason == "QUEUE_FULL" and time.monotonic() - t0 < 0.3
         assert running.is_alive() and waiting.is_alive()
         running.join()
         waiting.join()
