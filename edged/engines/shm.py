@@ -101,11 +101,17 @@ class RegionCache:
         self._maps: OrderedDict[str, _Mapping] = OrderedDict()
         self._lock = threading.Lock()
         self._sweeper: threading.Thread | None = None
+        self._paths: dict[str, Path] = {}  # names already checked (the check is pure)
 
     def window(self, name: str, offset: int, nbytes: int, tensor: str,
                writable: bool = False) -> memoryview:
         """The ``nbytes`` at ``offset`` of region ``name``; InvalidArgument if outside it."""
-        path = _path(self._dir, name, tensor)
+        path = self._paths.get(name)
+        if path is None:
+            path = _path(self._dir, name, tensor)
+            if len(self._paths) > 4 * self._max:
+                self._paths.clear()
+            self._paths[name] = path
         try:
             st = os.lstat(path)
         except OSError:
