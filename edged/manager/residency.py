@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -443,7 +443,7 @@ class Residency:
                 return
             slot.footprint = footprint
             name, version, seconds = slot.spec.name, slot.spec.version, slot.load_seconds
-            victims = self._over_budget(slot.spec.tier)
+            victims = self._over_budget(slot.spec.tier, key)
         for v in victims:
             self._evict(v, reason=f"{key} grew to {footprint} bytes: its tier was over budget")
         try:
@@ -451,15 +451,24 @@ class Residency:
         except Exception as exc:  # noqa: BLE001 - bookkeeping; the model keeps serving
             log.warning("could not record the grown footprint of %s: %s", key, exc)
 
-    def _over_budget(self, tier: str) -> list[str]:
-        """A model grew past its estimate after real inferences and took its tier over its
-        budget: the idle models the planner would evict to make room for nothing more, marked
-        for eviction (called with the lock held). None if the tier is within budget, or if
-        nothing idle can go (then the next load makes room, or is refused)."""
+    def _over_budget(self, tier: str, grown: str) -> list[str]:
+        """A model (``grown``) grew past its estimate after real inferences and took its tier
+        over its budget: the models the planner would evict to make room for nothing more,
+        marked for eviction (called with the lock held).
+
+        Idle models first. If none can go, busy ones (never ``grown`` itself, nor one that is
+        loading): they are drained, not cut off — their running requests finish, and
+        ``release`` unloads them after the last (the next request for one reloads it through
+        the planner, which evicts or refuses). Empty if the tier is within budget."""
         if tier not in planner.TIERS:
             return []
-        nothing = planner.LoadRequest(key="(grown)", tier=tier, bytes=0)
-        decision = self._policy.plan(nothing, self._residents(), self.budgets, self._memory())
+        nothing = planner.LoadRequest(key=grown, tier=tier, bytes=0)
+        residents = self._residents()
+        decision = self._policy.plan(nothing, residents, self.budgets, self._memory())
+        if isinstance(decision, planner.Reject):
+            drainable = [replace(r, in_flight=0) if r.in_flight and r.key != grown else r
+                         for r in residents]
+            decision = self._policy.plan(nothing, drainable, self.budgets, self._memory())
         if not isinstance(decision, planner.AdmitAfterEvicting):
             return []
         for v in decision.victims:

@@ -229,3 +229,27 @@ def _swallow(fn, *a, **kw):  # type: ignore[no-untyped-def]
         return fn(*a, **kw)
     except e.EdgedError:
         return None
+
+
+def test_a_growth_with_nothing_idle_drains_a_busy_model(
+        pool: WorkerPool, models: dict[str, Path]) -> None:
+    """When every other model is busy, the one the planner would evict is drained: its request
+    in flight finishes on it, and it unloads right after, so the tier is back within budget."""
+    res, events = make(pool, swap_mb=500)
+    res.load(spec(models, "a"))
+    res.load(spec(models, "b"))
+    sizes = {v.name: v.footprint_bytes for v in res.views()}
+    res.budgets = planner.Budgets(200 * MB, sizes["a"] + sizes["b"] + MB, 64 * MB)
+    busy = res.acquire(spec(models, "a"))  # a request is running on a
+    res.remeasured("b:1", sizes["b"] + 10 * MB)
+    assert {v.name: v.state for v in res.views()} == {"a": "unloading", "b": "ready"}
+    assert any(ev.kind == "evict" and ev.model == "a" and "grew" in ev.message
+               for ev in events.recent())
+    out = pool.infer("a:1", X)  # the request running on a completes there
+    assert set(out) and all(v.shape[0] == 1 for v in out.values())  # type: ignore[union-attr]
+    res.release(busy)
+    assert {v.name for v in res.views()} == {"b"}
+    assert sum(v.footprint_bytes for v in res.views()) <= res.budgets.swap_bytes
+    # the grown model itself is never its own victim, even when nothing else can go
+    res.remeasured("b:1", res.budgets.swap_bytes + MB)
+    assert {v.name for v in res.views()} == {"b"}
