@@ -159,6 +159,9 @@ class ModelManager:
                 state = self._catalog().reload(
                     before_commit=lambda new: plan_reload(self, old, new))
             except e.EdgedError as exc:
+                if self.residency is not None:  # moves plan_reload planned: not committed
+                    for view in self.residency.views():
+                        self.residency.cancel_move(f"{view.name}:{view.version}")
                 self._manifest_error = str(exc)
                 self.events.publish("manifest_reload", message=f"rejected: {exc}", ok="false")
                 return False, str(exc), len(self._catalog().list())

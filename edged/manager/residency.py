@@ -74,6 +74,7 @@ class Slot:
     used_since_preload: bool = False
     cancelled: bool = False
     evicting: bool = False  # chosen as a victim: its bytes are booked to the load it makes room for
+    moving_to: str | None = None  # a tier move planned, not yet committed: room held there too
     load_seconds: float = 0.0
     waiting: int = 0  # requests waiting for this slot to finish loading
     error: BaseException | None = None
@@ -138,11 +139,18 @@ class Residency:
             return self._residents()
 
     def _residents(self) -> list[planner.Resident]:
+        """Every slot; and for a tier move between ``plan_retier`` and ``retier`` (the
+        manifest commit runs in between, without the lock) the room it holds in its new tier,
+        as a resident nobody can evict: no load may take that room meanwhile."""
         slots = sorted(self._slots.values(), key=lambda s: s.last_used or s.loaded_at)
-        return [planner.Resident(key=s.key, tier=s.spec.tier, bytes=s.footprint,
-                                 in_flight=s.in_flight, gpu=s.spec.gpu,
-                                 loading=s.state in ("loading", "unloading"))
-                for s in slots]
+        out = [planner.Resident(key=s.key, tier=s.spec.tier, bytes=s.footprint,
+                                in_flight=s.in_flight, gpu=s.spec.gpu,
+                                loading=s.state in ("loading", "unloading"))
+               for s in slots]
+        out += [planner.Resident(key=f"{s.key}>{s.moving_to}", tier=s.moving_to,
+                                 bytes=s.footprint, in_flight=1, gpu=s.spec.gpu)
+                for s in slots if s.moving_to is not None and s.moving_to != s.spec.tier]
+        return out
 
     # -- capacity ------------------------------------------------------------------------
     def plan(self, spec: LoadSpec, preload: bool = False,
@@ -466,8 +474,9 @@ class Residency:
         residents = self._residents()
         decision = self._policy.plan(nothing, residents, self.budgets, self._memory())
         if isinstance(decision, planner.Reject):
-            drainable = [replace(r, in_flight=0) if r.in_flight and r.key != grown else r
-                         for r in residents]
+            drainable = [replace(r, in_flight=0)
+                         if r.in_flight and r.key != grown and r.key in self._slots else r
+                         for r in residents]  # (a tier move's held room is no model to drain)
             decision = self._policy.plan(nothing, drainable, self.budgets, self._memory())
         if not isinstance(decision, planner.AdmitAfterEvicting):
             return []
@@ -482,6 +491,8 @@ class Residency:
         cannot fit. Call before committing the move, then ``retier``."""
         with self._lock:
             slot = self._slots.get(key)
+            if slot is not None:
+                slot.moving_to = None  # a second plan for the same model replaces the first
             if slot is None or slot.spec.tier == tier or tier not in planner.TIERS:
                 return []
             req = planner.LoadRequest(key=key, tier=tier, bytes=slot.footprint,
@@ -503,6 +514,7 @@ class Residency:
             for v in victims:
                 self._slots[v].state = "unloading"
                 self._slots[v].evicting = True
+            slot.moving_to = tier
         for v in victims:
             self._evict(v, reason=f"to make room for {key} in the {tier} tier")
         return victims
@@ -510,12 +522,17 @@ class Residency:
     def retier(self, key: str, tier: str) -> None:
         """A loaded model moved between ram and swap: account it under its new tier (after
         ``plan_retier`` made room for it)."""
-        from dataclasses import replace
-
         with self._lock:
             slot = self._slots.get(key)
             if slot is not None:
-                slot.spec = replace(slot.spec, tier=tier)
+                slot.spec, slot.moving_to = replace(slot.spec, tier=tier), None
+
+    def cancel_move(self, key: str) -> None:
+        """The tier move ``plan_retier`` planned was not committed: let go of the room it held."""
+        with self._lock:
+            slot = self._slots.get(key)
+            if slot is not None:
+                slot.moving_to = None
 
     def retire(self, key: str) -> None:
         """Version switch: no new requests for ``key``; unload it once its requests finish."""

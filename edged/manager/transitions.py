@@ -29,6 +29,7 @@ class Transition:
         self._before = before
         self.loaded: list[str] = []  # keys ``prepare`` loaded
         self.load_result: tuple[Any, float] | None = None  # (LoadedView, seconds)
+        self.moved: list[str] = []  # keys whose tier move ``prepare`` planned
 
     def prepare(self, planned: ModelEntry) -> None:
         res = self._m.residency
@@ -42,6 +43,7 @@ class Transition:
                 # in memory already: only its new tier's budget has to hold it too (a
                 # model leaving ram may make idle swap models go; into ram nothing is evicted)
                 res.plan_retier(key, planned.tier)
+                self.moved.append(key)
             return
         switching = before is not None and planned.active != before.active
         old_loaded = before is not None and res.view(f"{before.name}:{before.active}") is not None
@@ -52,7 +54,11 @@ class Transition:
             self.load_result = (view, seconds)
 
     def abort(self) -> None:
-        """The change was not committed after ``prepare`` loaded: unload what it loaded."""
+        """The change was not committed after ``prepare``: unload what it loaded, and let go
+        of the room a planned tier move held."""
+        res = self._m.residency
+        for key in self.moved:
+            res.cancel_move(key)
         for key in self.loaded:
             try:
                 self._m.residency.unload(key)
@@ -74,6 +80,8 @@ class Transition:
             res.unload(key)
         elif view.tier != entry.tier:
             res.retier(key, entry.tier)
+        for moved in self.moved:  # committed otherwise (to storage: unloaded) or not at all
+            res.cancel_move(moved)
 
 
 def plan_reload(manager: Any, old: TierState, new: TierState) -> None:

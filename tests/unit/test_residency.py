@@ -253,3 +253,29 @@ def test_a_growth_with_nothing_idle_drains_a_busy_model(
     # the grown model itself is never its own victim, even when nothing else can go
     res.remeasured("b:1", res.budgets.swap_bytes + MB)
     assert {v.name for v in res.views()} == {"b"}
+
+
+def test_a_planned_tier_move_holds_its_room_until_committed(
+        pool: WorkerPool, models: dict[str, Path]) -> None:
+    """Between ``plan_retier`` and ``retier`` the manifests are committed without the lock: a
+    load in that window must not take the room the move made (it took swap over budget)."""
+    res, _ = make(pool, swap_mb=500)
+    res.load(spec(models, "a", tier="ram"))
+    moving = next(v.footprint_bytes for v in res.views())
+    b = spec(models, "b")
+    res.budgets = planner.Budgets(200 * MB, b.load_bytes + MB, 64 * MB)  # b alone, or a alone
+    assert moving + b.load_bytes > res.budgets.swap_bytes
+    assert res.plan_retier("a:1", "swap") == []  # swap is empty: a fits there
+    with pytest.raises(e.CapacityExceeded):
+        res.load(b)  # a's room is held: b no longer fits beside it
+    res.retier("a:1", "swap")
+    assert [(v.name, v.tier) for v in res.views()] == [("a", "swap")]
+    assert all(">" not in r.key for r in res.residents())
+    # a move that is not committed lets its room go
+    res.budgets = planner.Budgets(200 * MB, moving + b.load_bytes + MB, 64 * MB)
+    res.plan_retier("a:1", "ram")
+    assert any(r.key == "a:1>ram" and r.tier == "ram" for r in res.residents())
+    res.cancel_move("a:1")
+    assert [r.key for r in res.residents()] == ["a:1"]
+    res.load(b)
+    assert sum(v.footprint_bytes for v in res.views()) <= res.budgets.swap_bytes
