@@ -74,6 +74,24 @@ def time_calls(fn: Callable[[], object], n: int, warmup: int = 20) -> list[float
     return out
 
 
+def time_alternating(fns: dict[str, Callable[[], object]], n: int, block: int = 5,
+                     warmup: int = 5) -> dict[str, list[float]]:
+    """``n`` timed calls of each function, in alternating blocks of ``block``: a slow spell of
+    the machine hits every path alike (sequential runs of a 100+ ms model differ by more
+    than the few ms of overhead they are meant to show)."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    out: dict[str, list[float]] = {k: [] for k in fns}
+    while len(next(iter(out.values()))) < n:
+        for k, fn in fns.items():
+            for _ in range(block):
+                t = time.perf_counter()
+                fn()
+                out[k].append(time.perf_counter() - t)
+    return out
+
+
 def ms(x: float) -> str:
     return f"{x * 1e3:.3f} ms"
 
