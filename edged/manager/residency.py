@@ -179,9 +179,7 @@ class Residency:
     def _plan(self, spec: LoadSpec, preload: bool,
               memory: planner.Memory | None = None) -> planner.Decision:
         residents = [r for r in self._residents() if r.key != spec.key]
-        req = planner.LoadRequest(key=spec.key, tier=spec.tier, bytes=spec.load_bytes,
-                                  gpu=spec.gpu,
-                                  preload=preload)
+        req = replace(spec.request, preload=True) if preload else spec.request
         mem = memory or self._memory()
         if preload:
             return self._policy.plan_preload(req, residents, self.budgets, mem)
@@ -471,13 +469,13 @@ class Residency:
         if tier not in planner.TIERS:
             return []
         nothing = planner.LoadRequest(key=grown, tier=tier, bytes=0)
-        residents = self._residents()
-        decision = self._policy.plan(nothing, residents, self.budgets, self._memory())
+        residents, mem = self._residents(), self._memory()
+        decision = self._policy.plan(nothing, residents, self.budgets, mem)
         if isinstance(decision, planner.Reject):
             drainable = [replace(r, in_flight=0)
                          if r.in_flight and r.key != grown and r.key in self._slots else r
                          for r in residents]  # (a tier move's held room is no model to drain)
-            decision = self._policy.plan(nothing, drainable, self.budgets, self._memory())
+            decision = self._policy.plan(nothing, drainable, self.budgets, mem)
         if not isinstance(decision, planner.AdmitAfterEvicting):
             return []
         for v in decision.victims:

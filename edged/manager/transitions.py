@@ -61,7 +61,7 @@ class Transition:
             res.cancel_move(key)
         for key in self.loaded:
             try:
-                self._m.residency.unload(key)
+                res.unload(key)
             except e.EdgedError as exc:
                 log.warning("unloading %s after a refused change: %s", key, exc)
 
