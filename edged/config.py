@@ -35,6 +35,17 @@ class ConfigError(Exception):
         self.key, self.reason, self.line = key, reason, line
 
 
+class ConfigErrors(ConfigError):
+    """Several problems of one file, reported together; reads as the first one for code
+    that looks at ``key``/``line``, and lists them all when printed."""
+
+    def __init__(self, errors: list[ConfigError]) -> None:
+        first = errors[0]
+        super().__init__(first.key, first.reason, first.line)
+        self.errors = list(errors)
+        self.args = ("\n".join(str(x) for x in errors),)  # one line each
+
+
 @dataclass(frozen=True)
 class TokenConfig:
     file: Path
@@ -45,6 +56,7 @@ class TokenConfig:
 class ListenConfig:
     unix: Path = Path("/run/edged/edged.sock")
     unix_mode: int = 0o660
+    allow_world_access: bool = False  # a unix_mode that lets "other" connect needs this
     unix_group: str | None = None
     tcp: str | None = None
     tls_cert: Path | None = None
@@ -101,6 +113,7 @@ class EnginesConfig:
 class InstallConfig:
     max_artifact_bytes: int = 8 << 30
     allow_local_paths: bool = True
+    unreferenced_retention_days: float | None = None  # None: keep until `edged fsck --gc`
 
 
 @dataclass(frozen=True)
@@ -198,6 +211,24 @@ def resolve_budgets(b: BudgetsConfig, memory_total: int, disk_total: int) -> Bud
     )
 
 
+def machine_warnings(cfg: Config, machine_memory: int) -> list[str]:
+    """What is allowed but dangerous on this machine: said by `edged config check` and logged
+    at every start."""
+    from edged.units import format_size as fmt
+
+    out = []
+    if cfg.listen.unix_mode & 0o007 and cfg.listen.allow_world_access:
+        out.append(f'listen.unix_mode "{cfg.listen.unix_mode:04o}": every local user may '
+                   "connect to the socket, and calls on it need no token (allowed by "
+                   "listen.allow_world_access)")
+    total = cfg.budgets.memory_total
+    if total is not None and total > machine_memory:
+        out.append(f"budgets.memory_total {fmt(total)} is more than this machine has "
+                   f"({fmt(machine_memory)}): the budgets may admit loads that end in the "
+                   "kernel's OOM killer")
+    return out
+
+
 def budget_problem(b: BudgetsConfig, memory_total: int) -> tuple[str, str] | None:
     """``(key, reason)`` when the memory budgets cannot fit ``memory_total``, else None.
 
@@ -282,6 +313,7 @@ state_dir: /var/lib/edged
 listen:
   unix: /run/edged/edged.sock   # robot processes connect here
   unix_mode: "0660"             # owner and group may connect
+  allow_world_access: false     # a mode that lets "other" connect (e.g. "0666") needs true
   unix_group: null              # e.g. edged: the group robot processes run in
   tcp: null                     # e.g. "0.0.0.0:8001"; needs tls_cert/tls_key and a token
   tls_cert: null
@@ -325,6 +357,8 @@ engines:
 install:
   max_artifact_bytes: 8GiB
   allow_local_paths: true       # InstallFrom a path on the device
+  unreferenced_retention_days: null  # delete artifacts no manifest uses after N days
+                                # (null: keep them until `edged fsck --gc`)
 
 preload:
   enabled: true

@@ -20,6 +20,7 @@ from edged.config import (
     BudgetsConfig,
     Config,
     ConfigError,
+    ConfigErrors,
     EnginesConfig,
     InstallConfig,
     ListenConfig,
@@ -40,8 +41,11 @@ _LEVELS = ("debug", "info", "warning", "error")
 class Section:
     """One mapping node: typed getters that check types and remember which keys were read."""
 
-    def __init__(self, node: yaml.Node | None, path: str, source: str) -> None:
+    def __init__(self, node: yaml.Node | None, path: str, source: str,
+                 problems: list[ConfigError] | None = None) -> None:
         self.path, self.source = path, source
+        # every problem of the file, shared by all sections, so that one run reports them all
+        self.problems: list[ConfigError] = problems if problems is not None else []
         self.line = node.start_mark.line + 1 if node is not None else None
         self.items: dict[str, yaml.Node] = {}
         self.key_lines: dict[str, int] = {}  # errors about a key point at the key, not its value
@@ -75,7 +79,14 @@ class Section:
         for name in self.items:
             if name not in known:
                 hint = ", ".join(sorted(known))
-                self.fail(name, f"unknown key (known keys: {hint})")
+                self.record(name, f"unknown key (known keys: {hint})")
+
+    def record(self, name: str | None, reason: str, line: int | None = None) -> None:
+        """Like ``fail``, but the reading goes on (the error is reported with the others)."""
+        try:
+            self.fail(name, reason, line)
+        except ConfigError as exc:
+            self.problems.append(exc)
 
     def scalar(self, name: str) -> Any:
         node = self.items.get(name)
@@ -88,14 +99,20 @@ class Section:
     def get(self, name: str, default: T, conv: Callable[[Any], T]) -> T:
         if name not in self.items:
             return default
-        raw = self.scalar(name)
         try:
-            return conv(raw)
+            return conv(self.scalar(name))
         except (ValueError, TypeError) as exc:
-            return self.fail(name, str(exc))  # type: ignore[no-any-return]
+            self.record(name, str(exc))
+        except ConfigError as exc:
+            self.problems.append(exc)
+        return default
 
     def sub(self, name: str) -> Section:
-        return Section(self.items.get(name), self.key(name), self.source)
+        try:
+            return Section(self.items.get(name), self.key(name), self.source, self.problems)
+        except ConfigError as exc:  # not a mapping, a duplicate key: read as empty
+            self.problems.append(exc)
+            return Section(None, self.key(name), self.source, self.problems)
 
 
 def _int(lo: int, hi: int = 1 << 62) -> Callable[[Any], int]:
@@ -170,11 +187,11 @@ def _choice(options: tuple[str, ...]) -> Callable[[Any], str]:
 
 def _listen(s: Section) -> ListenConfig:
     d = ListenConfig()
-    s.check_known({"unix", "unix_mode", "unix_group", "tcp", "tls_cert", "tls_key",
-                   "tls_client_ca", "max_message_bytes", "max_concurrent_rpcs", "threads"})
+    s.check_known(set(ListenConfig.__dataclass_fields__))
     cfg = ListenConfig(
         unix=s.get("unix", d.unix, _path),
         unix_mode=s.get("unix_mode", d.unix_mode, _mode),
+        allow_world_access=s.get("allow_world_access", d.allow_world_access, _bool),
         unix_group=s.get("unix_group", d.unix_group, _opt(_str)),
         tcp=s.get("tcp", d.tcp, _opt(_str)),
         tls_cert=s.get("tls_cert", d.tls_cert, _opt(_path)),
@@ -184,21 +201,36 @@ def _listen(s: Section) -> ListenConfig:
         max_concurrent_rpcs=s.get("max_concurrent_rpcs", d.max_concurrent_rpcs, _int(1, 100_000)),
         threads=s.get("threads", d.threads, _int(2, 1024)),
     )
+    if cfg.unix_mode & 0o007 and not cfg.allow_world_access:
+        s.record("unix_mode", f'"{cfg.unix_mode:04o}" lets every local user connect, and the '
+               "socket needs no token: any user could install and remove models. Use "
+               '"0660" with listen.unix_group, or set listen.allow_world_access: true')
     if cfg.tcp is not None:
-        if ":" not in cfg.tcp:
-            s.fail("tcp", 'must be "HOST:PORT", e.g. "0.0.0.0:8001"')
+        problem = _host_port_problem(cfg.tcp)
+        if problem:
+            s.record("tcp", problem)
         if cfg.tls_cert is None or cfg.tls_key is None:
-            s.fail("tcp", "TCP needs TLS: set listen.tls_cert and listen.tls_key")
+            s.record("tcp", "TCP needs TLS: set listen.tls_cert and listen.tls_key")
     if cfg.max_message_bytes < 4096:
-        s.fail("max_message_bytes", "must be at least 4KiB")
+        s.record("max_message_bytes", "must be at least 4KiB")
     return cfg
+
+
+def _host_port_problem(text: str) -> str:
+    """Why ``text`` is not ``HOST:PORT`` with a port up to 65535 ("" when it is)."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        return f'must be "HOST:PORT", e.g. "0.0.0.0:8001", got {text!r}'
+    if int(port) > 65535:  # 0: the system picks a free port
+        return f"port {port} is not a port number (0 to 65535)"
+    return ""
 
 
 def _check_tcp_has_tokens(listen: Section, cfg: ListenConfig, auth: AuthConfig) -> None:
     """TCP calls always need a bearer token (edged.service.auth): without one configured,
     every call on the port would fail UNAUTHENTICATED, so say so now."""
     if cfg.tcp is not None and not auth.tokens:
-        listen.fail("tcp", "TCP needs a bearer token: add auth.tokens "
+        listen.record("tcp", "TCP needs a bearer token: add auth.tokens "
                            "(e.g. [{file: /etc/edged/admin.token, scope: admin}])")
 
 
@@ -210,7 +242,7 @@ def _auth(s: Section) -> AuthConfig:
         if not isinstance(node, yaml.SequenceNode):
             s.fail("tokens", "must be a list of {file, scope}")
         for i, item in enumerate(node.value):
-            t = Section(item, f"{s.key('tokens')}[{i}]", s.source)
+            t = Section(item, f"{s.key('tokens')}[{i}]", s.source, s.problems)
             t.check_known({"file", "scope"})
             if "file" not in t.items:
                 t.fail(None, "needs a file")
@@ -236,7 +268,8 @@ def _budgets(s: Section) -> BudgetsConfig:
         disk_reserve=s.get("disk_reserve", d.disk_reserve, _size),
     )
     if b.memory_total == 0:
-        s.fail("memory_total", "must be more than 0 (or null: the device's memory)")
+        s.record("memory_total", "must be more than 0 (or null: the device's memory)")
+        return b
     _check_budgets_fit(s, b)
     return b
 
@@ -250,7 +283,7 @@ def _check_budgets_fit(s: Section, b: BudgetsConfig) -> None:
     if is_percent(b.ram) and is_percent(b.swap):
         ram, swap = (float(str(v).strip().rstrip("%")) for v in (b.ram, b.swap))
         if ram + swap > 100:
-            s.fail(None, f"ram {b.ram} + swap {b.swap} is more than 100% of the memory the "
+            s.record(None, f"ram {b.ram} + swap {b.swap} is more than 100% of the memory the "
                          "reserve leaves", line)
     if b.memory_total is None:
         return
@@ -258,7 +291,7 @@ def _check_budgets_fit(s: Section, b: BudgetsConfig) -> None:
     if problem is not None:
         key, reason = problem
         name = key.partition(".")[2] or None
-        s.fail(name, reason, None if name else line)
+        s.record(name, reason, None if name else line)
 
 
 def _engines(s: Section, rpc_threads: int) -> EnginesConfig:
@@ -281,7 +314,7 @@ def _engines(s: Section, rpc_threads: int) -> EnginesConfig:
     )
     bound = cfg.queue_depth + cfg.per_model_concurrency
     if bound >= rpc_threads:  # one busy model would hold every RPC thread
-        s.fail("queue_depth", f"queue_depth {cfg.queue_depth} + per_model_concurrency "
+        s.record("queue_depth", f"queue_depth {cfg.queue_depth} + per_model_concurrency "
                f"{cfg.per_model_concurrency} = {bound} requests per model, each holding an RPC "
                f"thread: must be below listen.threads ({rpc_threads}), or requests for one "
                "busy model make requests for every other model wait")
@@ -323,45 +356,72 @@ def _selection(s: Section) -> SelectionConfig:
     for task in pins.items:
         model = pins.get(task, "", _str)
         if not _MODEL_NAME.fullmatch(model):
-            pins.fail(task, f"{model!r} is not a model name ([a-z0-9][a-z0-9._-]{{0,62}})")
+            pins.record(task, f"{model!r} is not a model name ([a-z0-9][a-z0-9._-]{{0,62}})")
         out.append((task, model))
     return SelectionConfig(mode=s.get("mode", d.mode, _choice(("auto", "manual", "hybrid"))),
                            pins=tuple(out))
 
 
+def _each(problems: list[ConfigError], read: Callable[[], T], default: T) -> T:
+    """One section's reader; a problem that stops it is recorded and its defaults stand in,
+    so that the sections after it are still checked."""
+    try:
+        return read()
+    except ConfigError as exc:
+        problems.append(exc)
+        return default
+
+
 def read_config(root: yaml.Node | None, source: str) -> Config:
+    """The validated config; raises ``ConfigError`` with every problem of the file (not the
+    first only: an operator fixing a file should not have to run the check once per error)."""
     top = Section(root, "", source)
+    config = _read_config(top)
+    if len(top.problems) == 1:
+        raise top.problems[0]
+    if top.problems:
+        raise ConfigErrors(top.problems)
+    return config
+
+
+def _read_config(top: Section) -> Config:
     top.check_known(set(Config.__dataclass_fields__))
     version = top.get("version", CONFIG_VERSION, _int(1, 1_000))
     if version != CONFIG_VERSION:
-        top.fail("version",
-                 f"unsupported config version {version} (this edged reads {CONFIG_VERSION})")
+        top.record("version",
+                   f"unsupported config version {version} (this edged reads {CONFIG_VERSION})")
     d = Config()
     inst, pre, tr, tel, met = (top.sub(k) for k in ("install", "preload", "trace", "telemetry",
                                                       "metrics"))
     for sec, cls in ((inst, InstallConfig), (pre, PreloadConfig), (tr, TraceConfig),
                      (tel, TelemetryConfig), (met, MetricsConfig)):
         sec.check_known(set(cls.__dataclass_fields__))
+    problems = top.problems
     listen_section = top.sub("listen")
-    listen, auth = _listen(listen_section), _auth(top.sub("auth"))
+    listen = _each(problems, lambda: _listen(listen_section), d.listen)
+    auth = _each(problems, lambda: _auth(top.sub("auth")), d.auth)
     _check_tcp_has_tokens(listen_section, listen, auth)
     return Config(
         version=version,
         state_dir=top.get("state_dir", d.state_dir, _path),
         listen=listen,
         auth=auth,
-        budgets=_budgets(top.sub("budgets")),
-        engines=_engines(top.sub("engines"), listen.threads),
+        budgets=_each(problems, lambda: _budgets(top.sub("budgets")), d.budgets),
+        engines=_each(problems, lambda: _engines(top.sub("engines"), listen.threads),
+                      d.engines),
         install=InstallConfig(
             max_artifact_bytes=inst.get("max_artifact_bytes", d.install.max_artifact_bytes, _size),
             allow_local_paths=inst.get("allow_local_paths", d.install.allow_local_paths, _bool),
+            unreferenced_retention_days=inst.get(
+                "unreferenced_retention_days", d.install.unreferenced_retention_days,
+                _opt(_float(0, 36500))),
         ),
         preload=PreloadConfig(
             enabled=pre.get("enabled", d.preload.enabled, _bool),
             interval_s=pre.get("interval_s", d.preload.interval_s, _float(0.01, 3600)),
             policy=pre.get("policy", d.preload.policy, _choice(("edged", "lru", "lfu"))),
         ),
-        selection=_selection(top.sub("selection")),
+        selection=_each(problems, lambda: _selection(top.sub("selection")), d.selection),
         trace=TraceConfig(
             path=tr.get("path", d.trace.path, _opt(_path)),
             max_bytes=tr.get("max_bytes", d.trace.max_bytes, _size),

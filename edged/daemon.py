@@ -43,9 +43,17 @@ def build_parser() -> argparse.ArgumentParser:
     chk.add_argument("file", type=Path)
     csub.add_parser("show", help="print the effective config as JSON")
     f = sub.add_parser("fsck", help="verify the store and manifests offline")
-    f.add_argument("--repair", action="store_true", help="remove leftovers and orphan blobs")
+    f.add_argument("--repair", action="store_true",
+                   help="remove leftovers of interrupted writes (never an artifact)")
+    f.add_argument("--gc", action="store_true",
+                   help="also delete the artifacts no manifest references (they are kept "
+                        "otherwise); implies --repair")
     f.add_argument("--quick", action="store_true", help="skip re-hashing artifacts")
-    f.add_argument("--json", action="store_true")
+    f.add_argument("--json", action="store_true", help="print the report as JSON")
+    sub.add_parser("generations", help="list the kept generations of the tier manifests")
+    r = sub.add_parser("restore", help="put a kept generation's manifests back in place (then "
+                                       "reload: SIGHUP, or the next start)")
+    r.add_argument("generation", type=int, help="the generation number (`edged generations`)")
     return p
 
 
@@ -58,7 +66,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "config" and args.config_command == "check":
             from edged.service.wiring import check_files
 
-            check_files(cfgmod.load(args.file, required=True))
+            checked = cfgmod.load(args.file, required=True)
+            check_files(checked)
+            for warning in _check_machine(checked):
+                print(f"edged: warning: {warning}", file=sys.stderr)
             print(f"{args.file}: ok")
             return 0
         cfg = cfgmod.load(args.config).with_overrides(args.state_dir, args.socket)
@@ -69,7 +80,10 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(cfgmod.as_dict(cfg), indent=2))
         return 0
     if args.command == "fsck":
-        return _fsck(cfg, repair=args.repair, deep=not args.quick, as_json=args.json)
+        return _fsck(cfg, repair=args.repair or args.gc, gc=args.gc, deep=not args.quick,
+                     as_json=args.json)
+    if args.command in ("generations", "restore"):
+        return _generations(cfg, args.generation if args.command == "restore" else None)
     setup_logging(args.log_level or cfg.log_level)
     import faulthandler
 
@@ -85,7 +99,52 @@ def main(argv: list[str] | None = None) -> int:
     return daemon.run()
 
 
-def _fsck(cfg: cfgmod.Config, *, repair: bool, deep: bool, as_json: bool) -> int:
+def _check_machine(cfg: cfgmod.Config) -> list[str]:
+    """The budgets against this machine, as a start would resolve them (``ConfigError`` when
+    the daemon would refuse to start); returns the warnings."""
+    import psutil
+
+    memory = psutil.virtual_memory().total
+    where = cfg.state_dir
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    cfgmod.resolve_budgets(cfg.budgets, memory, shutil.disk_usage(where).total)
+    return cfgmod.machine_warnings(cfg, memory)
+
+
+def _generations(cfg: cfgmod.Config, restore: int | None) -> int:
+    """``edged generations`` and ``edged restore N`` (the way back from an edit that dropped
+    models: their artifacts are kept, see ``manager.quarantine``)."""
+    import datetime as dt
+
+    from edged.manager.manifests import ManifestError, Manifests
+
+    manifests = Manifests(cfg.state_dir)
+    if not cfg.state_dir.is_dir():
+        print(f"edged: {cfg.state_dir}: the state directory does not exist", file=sys.stderr)
+        return 1
+    if restore is None:
+        print(f"{'GEN':>8}  {'WRITTEN (UTC)':<20} {'VERSIONS':>8}  MODELS")
+        for g in manifests.generations():
+            when = dt.datetime.fromtimestamp(g.mtime, dt.timezone.utc).strftime(
+                "%Y-%m-%d %H:%M:%S")
+            count = "invalid" if g.versions is None else str(g.versions)
+            mark = "*" if g.current else " "
+            print(f"{g.number:>7}{mark}  {when:<20} {count:>8}  {', '.join(g.models) or '-'}")
+        return 0
+    try:
+        written = manifests.restore(restore)
+    except (ManifestError, OSError) as exc:
+        print(f"edged restore: generation {restore}: {exc}", file=sys.stderr)
+        return 1
+    print(f"restored generation {restore} into {', '.join(str(p) for p in written)}; a running "
+          "daemon applies it on reload (`systemctl reload edged` or `edgectl reload`), a stopped "
+          "one at its next start")
+    return 0
+
+
+def _fsck(cfg: cfgmod.Config, *, repair: bool, deep: bool, as_json: bool,
+          gc: bool = False) -> int:
     from edged.manager.fsck import fsck
     from edged.statelock import StateDirBusy, lock_state_dir
 
@@ -97,7 +156,7 @@ def _fsck(cfg: cfgmod.Config, *, repair: bool, deep: bool, as_json: bool) -> int
             print(f"edged fsck: {exc}", file=sys.stderr)
             return 1
     try:
-        report = fsck(cfg.state_dir, repair=repair, deep=deep)
+        report = fsck(cfg.state_dir, repair=repair, deep=deep, gc=gc)
     finally:
         if lock is not None:
             lock.release()
@@ -142,6 +201,10 @@ class Daemon:
             mem = self.sampler.snapshot().memory
             disk_total = shutil.disk_usage(cfg.state_dir).total
             self.budgets = cfgmod.resolve_budgets(cfg.budgets, mem.total_bytes, disk_total)
+            import psutil
+
+            for warning in cfgmod.machine_warnings(cfg, psutil.virtual_memory().total):
+                log.warning("config: %s", warning)
             self.events = EventBus(cfg.events_history)
             self.parts = build_parts(cfg, self.budgets, self.sampler, self.events)
         except BaseException:
@@ -299,7 +362,7 @@ def build_parts(cfg: cfgmod.Config, budgets: cfgmod.Budgets, sampler: Any,
     from edged.engines.estimate import choose_providers, installed_ort_providers, runtime_cap
     from edged.engines.gpumem import open_meter
     from edged.engines.workers import WorkerPool
-    from edged.manager import planner
+    from edged.manager import planner, quarantine
     from edged.manager.catalog import Catalog, budget_tier_check
     from edged.manager.fsck import fsck
     from edged.manager.manager import ModelManager
@@ -312,16 +375,20 @@ def build_parts(cfg: cfgmod.Config, budgets: cfgmod.Budgets, sampler: Any,
     from edged.manager.store import Store
     from edged.manager.traces import TraceRecorder
 
-    report = fsck(cfg.state_dir, repair=True, deep=False)
+    report = fsck(cfg.state_dir, repair=True, deep=False)  # never deletes an artifact
     if not report.ok:
         log.warning("store check: %s", report.describe())
     store = Store(cfg.state_dir, disk_reserve_bytes=cfg.budgets.disk_reserve,
                   max_artifact_bytes=cfg.install.max_artifact_bytes,
                   external_files=_external_files, detect_format=detect_format)
     manifests = Manifests(cfg.state_dir, blob_exists=store.has)
-    manifests.load()
+    state = manifests.load()
+    referenced = {v.store_id for m in state.models.values() for v in m.versions.values()}
+    quarantine.collect_expired(cfg.state_dir, store, store.blobs() - referenced,
+                               cfg.install.unreferenced_retention_days)
     catalog = Catalog(store, manifests, inspect=lambda p, f: inspect(p, f),
-                      tier_check=budget_tier_check(budgets.ram, budgets.swap, budgets.reserve))
+                      tier_check=budget_tier_check(budgets.ram, budgets.swap, budgets.reserve),
+                      storage_budget=budgets.storage)
     policy = LockedPolicy(make_policy(cfg.preload.policy,
                                       tz_offset_s=time.localtime().tm_gmtoff))
     metrics = None

@@ -45,15 +45,30 @@ def reason_name(value: int) -> str:
     return _REASON_NAMES.get(value, "UNSPECIFIED")
 
 
+# An error travels in trailing metadata (grpc-message and the details), which clients cap at
+# 8 KiB by default: a message that echoes a huge value (a 10,000-character model name) would
+# turn the real error into RESOURCE_EXHAUSTED on the client. So every text is kept short.
+MAX_TEXT = 1024
+
+
+def bounded(text: str, limit: int = MAX_TEXT) -> str:
+    """``text`` cut in the middle to at most about ``limit`` characters, saying so."""
+    if len(text) <= limit:
+        return text
+    keep = limit - 40
+    head, tail = text[: keep * 3 // 4], text[len(text) - keep // 4:]
+    return f"{head}...({len(text) - len(head) - len(tail)} characters cut)...{tail}"
+
+
 def error_info(err: e.EdgedError, error_id: str = "") -> errors_pb2.ErrorInfo:
     """Every reason edged raises is a value of ``edged.v1.ErrorReason`` (a test checks the
     sources), so clients in any language read it from ``reason``."""
     info = errors_pb2.ErrorInfo(
         reason=cast(errors_pb2.ErrorReason, reason_enum(err.reason)),
-        message=str(err),
-        field=err.field or "",
+        message=bounded(str(err)),
+        field=bounded(err.field or "", 256),
         error_id=error_id,
-        metadata=err.metadata,
+        metadata={bounded(k, 128): bounded(v, 256) for k, v in err.metadata.items()},
     )
     if isinstance(err, e.CapacityExceeded):
         n = err.numbers
@@ -70,7 +85,8 @@ def to_status(err: e.EdgedError, error_id: str = "") -> grpc.Status:
     info = error_info(err, error_id)
     detail = any_pb2.Any()
     detail.Pack(info)
-    status = status_pb2.Status(code=CODES[err.code].value[0], message=str(err), details=[detail])
+    status = status_pb2.Status(code=CODES[err.code].value[0], message=info.message,
+                               details=[detail])
     return rpc_status.to_status(status)
 
 

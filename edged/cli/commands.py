@@ -80,8 +80,17 @@ def cmd_status(client: EdgedClient, args: argparse.Namespace) -> int:
                      [[x["name"], x["version"], x["tier"], x["state"],
                        output.size(x["footprint_bytes"]), x["in_flight"], x["requests"],
                        x["worker_pid"]] for x in st["loaded"]])
+    store = st.get("store") or {}
+    if store:
+        loose = (f", {store['unreferenced_artifacts']} unreferenced artifact(s) kept "
+                 f"({output.size(store['unreferenced_bytes'])})"
+                 if store.get("unreferenced_artifacts") else "")
+        print(f"\nstore    {output.size(store['installed_bytes'])} installed of "
+              f"{output.size(store['budget_bytes'])} (budgets.storage){loose}")
     if st["manifest_error"]:
         print(f"\nmanifest edit rejected (old manifests in force): {st['manifest_error']}")
+    for note in st.get("notes") or ():
+        print(f"\nNOTE: {note}")
     print(f"\ntelemetry: {', '.join(st['telemetry_sources']) or 'none'}"
           + (f"; errors: {'; '.join(st['telemetry_errors'])}" if st["telemetry_errors"] else ""))
     return 0

@@ -35,10 +35,11 @@ from pathlib import Path
 from typing import Any
 
 from edged import errors as e
-from edged.manager import engine_compat
+from edged.manager import engine_compat, quarantine
 from edged.manager.manifests import ModelEntry, TierState, VersionEntry
-from edged.manager.names import check_name, check_version
+from edged.manager.names import MAX_VERSION, check_name, check_version
 from edged.manager.store import Blob, Store
+from edged.units import format_size
 
 log = logging.getLogger("edged.catalog")
 
@@ -105,11 +106,14 @@ class Catalog:
     def __init__(self, store: Store, manifests: Any, *,
                  inspect: Callable[[Path, str | None], Any],
                  tier_check: TierCheck | None = None,
+                 storage_budget: int | None = None,
                  clock: Callable[[], str] = _now) -> None:
         self.store = store
         self.manifests = manifests
         self._inspect = inspect
         self._tier_check = tier_check
+        self._storage_budget = storage_budget
+        self._loose: tuple[TierState, dict[str, int]] | None = None
         self._clock = clock
         self._lock = threading.RLock()
         self._listed: tuple[TierState, list[ModelEntry]] | None = None
@@ -195,6 +199,11 @@ class Catalog:
                 info = self._inspect(blob.main, None)
                 old = self.state.models.get(name)
                 number = version or (max(old.versions) + 1 if old else 1)
+                if not version and number > MAX_VERSION:
+                    raise e.InvalidArgument(
+                        f"model '{name}' already has version {MAX_VERSION}, the highest there "
+                        f"can be: give the new one a free number with --version", field="version")
+                self._storage_check(name, blob)
                 if old is not None and number in old.versions:
                     raise e.AlreadyExists(f"model '{name}' already has version {number}",
                                           field="version")
@@ -345,6 +354,44 @@ class Catalog:
                     log.warning("measurement of %s:%d kept in memory only: %s", name, version,
                                 exc)
             self.manifests.keep_unsaved(new)
+
+    # -- the disk: the storage budget and what no manifest references -------------------------
+    def stored_bytes(self) -> int:
+        """Bytes of every artifact the manifests reference, each counted once (what the
+        storage budget caps: every installed version lives on disk, whatever its tier)."""
+        blobs = {v.store_id: v.size_bytes for m in self.state.models.values()
+                 for v in m.versions.values()}
+        return sum(blobs.values())
+
+    def _storage_check(self, name: str, blob: Blob) -> None:
+        if self._storage_budget is None:
+            return
+        used = self.stored_bytes()
+        known = any(v.store_id == blob.id for m in self.state.models.values()
+                    for v in m.versions.values())
+        needed = 0 if known else blob.size_bytes
+        if used + needed > self._storage_budget:
+            loose = self.unreferenced()
+            hint = (f"; {len(loose)} artifact(s) that no manifest uses take "
+                    f"{format_size(sum(loose.values()))} more (`edged fsck --gc` deletes them)"
+                    if loose else "")
+            raise e.CapacityExceeded(
+                f"installing '{name}' would take the installed artifacts past the storage "
+                f"budget: remove old versions (`edgectl remove`) or raise budgets.storage{hint}",
+                e.CapacityNumbers("storage", needed, self._storage_budget, used,
+                                  self._storage_budget - used, 0))
+
+    def unreferenced(self) -> dict[str, int]:
+        """Stored artifacts no manifest references, with their bytes: kept on purpose (see
+        ``quarantine``), shown by status. Cached per manifest state, as ``list`` is."""
+        state = self.state
+        cached = self._loose
+        if cached is None or cached[0] is not state:
+            refs = {v.store_id for m in state.models.values() for v in m.versions.values()}
+            loose = {a: quarantine.blob_bytes(self.store, a) for a in
+                     sorted(self.store.blobs() - refs)}
+            cached = self._loose = (state, loose)
+        return dict(cached[1])
 
     def _drop_if_unreferenced(self, artifact: str) -> None:
         refs = {v.store_id for m in self.state.models.values() for v in m.versions.values()}

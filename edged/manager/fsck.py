@@ -2,12 +2,16 @@
 
 Problems are reported, never silently "fixed" away: a corrupt or missing artifact that a
 manifest references stays in the manifest (the daemon refuses to serve it, with the reason),
-while leftovers of interrupted writes (uploads, half-written manifest generations), blobs no
-manifest references and abandoned partial downloads (no download holds them and they have not
-grown for a day, see ``download``) are removed with ``repair``. It never changes the
-manifests: with current files that do not validate it reports that and removes no blob (the
-daemon's start-up fallback decides which generation is in force). A state directory that does
-not exist is a failure, not an empty store: it is almost always a wrong path.
+while leftovers of interrupted writes (uploads, half-written manifest generations) and
+abandoned partial downloads (no download holds them and they have not grown for a day, see
+``download``) are removed with ``repair``. It never changes the manifests.
+
+Blobs that no manifest references are never deleted by ``repair`` (so never by a start-up):
+a hand edit that dropped a model, or a typo in a sha256, makes a real artifact unreferenced,
+and deleting it then loses the model for good. They are kept and listed (``unreferenced``,
+with the time each was first seen so, in ``quarantine``) until an explicit ``gc`` (``edged
+fsck --gc``) or the retention the operator configured. A state directory that does not exist
+is a failure, not an empty store: it is almost always a wrong path.
 """
 
 from __future__ import annotations
@@ -17,9 +21,11 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edged.manager import quarantine
 from edged.manager.download import stale_partials
 from edged.manager.manifests import ManifestError, Manifests
 from edged.manager.store import Store
+from edged.units import format_size
 
 
 @dataclass
@@ -29,6 +35,8 @@ class FsckReport:
     blobs: int = 0
     corrupt: list[str] = field(default_factory=list)     # referenced but missing/corrupt
     orphans: list[str] = field(default_factory=list)     # stored but referenced by nothing
+    orphan_bytes: int = 0
+    collected: bool = False  # the orphans were deleted (gc)
     tmp_leftovers: int = 0
     stale_downloads: int = 0
     manifest_error: str = ""
@@ -37,9 +45,9 @@ class FsckReport:
 
     @property
     def ok(self) -> bool:
+        """Unreferenced artifacts are kept on purpose: listed, not a failure."""
         return not self.missing_state_dir and not self.corrupt and not self.manifest_error \
-            and (self.repaired or (not self.orphans and not self.tmp_leftovers
-                                   and not self.stale_downloads))
+            and (self.repaired or (not self.tmp_leftovers and not self.stale_downloads))
 
     def as_dict(self) -> dict[str, object]:
         return {**self.__dict__, "ok": self.ok}
@@ -50,8 +58,13 @@ class FsckReport:
         lines = [f"{self.state_dir}: {self.models} models, {self.blobs} artifacts"]
         lines += [f"  CORRUPT {c}" for c in self.corrupt]
         if self.orphans:
-            verb = "removed" if self.repaired else "found"
-            lines.append(f"  {verb} {len(self.orphans)} unreferenced artifact(s)")
+            size = format_size(self.orphan_bytes)
+            if self.collected:
+                lines.append(f"  deleted {len(self.orphans)} unreferenced artifact(s) ({size})")
+            else:
+                lines.append(f"  kept {len(self.orphans)} unreferenced artifact(s) ({size}): no "
+                             "manifest uses them; `edged fsck --gc` deletes them")
+                lines += [f"    {a[:12]}" for a in self.orphans]
         if self.tmp_leftovers:
             verb = "removed" if self.repaired else "found"
             lines.append(f"  {verb} {self.tmp_leftovers} leftover(s) of interrupted writes")
@@ -64,7 +77,10 @@ class FsckReport:
         return "\n".join(lines)
 
 
-def fsck(state_dir: Path, *, repair: bool = False, deep: bool = True) -> FsckReport:
+def fsck(state_dir: Path, *, repair: bool = False, deep: bool = True,
+         gc: bool = False) -> FsckReport:
+    """``repair``: remove leftovers of interrupted writes; ``gc``: also delete unreferenced
+    artifacts (only on the operator's word: see the module docstring)."""
     state_dir = Path(state_dir)
     report = FsckReport(str(state_dir), repaired=repair)
     if not state_dir.is_dir():
@@ -98,9 +114,12 @@ def fsck(state_dir: Path, *, repair: bool = False, deep: bool = True) -> FsckRep
                  if v.store_id == sha]
         report.corrupt += [f"{p} (used by {', '.join(users)})" for p in problems]
     report.orphans = sorted(blobs - referenced)
-    if repair:
+    report.orphan_bytes = sum(quarantine.blob_bytes(store, a) for a in report.orphans)
+    if gc:
         for sha in report.orphans:
             store.remove(sha)
+        report.collected = bool(report.orphans)
+    quarantine.note(state_dir, [] if gc else report.orphans)
     return report
 
 

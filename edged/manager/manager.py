@@ -29,7 +29,8 @@ from edged.manager import engine_compat, installs
 from edged.manager.artifacts import MissingArtifacts
 from edged.manager.events import EventBus
 from edged.manager.transitions import Transition, apply_reload, plan_reload
-from edged.manager.views import InstallSpec, LoadedView, StatusView, TierUsage
+from edged.manager.views import InstallSpec, LoadedView, StatusView, StoreUsage, TierUsage
+from edged.units import format_size
 
 if TYPE_CHECKING:
     from edged.manager.residency import LoadSpec, Residency
@@ -99,6 +100,9 @@ class ModelManager:
         is every version whose artifact is missing (it stays installed, never served)."""
         problems = []
         state = self._catalog().state
+        dropped = self._catalog().manifests.dropped_note
+        if dropped:
+            self.events.publish("manifest_dropped", message=dropped)
         for (name, version), artifact in sorted(self._missing.of(state).items()):
             msg = str(self._missing.error(name, version, artifact))
             log.error("%s", msg)
@@ -126,17 +130,34 @@ class ModelManager:
             state_dir=str(self.state_dir), snapshot=snap, reserve_bytes=self.budgets.reserve,
             tiers=self._tier_usage(loaded), loaded=tuple(loaded),
             models_installed=len(self.catalog.list()) if self.catalog is not None else 0,
-            manifest_error=self._manifest_error)
+            manifest_error=self._manifest_error, **self._store_status())
+
+    def _store_status(self) -> dict[str, Any]:
+        """The store's line of status and the notes an operator must act on."""
+        if self.catalog is None:
+            return {}
+        loose = self.catalog.unreferenced()
+        store = StoreUsage(self.catalog.stored_bytes(), self.budgets.storage, len(loose),
+                           sum(loose.values()))
+        notes = [n for n in (self.catalog.manifests.dropped_note,) if n]
+        if loose:
+            notes.append(f"{len(loose)} artifact(s) that no manifest references are kept "
+                         f"({format_size(store.unreferenced_bytes)}): `edged fsck` lists them, "
+                         "`edged fsck --gc` deletes them")
+        return {"notes": tuple(notes), "store": store}
 
     def loaded(self) -> list[LoadedView]:
         return self.residency.views() if self.residency is not None else []
 
     def _tier_usage(self, loaded: list[LoadedView]) -> tuple[TierUsage, ...]:
         counts = dict.fromkeys(TIERS, 0)
-        disk = 0
+        held: dict[str, int] = {}  # what the storage tier holds: its models, older versions
         for model in self.catalog.list() if self.catalog is not None else []:
             counts[model.tier] += 1
-            disk += sum(v.size_bytes for v in model.versions.values())
+            for number, v in model.versions.items():
+                if model.tier == "storage" or number != model.active:
+                    held[v.store_id] = v.size_bytes
+        disk = sum(held.values())
         budgets = {"ram": self.budgets.ram, "swap": self.budgets.swap,
                    "storage": self.budgets.storage}
         usage = []
@@ -167,6 +188,9 @@ class ModelManager:
                 return False, str(exc), len(self._catalog().list())
             self._manifest_error = ""
             to_load = apply_reload(self, old, state)
+            dropped = self._catalog().manifests.dropped_note
+            if dropped:
+                self.events.publish("manifest_dropped", message=dropped)
         if to_load:
             threading.Thread(target=self._load_all, args=(to_load,), name="reload-ram",
                              daemon=True).start()

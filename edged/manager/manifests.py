@@ -33,7 +33,7 @@ import os
 import re
 import shutil
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from edged.manager import crashpoints, diskfull
@@ -72,6 +72,7 @@ class Manifests:
         self._saved: TierState | None = None  # what the current generation holds
         self.renderer = Renderer()  # keeps each model's YAML between commits
         self.fallback_note = ""  # why start-up did not use the current files ("" if it did)
+        self.dropped_note = ""  # an accepted edit that dropped installed versions ("" if none)
 
     @property
     def current(self) -> TierState:
@@ -126,18 +127,48 @@ class Manifests:
         return self._parse(self._files(self.link), self._generation(), _always)
 
     def load(self) -> TierState:
-        """At start: the current generation, or the newest one that validates (see above)."""
+        """At start: the current generation, or the newest one that validates (see above).
+
+        A hand edit is held to what a reload would accept: it may not point a version at an
+        artifact that is not in the store unless edged's own copy of the generation already
+        did (a typo in a sha256 falls back, it does not orphan the real artifact). An edit that
+        drops installed versions is accepted, committed as a new generation (so the previous
+        one still has them for ``restore``) and reported loudly in ``dropped_note``."""
         self.gens.mkdir(parents=True, exist_ok=True)
         if not self._exists():
             self._current = TierState({}, 0)
             self._current = self.commit(self._current)
             return self._current
+        gen = self._generation()
+        ours = self._committed_state(gen)
+        tolerate = _always if ours is None else _known_to(ours)
         try:
-            self._current = self._parse(self._files(self.link), self._generation(), _always)
+            self._current = self._parse(self._files(self.link), gen, tolerate)
         except (ManifestError, OSError, UnicodeDecodeError) as exc:
             self._current = self._fall_back(exc)
+        else:
+            lost = dropped(ours, self._current) if ours is not None else []
+            if lost:
+                self._current = self.commit(self._current, keep_edits=False)
+                self._note_dropped(lost, gen, "at start")
         self._saved = self._current
         return self._current
+
+    def _committed_state(self, gen: int) -> TierState | None:
+        """Generation ``gen`` as edged wrote it, or None where that copy is unreadable."""
+        try:
+            texts = json.loads((self.gens / f"gen-{gen:08d}" / COMMITTED).read_text())
+            return self._parse(texts, gen, _always)
+        except (OSError, ValueError, ManifestError):
+            return None
+
+    def _note_dropped(self, lost: list[str], gen: int, when: str) -> None:
+        self.dropped_note = (
+            f"the edited manifests dropped {len(lost)} installed version(s) {when}: "
+            f"{', '.join(lost)}. Their artifacts are kept (unreferenced, see `edged fsck`); "
+            f"generation {gen} still lists them: `edged restore {gen}` puts its files back, "
+            "then reload (SIGHUP)")
+        log.warning("manifests: %s", self.dropped_note)
 
     def read(self, known: TierState) -> TierState:
         """The hand-edited files, validated (raises ManifestError); changes nothing. A missing
@@ -155,8 +186,65 @@ class Manifests:
 
     def accept(self, new: TierState) -> TierState:
         """Put a validated state in force, committed as a new generation: the files on disk
-        are again exactly what edged wrote (what a later start falls back to)."""
-        return self.commit(new, keep_edits=False)
+        are again exactly what edged wrote (what a later start falls back to). Versions the
+        edit dropped are reported (``dropped_note``): the generation before still has them."""
+        lost, before = dropped(self.current, new), self._generation()
+        state = self.commit(new, keep_edits=False)
+        self.dropped_note = ""
+        if lost:
+            self._note_dropped(lost, before, "at reload")
+        return state
+
+    # -- generations: listing and restoring ------------------------------------------------
+    def generations(self) -> list[GenerationInfo]:
+        """The kept generations, newest first, with what each lists (``edged generations``)."""
+        current = self._generation()
+        out = []
+        nums = sorted((int(m.group(1)) for p in self.gens.iterdir()
+                       if (m := _GEN_RE.match(p.name))), reverse=True) \
+            if self.gens.is_dir() else []
+        for n in nums:
+            gdir = self.gens / f"gen-{n:08d}"
+            state = self._committed_state(n)
+            if state is None:
+                try:
+                    state = self._parse(self._files(gdir), n, _always)
+                except (ManifestError, OSError, UnicodeDecodeError):
+                    state = None
+            out.append(GenerationInfo(
+                n, n == current, gdir.stat().st_mtime,
+                None if state is None else sum(len(m.versions) for m in state.models.values()),
+                () if state is None else tuple(sorted(state.models))))
+        return out
+
+    def restore(self, gen: int) -> list[Path]:
+        """Write generation ``gen`` (as edged wrote it) over the current files, as a hand edit:
+        a running daemon applies it on reload (SIGHUP), a stopped one at its next start. The
+        files being replaced are copied aside first when they differ from edged's copy."""
+        gdir = self.gens / f"gen-{gen:08d}"
+        try:
+            texts = json.loads((gdir / COMMITTED).read_text())
+        except (OSError, ValueError):
+            texts = self._files(gdir)  # raises ManifestError when it is not a generation
+        self._parse(texts, gen, _always)  # a generation that no longer validates is refused
+        current = self.gens / f"gen-{self._generation():08d}"
+        try:
+            ours = json.loads((current / COMMITTED).read_text())
+        except (OSError, ValueError):
+            ours = {}
+        self._copy_aside(current, ours, "replaced", failed="")
+        written = []
+        for t in TIERS:
+            target = self.link / f"{t}.yaml"
+            tmp = self.link / f".{t}.yaml.restore"
+            with tmp.open("w") as f:
+                f.write(texts[t])
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, target)
+            written.append(target)
+        fsync_dir(current)
+        return written
 
     def reload(self) -> TierState:
         return self.accept(self.read(self.current))  # raises ManifestError: old state stays
@@ -316,3 +404,28 @@ class Manifests:
 
 def _always(name: str, num: int, artifact: str) -> bool:
     return True
+
+
+def _known_to(state: TierState) -> Tolerate:
+    """Tolerate a missing artifact only where ``state`` already had that very reference."""
+    def known(name: str, num: int, artifact: str) -> bool:
+        m = state.models.get(name)
+        v = m.versions.get(num) if m is not None else None
+        return v is not None and v.store_id == artifact
+    return known
+
+
+def dropped(old: TierState, new: TierState) -> list[str]:
+    """``name:version`` of every version ``old`` has and ``new`` does not."""
+    return [f"{name}:{num}" for name, m in sorted(old.models.items())
+            for num in sorted(m.versions)
+            if name not in new.models or num not in new.models[name].versions]
+
+
+@dataclass(frozen=True)
+class GenerationInfo:
+    number: int
+    current: bool
+    mtime: float
+    versions: int | None  # None: the generation does not validate any more
+    models: tuple[str, ...]

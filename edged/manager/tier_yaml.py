@@ -165,6 +165,7 @@ class _Doc:
         self._construct = yaml.constructor.SafeConstructor()
         try:
             node = yaml.compose(text, Loader=_LOADER)
+            self.empty = node is None  # no YAML document at all (blank or comments only)
             self.data = self._value(node, ()) if node is not None else {}
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
@@ -269,6 +270,13 @@ def parse(files: Mapping[str, str], generation: int = 0,
     for tier in TIERS:
         fname = f"{tier}.yaml"
         doc = _Doc(fname, files.get(tier, ""))
+        if tier in files and doc.empty:
+            # edged never writes an empty file (an empty tier is `models: {}`): an empty one is
+            # a truncated file or a slip of the editor, and reading it as "no models" would
+            # drop every model of the tier at the next start (issue 14)
+            raise ManifestError(fname, None, "(file)",
+                                "the file is empty: a tier with no models is written "
+                                "`models: {}`")
         data = doc.data or {}
         if not isinstance(data, dict):
             doc.fail((), "must be a mapping with version, tier and models")

@@ -16,6 +16,17 @@ class TierUsage:
 
 
 @dataclass(frozen=True)
+class StoreUsage:
+    """The disk the store takes: what the manifests reference against budgets.storage, and
+    what they do not (kept until an explicit gc, see ``quarantine``)."""
+
+    installed_bytes: int
+    budget_bytes: int
+    unreferenced_artifacts: int
+    unreferenced_bytes: int
+
+
+@dataclass(frozen=True)
 class LoadedView:
     name: str
     version: int
@@ -44,6 +55,8 @@ class StatusView:
     loaded: tuple[LoadedView, ...]
     models_installed: int
     manifest_error: str = ""
+    notes: tuple[str, ...] = ()
+    store: StoreUsage | None = None
 
 
 @dataclass(frozen=True)

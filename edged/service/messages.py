@@ -57,6 +57,11 @@ def status_pb(s: StatusView) -> system_pb2.StatusResponse:
         loaded=[loaded_pb(v) for v in s.loaded],
         telemetry_sources=list(snap.sources),
         telemetry_errors=list(snap.errors),
+        notes=list(s.notes),
+        store=None if s.store is None else system_pb2.StoreStatus(
+            installed_bytes=s.store.installed_bytes, budget_bytes=s.store.budget_bytes,
+            unreferenced_artifacts=s.store.unreferenced_artifacts,
+            unreferenced_bytes=s.store.unreferenced_bytes),
     )
 
 

@@ -91,6 +91,23 @@ def _typed(t: Any, dtype: np.dtype, shape: tuple[int, ...], where: str) -> np.nd
                                 f"{exc}", field=f"{where}.contents") from None
 
 
+MAX_ELEMENTS = 1 << 40  # far beyond any tensor a device holds; numpy's own limit is lower
+
+
+def check_shape(name: str, shape: tuple[int, ...], field: str) -> tuple[int, ...]:
+    """A shape numpy can build: no negative dimension and, per dimension and in all, at most
+    ``MAX_ELEMENTS`` elements (a zero dimension does not make ``[0, 2**63-1]`` a valid
+    shape: numpy refuses it, and that is the client's mistake, not an internal error)."""
+    if any(d < 0 for d in shape):
+        raise e.InvalidArgument(f"input '{name}': negative dimension in {list(shape)}",
+                                field=field)
+    if any(d > MAX_ELEMENTS for d in shape) or math.prod(d for d in shape if d) > MAX_ELEMENTS:
+        raise e.InvalidArgument(f"input '{name}': shape {list(shape)} is too large (at most "
+                                f"{MAX_ELEMENTS} elements per dimension and in all)",
+                                field=field)
+    return shape
+
+
 def decode(req: oip.ModelInferRequest) -> DecodedRequest:
     """Triton's rules for where an input's data is: shared memory if it has the parameters,
     else typed ``contents`` if set, else the next ``raw_input_contents`` entry. So the raw
@@ -105,10 +122,7 @@ def decode(req: oip.ModelInferRequest) -> DecodedRequest:
             raise e.InvalidArgument("input without a name", field=where)
         if t.name in inputs:
             raise e.InvalidArgument(f"input '{t.name}' given twice", field=where)
-        shape = tuple(int(d) for d in t.shape)
-        if any(d < 0 for d in shape):
-            raise e.InvalidArgument(f"input '{t.name}': negative dimension in {list(shape)}",
-                                    field=f"{where}.shape")
+        shape = check_shape(t.name, tuple(int(d) for d in t.shape), f"{where}.shape")
         dtype = _dtype(t, where)
         shm = shm_params(t.parameters, where)
         if shm is not None:

@@ -100,7 +100,7 @@ class TierStatus(_message.Message):
     def __init__(self, tier: _Optional[_Union[_models_pb2.Tier, str]] = ..., budget_bytes: _Optional[int] = ..., used_bytes: _Optional[int] = ..., models: _Optional[int] = ..., loaded: _Optional[int] = ...) -> None: ...
 
 class StatusResponse(_message.Message):
-    __slots__ = ("version", "uptime_s", "device", "memory", "tiers", "loaded", "telemetry_sources", "telemetry_errors", "state", "manifest_error", "state_dir", "models_installed")
+    __slots__ = ("version", "uptime_s", "device", "memory", "tiers", "loaded", "telemetry_sources", "telemetry_errors", "state", "manifest_error", "state_dir", "models_installed", "notes", "store")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     UPTIME_S_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
@@ -113,6 +113,8 @@ class StatusResponse(_message.Message):
     MANIFEST_ERROR_FIELD_NUMBER: _ClassVar[int]
     STATE_DIR_FIELD_NUMBER: _ClassVar[int]
     MODELS_INSTALLED_FIELD_NUMBER: _ClassVar[int]
+    NOTES_FIELD_NUMBER: _ClassVar[int]
+    STORE_FIELD_NUMBER: _ClassVar[int]
     version: str
     uptime_s: float
     device: DeviceStatus
@@ -125,7 +127,21 @@ class StatusResponse(_message.Message):
     manifest_error: str
     state_dir: str
     models_installed: int
-    def __init__(self, version: _Optional[str] = ..., uptime_s: _Optional[float] = ..., device: _Optional[_Union[DeviceStatus, _Mapping]] = ..., memory: _Optional[_Union[MemoryStatus, _Mapping]] = ..., tiers: _Optional[_Iterable[_Union[TierStatus, _Mapping]]] = ..., loaded: _Optional[_Iterable[_Union[_models_pb2.LoadedModel, _Mapping]]] = ..., telemetry_sources: _Optional[_Iterable[str]] = ..., telemetry_errors: _Optional[_Iterable[str]] = ..., state: _Optional[str] = ..., manifest_error: _Optional[str] = ..., state_dir: _Optional[str] = ..., models_installed: _Optional[int] = ...) -> None: ...
+    notes: _containers.RepeatedScalarFieldContainer[str]
+    store: StoreStatus
+    def __init__(self, version: _Optional[str] = ..., uptime_s: _Optional[float] = ..., device: _Optional[_Union[DeviceStatus, _Mapping]] = ..., memory: _Optional[_Union[MemoryStatus, _Mapping]] = ..., tiers: _Optional[_Iterable[_Union[TierStatus, _Mapping]]] = ..., loaded: _Optional[_Iterable[_Union[_models_pb2.LoadedModel, _Mapping]]] = ..., telemetry_sources: _Optional[_Iterable[str]] = ..., telemetry_errors: _Optional[_Iterable[str]] = ..., state: _Optional[str] = ..., manifest_error: _Optional[str] = ..., state_dir: _Optional[str] = ..., models_installed: _Optional[int] = ..., notes: _Optional[_Iterable[str]] = ..., store: _Optional[_Union[StoreStatus, _Mapping]] = ...) -> None: ...
+
+class StoreStatus(_message.Message):
+    __slots__ = ("installed_bytes", "budget_bytes", "unreferenced_artifacts", "unreferenced_bytes")
+    INSTALLED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_BYTES_FIELD_NUMBER: _ClassVar[int]
+    UNREFERENCED_ARTIFACTS_FIELD_NUMBER: _ClassVar[int]
+    UNREFERENCED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    installed_bytes: int
+    budget_bytes: int
+    unreferenced_artifacts: int
+    unreferenced_bytes: int
+    def __init__(self, installed_bytes: _Optional[int] = ..., budget_bytes: _Optional[int] = ..., unreferenced_artifacts: _Optional[int] = ..., unreferenced_bytes: _Optional[int] = ...) -> None: ...
 
 class Event(_message.Message):
     __slots__ = ("seq", "time", "kind", "model", "version", "message", "details")

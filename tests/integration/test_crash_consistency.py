@@ -73,7 +73,7 @@ def snapshot(state: Path) -> tuple[dict[str, str], frozenset[str]]:
 
     Measurements (footprint, load time) are left out: the daemon records them after every
     load, which is bookkeeping, not the state an operation changes."""
-    report = fsck(state, repair=True, deep=True)
+    report = fsck(state, repair=True, deep=True, gc=True)  # an interrupted install's blob
     assert report.ok, report.describe()
     store = Store(state)
     current = Manifests(state, blob_exists=store.has).load()
