@@ -109,26 +109,67 @@ def test_unload_waits_for_requests_in_flight(pool: WorkerPool, models: dict[str,
     assert done.is_set() and res.views() == []
 
 
+class GatedPool:
+    """The real pool, with the load of one key held at a gate: the test decides when that
+    preload is "still loading", instead of guessing it with a sleep."""
+
+    def __init__(self, pool: WorkerPool, key: str) -> None:
+        self._pool, self._key = pool, key
+        self.entered, self.gate = threading.Event(), threading.Event()
+
+    def load(self, key: str, *args: object, **kw: object) -> object:
+        if key == self._key:
+            self.entered.set()
+            assert self.gate.wait(60), "the test never opened the gate"
+        return self._pool.load(key, *args, **kw)  # type: ignore[arg-type]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._pool, name)
+
+
+def _wait(cond, timeout: float = 60.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
 def test_preload_does_not_evict_and_demand_cancels_it(pool: WorkerPool,
                                                        models: dict[str, Path]) -> None:
-    res, events = make(pool, swap_mb=500)
+    gated = GatedPool(pool, "b:1")
+    res, events = make(gated, swap_mb=500)  # type: ignore[arg-type]
     res.load(spec(models, "a"))
     size = res.views()[0].footprint_bytes
     res.budgets = planner.Budgets(200 * MB, size + 10 * MB, 64 * MB)
     with pytest.raises(e.Aborted):  # would need to evict 'a', which LRU values no lower
         res.load(spec(models, "b"), preload=True)
     assert {v.name for v in res.views()} == {"a"}
-    res.budgets = planner.Budgets(200 * MB, 2 * size + 10 * MB, 64 * MB)
-    preload = threading.Thread(target=lambda: _swallow(res.load, spec(models, "b"),
-                                                       preload=True))
-    preload.start()
-    time.sleep(0.05)  # 'b' is loading as a preload; 'c' needs its room
-    res.load(spec(models, "c"))
-    preload.join(30)
-    names = {v.name for v in res.views()}
-    assert "c" in names and len(names) == 2
-    kinds = [ev.kind for ev in events.recent()]
-    assert "preload_cancelled" in kinds or "evict" in kinds
+    assert not gated.entered.is_set()  # refused before any worker was asked
+    # a swap tier with room for one loading 40 MB model (booked at two copies of its
+    # weights until ready), not two: 'c' on demand needs the room the preload of 'b' holds
+    res, events = make(gated, swap_mb=100)  # type: ignore[arg-type]
+    outcome: list[BaseException | None] = []
+
+    def preload() -> None:
+        try:
+            res.load(spec(models, "b"), preload=True)
+            outcome.append(None)
+        except BaseException as exc:  # noqa: BLE001 - the test checks it
+            outcome.append(exc)
+
+    t = threading.Thread(target=preload)
+    t.start()
+    assert gated.entered.wait(60)  # 'b' is loading as a preload; 'c' needs its room
+    demand = threading.Thread(target=lambda: res.load(spec(models, "c")))
+    demand.start()
+    _wait(lambda: "preload_cancelled" in [ev.kind for ev in events.recent()])
+    gated.gate.set()
+    demand.join(60)
+    t.join(60)
+    assert not demand.is_alive() and not t.is_alive()
+    assert len(outcome) == 1 and isinstance(outcome[0], e.Aborted), outcome
+    assert {v.name for v in res.views()} == {"c"}
+    assert "evict" not in [ev.kind for ev in events.recent()]
 
 
 def test_worker_crash_forgets_the_slot(models: dict[str, Path]) -> None:
