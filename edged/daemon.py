@@ -51,8 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--quick", action="store_true", help="skip re-hashing artifacts")
     f.add_argument("--json", action="store_true", help="print the report as JSON")
     sub.add_parser("generations", help="list the kept generations of the tier manifests")
-    r = sub.add_parser("restore", help="put a kept generation's manifests back in place (then "
-                                       "reload: SIGHUP, or the next start)")
+    r = sub.add_parser("restore", help="put back the models and versions a kept generation "
+                                       "lists and the current manifests lack (then reload: "
+                                       "SIGHUP, or the next start)")
     r.add_argument("generation", type=int, help="the generation number (`edged generations`)")
     return p
 
@@ -124,22 +125,26 @@ def _generations(cfg: cfgmod.Config, restore: int | None) -> int:
         print(f"edged: {cfg.state_dir}: the state directory does not exist", file=sys.stderr)
         return 1
     if restore is None:
+        print("* current, k kept until `edged fsck --gc` (it lists versions an edit dropped)")
         print(f"{'GEN':>8}  {'WRITTEN (UTC)':<20} {'VERSIONS':>8}  MODELS")
         for g in manifests.generations():
             when = dt.datetime.fromtimestamp(g.mtime, dt.timezone.utc).strftime(
                 "%Y-%m-%d %H:%M:%S")
             count = "invalid" if g.versions is None else str(g.versions)
-            mark = "*" if g.current else " "
+            mark = "*" if g.current else ("k" if g.kept else " ")
             print(f"{g.number:>7}{mark}  {when:<20} {count:>8}  {', '.join(g.models) or '-'}")
         return 0
     try:
-        written = manifests.restore(restore)
+        back = manifests.restore(restore)
     except (ManifestError, OSError) as exc:
         print(f"edged restore: generation {restore}: {exc}", file=sys.stderr)
         return 1
-    print(f"restored generation {restore} into {', '.join(str(p) for p in written)}; a running "
-          "daemon applies it on reload (`systemctl reload edged` or `edgectl reload`), a stopped "
-          "one at its next start")
+    if not back:
+        print(f"generation {restore} lists nothing the current manifests lack: nothing to do")
+        return 0
+    print(f"put back {', '.join(back)} from generation {restore} into {manifests.link}/*.yaml; "
+          "a running daemon applies it on reload (`systemctl reload edged` or `edgectl "
+          "reload`), a stopped one at its next start")
     return 0
 
 

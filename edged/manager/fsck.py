@@ -119,6 +119,7 @@ def fsck(state_dir: Path, *, repair: bool = False, deep: bool = True,
         for sha in report.orphans:
             store.remove(sha)
         report.collected = bool(report.orphans)
+        Manifests(state_dir).release_kept()  # the generations kept to restore them from
     quarantine.note(state_dir, [] if gc else report.orphans)
     return report
 

@@ -56,6 +56,7 @@ __all__ = ["TIERS", "ManifestError", "Manifests", "ModelEntry", "TierState", "Ve
            "parse", "render"]
 
 KEEP_GENERATIONS = 3
+KEEP_MARK = ".keep"  # in a generation that still lists versions an edit dropped (see _prune)
 COMMITTED = ".committed.json"  # in each generation: the three files as edged wrote them
 _GEN_RE = re.compile(r"^gen-(\d{8})$")
 
@@ -163,6 +164,13 @@ class Manifests:
             return None
 
     def _note_dropped(self, lost: list[str], gen: int, when: str) -> None:
+        """Report an edit that dropped versions, and keep generation ``gen`` (which still
+        lists them) from being pruned until the operator's gc: the way back must outlive
+        the next few commits."""
+        try:
+            (self.gens / f"gen-{gen:08d}" / KEEP_MARK).write_text(" ".join(lost) + "\n")
+        except OSError as exc:
+            log.warning("manifests: cannot mark generation %d to keep: %s", gen, exc)
         self.dropped_note = (
             f"the edited manifests dropped {len(lost)} installed version(s) {when}: "
             f"{', '.join(lost)}. Their artifacts are kept (unreferenced, see `edged fsck`); "
@@ -214,40 +222,53 @@ class Manifests:
             out.append(GenerationInfo(
                 n, n == current, gdir.stat().st_mtime,
                 None if state is None else sum(len(m.versions) for m in state.models.values()),
-                () if state is None else tuple(sorted(state.models))))
+                () if state is None else tuple(sorted(state.models)),
+                (gdir / KEEP_MARK).exists()))
         return out
 
-    def restore(self, gen: int) -> list[Path]:
-        """Write generation ``gen`` (as edged wrote it) over the current files, as a hand edit:
-        a running daemon applies it on reload (SIGHUP), a stopped one at its next start. The
-        files being replaced are copied aside first when they differ from edged's copy."""
-        gdir = self.gens / f"gen-{gen:08d}"
+    def restore(self, gen: int) -> list[str]:
+        """Bring back what generation ``gen`` lists and the current manifests lack (whole
+        models, or versions of a model kept since, as inactive versions in storage); what
+        was installed since stays. Written over the current files as a hand edit: a running
+        daemon applies it on reload (SIGHUP), a stopped one at its next start. Returns the
+        ``name:version`` put back; the files it replaces are copied aside first when they
+        differ from edged's copy."""
+        old = self._committed_state(gen)
+        if old is None:
+            gdir = self.gens / f"gen-{gen:08d}"
+            old = self._parse(self._files(gdir), gen, _always)  # ManifestError: not one
+        try:  # the files as they are now (a hand edit not reloaded yet included)
+            current = self.read_current()
+        except (ManifestError, OSError, UnicodeDecodeError):
+            current = self._committed_state(self._generation()) or TierState({}, 0)
+        back = dropped(old, current)  # what the generation has and current lacks
+        if not back:
+            return []
+        models = dict(current.models)
+        for name, m in old.models.items():
+            have = models.get(name)
+            if have is None:
+                models[name] = m
+                continue
+            extra = {n: v for n, v in m.versions.items() if n not in have.versions}
+            if extra:
+                models[name] = replace(have, versions={**have.versions, **extra})
+        texts = render(TierState(models, current.generation))
+        here = self.gens / f"gen-{self._generation():08d}"
         try:
-            texts = json.loads((gdir / COMMITTED).read_text())
-        except (OSError, ValueError):
-            texts = self._files(gdir)  # raises ManifestError when it is not a generation
-        self._parse(texts, gen, _always)  # a generation that no longer validates is refused
-        current = self.gens / f"gen-{self._generation():08d}"
-        try:
-            ours = json.loads((current / COMMITTED).read_text())
+            ours = json.loads((here / COMMITTED).read_text())
         except (OSError, ValueError):
             ours = {}
-        self._copy_aside(current, ours, "replaced", failed="")
-        written = []
+        self._copy_aside(here, ours, "replaced", failed="")
         for t in TIERS:
-            target = self.link / f"{t}.yaml"
             tmp = self.link / f".{t}.yaml.restore"
             with tmp.open("w") as f:
                 f.write(texts[t])
                 f.flush()
                 os.fsync(f.fileno())
-            os.replace(tmp, target)
-            written.append(target)
-        fsync_dir(current)
-        return written
-
-    def reload(self) -> TierState:
-        return self.accept(self.read(self.current))  # raises ManifestError: old state stays
+            os.replace(tmp, self.link / f"{t}.yaml")
+        fsync_dir(here)
+        return back
 
     def _hook(self, point: str) -> None:
         if self.crash_hook is not None:
@@ -398,8 +419,19 @@ class Manifests:
         for p in self.gens.iterdir():
             m = _GEN_RE.match(p.name)
             if p.name.startswith(".tmp-gen-") or (m and int(m.group(1)) <= current -
-                                                  KEEP_GENERATIONS):
+                                                  KEEP_GENERATIONS and
+                                                  not (p / KEEP_MARK).exists()):
                 shutil.rmtree(p, ignore_errors=True)
+
+    def release_kept(self) -> int:
+        """Let the generations kept for dropped versions be pruned again (``edged fsck
+        --gc``: the operator let those versions go); returns how many were kept."""
+        marks = list(self.gens.glob(f"gen-*/{KEEP_MARK}")) if self.gens.is_dir() else []
+        for mark in marks:
+            mark.unlink(missing_ok=True)
+        if marks and self._exists():
+            self._prune(self._generation())
+        return len(marks)
 
 
 def _always(name: str, num: int, artifact: str) -> bool:
@@ -429,3 +461,4 @@ class GenerationInfo:
     mtime: float
     versions: int | None  # None: the generation does not validate any more
     models: tuple[str, ...]
+    kept: bool = False  # kept past pruning: it lists versions an edit dropped

@@ -92,15 +92,22 @@ def test_an_edit_that_drops_a_model_is_reported_and_can_be_restored(daemon, tmp_
                              "status"], capture_output=True, text=True, timeout=60, check=False)
     assert "NOTE:" in status.stdout and "unreferenced artifact(s) kept" in status.stdout
 
-    # the way back: the generation before the edit still lists it
-    gens = edged_cmd(daemon, "generations")
-    assert gens.returncode == 0 and "gone" in gens.stdout, gens.stdout + gens.stderr
+    # the way back: the generation before the edit still lists it, even after more
+    # commits than generations are kept for
     gen = int(re.search(r"generation (\d+) still lists them", st.notes[0]).group(1))
+    with daemon.client() as c:
+        for i in range(4):
+            c.install(f"other{i}", modelgen.add_model(tmp_path / f"o{i}.onnx", offset=5.0 + i))
+    gens = edged_cmd(daemon, "generations")
+    assert gens.returncode == 0, gens.stdout + gens.stderr
+    line = next(x for x in gens.stdout.splitlines() if x.strip().startswith(f"{gen}k"))
+    assert "gone" in line, gens.stdout
     r = edged_cmd(daemon, "restore", str(gen))
-    assert r.returncode == 0, r.stderr
+    assert r.returncode == 0 and "put back gone:1" in r.stdout, r.stdout + r.stderr
     with daemon.client() as c:
         assert c.reload().ok
-        assert sorted(m.name for m in c.list_models()) == ["gone", "keep"]
+        assert sorted(m.name for m in c.list_models()) == [
+            "gone", "keep", "other0", "other1", "other2", "other3"]  # later installs stay
         assert c.infer("gone", X)["y"][0, 0] == 2.0
         st = c.status()
         assert st.store.unreferenced_artifacts == 0 and not st.notes
