@@ -117,7 +117,7 @@ def sample_inputs(path: Path, shapes: Mapping[str, Sequence[int]],
 
     rng = np.random.default_rng(seed)
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    out = {}
+    out: dict[str, np.ndarray] = {}
     for i in sess.get_inputs():
         shape = tuple(shapes.get(i.name) or [d if isinstance(d, int) and d > 0 else 1
                                              for d in i.shape])

@@ -220,7 +220,8 @@ def user_daemon() -> Iterator[UserDaemon]:
         shutil.rmtree(tmp)
         pytest.skip(f"no Python interpreter here that user {DAEMON_UID} may run")
     UserDaemon.python = python
-    d = UserDaemon({"listen": {"unix_group": "users", "unix_mode": "0666"}})
+    d = UserDaemon({"listen": {"unix_group": "users", "unix_mode": "0666",
+                               "allow_world_access": True}})
     for p in (d.root, *d.root.iterdir()):
         os.chown(p, DAEMON_UID, SOCKET_GROUP)
     d.root.chmod(0o755)
