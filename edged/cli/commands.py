@@ -12,6 +12,7 @@ from edged import errors as e
 from edged.cli import model_commands, output
 from edged.cli.pbjson import event_dict, status_dict
 from edged.client import EdgedClient
+from edged.units import format_size
 
 
 def register(sub: Any) -> None:
@@ -115,7 +116,7 @@ def _details(details: Any) -> list[tuple[str, str]]:
         if not v or k in ("footprint_bytes", "size_bytes"):
             continue
         if k.endswith("_bytes") and v.isdigit():
-            k, v = k[: -len("_bytes")], output.size(int(v))
+            k, v = k[: -len("_bytes")], format_size(int(v))
         out.append((k, v))
     return out
 

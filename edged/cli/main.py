@@ -120,6 +120,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{err.code.value.lower().replace('_', ' ')}: "
         print(f"edgectl: {label}{err}", file=sys.stderr)
         return code
+    except OSError as exc:  # writing --save outputs, reading a file mid-command
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"edgectl {args.command}:{where}: {exc.strerror or exc}", file=sys.stderr)
+        return exitcodes.USAGE
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:

@@ -18,7 +18,7 @@ from edged.cli.installed import installed_as
 from edged.cli.pbjson import DECISIONS, loaded_dict, model_dict, plain
 from edged.client import EdgedClient
 from edged.hashing import sha256_file
-from edged.units import parse_size
+from edged.units import format_size, parse_size
 
 TIERS = ("ram", "swap", "storage")
 
@@ -385,9 +385,9 @@ def cmd_check(client: EdgedClient, args: argparse.Namespace) -> int:
         verdict = {"admit": "admit", "admit_after_evicting":
                    f"admit after evicting {', '.join(r.evict)}", "reject": "reject"}[decision]
         print(f"{what}: {verdict}")
-        print(f"  tier {n.tier}: needs {output.size(n.needed_bytes)}, budget "
-              f"{output.size(n.budget_bytes)}, used {output.size(n.used_bytes)}, free "
-              f"{output.size(n.free_bytes)}, reserve {output.size(n.reserve_bytes)}")
+        print(f"  tier {n.tier}: needs {format_size(n.needed_bytes)}, budget "
+              f"{format_size(n.budget_bytes)}, used {format_size(n.used_bytes)}, free "
+              f"{format_size(n.free_bytes)}, reserve {format_size(n.reserve_bytes)}")
         if r.reason:
             print(f"  {r.reason}")
     return 7 if decision == "reject" else 0

@@ -199,7 +199,15 @@ def rollback(client: EdgedClient, out: Outcome, quiet: bool) -> bool:
 
 
 def _warmup(specs: Sequence[str]) -> dict[str, list[int]]:
-    return {n: [int(x) for x in d.split("x")] for n, _, d in (s.partition("=") for s in specs)}
+    out = {}
+    for spec in specs:
+        name, _, dims = spec.partition("=")
+        try:
+            out[name] = [int(x) for x in dims.split("x")]
+        except ValueError:
+            raise Step(USAGE, "start", f"--warmup {spec!r}: expected INPUT=DIMS, e.g. "
+                                       "x=1x3x64x64") from None
+    return out
 
 
 def _engine_info(specs: Sequence[str]) -> dict[str, str]:
@@ -247,7 +255,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    token = args.token_file.read_text().strip() if args.token_file else None
+    try:
+        token = args.token_file.read_text().strip() if args.token_file else None
+    except OSError as exc:
+        print(f"edged-ota: --token-file {args.token_file}: {exc.strerror or exc}",
+              file=sys.stderr)
+        return USAGE
     out = Outcome(args.name)
     code, message = COMMITTED, "committed"
     logged = False  # the failure is already on stderr as a step: the last line does not repeat it
@@ -279,8 +292,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                           "already_installed": out.already_installed, "message": message,
                           "steps": out.steps}))
     elif code != COMMITTED:
-        outcome = ("nothing installed" if code == VERIFY else "ROLLBACK FAILED: the device needs "
-                   "attention" if code == ROLLBACK_FAILED else "rolled back")
+        outcome = ("nothing installed" if code in (VERIFY, USAGE)
+                   else "ROLLBACK FAILED: the device needs attention"
+                   if code == ROLLBACK_FAILED else "rolled back")
         print(f"edged-ota: {outcome} (exit {code})" if logged
               else f"edged-ota: {message} (exit {code})", file=sys.stderr)
     return code
