@@ -99,7 +99,7 @@ def cmd_events(client: EdgedClient, args: argparse.Namespace) -> int:
             sys.stdout.write(json.dumps(d) + "\n")
         else:
             when = dt.datetime.fromtimestamp(ev.time).strftime("%H:%M:%S.%f")[:-3]
-            model = f" {ev.model}:{ev.version}" if ev.model else ""
+            model = f" {ev.model}" + (f":{ev.version}" if ev.version else "") if ev.model else ""
             message = "" if ev.message == ev.kind else f" {ev.message}"
             extra = "".join(f" {k}={v}" for k, v in _details(ev.details))
             print(f"{ev.seq:>6} {when} {ev.kind:<15}{model}{message}{extra}".rstrip())

@@ -225,7 +225,7 @@ def local_file(path: Path, label: str, field: str) -> Path:
 
 
 def _already_installed(client: EdgedClient, args: argparse.Namespace, sha256: str,
-                       size: int) -> int:
+                       size: int | None) -> int:
     """The version that already holds this file, else 0 (``--version`` asks for a new one)."""
     if args.version or not sha256:
         return 0
@@ -237,9 +237,11 @@ def _already_installed(client: EdgedClient, args: argparse.Namespace, sha256: st
     if not same:
         return 0
     active = model.active_version == same
+    held = next(v for v in model.versions if v.version == same)
     if args.json:
-        output.emit_json({"name": args.name, "version": same, "sha256": sha256.lower(),
-                          "size_bytes": size, "already_installed": True, "active": active,
+        output.emit_json({"name": args.name, "version": same, "sha256": held.sha256,
+                          "size_bytes": held.size_bytes, "already_installed": True,
+                          "active": active,
                           "model": model_dict(model)})
     else:
         hint = "" if active else f" (not active: edgectl activate {args.name} {same})"
@@ -266,6 +268,8 @@ def cmd_install(client: EdgedClient, args: argparse.Namespace) -> int:
         raise LocalError("installing from a URL needs --sha256", field="sha256")
     if remote or args.on_device:
         source = args.source if remote else str(Path(args.source).absolute())
+        if _already_installed(client, args, args.sha256, None):
+            return 0
         r = client.install_from(args.name, source, sha256=args.sha256, progress=bar, **header)
     else:
         path = local_file(Path(args.source), f"model file {args.source}", "source")

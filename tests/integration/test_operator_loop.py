@@ -97,6 +97,9 @@ def test_installing_the_same_file_again_changes_nothing(daemon, tmp_path) -> Non
     out = json.loads(res.stdout)
     assert res.returncode == 0 and out["already_installed"] and out["version"] == 1
     assert sorted(versions(daemon, "adder")) == [1]
+    digest = hashlib.sha256(v1.read_bytes()).hexdigest()  # a path on the device, or a URL
+    res = ctl(daemon, "install", "adder", str(v1), "--on-device", "--sha256", digest)
+    assert res.returncode == 0 and "already installed as version 1" in res.stdout, res.stderr
     # --version asks for another version of the same file
     res = ctl(daemon, "install", "adder", str(v1), "--version", "7")
     assert res.returncode == 0 and "installed adder v7" in res.stdout
