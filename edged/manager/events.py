@@ -24,8 +24,9 @@ log = logging.getLogger("edged.events")
 # a filter naming another kind is a typo, refused rather than answered with silence.
 KINDS = frozenset({
     "artifact_missing", "corrupt", "events_dropped", "evict", "install", "load", "load_failed",
-    "manifest_dropped", "manifest_reload", "preload", "preload_cancelled", "preload_hit", "preload_wasted",
-    "reject", "remove", "repaired", "tier", "unload", "version_switch", "worker_crash"})
+    "manifest_dropped", "manifest_reload", "preload", "preload_cancelled", "preload_hit",
+    "preload_wasted", "reject", "remove", "repaired", "tier", "unload", "version_switch",
+    "worker_crash"})
 
 
 def check_kinds(kinds: frozenset[str]) -> None:
