@@ -96,10 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             token = _read_token(token_file)
         client = EdgedClient(args.target, timeout=args.timeout, token=token, tls_ca=args.tls_ca,
                              tls_cert=args.tls_cert, tls_key=args.tls_key)
-    except LocalError as exc:
-        print(f"edgectl: {exc}", file=sys.stderr)
-        return exitcodes.USAGE
-    except (OSError, ValueError) as exc:
+    except (LocalError, OSError, ValueError) as exc:  # the token file, a malformed target
         print(f"edgectl: {exc}", file=sys.stderr)
         return exitcodes.USAGE
     try:
@@ -120,14 +117,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{err.code.value.lower().replace('_', ' ')}: "
         print(f"edgectl: {label}{err}", file=sys.stderr)
         return code
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # `edgectl events | head`: the reader is done, so are we
+        return 0
     except OSError as exc:  # writing --save outputs, reading a file mid-command
         where = f" {exc.filename}" if exc.filename else ""
         print(f"edgectl {args.command}:{where}: {exc.strerror or exc}", file=sys.stderr)
         return exitcodes.USAGE
-    except KeyboardInterrupt:
-        return 130
-    except BrokenPipeError:
-        return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

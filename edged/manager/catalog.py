@@ -178,7 +178,7 @@ class Catalog:
 
     def install(self, name: str, blob: Blob, *, version: int | None = None, tier: str = "",
                 tasks: Sequence[str] = (), quality: float = 0.0, providers: Sequence[str] = (),
-                precision: str = "fp32", notes: str = "",
+                precision: str = "", notes: str = "",
                 warmup_shapes: Mapping[str, Sequence[int]] | None = None,
                 group: str | None = None, activate: bool = True,
                 engine_info: Mapping[str, str] | None = None,
