@@ -51,6 +51,10 @@ class VersionEntry:
     group: str | None = None
     engine_info: Mapping[str, str] = field(default_factory=dict)
     artifact: str = ""  # the store's artifact id when it differs from sha256 (external data)
+    # the metadata fields this version took from the version active when it was installed
+    # (an install that did not say them), and that version's number: ``show`` says so
+    inherited: tuple[str, ...] = ()
+    inherited_from: int = 0
 
     @property
     def store_id(self) -> str:
@@ -84,7 +88,9 @@ def _version_yaml(v: VersionEntry) -> dict[str, Any]:
             "estimated_bytes": v.estimated_bytes, "measured_bytes": v.measured_bytes,
             "load_seconds": v.load_seconds, "installed_at": v.installed_at,
             "warmup_shapes": {k: list(s) for k, s in v.warmup_shapes.items()},
-            "group": v.group, "engine_info": dict(v.engine_info)}
+            "group": v.group, "engine_info": dict(v.engine_info),
+            **({"inherited": list(v.inherited), "inherited_from": v.inherited_from}
+               if v.inherited else {})}
 
 
 def _model_docs(m: ModelEntry) -> dict[str, dict[str, Any]]:
@@ -256,7 +262,11 @@ def _parse_version(doc: _Doc, p: tuple[Any, ...], d: Any) -> VersionEntry:
         installed_at=str(d.get("installed_at") or ""),
         warmup_shapes={str(k): tuple(v) for k, v in warm.items()},
         group=d.get("group") or None, engine_info=dict(d.get("engine_info") or {}),
-        artifact=str(d.get("artifact") or ""))
+        artifact=str(d.get("artifact") or ""),
+        inherited=tuple(str(x) for x in _check(doc, (*p, "inherited"), d.get("inherited") or [],
+                                               list, "a list of field names")),
+        inherited_from=_check(doc, (*p, "inherited_from"), d.get("inherited_from", 0), int,
+                              "an integer"))
 
 
 def parse(files: Mapping[str, str], generation: int = 0,

@@ -84,7 +84,7 @@ class Signature(_message.Message):
     def __init__(self, inputs: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., outputs: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ...) -> None: ...
 
 class ModelVersion(_message.Message):
-    __slots__ = ("version", "sha256", "size_bytes", "format", "tier", "active", "tasks", "quality", "providers", "precision", "notes", "signature", "estimated_bytes", "measured_bytes", "load_seconds", "installed_at", "engine_info", "warmup_shapes", "group")
+    __slots__ = ("version", "sha256", "size_bytes", "format", "tier", "active", "tasks", "quality", "providers", "precision", "notes", "signature", "estimated_bytes", "measured_bytes", "load_seconds", "installed_at", "engine_info", "warmup_shapes", "group", "inherited", "inherited_from")
     class EngineInfoEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -118,6 +118,8 @@ class ModelVersion(_message.Message):
     ENGINE_INFO_FIELD_NUMBER: _ClassVar[int]
     WARMUP_SHAPES_FIELD_NUMBER: _ClassVar[int]
     GROUP_FIELD_NUMBER: _ClassVar[int]
+    INHERITED_FIELD_NUMBER: _ClassVar[int]
+    INHERITED_FROM_FIELD_NUMBER: _ClassVar[int]
     version: int
     sha256: str
     size_bytes: int
@@ -137,7 +139,9 @@ class ModelVersion(_message.Message):
     engine_info: _containers.ScalarMap[str, str]
     warmup_shapes: _containers.ScalarMap[str, str]
     group: str
-    def __init__(self, version: _Optional[int] = ..., sha256: _Optional[str] = ..., size_bytes: _Optional[int] = ..., format: _Optional[_Union[ModelFormat, str]] = ..., tier: _Optional[_Union[Tier, str]] = ..., active: _Optional[bool] = ..., tasks: _Optional[_Iterable[str]] = ..., quality: _Optional[float] = ..., providers: _Optional[_Iterable[str]] = ..., precision: _Optional[str] = ..., notes: _Optional[str] = ..., signature: _Optional[_Union[Signature, _Mapping]] = ..., estimated_bytes: _Optional[int] = ..., measured_bytes: _Optional[int] = ..., load_seconds: _Optional[float] = ..., installed_at: _Optional[str] = ..., engine_info: _Optional[_Mapping[str, str]] = ..., warmup_shapes: _Optional[_Mapping[str, str]] = ..., group: _Optional[str] = ...) -> None: ...
+    inherited: _containers.RepeatedScalarFieldContainer[str]
+    inherited_from: int
+    def __init__(self, version: _Optional[int] = ..., sha256: _Optional[str] = ..., size_bytes: _Optional[int] = ..., format: _Optional[_Union[ModelFormat, str]] = ..., tier: _Optional[_Union[Tier, str]] = ..., active: _Optional[bool] = ..., tasks: _Optional[_Iterable[str]] = ..., quality: _Optional[float] = ..., providers: _Optional[_Iterable[str]] = ..., precision: _Optional[str] = ..., notes: _Optional[str] = ..., signature: _Optional[_Union[Signature, _Mapping]] = ..., estimated_bytes: _Optional[int] = ..., measured_bytes: _Optional[int] = ..., load_seconds: _Optional[float] = ..., installed_at: _Optional[str] = ..., engine_info: _Optional[_Mapping[str, str]] = ..., warmup_shapes: _Optional[_Mapping[str, str]] = ..., group: _Optional[str] = ..., inherited: _Optional[_Iterable[str]] = ..., inherited_from: _Optional[int] = ...) -> None: ...
 
 class LoadedModel(_message.Message):
     __slots__ = ("name", "version", "tier", "state", "footprint_bytes", "in_flight", "requests", "worker_pid", "loaded_at", "last_used", "providers", "preloaded")
@@ -204,7 +208,7 @@ class GetModelRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ...) -> None: ...
 
 class InstallHeader(_message.Message):
-    __slots__ = ("name", "version", "tier", "tasks", "quality", "providers", "precision", "notes", "warmup_shapes", "group", "activate", "engine_info", "allow_signature_change")
+    __slots__ = ("name", "version", "tier", "tasks", "quality", "providers", "precision", "notes", "warmup_shapes", "group", "activate", "engine_info", "allow_signature_change", "no_inherit")
     class WarmupShapesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -232,6 +236,7 @@ class InstallHeader(_message.Message):
     ACTIVATE_FIELD_NUMBER: _ClassVar[int]
     ENGINE_INFO_FIELD_NUMBER: _ClassVar[int]
     ALLOW_SIGNATURE_CHANGE_FIELD_NUMBER: _ClassVar[int]
+    NO_INHERIT_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: int
     tier: Tier
@@ -245,7 +250,8 @@ class InstallHeader(_message.Message):
     activate: bool
     engine_info: _containers.ScalarMap[str, str]
     allow_signature_change: bool
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., tier: _Optional[_Union[Tier, str]] = ..., tasks: _Optional[_Iterable[str]] = ..., quality: _Optional[float] = ..., providers: _Optional[_Iterable[str]] = ..., precision: _Optional[str] = ..., notes: _Optional[str] = ..., warmup_shapes: _Optional[_Mapping[str, str]] = ..., group: _Optional[str] = ..., activate: _Optional[bool] = ..., engine_info: _Optional[_Mapping[str, str]] = ..., allow_signature_change: _Optional[bool] = ...) -> None: ...
+    no_inherit: bool
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., tier: _Optional[_Union[Tier, str]] = ..., tasks: _Optional[_Iterable[str]] = ..., quality: _Optional[float] = ..., providers: _Optional[_Iterable[str]] = ..., precision: _Optional[str] = ..., notes: _Optional[str] = ..., warmup_shapes: _Optional[_Mapping[str, str]] = ..., group: _Optional[str] = ..., activate: _Optional[bool] = ..., engine_info: _Optional[_Mapping[str, str]] = ..., allow_signature_change: _Optional[bool] = ..., no_inherit: _Optional[bool] = ...) -> None: ...
 
 class InstallFile(_message.Message):
     __slots__ = ("path", "size_bytes", "sha256")
