@@ -320,7 +320,9 @@ def build_parts(cfg: cfgmod.Config, budgets: cfgmod.Budgets, sampler: Any,
                   external_files=_external_files, detect_format=detect_format)
     manifests = Manifests(cfg.state_dir, blob_exists=store.has)
     manifests.load()
-    catalog = Catalog(store, manifests, inspect=lambda p, f: inspect(p, f),
+    catalog = Catalog(store, manifests, inspect=lambda p, f, warm=None: inspect(
+        p, f, EngineOptions(warmup_shapes=warm or {},
+                            cuda_context_bytes=cfg.engines.cuda_context_bytes)),
                       tier_check=budget_tier_check(budgets.ram, budgets.swap, budgets.reserve))
     policy = LockedPolicy(make_policy(cfg.preload.policy,
                                       tz_offset_s=time.localtime().tm_gmtoff))
