@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from edged import __version__
+from edged import __version__, malloc_tuning
 from edged import config as cfgmod
 from edged import errors as e
 from edged.logs import setup_logging
@@ -50,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # First, before any thread allocates: the malloc settings that bound the daemon's RSS
+    # under large plain requests (see malloc_tuning.py).
+    tuned = malloc_tuning.apply(os.environ)
     args = build_parser().parse_args(argv)
     if args.command == "config" and args.config_command == "default":
         sys.stdout.write(cfgmod.default_text())
@@ -71,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "fsck":
         return _fsck(cfg, repair=args.repair, deep=not args.quick, as_json=args.json)
     setup_logging(args.log_level or cfg.log_level)
+    log.info("malloc: %s", ", ".join(f"{k}={v}" for k, v in tuned.items())
+             or "as the environment sets it")
     import faulthandler
 
     faulthandler.enable()  # a watchdog kill (SIGABRT) leaves every thread's stack in the journal
@@ -210,9 +215,12 @@ class Daemon:
                  self.budgets.swap, self.budgets.reserve)
         print(f"edged {__version__} ready: socket unix:{self.cfg.listen.unix}", flush=True)
         ticks = 0
+        trim = malloc_tuning.Trimmer()
         while not self._stop.wait(0.2):
             self.liveness.beat()
             ticks += 1
+            if ticks % 5 == 0:  # every second: freed heap pages back to the kernel
+                trim()
             if ticks % 25 == 0:  # every 5 s: systemd's STATUS= line and the metric gauges
                 self.notifier.status(self._summary())
                 self.parts.update_gauges()

@@ -60,7 +60,8 @@ def cmd_status(client: EdgedClient, args: argparse.Namespace) -> int:
         print(f"gpu      {g['name']}{load}  [{g['source']}]")
     sim = "  (simulated)" if m["simulated"] else ""
     print(f"memory   {output.size(m['available_bytes'])} available of "
-          f"{output.size(m['total_bytes'])}{sim}, reserve {output.size(m['reserve_bytes'])}, "
+          f"{output.size(m['total_bytes'])}{sim}, reserve {output.size(m['reserve_bytes'])}"
+          f" (daemon {output.size(m['daemon_rss_bytes'])} of it), "
           f"swap {output.size(m['swap_free_bytes'])} free of {output.size(m['swap_total_bytes'])}"
           + (f", NvMap {output.size(m['nvmap_used_bytes'])}" if m["nvmap_used_bytes"] else ""))
     if d["temperatures_c"]:

@@ -1,0 +1,46 @@
+"""Memory truth seen from outside the real daemon: its own RSS in status, estimates that
+count activations at the declared warm-up shapes, calibration and the GPU budget in status."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+
+MiB = 1 << 20
+
+
+def edgectl(target: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "edged.cli.main", "--target", target, *args],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_status_shows_the_daemons_own_rss(daemon) -> None:  # type: ignore[no-untyped-def]
+    with daemon.client() as c:
+        shown = c.status().memory.daemon_rss_bytes
+    real = psutil.Process(daemon.proc.pid).memory_info().rss
+    assert 0.5 * real < shown < 2 * real
+    res = edgectl(daemon.target, "status")
+    assert res.returncode == 0, res.stderr
+    assert "(daemon " in res.stdout and " of it)" in res.stdout
+
+
+def test_daemon_applies_its_malloc_settings(daemon) -> None:  # type: ignore[no-untyped-def]
+    """No MALLOC_* in the harness's environment: the daemon set them itself (its log says)."""
+    assert "malloc:" in daemon.log()
+
+
+def test_install_estimate_counts_activations_at_the_warmup_shapes(
+        daemon, demo_models: dict[str, Path]) -> None:  # type: ignore[no-untyped-def]
+    with daemon.client() as c:
+        small = c.install("det-small", demo_models["ppocr-det"])
+        big = c.install("det-big", demo_models["ppocr-det"],
+                        warmup_shapes={"x": [1, 3, 640, 640]})
+        est_small = small.model.versions[0].estimated_bytes
+        est_big = big.model.versions[0].estimated_bytes
+        assert est_big - est_small > 40 * MiB
+        loaded = c.load("det-big")
+        measured = loaded.model.footprint_bytes
+    assert abs(est_big / measured - 1) <= 0.15, (est_big, measured)
