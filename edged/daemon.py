@@ -386,14 +386,17 @@ def build_parts(cfg: cfgmod.Config, budgets: cfgmod.Budgets, sampler: Any,
                       spare_workers=cfg.engines.spare_workers)
 
     def memory() -> planner.Memory:
-        m = sampler.sample_now().memory
+        snap = sampler.sample_now()
+        m = snap.memory
         return planner.Memory(available_bytes=m.available_bytes,
                               swap_free_bytes=m.swap_free_bytes,
                               nvmap_used_bytes=m.nvmap_used_bytes,
-                              swap_total_bytes=m.swap_total_bytes)
+                              swap_total_bytes=m.swap_total_bytes,
+                              daemon_rss_bytes=snap.process_rss_bytes)
 
     residency = Residency(
-        pool=pool, budgets=planner.Budgets(budgets.ram, budgets.swap, budgets.reserve),
+        pool=pool, budgets=planner.Budgets(budgets.ram, budgets.swap, budgets.reserve,
+                                           edged_bytes=budgets.memory_total - budgets.reserve),
         memory=memory, events=events, policy=policy,
         on_measured=lambda n, v, b, s: catalog.record_measurement(n, v, b, s),
         queue_limit=cfg.engines.queue_depth + cfg.engines.per_model_concurrency,

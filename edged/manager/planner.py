@@ -32,6 +32,16 @@ A request must fit **both** of these, after evicting the victims the planner pic
    ``swap_total_bytes`` is unknown the planner assumes the worst (only unswappable residents are
    known to be in RAM), which is safe but stricter: pass ``SwapTotal`` when you have it.
 
+4. **The daemon counts against the reserve's edge.** The reserve is kept for the OS and the
+   robot; edged as a whole, every tier's models plus the daemon's own RSS, must stay within
+   ``memory_total - reserve``::
+
+       used(all tiers) + needed - freed + daemon_rss <= memory_total - reserve
+
+   A daemon that grew (large plain requests, see edged/malloc_tuning.py) shrinks what models
+   may take instead of eating into the reserve. Any victim frees its bytes for this rule, as
+   for rule 2, so it is folded into the live-memory need.
+
 Victims come only from idle (``in_flight == 0``), unpinned (``tier == "swap"``), not-loading
 residents, in the order ``eviction_order`` returns (least valuable first). The planner takes the
 shortest prefix of that order that makes the request fit, then drops from it (most valuable
@@ -82,6 +92,10 @@ class Budgets:
     ram_bytes: int
     swap_bytes: int
     reserve_bytes: int
+    # memory_total - reserve: what edged as a whole (every tier's models and the daemon's own
+    # RSS) may hold, so that the reserve stays whole for the OS and the robot (rule 4); 0 = not
+    # checked (a bare planner, the replay tool).
+    edged_bytes: int = 0
 
     def of(self, tier: str) -> int:
         if tier == "ram":
@@ -99,6 +113,7 @@ class Memory:
     swap_free_bytes: int
     nvmap_used_bytes: int | None = None
     swap_total_bytes: int | None = None
+    daemon_rss_bytes: int = 0  # the daemon's own RSS (rule 4)
 
 
 @dataclass(frozen=True)
@@ -196,8 +211,12 @@ def _need(req: LoadRequest, t: _Totals, budgets: Budgets, memory: Memory) -> tup
             ram_held = max(t.unswap_visible, t.visible - swap_used)
         ram_for_edged = memory.available_bytes - budgets.reserve_bytes + ram_held
         unswap = t.unswap_all + req.bytes - ram_for_edged
+    live = req.bytes - (free - budgets.reserve_bytes)
+    if budgets.edged_bytes:  # rule 4: models + the daemon itself within memory_total - reserve
+        live = max(live, sum(t.used.values()) + req.bytes + memory.daemon_rss_bytes
+                   - budgets.edged_bytes)
     need = _Need(tier_bytes=t.used.get(req.tier, 0) + req.bytes - budgets.of(req.tier),
-                 live_bytes=req.bytes - (free - budgets.reserve_bytes), unswap_bytes=unswap)
+                 live_bytes=live, unswap_bytes=unswap)
     return need, free
 
 
@@ -334,8 +353,10 @@ def _why_not(req: LoadRequest, candidates: Sequence[Resident], need: _Need,
              else "live memory")
     gpu = (f"; the GPU holds {memory.nvmap_used_bytes} bytes (NvMap)"
            if req.gpu and memory.nvmap_used_bytes is not None else "")
+    daemon = (f"; the daemon itself holds {memory.daemon_rss_bytes} bytes"
+              if memory.daemon_rss_bytes else "")
     return (f"{req.key} does not fit {where} even after evicting all {len(candidates)} "
-            f"idle swap models{gpu}")
+            f"idle swap models{gpu}{daemon}")
 
 
 def raise_if_rejected(decision: Decision) -> Admit | AdmitAfterEvicting:

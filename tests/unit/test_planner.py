@@ -234,3 +234,26 @@ def test_the_order_is_not_asked_for_when_nothing_must_go() -> None:
     assert calls == []
     plan(req("x:1", 995), [res("a:1", 10)], BUDGETS, PLENTY, eviction_order=order)
     assert calls == [1]
+
+
+def test_the_daemons_rss_counts_against_the_reserves_edge() -> None:
+    """Rule 4: 1800 MiB for edged (memory_total 1900 - reserve 100). Models hold 700 (swap)
+    + 600 (ram) MiB; a 300 MiB load fits beside a 100 MiB daemon (1700), but a daemon grown
+    to 300 MiB takes the room (1900 > 1800): the idle 'a' (400 MiB) must go, and with it
+    pinned, nothing can go and the load is rejected, naming the daemon."""
+    budgets = Budgets(ram_bytes=1000 * MiB, swap_bytes=1000 * MiB, reserve_bytes=100 * MiB,
+                      edged_bytes=1800 * MiB)
+    residents = [res("a:1", 400), res("b:1", 300, in_flight=1), res("p:1", 600, tier="ram")]
+    small = Memory(available_bytes=10_000 * MiB, swap_free_bytes=0, swap_total_bytes=0,
+                   daemon_rss_bytes=100 * MiB)
+    grown = Memory(available_bytes=10_000 * MiB, swap_free_bytes=0, swap_total_bytes=0,
+                   daemon_rss_bytes=300 * MiB)
+    assert isinstance(plan(req("new:1", 300), residents, budgets, small), Admit)
+    d = plan(req("new:1", 300), residents, budgets, grown)
+    assert isinstance(d, AdmitAfterEvicting) and d.victims == ("a:1",)
+    d = plan(req("new:1", 300), [residents[1], residents[2]], Budgets(
+        1000 * MiB, 1000 * MiB, 100 * MiB, edged_bytes=1100 * MiB), grown)
+    assert isinstance(d, Reject)
+    assert "the daemon itself holds" in d.reason
+    # Without edged_bytes (a bare planner) the rule is off.
+    assert isinstance(plan(req("new:1", 300), residents, BUDGETS, grown), Admit)
