@@ -46,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--repair", action="store_true", help="remove leftovers and orphan blobs")
     f.add_argument("--quick", action="store_true", help="skip re-hashing artifacts")
     f.add_argument("--json", action="store_true")
+    cal = sub.add_parser("calibrate", help="measure this device's worker and GPU context costs "
+                                          "for estimates (kept in the state dir)")
+    cal.add_argument("--json", action="store_true")
     return p
 
 
@@ -71,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "config":
         print(json.dumps(cfgmod.as_dict(cfg), indent=2))
         return 0
+    if args.command == "calibrate":
+        return _calibrate(cfg, as_json=args.json)
     if args.command == "fsck":
         return _fsck(cfg, repair=args.repair, deep=not args.quick, as_json=args.json)
     setup_logging(args.log_level or cfg.log_level)
@@ -144,9 +149,11 @@ class Daemon:
                                use_jtop=cfg.telemetry.jtop, use_nvml=cfg.telemetry.nvml)
         self.sampler.start()
         try:
-            mem = self.sampler.snapshot().memory
+            snap = self.sampler.snapshot()
+            mem = snap.memory
             disk_total = shutil.disk_usage(cfg.state_dir).total
-            self.budgets = cfgmod.resolve_budgets(cfg.budgets, mem.total_bytes, disk_total)
+            self.budgets = cfgmod.resolve_budgets(cfg.budgets, mem.total_bytes, disk_total,
+                                                  gpu_total=discrete_gpu_memory(snap.device))
             self.events = EventBus(cfg.events_history)
             self.parts = build_parts(cfg, self.budgets, self.sampler, self.events)
         except BaseException:
@@ -298,6 +305,15 @@ class Parts:
             self.trace.close()
 
 
+def discrete_gpu_memory(device: Any) -> int:
+    """Device memory of a discrete GPU (the first NVML device; edged's CUDA sessions run on
+    device 0), or 0 on a Jetson (its GPU allocates from RAM) and on CPU-only devices."""
+    if device.kind != "nvidia-gpu":
+        return 0
+    totals = [g.memory_total_bytes for g in device.gpus if g.memory_total_bytes]
+    return int(totals[0]) if totals else 0
+
+
 def build_parts(cfg: cfgmod.Config, budgets: cfgmod.Budgets, sampler: Any,
                 events: Any) -> Parts:
     """Store → manifests → catalog → engines → residency → serving → manager."""
@@ -328,9 +344,10 @@ def build_parts(cfg: cfgmod.Config, budgets: cfgmod.Budgets, sampler: Any,
                   external_files=_external_files, detect_format=detect_format)
     manifests = Manifests(cfg.state_dir, blob_exists=store.has)
     manifests.load()
+    costs = FixedCostsBook(cfg, sampler.snapshot().device, events)
+
     catalog = Catalog(store, manifests, inspect=lambda p, f, warm=None: inspect(
-        p, f, EngineOptions(warmup_shapes=warm or {},
-                            cuda_context_bytes=cfg.engines.cuda_context_bytes)),
+        p, f, costs.options(EngineOptions(warmup_shapes=warm or {}))),
                       tier_check=budget_tier_check(budgets.ram, budgets.swap, budgets.reserve))
     policy = LockedPolicy(make_policy(cfg.preload.policy,
                                       tz_offset_s=time.localtime().tm_gmtoff))
@@ -347,6 +364,20 @@ def build_parts(cfg: cfgmod.Config, budgets: cfgmod.Budgets, sampler: Any,
                 manager_ref[0].residency.worker_died(key, str(details.get("message", "")))
         elif kind == "footprint" and manager_ref:
             grown(details["key"], int(details["bytes"]))
+        elif kind == "worker_measured":
+            costs.first_load(details, model_bytes)
+
+    def model_bytes(key: str) -> int:
+        """A loaded model's own estimated bytes (weights, activations, per-node costs): its
+        CPU estimate less the worker's fixed term."""
+        from edged.engines.estimate import worker_fixed
+
+        name, _, version = key.rpartition(":")
+        v = catalog.get(name).versions[int(version)]
+        opts = EngineOptions(warmup_shapes=dict(v.warmup_shapes or {}),
+                             providers=("CPUExecutionProvider",))
+        info = inspect(store.path(v.store_id), v.format, opts)
+        return int(info.estimate_bytes) - worker_fixed(opts)
 
     def grown(key: str, footprint: int) -> None:
         """A loaded model's worker grew after real inferences (engines/footprint.py): account
@@ -412,8 +443,8 @@ def build_parts(cfg: cfgmod.Config, budgets: cfgmod.Budgets, sampler: Any,
             intra_op_threads=cfg.engines.intra_op_threads,
             inter_op_threads=cfg.engines.inter_op_threads,
             warmup_shapes={k: tuple(s) for k, s in (v.warmup_shapes or {}).items()},
-            cuda_context_bytes=cfg.engines.cuda_context_bytes,
             engine_info=dict(getattr(v, "engine_info", None) or {}))
+        opts = costs.options(opts)
         gpu = v.format == "tensorrt" or any(
             p != "CPUExecutionProvider" for p in choose_providers(ort_providers, opts))
         return replace(opts, uses_gpu=gpu)
@@ -424,15 +455,77 @@ def build_parts(cfg: cfgmod.Config, budgets: cfgmod.Budgets, sampler: Any,
                            engine_options=engine_options, inspect=inspect,
                            allow_local_paths=cfg.install.allow_local_paths)
     manager_ref.append(manager)
+    manager.fixed_costs = costs.status
     manager.serving = Serving(
         manager, residency=residency, pool=pool, shm=ShmRegistry(allowed_gid=_socket_gid(cfg)),
-        inspect=lambda p, f: inspect(p, f), observe=policy.observe,
+        inspect=lambda p, f: inspect(p, f, costs.options(EngineOptions())),
+        observe=policy.observe,
         trace=trace,
         metrics=metrics, select_mode=cfg.selection.mode, pins=dict(cfg.selection.pins))
     preloader = Preloader(manager=manager, policy=policy,
                           interval_s=cfg.preload.interval_s) if cfg.preload.enabled else None
     addr = (cfg.metrics.host, cfg.metrics.port) if cfg.metrics.port is not None else None
     return Parts(manager, pool, preloader, trace, metrics, addr)
+
+
+class FixedCostsBook:
+    """This device's measured worker costs (engines/calibration.py) for the daemon: the
+    options every estimate is made with, the first load's measurement, status."""
+
+    def __init__(self, cfg: cfgmod.Config, device: Any, events: Any) -> None:
+        from edged.engines import calibration
+        from edged.engines.gpumem import nvml_driver_version
+
+        self._cal = calibration
+        gpu = device.gpus[0].name if device.gpus else ""
+        driver = device.l4t_release or (nvml_driver_version() if device.kind == "nvidia-gpu"
+                                        else "")
+        self.device = calibration.device_key(device.kind, gpu or (
+            device.model if device.kind == "jetson" else ""), driver or "?", device.cpu_model)
+        self.store = calibration.CalibrationStore(cfg.state_dir)
+        self._override = cfg.engines.cuda_context_bytes
+        self._events = events
+        self._lock = threading.Lock()
+
+    def options(self, opts: Any) -> Any:
+        return self._cal.apply(opts, self.store.get(self.device), self._override)
+
+    def first_load(self, details: Any, model_bytes: Any) -> None:
+        """A fresh worker's first load on a device not calibrated yet (or its first GPU load
+        when only the CPU was): measure from it. ``edged calibrate`` measures exactly."""
+        from edged.engines.estimate import CPU_WORKER_BASE_BYTES, ORT_SESSION_FIXED_BYTES
+
+        gpu = any(p != "CPUExecutionProvider" for p in details.get("providers", ()))
+        with self._lock:
+            prev = self.store.get(self.device)
+            if prev is not None and (prev.gpu_context_bytes or not gpu):
+                return
+            try:
+                own = model_bytes(str(details["key"]))
+            except (e.EdgedError, KeyError, ValueError):
+                return
+            new = self._cal.from_load(self.device, int(details["footprint"]), own, gpu,
+                                      CPU_WORKER_BASE_BYTES + ORT_SESSION_FIXED_BYTES, prev)
+            try:
+                self.store.put(new)
+            except OSError as exc:
+                log.warning("could not keep this device's calibration: %s", exc)
+                return
+        log.info("calibrated on %s from the first load: worker %d bytes, GPU context %d",
+                 self.device, new.worker_bytes, new.gpu_context_bytes)
+        self._events.publish("calibrated", "", 0,
+                             f"worker {new.worker_bytes} bytes, GPU context "
+                             f"{new.gpu_context_bytes} bytes (first load)")
+
+    def status(self) -> dict[str, Any]:
+        from edged.engines.base import EngineOptions
+
+        c = self.store.get(self.device)
+        used = self.options(EngineOptions()).cuda_context_bytes
+        return {"device": self.device, "worker_bytes": c.worker_bytes if c else 0,
+                "gpu_context_bytes": used, "source": c.source if c else "not measured",
+                "measured_at": c.measured_at if c else 0.0,
+                "gpu_context_override": self._override is not None}
 
 
 class ArtifactVerifier:
@@ -455,6 +548,43 @@ class ArtifactVerifier:
             raise e.DataLoss(f"model '{spec.key}' is corrupt in the store and will not be "
                              f"served: {'; '.join(problems)} (reinstall it; see `edged fsck`)",
                              reason="CORRUPT_ARTIFACT")
+
+
+def _calibrate(cfg: cfgmod.Config, as_json: bool) -> int:
+    """``edged calibrate``: a probe model in fresh workers, on the CPU and (where the CUDA EP
+    and a GPU are there) on the GPU; the costs go to the state dir, where the daemon (running
+    or not) reads them for every later estimate."""
+    from dataclasses import asdict
+
+    from edged.engines import calibration
+    from edged.engines.estimate import CUDA, installed_ort_providers
+    from edged.engines.gpumem import open_meter
+    from edged.engines.workers import WorkerPool
+    from edged.telemetry.sampler import Sampler
+
+    sampler = Sampler(root=cfg.telemetry.root, interval_s=60,
+                      memory_total_override=cfg.budgets.memory_total,
+                      use_jtop=False, use_nvml=cfg.telemetry.nvml)
+    device = sampler.sample_now().device
+    book = FixedCostsBook(cfg, device, None)
+    meter = open_meter(cfg.telemetry.root, use_nvml=cfg.telemetry.nvml)
+    gpu = CUDA in installed_ort_providers() and (meter is not None or device.kind == "jetson")
+    pool = WorkerPool(start_timeout_s=cfg.engines.start_timeout_s, gpu_meter=meter)
+    try:
+        costs = calibration.measure(pool, book.device, gpu)
+    except e.EdgedError as exc:
+        print(f"edged: calibrate: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        pool.close()
+    book.store.put(costs)
+    if as_json:
+        print(json.dumps(asdict(costs), indent=2))
+    else:
+        print(f"{costs.device}: worker {costs.worker_bytes} bytes, GPU context "
+              f"{costs.gpu_context_bytes} bytes" + ("" if gpu else " (no GPU to measure)")
+              + f"; kept in {book.store.path}")
+    return 0
 
 
 def _external_files(path: Path) -> list[str]:

@@ -18,7 +18,8 @@ i.e. what unloading the model returns to ``MemAvailable``. It is made of
 Calibrated on the 2-core x86 dev box (onnxruntime 1.32 CPU, Python 3.11) against the demo models
 and generated 8/64/256 MB models: see tests/unit/test_engine_estimate.py, which prints the table
 and holds every model of 8 MB and more to +-15%. The CUDA/TensorRT terms are not calibrated
-(no GPU here): the CUDA context size is configurable (``engines.cuda_context_bytes``).
+(no GPU here). Both fixed terms are measured per device when it can be (calibration.py: the
+worker + session term and the GPU context); ``engines.cuda_context_bytes`` overrides the GPU's.
 """
 
 from __future__ import annotations
@@ -75,8 +76,8 @@ def onnx_estimate(summary: OnnxSummary, options: EngineOptions,
     is the graph's live peak at the warm-up ``shapes`` (None: not known, not counted)."""
     weights = summary.weights_bytes
     act = activations.arena_bytes if activations else 0
-    overhead = (CPU_WORKER_BASE_BYTES + ORT_SESSION_FIXED_BYTES
-                + ORT_PER_NODE_BYTES * summary.nodes + int((WEIGHTS_FACTOR - 1) * weights)
+    fixed = worker_fixed(options)
+    overhead = (fixed + ORT_PER_NODE_BYTES * summary.nodes + int((WEIGHTS_FACTOR - 1) * weights)
                 + act)
     gpu = CUDA in providers or TENSORRT_EP in providers
     if gpu:
@@ -104,12 +105,20 @@ def onnx_estimate(summary: OnnxSummary, options: EngineOptions,
         "activation_unknown_tensors": str(activations.unknown if activations else -1),
         "activation_shapes": ";".join(f"{k}={'x'.join(map(str, v))}"
                                       for k, v in (shapes or {}).items()),
-        "estimate": (f"worker {CPU_WORKER_BASE_BYTES} + session {ORT_SESSION_FIXED_BYTES} + "
-                     f"{summary.nodes} nodes x {ORT_PER_NODE_BYTES} + weights {weights}"
+        "worker_fixed_bytes": str(fixed),
+        "fixed_costs": "calibrated" if options.worker_fixed_bytes else "defaults",
+        "estimate": (f"worker + session {fixed} + {summary.nodes} nodes x "
+                     f"{ORT_PER_NODE_BYTES} + weights {weights}"
                      f" + activations {act}"
                      + (f" + cuda context {options.cuda_context_bytes}" if gpu else "")),
     }
     return overhead, weights + overhead, details
+
+
+def worker_fixed(options: EngineOptions) -> int:
+    """A fresh worker and one session: this device's measurement (calibration.py) if any,
+    else the dev box's constants."""
+    return options.worker_fixed_bytes or CPU_WORKER_BASE_BYTES + ORT_SESSION_FIXED_BYTES
 
 
 def default_memory_limit(weights_bytes: int) -> int:

@@ -95,3 +95,16 @@ def gpu_growth(providers: Sequence[str], before: int | None, after: int | None) 
     if all(p in CPU_PROVIDERS for p in providers) or before is None or after is None:
         return 0
     return max(0, after - before)
+
+
+def nvml_driver_version() -> str:
+    """The NVIDIA driver's version through NVML, or "" where it cannot tell (a calibration is
+    keyed by it: a driver upgrade changes what a CUDA context costs)."""
+    try:
+        import pynvml  # optional extra (nvml)
+
+        pynvml.nvmlInit()
+        v = pynvml.nvmlSystemGetDriverVersion()
+        return v.decode() if isinstance(v, bytes) else str(v)
+    except Exception:  # noqa: BLE001 - no library / driver: no version
+        return ""

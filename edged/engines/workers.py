@@ -185,6 +185,10 @@ class WorkerPool:
             _, sig_wire, providers, session_s, warmup_s, before, after, peak = reply
             gpu = gpumem.gpu_growth(providers, gpu_before, self._gpu(worker.pid))
             measured = (after if fresh else max(0, after - before)) + gpu
+            if fresh:  # a fresh worker's own cost, for this device's calibration
+                self._emit("worker_measured", {"key": key, "worker_bytes": before,
+                                               "footprint": measured, "gpu_bytes": gpu,
+                                               "providers": tuple(providers)})
             checker = validate.Checker(Signature.from_wire(sig_wire), self._threshold,
                                        self._shm_dir)
             model = LoadedModel(key, worker, checker, tuple(providers), max_concurrency,

@@ -57,6 +57,11 @@ def status_pb(s: StatusView) -> system_pb2.StatusResponse:
         loaded=[loaded_pb(v) for v in s.loaded],
         telemetry_sources=list(snap.sources),
         telemetry_errors=list(snap.errors),
+        fixed_costs=system_pb2.FixedCosts(**s.fixed_costs) if s.fixed_costs else None,
+        gpu_budget=system_pb2.GpuBudget(budget_bytes=s.gpu_budget[0],
+                                        used_bytes=s.gpu_budget[1],
+                                        device_total_bytes=s.gpu_budget[2])
+        if s.gpu_budget else None,
     )
 
 

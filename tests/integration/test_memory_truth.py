@@ -44,3 +44,26 @@ def test_install_estimate_counts_activations_at_the_warmup_shapes(
         loaded = c.load("det-big")
         measured = loaded.model.footprint_bytes
     assert abs(est_big / measured - 1) <= 0.15, (est_big, measured)
+
+
+def test_calibration_at_first_load_and_by_edged_calibrate(
+        daemon, demo_models: dict[str, Path]) -> None:  # type: ignore[no-untyped-def]
+    with daemon.client() as c:
+        before = c.status().fixed_costs
+        assert before.source == "not measured" and before.worker_bytes == 0
+        assert before.gpu_context_bytes == 300 * MiB  # the default until measured
+        c.install("cls", demo_models["ppocr-cls"])
+        c.load("cls")
+        first = c.status().fixed_costs
+    assert first.source == "first load"
+    assert 20 * MiB < first.worker_bytes < 60 * MiB
+    assert "onnxruntime" in first.device
+    res = subprocess.run([sys.executable, "-m", "edged", "--config", str(daemon.config_path),
+                          "--state-dir", str(daemon.state_dir), "calibrate", "--json"],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    with daemon.client() as c:
+        now = c.status().fixed_costs
+    assert now.source == "edged calibrate" and 20 * MiB < now.worker_bytes < 60 * MiB
+    table = edgectl(daemon.target, "status")
+    assert "per worker" in table.stdout and "edged calibrate" in table.stdout
