@@ -305,6 +305,12 @@ class Parts:
             self.trace.close()
 
 
+def gpu_mem_limit(admitted: int, headroom: str | int) -> int:
+    """A GPU model's CUDA arena cap: what it was admitted with plus the headroom (a size, or a
+    percentage of the admitted bytes): never the tier's remainder."""
+    return int(admitted) + cfgmod.parse_size(headroom, percent_of=int(admitted))
+
+
 def discrete_gpu_memory(device: Any) -> int:
     """Device memory of a discrete GPU (the first NVML device; edged's CUDA sessions run on
     device 0), or 0 on a Jetson (its GPU allocates from RAM) and on CPU-only devices."""
@@ -443,11 +449,16 @@ def build_parts(cfg: cfgmod.Config, budgets: cfgmod.Budgets, sampler: Any,
             intra_op_threads=cfg.engines.intra_op_threads,
             inter_op_threads=cfg.engines.inter_op_threads,
             warmup_shapes={k: tuple(s) for k, s in (v.warmup_shapes or {}).items()},
-            engine_info=dict(getattr(v, "engine_info", None) or {}))
+            engine_info=dict(getattr(v, "engine_info", None) or {}),
+            cudnn_conv_algo_search=cfg.engines.cudnn_conv_algo_search,
+            cudnn_conv_use_max_workspace=cfg.engines.cudnn_conv_use_max_workspace)
         opts = costs.options(opts)
         gpu = v.format == "tensorrt" or any(
             p != "CPUExecutionProvider" for p in choose_providers(ort_providers, opts))
-        return replace(opts, uses_gpu=gpu)
+        return replace(opts, uses_gpu=gpu,
+                       gpu_mem_limit_bytes=gpu_mem_limit(v.measured_bytes or v.estimated_bytes,
+                                                         cfg.engines.gpu_mem_headroom)
+                       if gpu else 0)
 
     trace = TraceRecorder(cfg.trace.path, cfg.trace.max_bytes) if cfg.trace.path else None
     manager = ModelManager(state_dir=cfg.state_dir, budgets=budgets, sampler=sampler,

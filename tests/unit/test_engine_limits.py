@@ -162,3 +162,51 @@ def test_an_engine_built_elsewhere_is_refused_naming_both(
 ])
 def test_an_engine_built_here_or_unknown_passes(info: dict[str, str]) -> None:
     check_built_for(info, "10.3.0.26", (8, 7), "det.engine")  # the build number may differ
+
+
+def test_cuda_cap_is_the_admitted_bytes_plus_headroom_with_bounded_cudnn() -> None:
+    from edged.daemon import gpu_mem_limit
+    from edged.engines.onnxruntime import cuda_options
+
+    limit = gpu_mem_limit(400 * MiB, "25%")
+    assert limit == 500 * MiB and gpu_mem_limit(400 * MiB, 64 * MiB) == 464 * MiB
+    opts = EngineOptions(gpu_mem_limit_bytes=limit)
+    cuda = cuda_options(opts, 40 << 30)  # the tier's remainder (40 GB) is not the cap
+    assert cuda["gpu_mem_limit"] == str(500 * MiB)
+    assert cuda["cudnn_conv_algo_search"] == "HEURISTIC"
+    assert cuda["cudnn_conv_use_max_workspace"] == "0"
+    assert cuda["arena_extend_strategy"] == "kSameAsRequested"
+    wide = cuda_options(EngineOptions(cudnn_conv_algo_search="EXHAUSTIVE",
+                                      cudnn_conv_use_max_workspace=True), 300 * MiB)
+    assert wide["gpu_mem_limit"] == str(300 * MiB)  # no admitted bytes: the runtime cap
+    assert (wide["cudnn_conv_algo_search"], wide["cudnn_conv_use_max_workspace"]) == (
+        "EXHAUSTIVE", "1")
+    _, (_, from_list), _ = _provider_list((est.TENSORRT_EP, est.CUDA, est.CPU),
+                                          EngineOptions(tensorrt_ep=True,
+                                                        gpu_mem_limit_bytes=limit),
+                                          40 << 30, 100 * MiB)
+    assert from_list["gpu_mem_limit"] == str(500 * MiB)
+
+
+class _OrtFail(Exception):
+    pass
+
+
+@pytest.mark.parametrize("message", [
+    # recorded from onnxruntime-gpu runs that outgrew gpu_mem_limit / the device
+    "[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : Non-zero status code returned while running "
+    "Conv node. Name:'p2o.Conv.58' Status Message: /onnxruntime_src/onnxruntime/core/framework/"
+    "bfc_arena.cc:376 void* onnxruntime::BFCArena::AllocateRawInternal(size_t, bool, "
+    "onnxruntime::Stream*, bool, onnxruntime::WaitNotificationFn) Failed to allocate memory for "
+    "requested buffer of size 88473600",
+    "[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : Non-zero status code returned while running "
+    "Conv node. Name:'conv1' Status Message: CUDA failure 2: out of memory ; GPU=0 ; "
+    "hostname=h200 ; file=/onnxruntime_src/onnxruntime/core/providers/cuda/cuda_allocator.cc ; "
+    "line=47 ; expr=cudaMalloc((void**)&p, size);",
+    "[ONNXRuntimeError] : 1 : FAIL : CUDNN failure 9: CUDNN_STATUS_ALLOC_FAILED ; GPU=0",
+])
+def test_running_out_of_the_gpu_cap_is_resource_exhausted(message: str) -> None:
+    from edged.engines.onnxruntime import run_error
+
+    err = run_error(_OrtFail(message))
+    assert isinstance(err, e.ResourceExhausted)
