@@ -433,7 +433,8 @@ def build_parts(cfg: cfgmod.Config, budgets: cfgmod.Budgets, sampler: Any,
 
     residency = Residency(
         pool=pool, budgets=planner.Budgets(budgets.ram, budgets.swap, budgets.reserve,
-                                           edged_bytes=budgets.memory_total - budgets.reserve),
+                                           edged_bytes=budgets.memory_total - budgets.reserve,
+                                           gpu_bytes=budgets.gpu),
         memory=memory, events=events, policy=policy,
         on_measured=lambda n, v, b, s: catalog.record_measurement(n, v, b, s),
         queue_limit=cfg.engines.queue_depth + cfg.engines.per_model_concurrency,

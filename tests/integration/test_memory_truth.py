@@ -67,3 +67,10 @@ def test_calibration_at_first_load_and_by_edged_calibrate(
     assert now.source == "edged calibrate" and 20 * MiB < now.worker_bytes < 60 * MiB
     table = edgectl(daemon.target, "status")
     assert "per worker" in table.stdout and "edged calibrate" in table.stdout
+
+
+def test_no_gpu_budget_without_a_discrete_gpu(daemon) -> None:  # type: ignore[no-untyped-def]
+    """On a CPU box (and a Jetson, whose GPU allocates from RAM) there is no GPU budget: GPU
+    memory, if any, stays in the ram/swap budgets."""
+    with daemon.client() as c:
+        assert not c.status().HasField("gpu_budget")
