@@ -307,7 +307,10 @@ class WorkerPool:
                     by_worker.setdefault(m.worker, []).append(m)
         grown = []
         for w, models in by_worker.items():
-            hit = footprint.regrow(models, partial(read_status, w.pid), anon_peak)
+            device = (partial(self._gpu, w.pid) if gpumem.per_process(self._gpu_meter)
+                      and any(m.gpu_bytes for m in models) else None)
+            gpu_before = sum(m.gpu_bytes for m in models)
+            hit = footprint.regrow(models, partial(read_status, w.pid), anon_peak, device)
             if hit is None:
                 continue
             model, growth = hit
@@ -315,7 +318,9 @@ class WorkerPool:
             log.info("model %s grew by %d bytes after real inferences: footprint now %d",
                      model.key, growth, model.footprint)
             self._emit("footprint", {"key": model.key, "pid": w.pid, "bytes": model.footprint,
-                                     "growth": growth})
+                                     "growth": growth, "gpu_bytes": model.gpu_bytes,
+                                     "gpu_growth": sum(m.gpu_bytes for m in models)
+                                     - gpu_before})
         return grown
 
     # -- inference -------------------------------------------------------------------------

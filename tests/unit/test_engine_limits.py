@@ -210,3 +210,53 @@ def test_running_out_of_the_gpu_cap_is_resource_exhausted(message: str) -> None:
 
     err = run_error(_OrtFail(message))
     assert isinstance(err, e.ResourceExhausted)
+
+
+NVMAP_FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "nvmap"
+
+
+def test_nvmap_clients_give_each_worker_its_own_bytes() -> None:
+    """The debugfs clients file (recorded format): a process's clients summed, the total row
+    and the header skipped; a pid that holds nothing reads 0, a missing file None."""
+    meter = gpumem.open_meter(NVMAP_FIXTURES / "orin-nano-8gb", use_nvml=False)
+    assert isinstance(meter, gpumem.NvmapClientsMeter) and gpumem.per_process(meter)
+    assert meter(4242) == (295604 + 1024) * 1024 and meter(4243) == 81920 * 1024
+    assert meter(7) == 0
+    assert gpumem.read_nvmap_clients(NVMAP_FIXTURES / "nope") is None
+    # the meminfo meter is system-wide: not used to tell workers apart
+    assert not gpumem.per_process(gpumem.nvmap_meter(FIXTURES / "orin-nano-8gb"))
+    assert gpumem.per_process(gpumem.NvmlMeter(_FakeNvml([])))
+
+
+def test_regrow_re_measures_device_memory_after_inferences() -> None:
+    """The issue's silero-vad on the H200: accounted 1656 MB at load (of which ~1300 MiB on
+    the GPU), its worker held 2700 MiB of device memory after 200 inferences (NVML, per
+    process, as nvidia-ml-py returns it). The re-measure accounts the device growth."""
+    nvml = _FakeNvml([[_Proc(77, 2700 * MiB), _Proc(78, 900 * MiB)]])
+    meter = gpumem.NvmlMeter(nvml)
+    m = _M("silero", 1656_000_000, gpu_bytes=1300 * MiB, served=200)
+    anon = 1656_000_000 - 1300 * MiB  # the host side did not grow
+    hit = footprint.regrow([m], _status(anon, anon), anon_peak, lambda: meter(77))
+    assert hit is not None and hit[0] is m
+    assert m.gpu_bytes == 2700 * MiB and m.footprint == anon + 2700 * MiB
+    m.served += 10  # no reading this time (NVML busy): nothing is lost, nothing invented
+    assert footprint.regrow([m], _status(anon, anon), anon_peak, lambda: None) is None
+
+
+def test_shared_worker_counts_the_context_once_and_attributes_growth() -> None:
+    """share_worker: one, four models (the issue: 2627 MB accounted after loading, 8364 MiB
+    of device memory after 50 inferences each). Each look gives what grew to the model that
+    served most since the previous look; the sum then matches the device's number."""
+    host = 200 * MiB
+    models = [_M("vad", 1200 * MiB, gpu_bytes=1100 * MiB), _M("cls", 500 * MiB, 460 * MiB),
+              _M("rec", 500 * MiB, 470 * MiB), _M("det", 427 * MiB, 397 * MiB)]
+    assert sum(m.footprint for m in models) - sum(m.gpu_bytes for m in models) == host - 0
+    readings = iter([3000 * MiB, 5200 * MiB, 7000 * MiB, 8364 * MiB])
+    for m in models:  # one model busy between two looks, in turn
+        m.served += 50
+        footprint.regrow(models, _status(host, host), anon_peak, lambda: next(readings))
+    accounted = sum(m.footprint for m in models)
+    device = host + 8364 * MiB
+    assert abs(accounted / device - 1) <= 0.15 and accounted == device
+    assert all(m.gpu_bytes >= 397 * MiB for m in models)
+    assert models[0].footprint == 1200 * MiB + (3000 * MiB - 2427 * MiB)
