@@ -380,6 +380,8 @@ def build_parts(cfg: cfgmod.Config, budgets: cfgmod.Budgets, sampler: Any,
 
         name, _, version = key.rpartition(":")
         v = catalog.get(name).versions[int(version)]
+        if v.format != "onnx":  # an engine's estimate is its own measurement: nothing to learn
+            raise ValueError(f"{key} is not an ONNX model")
         opts = EngineOptions(warmup_shapes=dict(v.warmup_shapes or {}),
                              providers=("CPUExecutionProvider",))
         info = inspect(store.path(v.store_id), v.format, opts)
