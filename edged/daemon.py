@@ -370,6 +370,13 @@ def build_parts(cfg: cfgmod.Config, budgets: cfgmod.Budgets, sampler: Any,
                 manager_ref[0].residency.worker_died(key, str(details.get("message", "")))
         elif kind == "footprint" and manager_ref:
             grown(details["key"], int(details["bytes"]))
+            name, _, version = str(details["key"]).rpartition(":")
+            gpu = int(details.get("gpu_growth", 0) or 0)  # type: ignore[call-overload]
+            events.publish("footprint", name, int(version or 0),
+                           f"grew by {details.get('growth')} bytes after real inferences"
+                           + (f" ({gpu} of them device memory)" if gpu else "")
+                           + f": accounted {details['bytes']} bytes",
+                           growth=details.get("growth"), gpu_growth=gpu)
         elif kind == "worker_measured":
             costs.first_load(details, model_bytes)
 

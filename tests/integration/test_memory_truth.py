@@ -74,3 +74,26 @@ def test_no_gpu_budget_without_a_discrete_gpu(daemon) -> None:  # type: ignore[n
     memory, if any, stays in the ram/swap budgets."""
     with daemon.client() as c:
         assert not c.status().HasField("gpu_budget")
+
+
+def test_growth_after_real_inferences_is_accounted_with_an_event(
+        daemon, demo_models: dict[str, Path]) -> None:  # type: ignore[no-untyped-def]
+    """ppocr-det warmed up at its default 1x3x64x64, then sent 640x640 frames: the worker's
+    arena grows by ~70 MB; the daemon re-measures it, accounts it and says so in an event."""
+    import time
+
+    import numpy as np
+
+    with daemon.client() as c:
+        c.install("det", demo_models["ppocr-det"])
+        at_load = c.load("det").model.footprint_bytes
+        frame = {"x": np.zeros((1, 3, 640, 640), np.float32)}
+        deadline = time.monotonic() + 60  # expected within ~2 s
+        grown = []
+        while not grown and time.monotonic() < deadline:
+            c.infer("det", frame)
+            grown = [ev for ev in c.events() if ev.kind == "footprint" and ev.model == "det"]
+        assert grown, "no footprint event"
+        now = next(m.footprint_bytes for m in c.status().loaded if m.name == "det")
+    assert now > at_load + 40 * MiB
+    assert "after real inferences" in grown[-1].message
