@@ -331,7 +331,7 @@ MLAS_SMALL_SCRATCH = 128 * 128  # floats: MLAS_SGEMM_STRIDEN * MLAS_SGEMM_STRIDE
 def conv_scratch(n: Node, known: Mapping[str, Tensor]) -> int:
     """Bytes of MLAS's working buffer for one float Conv (MlasConvPrepare, one intra-op
     thread): none for a pointwise conv, the full im2col expansion when the filters outnumber
-    the output pixels or for a grouped (depthwise) or batched conv, else a small tile."""
+    the output pixels or for a grouped (depthwise) conv, else a small tile."""
     x, w, y = (known.get(name) for name in (n.inputs[0], n.inputs[1], n.outputs[0]))
     if x is None or w is None or y is None or None in (x.shape, w.shape, y.shape):
         return 0
@@ -347,8 +347,11 @@ def conv_scratch(n: Node, known: Mapping[str, Tensor]) -> int:
         return 0
     if filters // group > out:
         return 4 * out * k
-    if x.shape[0] > 1 or group > 1:
+    if group > 1:
         return 4 * max(out * k, filters // group * out, MLAS_SMALL_SCRATCH)
+    # MLAS expands a batched conv per image into a full im2col buffer too, but at ORT's default
+    # optimization level such convs run as NCHWc kernels that need none: counting it
+    # over-estimated a generated CNN at batch 4 by 16%, without it -2%.
     return 4 * MLAS_SMALL_SCRATCH
 
 
