@@ -23,6 +23,7 @@ from edged import config as cfgmod
 from edged import errors as e
 from edged.logs import setup_logging
 from edged.sdnotify import Heartbeat, Liveness, Notifier, extending_start_timeout
+from edged.units import format_size
 
 log = logging.getLogger("edged")
 
@@ -440,11 +441,12 @@ def build_parts(cfg: cfgmod.Config, budgets: cfgmod.Budgets, sampler: Any,
             grown(details["key"], int(details["bytes"]))
             name, _, version = str(details["key"]).rpartition(":")
             gpu = int(details.get("gpu_growth", 0) or 0)  # type: ignore[call-overload]
+            growth = int(details.get("growth", 0) or 0)  # type: ignore[call-overload]
             events.publish("footprint", name, int(version or 0),
-                           f"grew by {details.get('growth')} bytes after real inferences"
-                           + (f" ({gpu} of them device memory)" if gpu else "")
-                           + f": accounted {details['bytes']} bytes",
-                           growth=details.get("growth"), gpu_growth=gpu)
+                           f"grew by {format_size(growth)} after real inferences"
+                           + (f" ({format_size(gpu)} of it device memory)" if gpu else "")
+                           + f": accounted {format_size(int(details['bytes']))}",
+                           growth=growth, gpu_growth=gpu, bytes=int(details["bytes"]))
         elif kind == "worker_measured":
             costs.first_load(details, model_bytes)
 
@@ -603,8 +605,10 @@ class FixedCostsBook:
         log.info("calibrated on %s from the first load: worker %d bytes, GPU context %d",
                  self.device, new.worker_bytes, new.gpu_context_bytes)
         self._events.publish("calibrated", "", 0,
-                             f"worker {new.worker_bytes} bytes, GPU context "
-                             f"{new.gpu_context_bytes} bytes (first load)")
+                             f"worker {format_size(new.worker_bytes)}, GPU context "
+                             f"{format_size(new.gpu_context_bytes)} (first load)",
+                             worker_bytes=str(new.worker_bytes),
+                             gpu_context_bytes=str(new.gpu_context_bytes))
 
     def status(self) -> dict[str, Any]:
         from edged.engines.base import EngineOptions
@@ -670,8 +674,8 @@ def _calibrate(cfg: cfgmod.Config, as_json: bool) -> int:
     if as_json:
         print(json.dumps(asdict(costs), indent=2))
     else:
-        print(f"{costs.device}: worker {costs.worker_bytes} bytes, GPU context "
-              f"{costs.gpu_context_bytes} bytes" + ("" if gpu else " (no GPU to measure)")
+        print(f"{costs.device}: worker {format_size(costs.worker_bytes)}, GPU context "
+              f"{format_size(costs.gpu_context_bytes)}" + ("" if gpu else " (no GPU to measure)")
               + f"; kept in {book.store.path}")
     return 0
 
