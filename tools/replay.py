@@ -102,6 +102,7 @@ class Simulator:
         if policy is not None:
             for name, m in models.items():
                 policy.set_model(name, m.size_bytes, m.load_s)
+            policy.set_capacity(budget)
 
     # -- the planner's view ------------------------------------------------------------------
     def residents(self, now: float) -> list[planner.Resident]:
