@@ -22,16 +22,18 @@ the daemon's preloader thread runs them: one every ``--preload-interval`` second
 ``preload.interval_s``) from the first request; a pass asks the policy for candidates and starts
 the first (of at most three) that :func:`plan_preload` admits, and then waits for it (the
 daemon's pass loads synchronously) before the next interval; no pass starts a preload while the
-loader is busy. ``wasted_preloads`` counts preloads cancelled, evicted before their first use,
+loader is busy. ``loader_busy`` is the share of the trace's span the loader spent loading.
+``wasted_preloads`` counts preloads cancelled, evicted before their first use,
 or never used; ``bytes_loaded`` counts what was read, a cancelled preload's part included. All
 models are ``swap``-tier, CPU, evictable; the budget is all the memory they may use. ``edged``
 passes the policy's victim costs to the planner; LRU and LFU evict in order.
 
 ``optimal`` is a search over (request, resident set) states, with dead models (never requested
 again) dropped from a set and a set pruned when another one provably does at least as well
-(cost' + |S minus S'| <= cost: the other can reload the difference). It is exact for up to
-``MAX_EXACT_MODELS`` distinct models while the frontier stays under ``MAX_STATES``; beyond that it
-reports ``n/a`` rather than a number it cannot vouch for. Its loads are timeless (each costs
+(cost' + |S minus S'| <= cost: the other can reload the difference). It is exact while at most
+``MAX_EXACT_MODELS`` models are live at once (requested before and again after some request: a
+dead model's bit goes to the next new one, so one-off models cost nothing) and the frontier
+stays under ``MAX_STATES``; beyond that it reports ``n/a`` rather than a number it cannot vouch for. Its loads are timeless (each costs
 ``load_s`` of stall), and its stall and bytes are those of one miss-minimal schedule. A
 preloading policy can beat it: a preload that completes in time is a load but not a cold load.
 """
