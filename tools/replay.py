@@ -33,9 +33,10 @@ again) dropped from a set and a set pruned when another one provably does at lea
 (cost' + |S minus S'| <= cost: the other can reload the difference). It is exact while at most
 ``MAX_EXACT_MODELS`` models are live at once (requested before and again after some request: a
 dead model's bit goes to the next new one, so one-off models cost nothing) and the frontier
-stays under ``MAX_STATES``; beyond that it reports ``n/a`` rather than a number it cannot vouch for. Its loads are timeless (each costs
-``load_s`` of stall), and its stall and bytes are those of one miss-minimal schedule. A
-preloading policy can beat it: a preload that completes in time is a load but not a cold load.
+stays under ``MAX_STATES``; beyond that it reports ``n/a`` rather than a number it cannot vouch
+for. Its loads are timeless (each costs ``load_s`` of stall), and its stall and bytes are those
+of one miss-minimal schedule. A preloading policy can beat it: a preload that completes in time
+is a load but not a cold load.
 """
 
 from __future__ import annotations
