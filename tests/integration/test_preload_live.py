@@ -42,14 +42,19 @@ def test_repeating_pattern_gets_preload_hits(daemon_factory, tmp_path) -> None: 
         for name in order:
             c.install(name, modelgen.weights_model(tmp_path / f"{name}.onnx", 60 * mb),
                       tasks=["demo"])
-        # requests 1 s apart, a robot's pace; a preload of the next model that is still
-        # running then (a 60 MB load on a busy 2-core CI box can take longer) is waited for
-        # on its state, so that how long a load takes here never decides what the test sees
+        # requests at least 1 s apart, a robot's pace, and at least twice the slowest load
+        # this box measured (a 60 MB load on a busy 2-core CI box can take longer than 1 s);
+        # a preload of the next model still running then is waited for on its state: how
+        # long a load takes here never decides what the test sees
+        gap = 1.0
         for i in range(12 * len(order)):
             name = order[i % len(order)]
             wait_not_loading(c, name)
             c.infer(name, {"x": x})
-            time.sleep(1.0)
+            if i % len(order) == len(order) - 1:
+                gap = max(1.0, 2.0 * max(v.load_seconds for m in c.list_models()
+                                         for v in m.versions))
+            time.sleep(gap)
         events = list(c.events())
         swap = next(t for t in c.status().tiers if t.tier == 2)
     kinds = [ev.kind for ev in events]
