@@ -1,27 +1,36 @@
 #!/usr/bin/env python3
-"""Replay benchmark: generated robot traces through every policy; writes bench/replay_results.md.
+"""Replay benchmark: robot traces of every family through every policy; writes
+bench/replay_results.md.
 
-    .venv/bin/python bench/replay_bench.py [--out bench/replay_results.md] [--jobs 2]
+    .venv/bin/python bench/replay_bench.py [--out bench/replay_results.md] [--jobs 2] [--tune]
 
-Traces (seeded, ``tools/gen_trace.py``): ``normal`` (the default robot: half of its activities
-follow its mission script), ``shifted`` (re-tasked half-way), ``bursty`` (five times the bursts,
-twice the rare models, 5% random requests) and ``unscripted`` (no mission script at all: the
-hardest to predict), 90 minutes each from 09:00, at budgets of 2 GiB and 2.5 GiB for on-demand
-models — what an 8 GB Orin Nano has left after the OS, the robot's own processes and the pinned
-ram tier; and ``3 days``, the default robot for 72 hours from 06:00, nights included (22:00 to
-06:00: night patrols with ``detect-night``, no talking), at 2 GiB: there edged's time of day,
-learned on the previous days, comes into play.
+Families (seeded, ``tools/gen_trace.py``, 90 minutes each from 09:00): ``normal`` (the default
+robot: half of its activities follow its mission script), ``shifted`` (re-tasked half-way),
+``bursty`` (five times the bursts, twice the rare models, 5% random requests), ``unscripted``
+(no mission script: the hardest to predict), ``regime`` (the mission mix switches abruptly every
+10 minutes: day, warehouse, night), ``one-offs`` (40 extra models of 20-400 MB, each requested
+once or twice, 30 one-off events an hour: a scan), ``idle`` (docked for 15 minutes of every 30,
+only the VAD listening), ``saturated`` (the normal robot on a disk 12x slower: the loader is
+busy most of the time at the trace's own pace), ``recorded`` (a trace the daemon wrote itself:
+``bench/traces/recorded.jsonl``, see ``bench/traces/README.md``), and ``3 days`` (the default
+robot for 72 hours from 06:00, nights included, at 2 GiB: edged's time of day comes into play).
 
-Checks the SPEC's two targets for edged on each run — hit rate at least 90% of the offline
-optimum's, at most half of LRU's cold loads — reports its stall against LRU's and the optimum's,
-and micro-benchmarks the capacity check and selection over 200 models (SPEC: under 1 ms each).
-Seeds 1-5 are measured here; the policy's knobs were tuned on seeds 11-17 only.
+Budgets: 2 GiB and 2.5 GiB — what an 8 GB Orin Nano has left for on-demand models — and
+``tight``: installed bytes 3x the budget, but never less than the largest model plus 5% (the
+catalog's 1.5 GiB LLM must fit: there the tight budget is 1.57 GiB, installed bytes 2.3x it).
+The working set is the bytes of the models a trace requests at least three times (one-offs
+left out); where the budget holds half of it or more the stricter targets apply.
+
+Held out: the seeds measured here (1-5 for the old families and the 3-day run, as in earlier
+rounds; 21-24 for the new ones) were never used for tuning; ``--tune`` runs the tuning seeds
+instead (11-15 and 31-34), on which the policy's knobs were chosen.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import statistics
 import subprocess
 import sys
@@ -33,28 +42,44 @@ from types import MappingProxyType, ModuleType
 from typing import NamedTuple
 
 REPO = Path(__file__).resolve().parent.parent
-BUDGETS = MappingProxyType({"2 GiB": 2 << 30, "2.5 GiB": 5 << 29})
+GIB = 1 << 30
 POLICIES = ("lru", "lfu", "furthest", "edged", "optimal")
 NO_TOD = "edged without time of day"  # an ablation on the long runs, not a policy of its own
+RECORDED = REPO / "bench" / "traces" / "recorded"
 
 
 class Run(NamedTuple):
     name: str
-    args: tuple[str, ...]  # tools/gen_trace.py's
+    args: tuple[str, ...]  # tools/gen_trace.py's, without the seed
+    seed: int  # measured (held out)
+    tune_seed: int  # tuned on
     duration_s: int
     budgets: tuple[str, ...]
 
 
+STD = ("tight", "2 GiB", "2.5 GiB")
 RUNS = (
-    Run("normal", ("--seed", "1"), 5400, ("2 GiB", "2.5 GiB")),
-    Run("shifted", ("--seed", "2", "--shift"), 5400, ("2 GiB", "2.5 GiB")),
-    Run("bursty", ("--seed", "3", "--bursts-per-hour", "30", "--oneoffs-per-hour", "8",
-                   "--noise", "0.05"), 5400, ("2 GiB", "2.5 GiB")),
-    Run("unscripted", ("--seed", "4", "--routine", "0"), 5400, ("2 GiB", "2.5 GiB")),
-    Run("3 days", ("--seed", "5", "--start-hour", "6"), 3 * 86400, ("2 GiB",)),
+    Run("normal", (), 1, 11, 5400, STD),
+    Run("shifted", ("--shift",), 2, 12, 5400, STD),
+    Run("bursty", ("--bursts-per-hour", "30", "--oneoffs-per-hour", "8", "--noise", "0.05"),
+        3, 13, 5400, STD),
+    Run("unscripted", ("--routine", "0"), 4, 14, 5400, STD),
+    Run("regime", ("--regime-every", "600"), 21, 31, 5400, STD),
+    Run("one-offs", ("--oneoff-models", "40", "--oneoffs-per-hour", "30"), 22, 32, 5400, STD),
+    Run("idle", ("--idle-every", "1800", "--idle-for", "900"), 23, 33, 5400, STD),
+    Run("saturated", ("--load-scale", "12"), 24, 34, 5400, STD),
+    Run("recorded", (), 0, 0, 0, ("tight", "half", "two thirds")),
+    Run("3 days", ("--start-hour", "6"), 5, 15, 3 * 86400, ("2 GiB",)),
 )
+# today's numbers (bench/replay_results.md before issue 16): edged's cold loads and stall
+BEFORE = MappingProxyType({
+    ("normal", "2 GiB"): (89, 293.587), ("shifted", "2 GiB"): (85, 322.505),
+    ("bursty", "2 GiB"): (156, 691.049), ("unscripted", "2 GiB"): (85, 475.933),
+    ("normal", "2.5 GiB"): (57, 206.709), ("shifted", "2.5 GiB"): (52, 226.703),
+    ("bursty", "2.5 GiB"): (94, 356.454), ("unscripted", "2.5 GiB"): (54, 274.422),
+    ("3 days", "2 GiB"): (3080, 13352.989)})
 LONG_S = 6 * 3600  # longer runs replay each costly policy in a job of its own
-Result = tuple[str, str, dict[str, object], int]  # run, budget, report, distinct models
+Result = tuple[str, str, dict[str, object], dict[str, float]]  # run, budget, report, info
 
 
 def load_replay() -> ModuleType:
@@ -66,12 +91,33 @@ def load_replay() -> ModuleType:
     return module
 
 
-def generate(workdir: Path, run: Run) -> tuple[Path, Path]:
-    out, models = workdir / f"{run.name.replace(' ', '-')}.jsonl", workdir / "models.json"
-    subprocess.run([sys.executable, str(REPO / "tools" / "gen_trace.py"), *run.args,
-                    "--duration", str(run.duration_s), "--out", str(out), "--models-out",
-                    str(models)], check=True, capture_output=True, cwd=REPO)
+def generate(workdir: Path, run: Run, tune: bool) -> tuple[Path, Path]:
+    if run.name == "recorded":
+        return RECORDED.with_suffix(".jsonl"), RECORDED.with_suffix(".models.json")
+    slug = run.name.replace(" ", "-")
+    out, models = workdir / f"{slug}.jsonl", workdir / f"{slug}.models.json"
+    seed = run.tune_seed if tune else run.seed
+    subprocess.run([sys.executable, str(REPO / "tools" / "gen_trace.py"), "--seed", str(seed),
+                    *run.args, "--duration", str(run.duration_s), "--out", str(out),
+                    "--models-out", str(models)], check=True, capture_output=True, cwd=REPO)
     return out, models
+
+
+def budget_bytes(label: str, sizes: dict[str, int], counts: dict[str, int]) -> int:
+    """A budget label in bytes: fixed sizes, or a share of the installed (or working) set."""
+    if label.endswith("GiB"):
+        return int(float(label.split()[0]) * GIB)
+    largest = max(sizes.values())
+    if label == "tight":  # installed bytes 3x the budget, the largest model always fits
+        installed = sum(size for name, size in sizes.items() if counts.get(name, 0) >= 3)
+        return max(installed // 3, int(largest * 1.05))
+    share = {"half": 0.5, "two thirds": 2 / 3}[label]
+    return max(int(working_set(sizes, counts) * share), int(largest * 1.05))
+
+
+def working_set(sizes: dict[str, int], counts: dict[str, int]) -> int:
+    """Bytes of the models requested at least three times (one-off models left out)."""
+    return sum(size for name, size in sizes.items() if counts.get(name, 0) >= 3)
 
 
 def run_one(job: tuple[str, str, str, str, tuple[str, ...]]) -> Result:
@@ -80,18 +126,25 @@ def run_one(job: tuple[str, str, str, str, tuple[str, ...]]) -> Result:
     from edged.manager.traces import read_models, read_trace
 
     trace, models = read_trace(Path(trace_path)), read_models(Path(models_path))
+    counts: dict[str, int] = {}
+    for e in trace:
+        counts[e.model] = counts.get(e.model, 0) + 1
+    sizes = {n: m.size_bytes for n, m in models.items() if n in counts}
+    budget = budget_bytes(budget_name, sizes, counts)
+    info = {"budget": float(budget), "working_set": float(working_set(sizes, counts)),
+            "installed": float(sum(sizes.values())), "distinct": float(len(counts))}
     if policies == (NO_TOD,):  # the ablation: edged's policy with its time of day switched off
         from dataclasses import asdict
 
         from edged.manager.policy import EdgedPolicy
         policy = EdgedPolicy(tod_weight=0.0)
-        r = replay.Simulator(models, BUDGETS[budget_name], policy, policy.eviction_order,
+        r = replay.Simulator(models, budget, policy, policy.eviction_order,
                              preload=True).run(trace)
-        report = {"policies": {NO_TOD: asdict(r)}, "budget_bytes": BUDGETS[budget_name],
+        report = {"policies": {NO_TOD: asdict(r)}, "budget_bytes": budget,
                   "requests": len(trace)}
     else:
-        report = replay.run_all(trace, models, BUDGETS[budget_name], policies)
-    return name, budget_name, report, len({e.model for e in trace})
+        report = replay.run_all(trace, models, budget, policies)
+    return name, budget_name, report, info
 
 
 def jobs_for(paths: dict[str, tuple[Path, Path]]) -> list[tuple[str, str, str, str,
@@ -104,7 +157,7 @@ def jobs_for(paths: dict[str, tuple[Path, Path]]) -> list[tuple[str, str, str, s
                   if run.duration_s > LONG_S else [POLICIES])
         for b in run.budgets:
             for group in groups:
-                weight = run.duration_s * (0.2 if group[0] == "lru" else 1.0)
+                weight = max(run.duration_s, 600) * (0.2 if group[0] == "lru" else 1.0)
                 jobs.append((weight, (run.name, b, str(paths[run.name][0]),
                                       str(paths[run.name][1]), group)))
     return [job for _, job in sorted(jobs, key=lambda j: -j[0])]
@@ -113,11 +166,11 @@ def jobs_for(paths: dict[str, tuple[Path, Path]]) -> list[tuple[str, str, str, s
 def merge(parts: list[Result]) -> list[Result]:
     """The policies of one run and budget, from its jobs, back in one report, in RUNS order."""
     merged: dict[tuple[str, str], Result] = {}
-    for name, b, report, distinct in parts:
+    for name, b, report, info in parts:
         if (name, b) in merged:
             merged[(name, b)][2]["policies"].update(report["policies"])  # type: ignore[union-attr]
         else:
-            merged[(name, b)] = (name, b, report, distinct)
+            merged[(name, b)] = (name, b, report, info)
     return [merged[(run.name, b)] for run in RUNS for b in run.budgets]
 
 
@@ -191,214 +244,188 @@ def micro_benchmarks() -> list[str]:
     return lines
 
 
-def fmt(value: object, kind: str) -> str:
-    if value is None:
-        return "n/a"
-    if kind == "pct":
-        return f"{float(value):.2%}"  # type: ignore[arg-type]
-    if kind == "gib":
-        return f"{int(value) / (1 << 30):.1f} GiB"  # type: ignore[call-overload]
-    return str(value)
+def num(r: dict[str, object], key: str) -> float | None:
+    v = r.get(key)
+    return None if v is None else float(v)  # type: ignore[arg-type]
 
 
-def ratio(a: object, b: object) -> float | None:
-    """a / b for two numbers, None when either is missing or b is 0."""
-    if a is None or b is None or not float(b):  # type: ignore[arg-type]
-        return None
-    return float(a) / float(b)  # type: ignore[arg-type]
+def div(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None or b == 0 else a / b
 
 
-def section(name: str, budget: str) -> str:
-    run = next(r for r in RUNS if r.name == name)
-    return f"Budget {budget}" if run.duration_s <= LONG_S else f"{name}, budget {budget}"
+def cell(x: float | None, f: str) -> str:
+    return "n/a" if x is None else f"{x:{f}}"
 
 
-def render(results: list[Result], micro: list[str], seconds: float) -> str:
+def verdict(ok: bool | None) -> str:
+    return "n/a" if ok is None else "pass" if ok else "**FAIL**"
+
+
+def checks(name: str, b: str, pol: dict[str, dict[str, object]],
+           info: dict[str, float], tune: bool = False) -> dict[str, bool | None]:
+    """The issue's targets on one run and budget (None: not applicable, or not computable)."""
+    e, lru, lfu, opt = pol["edged"], pol["lru"], pol["lfu"], pol["optimal"]
+    ec, es = num(e, "cold_loads"), num(e, "stall_s")
+    best_cold = min(num(lru, "cold_loads") or 0.0, num(lfu, "cold_loads") or 0.0)
+    best_stall = min(num(lru, "stall_s") or 0.0, num(lfu, "stall_s") or 0.0)
+    assert ec is not None and es is not None
+    out: dict[str, bool | None] = {
+        "cold": ec <= 0.95 * best_cold, "stall": es <= best_stall + 1e-6}
+    half = info["budget"] >= 0.5 * info["working_set"]
+    lru_cold = num(lru, "cold_loads") or 0.0
+    out["half"] = ec <= 0.5 * lru_cold if half else None
+    hit = div(num(e, "hit_rate"), num(opt, "hit_rate"))
+    out["hit"] = None if not half or hit is None else hit >= 0.9
+    before = None if tune else BEFORE.get((name, b))  # today's numbers are on held-out seeds
+    out["before"] = None if before is None else ec <= before[0] and es <= before[1] * 1.02
+    return out
+
+
+def render(results: list[Result], micro: list[str], seconds: float, tune: bool) -> str:
     out = ["# Replay benchmark: edged's cache policy against LRU, LFU and the offline optimum",
            "", "Reproduce: `.venv/bin/python bench/replay_bench.py` (it generates the traces "
-           "with `tools/gen_trace.py` and replays them with `tools/replay.py`; about "
-           f"{seconds:.0f} s on the 2-core dev machine). Generated; do not edit by hand.", "",
-           __doc__.split("\n\n")[2].replace("\n", " "), "",
+           "with `tools/gen_trace.py` and replays them with `tools/replay.py`, which runs the "
+           "policy code the daemon runs; about "
+           f"{seconds:.0f} s on the 2-core dev machine). Generated; do not edit by hand."
+           + (" **Tuning seeds** (`--tune`), not the held-out ones." if tune else ""), "",
+           __doc__.split("\n\n", 2)[2].split("\n\n")[0].replace("\n", " "), "",
+           __doc__.split("\n\n", 3)[3].split("\n\n")[0].replace("\n", " "), "",
+           __doc__.split("\n\n", 4)[4].split("\n\n")[0].replace("\n", " "), "",
            "Cold loads are requests that had to wait for a load (a preload still running when "
-           "its request came counts too); the offline optimum is the fewest loads any "
-           "policy that loads on demand could do (exact search, `tools/replay.py`; its loads "
-           "take no time on a loader of their own, so its stall is a floor no online policy "
-           "reaches); `furthest` is Belady's rule, a heuristic when sizes differ. First loads "
-           "of each model (at least one per distinct model) are unavoidable for every policy. "
-           "Stall / LRU's is each policy's stall over LRU's on the same run.", ""]
-    checks = []
-    for title in dict.fromkeys(section(n, b) for n, b, *_ in results):
-        out += [f"## {title}", "",
-                "| trace | policy | hit rate | cold loads | stall s | stall / LRU's "
-                "| bytes loaded | wasted preloads |", "|---|---|---|---|---|---|---|---|"]
-        for name, b, report, distinct in results:
-            if section(name, b) != title:
-                continue
-            pol = report["policies"]
-            assert isinstance(pol, dict)
-            for p in POLICIES:
-                r = pol[p]
-                rel = ratio(r["stall_s"], pol["lru"]["stall_s"])
-                out.append(f"| {name} | {p} | {fmt(r['hit_rate'], 'pct')} | "
-                           f"{fmt(r['cold_loads'], '')} | {fmt(r['stall_s'], '')} | "
-                           f"{'n/a' if rel is None else f'{rel:.2f}'} | "
-                           f"{fmt(r['bytes_loaded'], 'gib')} | {fmt(r['wasted_preloads'], '')} |")
-            checks.append(target_row(name, b, pol, distinct, report["requests"]))
-        out.append("")
-    passed = sum(1 for c in checks if c.count("pass") == 2)
-    out += ["## Targets (SPEC: predictive preloading on robot traces)", "",
-            "| trace | budget | requests | edged hit rate / optimum's | target >= 90% "
-            "| edged cold loads / LRU's | target <= 50% | first loads left out "
-            "| optimum's cold loads / LRU's | edged stall / LRU's | edged stall / optimum's |",
-            "|---|---|---|---|---|---|---|---|---|---|---|", *checks, "",
-            f"Both targets met on {passed} of {len(checks)} runs.", "",
-            analysis(results), "",
-            "## Capacity check and selection (SPEC: under 1 ms over 200 models)", "",
+           "its request came counts too; more requests waiting on the same load add stall, not "
+           "cold loads); stall is the seconds requests waited, summed (what the robot feels). "
+           "The offline optimum is the fewest loads any policy that loads on demand could do "
+           "(exact search; its loads take no time on a loader of their own, so its stall is a "
+           "floor no online policy reaches); a preloading policy can have fewer cold loads "
+           "than it. *Best simple* is the better of LRU and LFU on that run. Loader busy is "
+           "the share of the trace's span LRU's loader spent loading. Wasted preloads are "
+           "preloads cancelled, evicted or left before their first use.", "",
+           "## Per family and budget", "",
+           "| family | budget | of working set | loader busy (LRU) | cold loads: edged / LRU "
+           "/ LFU / optimum | edged / best simple | edged / LRU | stall s: edged / LRU / LFU "
+           "/ optimum | edged stall / best simple | hit rate: edged / optimum's | GiB loaded: "
+           "edged / LRU | wasted / preloads |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    target_rows, tally = [], {k: [0, 0] for k in ("cold", "stall", "half", "hit", "before")}
+    for name, b, report, info in results:
+        pol = report["policies"]
+        assert isinstance(pol, dict)
+        e, lru, lfu, opt = pol["edged"], pol["lru"], pol["lfu"], pol["optimal"]
+        cold = [num(r, "cold_loads") for r in (e, lru, lfu, opt)]
+        stall = [num(r, "stall_s") for r in (e, lru, lfu, opt)]
+        best_c = min(c for c in cold[1:3] if c is not None)
+        best_s = min(s_ for s_ in stall[1:3] if s_ is not None)
+        label = b if b.endswith("GiB") else f"{b} ({info['budget'] / GIB:.2f} GiB)" if (
+            info["budget"] >= GIB / 4) else f"{b} ({info['budget'] / (1 << 20):.0f} MiB)"
+        out.append(
+            f"| {name} | {label} | {info['budget'] / info['working_set']:.0%} | "
+            f"{cell(num(lru, 'loader_busy'), '.0%')} | "
+            + " / ".join(cell(c, ".0f") for c in cold) + f" | {cell(div(cold[0], best_c), '.2f')}"
+            f" | {cell(div(cold[0], cold[1]), '.2f')} | "
+            + " / ".join(cell(x, ".0f") for x in stall)
+            + f" | {cell(div(stall[0], best_s), '.2f')} | "
+            f"{cell(div(num(e, 'hit_rate'), num(opt, 'hit_rate')), '.1%')} | "
+            f"{cell(div(num(e, 'bytes_loaded'), GIB), '.1f')} / "
+            f"{cell(div(num(lru, 'bytes_loaded'), GIB), '.1f')} | "
+            f"{int(num(e, 'wasted_preloads') or 0)} / {int(num(e, 'preloads') or 0)} |")
+        c = checks(name, b, pol, info, tune)
+        for k, v in c.items():
+            if v is not None:
+                tally[k][0] += int(v)
+                tally[k][1] += 1
+        target_rows.append(f"| {name} | {b} | " + " | ".join(verdict(c[k]) for k in (
+            "cold", "stall", "half", "hit", "before")) + " |")
+    out += ["", "## Targets (issue 16, SPEC: predictive preloading on robot traces)", "",
+            "n/a: the budget holds less than half the working set (the stricter targets do not "
+            "apply), or the run has no earlier number.", "",
+            "| family | budget | cold loads <= 0.95x best simple | stall <= best simple "
+            "| cold loads <= 0.5x LRU's | hit rate >= 0.9x optimum's | not worse than before |",
+            "|---|---|---|---|---|---|---|", *target_rows, "",
+            "Held: " + "; ".join(f"{k} {v[0]} of {v[1]}" for k, v in tally.items()) + ".", ""]
+    long_runs = [(n, b, r) for n, b, r, _ in results
+                 if next(x for x in RUNS if x.name == n).duration_s > LONG_S]
+    for n, b, r in long_runs:
+        pol = r["policies"]
+        assert isinstance(pol, dict)
+        e, nt = pol["edged"], pol.get(NO_TOD)
+        if nt is not None:
+            out += [f"{n} ({b}), time of day switched off (an ablation): "
+                    f"{nt['cold_loads']} cold loads and {float(nt['stall_s']):.0f} s stall, "
+                    f"against {e['cold_loads']} and {float(e['stall_s']):.0f} s with it.", ""]
+    out += [NOTES, "", "## Capacity check and selection (SPEC: under 1 ms over 200 models)", "",
             "| what | median | target |", "|---|---|---|", *micro, ""]
     return "\n".join(out)
 
 
-def target_row(name: str, budget: str, pol: dict[str, dict[str, object]], distinct: int,
-               requests: object) -> str:
-    edged, lru, best = pol["edged"], pol["lru"], pol["optimal"]
-    hit = ratio(edged["hit_rate"], best["hit_rate"])
-    hit_cells = "n/a | n/a" if hit is None else f"{hit:.1%} | {'pass' if hit >= 0.9 else 'FAIL'}"
-    e_cold, l_cold = int(edged["cold_loads"]), int(lru["cold_loads"])  # type: ignore[call-overload]
-    cold = e_cold / l_cold if l_cold else 0.0
-    warm = (e_cold - distinct) / max(1, l_cold - distinct)
-    opt = ratio(best["cold_loads"], l_cold)
-    s_lru, s_opt = ratio(edged["stall_s"], lru["stall_s"]), ratio(edged["stall_s"],
-                                                                   best["stall_s"])
-    return (f"| {name} | {budget} | {requests} | {hit_cells} | {e_cold}/{l_cold} = "
-            f"{cold:.1%} | {'pass' if cold <= 0.5 else 'FAIL'} | {warm:.0%} | "
-            f"{'n/a' if opt is None else f'{opt:.0%}'} | "
-            f"{'n/a' if s_lru is None else f'{s_lru:.2f}'} | "
-            f"{'n/a' if s_opt is None else f'{s_opt:.2f}'} |")
+NOTES = """## Where edged still loses, and why
 
+(Written by hand after the run above, 2026-12-04, from its numbers; a rerun regenerates the tables
+but not this section.) The policy's knobs were chosen on the tuning seeds (`--tune`) only; the
+experts' regret was kept because on those seeds it did as well as the predictive value alone (same
+targets held, mean cold loads / best simple 0.632 against 0.629, stall 0.756 against 0.755), and
+it is what lets a trace move the weight to recency or frequency.
 
-def tod_effect(edged: dict[str, object], no_tod: dict[str, object] | None) -> str:
-    """What the time of day changed on a long run, measured against the ablation."""
-    if no_tod is None:
-        return "(The run without it is missing.)"
-    with_, without = int(edged["cold_loads"]), int(no_tod["cold_loads"])  # type: ignore[call-overload]
-    s_with, s_without = float(edged["stall_s"]), float(no_tod["stall_s"])  # type: ignore[arg-type]
-    change = (with_ - without) / without if without else 0.0
-    verdict = ("it pays" if with_ < without and s_with <= s_without else
-               "it changes little" if abs(change) < 0.02 else "it does not pay here")
-    return (f"Switched off (same trace and budget), edged makes {without} cold loads and "
-            f"stalls {s_without:.0f} s, against {with_} and {s_with:.0f} s with it "
-            f"({change:+.1%} cold loads with it): {verdict}. The generator's days are alike, "
-            "and the renewal and transition estimates relearn the night within minutes.")
-
-
-def analysis(results: list[Result]) -> str:
-    """The discussion, with its numbers taken from this run."""
-    rows = []
-    for name, b, report, _ in results:
-        p = report["policies"]
-        assert isinstance(p, dict)
-        rows.append((name, b, p["edged"], p["lru"], p["optimal"]))
-
-    def num(r: dict[str, object], key: str) -> float:
-        return float(r[key])  # type: ignore[arg-type]
-
-    n = len(rows)
-    cold = [(name, b, num(e, "cold_loads"), num(lr, "cold_loads")) for name, b, e, lr, _ in rows]
-    missed = [(name, b, ec, lc) for name, b, ec, lc in cold if ec > 0.5 * lc]
-    shares = [ec / lc for *_, ec, lc in cold]
-    opt = [(num(e, "cold_loads"), num(o, "cold_loads") / num(lr, "cold_loads"))
-           for *_, e, lr, o in rows if o["cold_loads"] is not None]
-    below_opt = sum(1 for *_, e, _, o in rows
-                    if o["cold_loads"] is not None and num(e, "cold_loads") < num(o, "cold_loads"))
-    hit_e = [num(e, "hit_rate") / num(o, "hit_rate") for *_, e, _, o in rows
-             if o["hit_rate"] is not None]
-    hit_l = [num(lr, "hit_rate") / num(o, "hit_rate") for *_, lr, o in rows
-             if o["hit_rate"] is not None]
-    lower_hit = sum(1 for *_, e, lr, _ in rows if num(e, "hit_rate") < num(lr, "hit_rate"))
-    s_lru = [num(e, "stall_s") / num(lr, "stall_s") for *_, e, lr, _ in rows]
-    s_opt = [num(e, "stall_s") / num(o, "stall_s") for *_, e, _, o in rows
-             if o["stall_s"] is not None]
-    more_bytes = [num(e, "bytes_loaded") / num(lr, "bytes_loaded") for *_, e, lr, _ in rows]
-    wasted = [num(e, "wasted_preloads") / max(1.0, num(e, "preloads")) for *_, e, _, _ in rows]
-    long_rows = [(name, b, e, lr, res[2]["policies"].get(NO_TOD))  # type: ignore[union-attr]
-                 for (name, b, e, lr, _), res in zip(rows, results, strict=True)
-                 if next(r for r in RUNS if r.name == name).duration_s > LONG_S]
-
-    def span(xs: list[float], f: str = ".0%") -> str:
-        if not xs:
-            return "n/a"
-        lo, hi = f"{min(xs):{f}}", f"{max(xs):{f}}"
-        return lo if lo == hi else f"{lo}-{hi}"
-
-    first_loads = span([float(res[3]) for res in results], ".0f")
-
-    if missed:
-        worst = max(missed, key=lambda m: m[2] / m[3])
-        where = ", ".join(f"{name} at {b} ({int(ec)} cold loads where {int(0.5 * lc)} would "
-                          f"do: {ec / lc:.1%})" for name, b, ec, lc in missed)
-        why = ("where memory is tightest: at 2 GiB a conversation's three models (asr, llm, "
-               "tts: 2.0 GB) fill the budget, every periodic or stray request during it pushes "
-               "one of them out, and the LLM (1.5 GiB, 7.5 s to load) cannot be preloaded in "
-               "time after a wake word" if all(b == "2 GiB" for _, b, _, _ in missed) else
-               "where activities switch at random (no warning to preload on) and where the "
-               "LLM (1.5 GiB, 7.5 s to load) cannot be preloaded in time after a wake word")
-        half = (f"* **Half of LRU's cold loads** is met on {n - len(missed)} of {n} runs and "
-                f"missed on {where}; the worst by {(worst[2] / worst[3] - 0.5) * 100:.1f} "
-                f"percentage points. The misses are {why}.")
-    else:
-        half = (f"* **Half of LRU's cold loads** is met on every run: edged needs "
-                f"{span(shares, '.1%')} of LRU's cold loads.")
-    opt_line = ""
-    if opt:
-        opt_line = (f" The *exact offline optimum* of demand loading needs "
-                    f"{span([o for _, o in opt])} of LRU's (last but two column); edged needs "
-                    f"fewer cold loads than that optimum on {below_opt} of {len(opt)} runs: "
-                    "preloads that land in time are loads but not cold loads, and every "
-                    f"policy pays at least one cold load per distinct model ({first_loads} here; "
-                    "the \"first loads left out\" column removes them).")
-    stall_word = ("below LRU's on every run" if max(s_lru) < 1.0 else
-                  f"below LRU's on {sum(1 for s in s_lru if s < 1.0)} of {n} runs")
-    lines = [
-        "### What the numbers say", "",
-        f"* **Hit rate**: edged's is {span(hit_e, '.1%')} of the offline optimum's (the target "
-        f"asks for 90%), but LRU's is {span(hit_l, '.1%')}: most requests go to the VAD and "
-        "to models every policy keeps resident, so this target does not tell policies apart. "
-        f"Edged's hit rate is below LRU's on {lower_hit} of {n} runs.",
-        half + opt_line,
-        f"* **Stall**: edged's is {stall_word} ({span(s_lru, '.2f')}x LRU's) and "
-        f"{span(s_opt, '.2f')}x the optimum's, whose loads take no time and never queue; "
-        "edged's requests still wait for the LLM's 7.5 s loads and behind one another on "
-        "the one loader, and a demand load cancels a running preload.",
-        f"* **The price**: edged reads {span(more_bytes, '.1f')}x the bytes LRU reads "
-        f"(preloads, wasted ones included: {span(wasted)} of its preloads are cancelled, or "
-        "evicted or left before their first use).",
-    ]
-    for name, b, e, lr, nt in long_rows:
-        lines.append(
-            f"* **{name}** ({b}): {int(num(e, 'cold_loads'))} cold loads against LRU's "
-            f"{int(num(lr, 'cold_loads'))} ({num(e, 'cold_loads') / num(lr, 'cold_loads'):.1%}), "
-            f"stall {num(e, 'stall_s') / num(lr, 'stall_s'):.2f}x LRU's, over nights and days. "
-            "The time of day (sessions per hour of previous days) is learned and used from "
-            f"the second day on. {tod_effect(e, nt)}")
-    lines.append(
-        "* The policy's knobs (preload horizon and threshold, miss cost, margins, onset "
-        "gap) were tuned on other seeds (11-17) than the ones measured here (1-5), over "
-        "the same kinds of trace, 90 minutes and 2 days long.")
-    return "\n".join(lines)
+* **Cold loads at most 0.95x the best simple policy** holds on every generated family and budget
+  (0.40-0.93x) and on the recorded trace at its tight and half budgets. It fails on the recorded
+  trace at two thirds of its working set: there almost everything fits, LRU makes 12 cold loads
+  (the optimum's number) and edged 18 (16 without preloading). The trace is 4 minutes and 501
+  requests long: too short for the predictive estimates, and the regret, which did move the weight
+  to recency (about 0.7), still blends in the predictive value.
+* **Stall at most the best simple policy's** fails at the tight budget on bursty (1.06x LFU's),
+  idle (1.10x) and saturated (1.13x), on unscripted at 2.5 GiB (1.05x LRU's) and on the recorded
+  trace at two thirds (see above); the unscripted case was not analysed. At 1.57 GiB the 1.5 GiB
+  LLM leaves about 60 MB beside it. Edged's value counts every cold load (`miss_cost_s`), so it
+  keeps the small models and lets the LLM go: 0.57-0.65x the cold loads of the best simple policy
+  on bursty and idle, but the next turn of a conversation waits 7.5 s for the LLM. LFU keeps the
+  LLM (it is frequent) and reloads small models: more cold loads, fewer seconds. The two targets
+  pull apart there; a lower miss cost (15 s, on the tuning seeds) did not fix it. On
+  saturated/tight the loader is busy 100% of the time and every policy's queue grows without bound
+  (millions of stall seconds): the comparison there says little.
+* **Half of LRU's cold loads** (where the budget holds half the working set) fails on shifted and
+  regime at 2 GiB, one-offs, idle and saturated at 2 and 2.5 GiB, and the recorded trace. In most
+  of these the exact demand optimum itself needs more than half of LRU's cold loads (shifted 61%,
+  regime 60%, one-offs 66% / 58%, idle 63% / 54%, saturated 68%, recorded two thirds 100%), so
+  only preloads that land in time can get below it; on saturated at 2.5 GiB (optimum 48%) and the
+  recorded trace at half (optimum 45%) edged (71%, 55%) is simply short of it. Edged does beat the
+  optimum on shifted, regime, idle and one-offs at 2 GiB, but not by enough: one-off models and
+  abrupt switches give nothing to predict, and a saturated loader leaves no time to preload in
+  (preloads never delay a demand load, so they only run in the loader's gaps).
+* **Hit rate at least 0.9x the optimum's** fails only on saturated at 2 GiB (81%): the optimum's
+  loads take no time, while on a saturated loader requests queue behind loads.
+* **Not worse than before** (the numbers of the previous policy, same seeds): normal at 2 GiB (91
+  cold loads against 89, 306 s against 294 s), shifted at 2 GiB (90 against 85, 382 s against 323
+  s) and 2.5 GiB (55 against 52 cold loads; stall 213 s against 227 s), bursty at 2.5 GiB (94
+  both; 367 s against 356 s) and 3 days (3104 against 3080, 13825 s against 13353 s) are slightly
+  worse; normal at 2.5 GiB (51 against 57), bursty at 2 GiB (152 against 156) and unscripted are
+  as good or better. The regret blend costs a little where the predictive value alone was already
+  best.
+* **Not done**: preloads are not re-prioritised for a busy loader (by gain per second of loader
+  time): on the saturated family they stay few (5-46), because a pass starts none while the loader
+  is busy, as the daemon's preloader does."""
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=REPO / "bench" / "replay_results.md")
     p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--tune", action="store_true", help="the tuning seeds, not the held-out ones")
+    p.add_argument("--only", action="append", help="only these families (for tuning)")
+    p.add_argument("--json", type=Path, help="also write the raw reports here")
     args = p.parse_args()
+    global RUNS
+    if args.only:
+        RUNS = tuple(r for r in RUNS if r.name in args.only)
+    if args.tune:  # the recorded trace has no seeds: it is never tuned on
+        RUNS = tuple(r for r in RUNS if r.name != "recorded")
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        paths = {run.name: generate(Path(tmp), run) for run in RUNS}
+        paths = {run.name: generate(Path(tmp), run, args.tune) for run in RUNS}
         with ProcessPoolExecutor(max_workers=args.jobs) as pool:
             results = merge(list(pool.map(run_one, jobs_for(paths))))
-    micro = micro_benchmarks()
-    text = render(results, micro, time.perf_counter() - started)
+    micro = micro_benchmarks() if not args.only else []
+    text = render(results, micro, time.perf_counter() - started, args.tune)
+    if args.json:
+        args.json.write_text(json.dumps([list(r) for r in results], indent=1))
     args.out.write_text(text)
     print(text)
     return 0

@@ -28,6 +28,20 @@ On top of the activities:
   search and a new inspect sequence (depth -> segment -> clip) dominate, conversations become
   rare, localize runs every 10 s. A policy must notice and adapt.
 
+Harder families (``bench/replay_bench.py``; each option off by default, so a seed's trace
+without them is unchanged):
+
+* **regime changes** (``--regime-every S``): the mission mix switches abruptly every S seconds,
+  cycling day -> warehouse -> night (night patrols with ``detect-night``, whatever the hour);
+* **many one-off models** (``--oneoff-models N``): N extra models (``oneoff-00`` ...,
+  20-400 MB) that the one-off events use first, each once or twice, before the four usual ones:
+  a scan of models that must not flush useful ones;
+* **long idle periods** (``--idle-every S --idle-for D``): every S seconds the robot docks for D
+  seconds (a random phase), and only its VAD keeps listening;
+* **a slow loader** (``--load-scale X``): every load time in ``models.json`` times X (an SD card
+  instead of NVMe): at X of about 6-10 the loader is busy most of the time at the trace's
+  native pace.
+
 Output: a JSONL trace (``edged.manager.traces`` format, with durations) and ``models.json``
 (name -> size_bytes, load_s) with realistic sizes, from a 2 MB VAD to a 1.5 GB LLM; load times
 grow with size (disk read plus engine build / warm-up).
@@ -97,12 +111,31 @@ class Generator:
         self.end = self.t0 + args.duration
         self.shift_at = self.t0 + args.duration / 2 if args.shift else float("inf")
         self.out: list[tuple[float, str]] = []
-        self.infer = {s.name: s.infer_ms / 1000 for s in CATALOG}
+        self.unique = [s.name for s in extra_oneoffs(args.oneoff_models, args.seed)]
+        self.idle: list[tuple[float, float]] = []  # docked: [start, end)
+        if args.idle_every > 0 and args.idle_for > 0:
+            t = self.t0 + self.rng.uniform(0, args.idle_every)
+            while t < self.end:
+                self.idle.append((t, t + args.idle_for))
+                t += args.idle_every
+        self.infer = {s.name: s.infer_ms / 1000 for s in (
+            *CATALOG, *extra_oneoffs(args.oneoff_models, args.seed))}
         self.step = -1  # position in the current mission script
 
     def emit(self, t: float, model: str) -> None:
-        if self.t0 <= t < self.end:
+        if self.t0 <= t < self.end and (model == "vad" or not self.docked(t)):
             self.out.append((t, model))
+
+    def docked(self, t: float) -> bool:
+        return any(lo <= t < hi for lo, hi in self.idle)
+
+    def regime(self, t: float) -> str:
+        if self.a.regime_every > 0:
+            cycle = ("day", "warehouse", "night")
+            return cycle[int((t - self.t0) // self.a.regime_every) % 3]
+        hour = int(t // 3600) % 24
+        return "warehouse" if t >= self.shift_at else "night" if (
+            hour >= 22 or hour < 6) else "day"
 
     def run(self) -> list[TraceEntry]:
         self.streams()
@@ -118,9 +151,7 @@ class Generator:
                 for t, m in self.out]
 
     def next_activity(self, current: str, t: float) -> str:
-        hour = int(t // 3600) % 24
-        night = hour >= 22 or hour < 6
-        regime = "warehouse" if t >= self.shift_at else "night" if night else "day"
+        regime = self.regime(t)
         if self.rng.random() < self.a.routine:  # the mission script: its next step
             mission = MISSIONS[regime]
             self.step = (self.step + 1) % len(mission)
@@ -153,8 +184,10 @@ class Generator:
                 ("detect", "pose", "face", "ocr.rec", "depth"))
             for i in range(int(self.rng.uniform(3, 8) * self.rng.uniform(5, 10))):
                 self.emit(t + i * 0.1, model)
-        for _ in range(round(self.a.oneoffs_per_hour * hours)):
+        for k in range(round(self.a.oneoffs_per_hour * hours)):
             t, model = self.rng.uniform(self.t0, self.end), self.rng.choice(ONEOFFS)
+            if k < len(self.unique):
+                model = self.unique[k]
             for i in range(self.rng.choice((1, 1, 2))):
                 self.emit(t + i * self.rng.uniform(1, 5), model)
         names = [s.name for s in CATALOG]
@@ -166,8 +199,7 @@ class Generator:
         return None
 
     def do_patrol(self, t: float, stop: float) -> None:
-        hour = int(t // 3600) % 24
-        detector = "detect-night" if (hour >= 22 or hour < 6) else "detect"
+        detector = "detect-night" if self.regime(t) == "night" else "detect"
         self.every(detector, 1.0, t, stop)
         self.every("depth", 2.0, t, stop)
 
@@ -218,8 +250,21 @@ class Generator:
             t += self.rng.uniform(*period)
 
 
-def catalog_costs() -> dict[str, ModelCost]:
-    return {s.name: ModelCost(int(s.size_mb * MB), s.load_s) for s in CATALOG}
+def extra_oneoffs(n: int, seed: int) -> list[Spec]:
+    """``--oneoff-models``: n one-off models, 20-400 MB, loading at the catalog's pace
+    (about 5 ms per MB plus 0.1 s); their own random stream, so other draws are unchanged."""
+    rng = random.Random(f"oneoffs-{seed}")
+    out = []
+    for i in range(n):
+        size = rng.uniform(20, 400)
+        out.append(Spec(f"oneoff-{i:02d}", round(size), round(0.1 + 0.005 * size, 3), 50))
+    return out
+
+
+def catalog_costs(oneoff_models: int = 0, seed: int = 1,
+                  load_scale: float = 1.0) -> dict[str, ModelCost]:
+    specs = (*CATALOG, *extra_oneoffs(oneoff_models, seed))
+    return {s.name: ModelCost(int(s.size_mb * MB), s.load_s * load_scale) for s in specs}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -243,6 +288,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--oneoffs-per-hour", type=float, default=4.0)
     p.add_argument("--noise", type=float, default=0.02,
                    help="extra random requests, as a fraction of the trace (default 0.02)")
+    p.add_argument("--regime-every", type=float, default=0.0, metavar="S",
+                   help="switch the mission mix abruptly every S seconds (0: never)")
+    p.add_argument("--oneoff-models", type=int, default=0, metavar="N",
+                   help="N extra models used only once or twice (one-off events use them first)")
+    p.add_argument("--idle-every", type=float, default=0.0, metavar="S",
+                   help="dock every S seconds (0: never) ...")
+    p.add_argument("--idle-for", type=float, default=0.0, metavar="D",
+                   help="... for D seconds: only the VAD runs")
+    p.add_argument("--load-scale", type=float, default=1.0, metavar="X",
+                   help="multiply every load time in models.json (a slower disk)")
     return p
 
 
@@ -252,10 +307,16 @@ def main(argv: list[str] | None = None) -> int:
         print("gen_trace: --duration, --vad-period and --periodic-scale must be > 0",
               file=sys.stderr)
         return 2
+    if min(args.regime_every, args.oneoff_models, args.idle_every, args.idle_for) < 0 or (
+            args.load_scale <= 0):
+        print("gen_trace: --regime-every, --oneoff-models, --idle-every and --idle-for must be "
+              ">= 0, --load-scale > 0", file=sys.stderr)
+        return 2
     entries = Generator(args).run()
     n = write_trace(args.out, entries)
     if args.models_out:
-        write_models(args.models_out, catalog_costs())
+        write_models(args.models_out, catalog_costs(args.oneoff_models, args.seed,
+                                                    args.load_scale))
     print(f"wrote {n} requests over {args.duration:.0f} s to {args.out}", file=sys.stderr)
     return 0
 

@@ -22,18 +22,21 @@ the daemon's preloader thread runs them: one every ``--preload-interval`` second
 ``preload.interval_s``) from the first request; a pass asks the policy for candidates and starts
 the first (of at most three) that :func:`plan_preload` admits, and then waits for it (the
 daemon's pass loads synchronously) before the next interval; no pass starts a preload while the
-loader is busy. ``wasted_preloads`` counts preloads cancelled, evicted before their first use,
+loader is busy. ``loader_busy`` is the share of the trace's span the loader spent loading.
+``wasted_preloads`` counts preloads cancelled, evicted before their first use,
 or never used; ``bytes_loaded`` counts what was read, a cancelled preload's part included. All
 models are ``swap``-tier, CPU, evictable; the budget is all the memory they may use. ``edged``
 passes the policy's victim costs to the planner; LRU and LFU evict in order.
 
 ``optimal`` is a search over (request, resident set) states, with dead models (never requested
 again) dropped from a set and a set pruned when another one provably does at least as well
-(cost' + |S minus S'| <= cost: the other can reload the difference). It is exact for up to
-``MAX_EXACT_MODELS`` distinct models while the frontier stays under ``MAX_STATES``; beyond that it
-reports ``n/a`` rather than a number it cannot vouch for. Its loads are timeless (each costs
-``load_s`` of stall), and its stall and bytes are those of one miss-minimal schedule. A
-preloading policy can beat it: a preload that completes in time is a load but not a cold load.
+(cost' + |S minus S'| <= cost: the other can reload the difference). It is exact while at most
+``MAX_EXACT_MODELS`` models are live at once (requested before and again after some request: a
+dead model's bit goes to the next new one, so one-off models cost nothing) and the frontier
+stays under ``MAX_STATES``; beyond that it reports ``n/a`` rather than a number it cannot vouch
+for. Its loads are timeless (each costs ``load_s`` of stall), and its stall and bytes are those
+of one miss-minimal schedule. A preloading policy can beat it: a preload that completes in time
+is a load but not a cold load.
 """
 
 from __future__ import annotations
@@ -68,6 +71,7 @@ class Result:
     wasted_preloads: int | None = 0
     preloads: int | None = 0
     rejected: int | None = 0
+    loader_busy: float | None = None  # share of the trace's span the loader was loading
     note: str = ""
 
 
@@ -96,10 +100,12 @@ class Simulator:
         self.next_pass = 0.0  # the preloader's next pass
         self.r = Result()
         self.hits = 0
+        self.busy_s = 0.0
         self.outcomes: list[bool] = []  # per request: served without waiting
         if policy is not None:
             for name, m in models.items():
                 policy.set_model(name, m.size_bytes, m.load_s)
+            policy.set_capacity(budget)
 
     # -- the planner's view ------------------------------------------------------------------
     def residents(self, now: float) -> list[planner.Resident]:
@@ -130,6 +136,8 @@ class Simulator:
         n = len(trace)
         self.r.hit_rate = round(self.hits / n, 4) if n else 1.0
         self.r.stall_s = round(self.r.stall_s or 0.0, 3)
+        span = trace[-1].t - trace[0].t if n else 0.0
+        self.r.loader_busy = round(min(1.0, self.busy_s / span), 3) if span > 0 else None
         return self.r
 
     def advance(self, t: float) -> None:
@@ -166,6 +174,7 @@ class Simulator:
             self.slots[name] = _Slot(cost.size_bytes, now + cost.load_s, preloaded=True)
             self.loading = (name, True, now, now + cost.load_s)
             self.r.preloads = (self.r.preloads or 0) + 1
+            self.busy_s += cost.load_s
             self.r.bytes_loaded = (self.r.bytes_loaded or 0) + cost.size_bytes
             return True
         return False
@@ -196,6 +205,7 @@ class Simulator:
             other, _, p_start, p_end = self.loading
             self.r.bytes_loaded = (self.r.bytes_loaded or 0) - int(
                 self.models[other].size_bytes * (p_end - t) / max(p_end - p_start, 1e-9))
+            self.busy_s -= p_end - t
             self.evict([other])
             self.loading = None
             self.next_pass = min(self.next_pass, t + self.interval_s)  # the pass gave up
@@ -220,6 +230,7 @@ class Simulator:
         self.loading = (name, False, start, end)
         self.r.cold_loads = (self.r.cold_loads or 0) + 1
         self.r.stall_s = (self.r.stall_s or 0.0) + end - t
+        self.busy_s += cost.load_s
         self.r.bytes_loaded = (self.r.bytes_loaded or 0) + cost.size_bytes
 
 
@@ -247,24 +258,20 @@ class FurthestNextUse:
 # -- the exact offline optimum ---------------------------------------------------------------
 def optimal(trace: Sequence[TraceEntry], models: dict[str, ModelCost], budget: int) -> Result:
     """Fewest demand loads any policy could do on ``trace`` (see the module docstring)."""
-    names = sorted({e.model for e in trace})
-    if len(names) > MAX_EXACT_MODELS:
+    served = [e.model for e in trace if models[e.model].size_bytes <= budget]
+    rejected = len(trace) - len(served)
+    bits, live_after, width = _assign_bits(served)
+    if width > MAX_EXACT_MODELS:
         return Result(None, None, None, None, None, None, None,
-                      f"n/a: {len(names)} distinct models > {MAX_EXACT_MODELS}")
-    bit = {n: 1 << i for i, n in enumerate(names)}
-    size = [models[n].size_bytes for n in names]
-    load = [models[n].load_s for n in names]
-    seq = [bit[e.model] for e in trace if models[e.model].size_bytes <= budget]
-    rejected = len(trace) - len(seq)
-    live_after = [0] * len(seq)  # models requested after position i
-    acc = 0
-    for i in range(len(seq) - 1, -1, -1):
-        live_after[i] = acc
-        acc |= seq[i]
+                      note=f"n/a: {width} models live at once > {MAX_EXACT_MODELS}")
+    seq = [1 << bits[i] for i in range(len(served))]
+    size = [0] * max(1, width)  # per bit: the size of the model that holds it now
+    load = [0.0] * max(1, width)
     # state: resident set (bitmask) -> (cold loads, stall, bytes), the best known for it
     states: dict[int, tuple[int, float, int]] = {0: (0, 0.0, 0)}
     for i, b in enumerate(seq):
         j = b.bit_length() - 1
+        size[j], load[j] = models[served[i]].size_bytes, models[served[i]].load_s
         nxt: dict[int, tuple[int, float, int]] = {}
         missed = False
         for mask, cost in states.items():
@@ -278,11 +285,42 @@ def optimal(trace: Sequence[TraceEntry], models: dict[str, ModelCost], budget: i
         states = _prune(nxt) if missed and len(nxt) > 1 else nxt
         if len(states) > MAX_STATES:
             return Result(None, None, None, None, None, None, None,
-                          f"n/a: more than {MAX_STATES} states at request {i + 1}")
+                          note=f"n/a: more than {MAX_STATES} states at request {i + 1}")
     misses, stall, loaded = min(states.values()) if states else (0, 0.0, 0)
     n = len(trace)
     return Result(round((n - misses - rejected) / n, 4) if n else 1.0, misses, round(stall, 3),
-                  loaded, 0, 0, rejected, f"exact, up to {MAX_EXACT_MODELS} distinct models")
+                  loaded, 0, 0, rejected,
+                  note=f"exact, up to {MAX_EXACT_MODELS} models live at once")
+
+
+def _assign_bits(seq: Sequence[str]) -> tuple[list[int], list[int], int]:
+    """A bit per model while it is *live* (from its first request to its last): a model never
+    requested again is dead, dropped from every resident set, and its bit goes to the next new
+    model — so one-off models do not count against ``MAX_EXACT_MODELS``, only how many models
+    are live at once. Returns each request's bit, the live bits after each request (models
+    requested before and after it), and the number of bits used.
+    """
+    last = {m: i for i, m in enumerate(seq)}
+    free: list[int] = []
+    width = 0
+    owner: dict[str, int] = {}
+    out, live_after = [0] * len(seq), [0] * len(seq)
+    live = 0
+    for i, m in enumerate(seq):
+        if m not in owner:
+            if free:
+                owner[m] = free.pop()
+            else:
+                owner[m], width = width, width + 1
+        k = owner[m]
+        out[i] = k
+        if last[m] == i:  # dead from here on: its bit is free for the next new model
+            live &= ~(1 << k)
+            free.append(k)
+        else:
+            live |= 1 << k
+        live_after[i] = live
+    return out, live_after, width
 
 
 def _keep(states: dict[int, tuple[int, float, int]], mask: int,

@@ -30,10 +30,20 @@ Decisions (tuned on seeded traces, see ``bench/replay_results.md``):
   ``sum(P(within h) / h for h in 1..1024 s) x (load_s + miss_cost_s) / size`` — the sum is
   within a small factor of 1 / (time to next use), and ``miss_cost_s`` makes every cold load
   count, not only its seconds; ``victim_cost`` (value x bytes) lets the planner prefer a few
-  small victims to one big one.
+  small victims to one big one. A model seen ``n`` times counts ``n / (n + probation)`` of
+  that (scan resistance: a one-off model is the first to go, not the hot model LRU would pick).
+* **experts under pressure** (LeCaR's regret, deterministic): that *predict* value, *recency*
+  (LRU, per byte) and *frequency* (faded counts, per byte) each run a shadow cache of the
+  budget (``set_capacity``) on the same requests; a request an expert's shadow misses while
+  another's holds it is that expert's regret (discounted by ``regret_decay``), and the value
+  used is the experts' weighted geometric mean with weights ``exp(-regret_rate x regret)``
+  (at least 1% each): the trace decides how much recency and frequency count.
 * **preloads**: candidates are the non-resident models with P(within ``horizon_s``) >=
-  ``preload_threshold``, by :meth:`EdgedPolicy.preload_gain` (the cold load and stall saved if
-  the request comes after the load is done, half the load time if it comes while loading).
+  ``preload_threshold``, by :meth:`EdgedPolicy.preload_gain`: the cold load and stall saved if
+  the request comes after the load is done, plus, for a request at ``s`` while it loads, the
+  ``s`` seconds it waits less (a *partial* preload: half a load is half a stall), integrated
+  over the predicted arrival — so a load that cannot finish before its request still starts
+  when the wait it saves beats what its victims are expected to cost.
   :func:`plan_preload` lets one in where memory is free, or where the victims' expected loss —
   P(victim needed again before the candidate, within ``keep_s``) x its (load_s + miss cost),
   Belady's rule in expectation — is below the gain / (1 + margin).
@@ -59,6 +69,8 @@ _MAX_FOLLOWERS = 12
 _BASE_ALPHA = 0.01
 _DAY = 86400.0
 _SQRT2 = math.sqrt(2.0)
+EXPERTS = ("predict", "recency", "frequency")
+_PARTIAL = (1 / 64, 1 / 16, 1 / 8, 1 / 4, 1 / 2, 3 / 4, 1.0)  # of a load: the partial grid
 
 Context = dict[str, tuple[float, float, float, float]]  # b -> (P still comes, delay, sd, x)
 
@@ -72,6 +84,7 @@ class CachePolicy(Protocol):
     last: dict[str, float]  # model -> when it was last requested
 
     def set_model(self, name: str, size_bytes: int, load_s: float) -> None: ...
+    def set_capacity(self, capacity_bytes: int | None) -> None: ...
     def observe(self, model: str, t: float) -> None: ...
     def predict_next(self, now: float, k: int = 5) -> list[tuple[str, float]]: ...
     def value(self, model: str, now: float) -> float: ...
@@ -88,9 +101,14 @@ class _Base:
         self.sizes: dict[str, int] = {}
         self.load_s: dict[str, float] = {}
         self.last: dict[str, float] = {}
+        self.capacity: int | None = None
 
     def set_model(self, name: str, size_bytes: int, load_s: float) -> None:
         self.sizes[name], self.load_s[name] = max(1, int(size_bytes)), max(0.0, float(load_s))
+
+    def set_capacity(self, capacity_bytes: int | None) -> None:
+        """The memory the cached models share (the swap budget); None: unknown."""
+        self.capacity = None if capacity_bytes is None else max(1, int(capacity_bytes))
 
     def observe(self, model: str, t: float) -> None:
         self.last[model] = t
@@ -174,7 +192,9 @@ class EdgedPolicy(_Base):
                  miss_cost_s: float = 40.0, keep_s: float = 90.0, prior_gap_s: float = 600.0,
                  tail: float = 0.5, lift: float = 2.0, cost_aware: bool = True,
                  tz_offset_s: float = 0.0, tod_weight: float = 0.5,
-                 tod_min_s: float = 600.0) -> None:
+                 tod_min_s: float = 600.0, probation: float = 1.0,
+                 experts: Sequence[str] = EXPERTS, regret_rate: float = 0.5,
+                 regret_decay: float = 0.98, preload_credit: float = 0.5) -> None:
         super().__init__()
         self.window_s, self.horizon_s = window_s, horizon_s
         self.preload_threshold, self.memory_s = preload_threshold, memory_s
@@ -194,15 +214,102 @@ class EdgedPolicy(_Base):
         self._grid: tuple[float, dict[tuple[str, int], list[float]]] = (math.nan, {})
         self._base: dict[str, float] = {}  # P(b within window_s of any onset)
         self._closed = 0
+        self.probation = probation
+        unknown = set(experts) - set(EXPERTS)
+        if not experts or unknown:
+            raise ValueError(f"experts must be some of {EXPERTS}, not {list(experts)}")
+        self.experts = tuple(experts)
+        self.regret_rate, self.regret_decay = regret_rate, regret_decay
+        self.preload_credit = preload_credit
+        self.regret = dict.fromkeys(self.experts, 0.0)  # discounted misses each expert caused
+        self._shadow: dict[str, set[str]] = {e: set() for e in self.experts}  # their caches
+        self.counts: dict[str, int] = {}
+        self._freq: dict[str, tuple[float, float]] = {}  # decayed request count, as of when
+        self._blend: tuple[float, dict[str, float]] = (math.nan, {})
 
     # -- learning --------------------------------------------------------------------------
     def set_model(self, name: str, size_bytes: int, load_s: float) -> None:
         super().set_model(name, size_bytes, load_s)
         self._values, self._grid = (math.nan, {}), (math.nan, {})
+        self._blend = (math.nan, {})
+
+    def set_capacity(self, capacity_bytes: int | None) -> None:
+        super().set_capacity(capacity_bytes)
+        self._blend = (math.nan, {})
+
+    # -- experts and their regret (LeCaR's idea, deterministic) ------------------------------
+    def weights(self) -> dict[str, float]:
+        """Each expert's weight: exp(-regret_rate x its discounted misses), normalized, with a
+        floor of 1% (an expert out of favour can come back when the trace changes)."""
+        low = min(self.regret.values())
+        raw = {e: math.exp(-self.regret_rate * (r - low)) for e, r in self.regret.items()}
+        total = sum(raw.values())
+        w = {e: max(0.01, x / total) for e, x in raw.items()}
+        total = sum(w.values())
+        return {e: x / total for e, x in w.items()}
+
+    def expert_values(self, now: float, names: Collection[str] | None = None
+                      ) -> dict[str, dict[str, float]]:
+        """Every known model's value per byte (stall saved per byte kept) by each expert:
+        ``predict`` (the renewal, transition and time-of-day estimates, see ``_value``),
+        ``recency`` (1 / time since its last request: LRU) and ``frequency`` (requests,
+        faded over ``memory_s``: LFU that forgets), each x (load_s + miss cost) / size."""
+        ctx = self._context(now)
+        out: dict[str, dict[str, float]] = {e: {} for e in self.experts}
+        for name in self.stats if names is None else names:
+            st = self.stats.get(name)
+            if st is None:
+                continue
+            per_byte = (self.load_s.get(name, 1.0) + self.miss_cost_s) / self.sizes.get(
+                name, 1 << 20)
+            if "predict" in out:
+                out["predict"][name] = self._value(name, now, ctx)
+            if "recency" in out:
+                out["recency"][name] = per_byte / (max(0.0, now - st.last) + 1.0)
+            if "frequency" in out:
+                f, since = self._freq.get(name, (0.0, now))
+                out["frequency"][name] = per_byte * f * math.exp(-max(0.0, now - since)
+                                                                 / self.memory_s)
+        return out
+
+    def _learn_regret(self, model: str, t: float) -> None:
+        """Each expert runs a shadow cache of the capacity on the same requests (evicting by
+        its own values, lowest per byte first); a request its shadow misses is its regret,
+        discounted by ``regret_decay`` per miss of any shadow. What LeCaR learns from its
+        evictions' history, without randomness: the same calls give the same weights."""
+        cap = self.capacity if self.capacity is not None else sum(self.sizes.values()) // 2
+        size = self.sizes.get(model, 1 << 20)
+        missed = [e for e in self.experts if model not in self._shadow[e]]
+        if not missed or size > cap:
+            return
+        # the predict expert also preloads: a miss it saw coming (likely within a load's time
+        # from now, as the preloader asks) is not held against it
+        credited = "predict" in missed and self.preload_credit > 0 and self.soon(
+            model, t, self.horizon_s) >= self.preload_credit
+        values = self.expert_values(t, (*set().union(*(self._shadow[e] for e in missed)),))
+        for e in missed:
+            shadow, vals = self._shadow[e], values[e]
+            used = sum(self.sizes.get(n, 1 << 20) for n in shadow)
+            for victim in sorted(shadow, key=lambda n: (vals.get(n, 0.0), n)):
+                if used + size <= cap:
+                    break
+                shadow.discard(victim)
+                used -= self.sizes.get(victim, 1 << 20)
+            shadow.add(model)
+        regrets = [e for e in missed if not (credited and e == "predict")]
+        if len(regrets) < len(self.experts):  # some shadow kept it: the others learn
+            for e in self.regret:
+                self.regret[e] = self.regret_decay * self.regret[e] + float(e in regrets)
 
     def observe(self, model: str, t: float) -> None:
+        if len(self.experts) > 1:
+            self._learn_regret(model, t)
         super().observe(model, t)
+        self.counts[model] = self.counts.get(model, 0) + 1
+        f, since = self._freq.get(model, (0.0, t))
+        self._freq[model] = (f * math.exp(-(t - since) / self.memory_s) + 1.0, t)
         self._ctx, self._values, self._grid = None, (math.nan, {}), (math.nan, {})
+        self._blend = (math.nan, {})
         self._roll_day(t)
         if self._now > -math.inf:
             self._expose(self._now, t)
@@ -404,24 +511,37 @@ class EdgedPolicy(_Base):
         soon = self._soon(name, now, _HORIZONS, ctx)
         urgency = sum(p / h for p, h in zip(soon, _HORIZONS, strict=True))
         size = self.sizes.get(name, 1 << 20)
+        n = self.counts.get(name, 0)
+        if self.probation > 0:  # scan resistance: a model seen once is on probation
+            urgency *= n / (n + self.probation)
         value = urgency * (self.load_s.get(name, 1.0) + self.miss_cost_s) / size
         self._values[1][name] = value
         return value
 
     def value(self, model: str, now: float) -> float:
-        return self._value(model_name(model), now, self._context(now))
+        """What keeping a byte of ``model`` is worth: the experts' values per byte, blended
+        as a weighted geometric mean (each expert's scale cancels out of every comparison,
+        and with all the weight on one expert it is that expert's value)."""
+        name = model_name(model)
+        if len(self.experts) == 1 and self.experts[0] == "predict":
+            return self._value(name, now, self._context(now))
+        if self._blend[0] != now:
+            weights = self.weights()
+            logs: dict[str, float] = {}
+            for e, vals in self.expert_values(now).items():
+                for n, v in vals.items():
+                    logs[n] = logs.get(n, 0.0) + weights[e] * math.log(max(v, 1e-300))
+            self._blend = (now, {n: math.exp(x) for n, x in logs.items()})
+        return self._blend[1].get(name, 0.0)  # a model never requested: worth nothing yet
 
     def eviction_order(self, residents: Sequence[Resident], now: float) -> list[Resident]:
-        ctx = self._context(now)
-        return sorted(residents,
-                      key=lambda r: (self._value(model_name(r.key), now, ctx), r.key))
+        return sorted(residents, key=lambda r: (self.value(r.key, now), r.key))
 
     def victim_cost(self, now: float) -> Callable[[Resident], float] | None:
         """Expected stall lost by evicting a resident: its value per byte times its bytes."""
         if not self.cost_aware:
             return None
-        ctx = self._context(now)
-        return lambda r: self._value(model_name(r.key), now, ctx) * r.bytes
+        return lambda r: self.value(r.key, now) * r.bytes
 
     def predict_next(self, now: float, k: int = 5) -> list[tuple[str, float]]:
         ctx = self._context(now)
@@ -437,9 +557,19 @@ class EdgedPolicy(_Base):
     def _gain(self, name: str, now: float, ctx: Context) -> tuple[float, float]:
         """(preload_gain, P(within horizon_s)), remembered for one instant."""
         load = self.load_s.get(name, 1.0)
-        p_load, p_h = self._cached((name, 2), now, (min(load, self.horizon_s), self.horizon_s),
-                                   ctx)
-        return (self.miss_cost_s + load) * max(0.0, p_h - p_load) + 0.5 * load * p_load, p_h
+        ld = min(load, self.horizon_s)
+        hs = [f * ld for f in _PARTIAL] + [self.horizon_s]
+        fs = self._cached((name, 2), now, hs, ctx)
+        p_load, p_h = fs[-2], fs[-1]
+        # a request at s < ld waits ld - s instead of load: it saves s (half a load is half a
+        # stall): E[s; s < ld] = ld F(ld) - integral of F over [0, ld] (trapezoids on a grid
+        # finer near 0, where a follower due soon puts its mass)
+        area, prev_h, prev_f = 0.0, 0.0, 0.0
+        for h, f in zip(hs[:-1], fs[:-1], strict=True):
+            area += (h - prev_h) * 0.5 * (f + prev_f)
+            prev_h, prev_f = h, f
+        partial = max(0.0, ld * p_load - area)
+        return (self.miss_cost_s + load) * max(0.0, p_h - p_load) + partial, p_h
 
     def _cached(self, key: tuple[str, int], now: float, hs: Sequence[float],
                 ctx: Context) -> list[float]:

@@ -50,6 +50,10 @@ class LockedPolicy:
         with self._lock:
             self._p.set_model(name, size_bytes, load_s)
 
+    def set_capacity(self, capacity_bytes: int | None) -> None:
+        with self._lock:
+            self._p.set_capacity(capacity_bytes)
+
     def observe(self, model: str, t: float) -> None:
         self._pending.append((model, t))
         if len(self._pending) > 4096:  # nobody queried for a while (preloading off): fold now
@@ -109,7 +113,9 @@ class Preloader:
                 log.exception("preload pass failed")
 
     def refresh_models(self) -> None:
-        """Tell the policy every installed model's size and measured load time."""
+        """Tell the policy every installed model's size and measured load time, and the swap
+        budget they share (what its experts' regret is measured against)."""
+        self._policy.set_capacity(self._m.residency.budgets.swap_bytes)
         for entry in self._m.catalog.list():
             v = entry.versions[entry.active]
             self._policy.set_model(entry.name, v.measured_bytes or v.estimated_bytes,

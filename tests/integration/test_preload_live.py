@@ -13,10 +13,23 @@ from pathlib import Path
 import modelgen
 import numpy as np
 
+from edged.v1 import models_pb2
+
+LOADING = models_pb2.LOAD_STATE_LOADING
+
 
 def edgectl(target: str, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "edged.cli.main", "--target", target, *args],
                           capture_output=True, text=True, timeout=60, check=False)
+
+
+def wait_not_loading(client, name: str, timeout: float = 60.0) -> None:  # type: ignore[no-untyped-def]
+    """Wait (on the daemon's state, not a guessed sleep) until ``name`` is not being loaded:
+    a preload still running on a busy box is let finish before its request comes."""
+    deadline = time.monotonic() + timeout
+    while any(m.name == name and m.state == LOADING for m in client.status().loaded):
+        assert time.monotonic() < deadline, f"{name} still loading after {timeout} s"
+        time.sleep(0.05)
 
 
 def test_repeating_pattern_gets_preload_hits(daemon_factory, tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -24,17 +37,24 @@ def test_repeating_pattern_gets_preload_hits(daemon_factory, tmp_path) -> None: 
     d = daemon_factory({"budgets": {"swap": "200MiB"},  # room for two of the three
                         "preload": {"enabled": True, "interval_s": 0.05}}).start()
     x = np.ones((1, 64), np.float32)
+    order = ("wake", "asr", "detect")
     with d.client() as c:
-        for name in ("wake", "asr", "detect"):
+        for name in order:
             c.install(name, modelgen.weights_model(tmp_path / f"{name}.onnx", 60 * mb),
                       tasks=["demo"])
-        # a preload only pays if it is done before the request: 1 s apart leaves room for a
-        # 60 MB load on a busy 2-core CI box (at 0.6 s, loads there took longer than the gap,
-        # and the policy rightly stopped preloading; tools/replay.py shows the same)
-        for _ in range(12):
-            for name in ("wake", "asr", "detect"):
-                c.infer(name, {"x": x})
-                time.sleep(1.0)
+        # requests at least 1 s apart, a robot's pace, and at least twice the slowest load
+        # this box measured (a 60 MB load on a busy 2-core CI box can take longer than 1 s);
+        # a preload of the next model still running then is waited for on its state: how
+        # long a load takes here never decides what the test sees
+        gap = 1.0
+        for i in range(12 * len(order)):
+            name = order[i % len(order)]
+            wait_not_loading(c, name)
+            c.infer(name, {"x": x})
+            if i % len(order) == len(order) - 1:
+                gap = max(1.0, 2.0 * max(v.load_seconds for m in c.list_models()
+                                         for v in m.versions))
+            time.sleep(gap)
         events = list(c.events())
         swap = next(t for t in c.status().tiers if t.tier == 2)
     kinds = [ev.kind for ev in events]

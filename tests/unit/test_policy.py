@@ -309,3 +309,114 @@ def test_the_daemons_policy_counts_hours_in_local_time() -> None:
     assert make_policy("edged")._hour(22 * 3600.0) == 22  # type: ignore[attr-defined]
     with pytest.raises(ValueError, match="unknown policy 'mru'"):
         make_policy("mru")
+
+
+# -- experts and regret, scan resistance, partial preloads (issue 16) ------------------------
+def test_regret_weights_move_towards_the_expert_the_trace_favours() -> None:
+    # capacity for three of these equal models
+    def run(events: list[tuple[str, float]]) -> dict[str, float]:
+        p = EdgedPolicy()
+        p.set_capacity(300 * MiB)
+        for name in {m for m, _ in events}:
+            p.set_model(name, 100 * MiB, 1.0)
+        feed(p, events)
+        return p.weights()
+
+    # two hot models, and a scan of one-offs between their uses: LRU lets the scan push a
+    # hot model out, a frequency count keeps both
+    scan = [(m, 10.0 * i + off) for i in range(200) for m, off in (("h1", 0.0), ("h2", 1.0))]
+    scan += [(f"x{i}-{k}", 10.0 * i + 2.0 + 2 * k) for i in range(200) for k in range(3)]
+    w = run(sorted(scan, key=lambda e: e[1]))
+    assert w["frequency"] > 0.4 and w["recency"] < 0.05, w
+    # the working set moves on every 10 minutes: counts keep the old set, recency follows
+    phases = [(f"p{k}m{j}", 600.0 * k + 4.0 * i + j)
+              for k in range(4) for i in range(150) for j in range(3)]
+    w = run(sorted(phases, key=lambda e: e[1]))
+    assert w["recency"] > w["frequency"], w
+    assert abs(sum(w.values()) - 1.0) < 1e-9 and min(w.values()) >= 0.0099
+
+
+def test_regret_learns_nothing_without_pressure_and_is_deterministic() -> None:
+    p = EdgedPolicy()
+    p.set_capacity(10_000 * MiB)  # everything fits: no expert ever misses a second time
+    for name in ("a", "b", "c"):
+        p.set_model(name, 100 * MiB, 1.0)
+    feed(p, [("abc"[i % 3], float(i)) for i in range(300)])
+    assert p.regret == dict.fromkeys(p.experts, 0.0)
+    with pytest.raises(ValueError, match="experts"):
+        EdgedPolicy(experts=("predict", "mru"))
+
+
+def test_a_one_off_model_does_not_flush_a_frequently_used_one() -> None:
+    # h1 and h2 every 30 s for an hour; x is requested once, just now: the next demand load
+    # pushes x out, not the hot model LRU would pick (the one used longest ago)
+    events = [(h, float(t) + off) for t in range(0, 3600, 30) for h, off in (("h1", 0),
+                                                                               ("h2", 5))]
+    events.append(("x", 3596.0))
+    residents = [res("h1:1"), res("h2:1"), res("x:1")]
+    budgets, full = Budgets(0, 300 * MiB, 0), Memory(0, 0, swap_total_bytes=0)
+    req = LoadRequest("new:1", "swap", 100 * MiB)
+    p = EdgedPolicy()
+    p.set_capacity(300 * MiB)
+    for name in ("h1", "h2", "x", "new"):
+        p.set_model(name, 100 * MiB, 1.0)
+    feed(p, with_background(events, 3597))
+    d = plan_demand(p, req, residents, budgets, full, 3597.0)
+    assert isinstance(d, planner.AdmitAfterEvicting) and d.victims == ("x:1",)
+    lru = LruPolicy()
+    feed(lru, with_background(events, 3597))
+    d = plan_demand(lru, req, residents, budgets, full, 3597.0)
+    assert isinstance(d, planner.AdmitAfterEvicting) and d.victims == ("h1:1",)
+    # probation: seen once, x is worth less than the same model seen many times
+    assert EdgedPolicy(probation=1.0).probation == 1.0
+    once = EdgedPolicy(experts=("predict",))
+    once.set_model("y", 100 * MiB, 1.0)
+    once.observe("y", 0.0)
+    trusted = EdgedPolicy(experts=("predict",), probation=0.0)
+    trusted.set_model("y", 100 * MiB, 1.0)
+    trusted.observe("y", 0.0)
+    assert once.value("y", 1.0) < 0.6 * trusted.value("y", 1.0)
+
+
+def partial_setup(delay: float) -> tuple[EdgedPolicy, float]:
+    """wake, then llm ``delay`` s later, every 2-5 minutes among unrelated models; the llm
+    takes 7.5 s to load: a preload started at wake cannot finish before its request, it can
+    only shorten the wait. Returns the policy just after a wake, and that instant."""
+    p = EdgedPolicy()
+    p.set_model("llm", 400 * MiB, 7.5)
+    p.set_model("wake", 10 * MiB, 0.1)
+    p.set_model("cold", 400 * MiB, 1.0)
+    rng = random.Random(7)
+    events, t = [("cold", 3.0)], 10.0
+    while t < 6000.0:
+        events += [("wake", t), ("llm", t + delay)]
+        t += rng.uniform(120.0, 300.0)
+    events = [e for e in events if e[1] < 6000.0] + others(6000)
+    feed(p, with_background(events, 6000))
+    p.observe("wake", 6000.0)
+    return p, 6000.1
+
+
+def test_a_partial_preload_starts_when_it_pays() -> None:
+    # the llm comes 4 s after wake: a preload at wake saves ~4 s of its 7.5 s load (it comes
+    # while loading, so not a cold load saved); the cold model is worth far less: evict it
+    p, now = partial_setup(4.0)
+    gain = p.preload_gain("llm", now)
+    assert 3.0 < gain < 4.5, gain  # about the 4 s the request would wait less
+    req = LoadRequest("llm:1", "swap", 400 * MiB)
+    residents = [res("cold:1", 400), res("vad:1", 400)]
+    d = plan_preload(p, req, residents, BUDGETS, mem(800), now)
+    assert isinstance(d, planner.AdmitAfterEvicting) and d.victims == ("cold:1",)
+
+
+def test_a_partial_preload_does_not_start_when_it_does_not_pay() -> None:
+    # the llm comes 0.3 s after wake: a preload saves at most 0.3 s, too little to evict for
+    p, now = partial_setup(0.3)
+    assert p.preload_gain("llm", now) < 0.5
+    req = LoadRequest("llm:1", "swap", 400 * MiB)
+    d = plan_preload(p, req, [res("cold:1", 400), res("vad:1", 400)], BUDGETS, mem(800), now)
+    assert isinstance(d, planner.Reject)
+    # and a victim needed before the llm is never pushed out for a partial gain
+    q, now = partial_setup(4.0)
+    d = plan_preload(q, req, [res("vad:1", 800)], BUDGETS, mem(800), now)
+    assert isinstance(d, planner.Reject)  # the VAD is due within a second

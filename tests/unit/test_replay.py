@@ -123,11 +123,25 @@ def test_optimum_is_a_lower_bound_for_demand_policies(replay: ModuleType) -> Non
 
 def test_optimum_reports_na_beyond_its_limits(replay: ModuleType,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    trace, models = trace_of("ABCDE"), costs(a=1, b=1, c=1, d=1, e=1)
+    trace, models = trace_of("ABCDEABCDE"), costs(a=1, b=1, c=1, d=1, e=1)
     monkeypatch.setattr(replay, "MAX_EXACT_MODELS", 4)
     r = replay.optimal(trace, models, 2)
     assert r.cold_loads is None and r.hit_rate is None and r.note.startswith("n/a")
     assert "4" in r.note
+
+
+def test_optimum_reuses_the_bits_of_dead_models(replay: ModuleType,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """One-off models (never requested again) free their bit: ten distinct models, at most
+    three live at once, stay exact under a limit of 3 — and match the unlimited search."""
+    trace = trace_of("ABCADBEAFBGAHBIAJB")
+    models = costs(**{c: 1 for c in "abcdefghij"})
+    exact = replay.optimal(trace, models, 2)
+    monkeypatch.setattr(replay, "MAX_EXACT_MODELS", 3)
+    r = replay.optimal(trace, models, 2)
+    assert r.cold_loads == exact.cold_loads and r.note.startswith("exact")
+    assert r.cold_loads == brute_force_misses([e.model for e in trace],
+                                              {m: c.size_bytes for m, c in models.items()}, 2)
 
 
 class PreloadAt(LruPolicy):
