@@ -9,7 +9,7 @@ import sys
 from typing import Any
 
 from edged import errors as e
-from edged.cli import model_commands, output
+from edged.cli import model_commands, output, variant_commands
 from edged.cli.pbjson import event_dict, status_dict
 from edged.client import EdgedClient
 
@@ -25,6 +25,7 @@ def register(sub: Any) -> None:
     r = sub.add_parser("reload", help="re-read the tier manifests (like SIGHUP)")
     r.set_defaults(func=cmd_reload)
     model_commands.register(sub)
+    variant_commands.register(sub)
 
 
 def emit_error(err: e.EdgedError, exit_code: int) -> None:

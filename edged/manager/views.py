@@ -41,6 +41,7 @@ class LoadedView:
     providers: tuple[str, ...] = ()
     preloaded: bool = False
     evicting: bool = False  # a victim on its way out: its bytes already went to a new load
+    variant: str = ""  # the variant loaded ("": the version itself)
 
 
 @dataclass(frozen=True)
@@ -85,3 +86,4 @@ class InstallSpec:
     activate: bool = True
     engine_info: dict[str, str] = field(default_factory=dict)
     allow_signature_change: bool = False
+    variant: str = ""  # add the artifact as this variant of the version (see catalog)
