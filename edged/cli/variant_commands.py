@@ -123,9 +123,10 @@ def cmd_recommend(client: EdgedClient, args: argparse.Namespace) -> int:
     rows = [[f.variant, TIER_NAMES.get(f.tier, ""), f.decision.replace("_", " ")
              + (f" {', '.join(f.evict)}" if f.evict else ""),
              output.size(f.estimated_bytes), output.size(f.measured_bytes) if f.measured_bytes
-             else "-", f"{f.quality:g}", "-" if f.max_batch < 0 else str(f.max_batch)]
+             else "-", f"{f.latency_ms:.2f} ms" if f.latency_ms else "-", f"{f.quality:g}",
+             "-" if f.max_batch < 0 else str(f.max_batch)]
             for f in r.fits]
-    output.table(["VARIANT", "TIER", "FITS", "ESTIMATED", "MEASURED", "QUALITY", "MAX BATCH"],
-                 rows)
+    output.table(["VARIANT", "TIER", "FITS", "ESTIMATED", "MEASURED", "LATENCY", "QUALITY",
+                  "MAX BATCH"], rows)
     print(f"\nrecommended: {r.reason}")
     return 0

@@ -46,6 +46,7 @@ class Serving:
         self._metrics = metrics
         self._clock = clock
         self._latency_ms: dict[str, float] = {}
+        self._variant_ms: dict[tuple[str, str], float] = {}  # (model, variant) -> ms
         self._select_mode = select_mode
         self._pins = dict(pins or {})
 
@@ -118,6 +119,10 @@ class Serving:
         ms = (now - t_run) * 1e3
         prev = self._latency_ms.get(name)
         self._latency_ms[name] = ms if prev is None else 0.9 * prev + 0.1 * ms
+        if spec.variant:  # per variant too, for recommend
+            vkey = (name, spec.variant)
+            prev = self._variant_ms.get(vkey)
+            self._variant_ms[vkey] = ms if prev is None else 0.9 * prev + 0.1 * ms
         return v, {k: self._shm_result(k, val, output_shm) for k, val in results.items()}
 
     def _finish_trace(self, ticket: int, name: str, version: int,
@@ -232,7 +237,8 @@ class Serving:
                 variant=vname, tier=spec.tier, decision=decision, evict=evict,
                 estimated_bytes=v.estimated_bytes if v is not None else spec.bytes,
                 measured_bytes=measured, load_seconds=v.load_seconds if v is not None else None,
-                quality=v.quality if v is not None else 0.0, max_batch=batch, reason=why))
+                quality=v.quality if v is not None else 0.0, max_batch=batch, reason=why,
+                latency_ms=self._variant_ms.get((label, vname))))
         choice, reason = variants.pick(fits, own, max_quality_drop, home)
         return variants.Recommendation(label, tuple(fits), choice, reason)
 

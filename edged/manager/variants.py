@@ -74,6 +74,7 @@ class Fit:
     quality: float
     max_batch: int | None  # the largest batch within the tier's budget (None: not batched)
     reason: str
+    latency_ms: float | None = None  # measured on real requests to this variant, if any
 
 
 @dataclass(frozen=True)

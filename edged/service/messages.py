@@ -117,7 +117,8 @@ def variant_fit_pb(f: Any) -> models_pb2.VariantFit:
         variant=f.variant, tier=TIER_TO_PB[f.tier], decision=f.decision, evict=list(f.evict),
         estimated_bytes=f.estimated_bytes, measured_bytes=f.measured_bytes or 0,
         load_seconds=f.load_seconds or 0.0, quality=f.quality,
-        max_batch=-1 if f.max_batch is None else f.max_batch, reason=f.reason)
+        max_batch=-1 if f.max_batch is None else f.max_batch, reason=f.reason,
+        latency_ms=f.latency_ms or 0.0)
 
 
 def recommend_pb(r: Any) -> models_pb2.RecommendResponse:

@@ -565,7 +565,7 @@ class RecommendRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ..., artifact_path: _Optional[str] = ..., warmup_shapes: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class VariantFit(_message.Message):
-    __slots__ = ("variant", "tier", "decision", "evict", "estimated_bytes", "measured_bytes", "load_seconds", "quality", "max_batch", "reason")
+    __slots__ = ("variant", "tier", "decision", "evict", "estimated_bytes", "measured_bytes", "load_seconds", "quality", "max_batch", "reason", "latency_ms")
     VARIANT_FIELD_NUMBER: _ClassVar[int]
     TIER_FIELD_NUMBER: _ClassVar[int]
     DECISION_FIELD_NUMBER: _ClassVar[int]
@@ -576,6 +576,7 @@ class VariantFit(_message.Message):
     QUALITY_FIELD_NUMBER: _ClassVar[int]
     MAX_BATCH_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
     variant: str
     tier: Tier
     decision: str
@@ -586,7 +587,8 @@ class VariantFit(_message.Message):
     quality: float
     max_batch: int
     reason: str
-    def __init__(self, variant: _Optional[str] = ..., tier: _Optional[_Union[Tier, str]] = ..., decision: _Optional[str] = ..., evict: _Optional[_Iterable[str]] = ..., estimated_bytes: _Optional[int] = ..., measured_bytes: _Optional[int] = ..., load_seconds: _Optional[float] = ..., quality: _Optional[float] = ..., max_batch: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
+    latency_ms: float
+    def __init__(self, variant: _Optional[str] = ..., tier: _Optional[_Union[Tier, str]] = ..., decision: _Optional[str] = ..., evict: _Optional[_Iterable[str]] = ..., estimated_bytes: _Optional[int] = ..., measured_bytes: _Optional[int] = ..., load_seconds: _Optional[float] = ..., quality: _Optional[float] = ..., max_batch: _Optional[int] = ..., reason: _Optional[str] = ..., latency_ms: _Optional[float] = ...) -> None: ...
 
 class RecommendResponse(_message.Message):
     __slots__ = ("name", "fits", "choice", "reason")
