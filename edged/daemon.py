@@ -317,10 +317,6 @@ class Daemon:
         self._lock.release()
 
 
-if __name__ == "__main__":  # pragma: no cover
-    os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    sys.exit(main())
-
 
 class Parts:
     """The model manager and what runs beside it (worker pool, preloader, trace recorder)."""
@@ -532,3 +528,9 @@ def _socket_gid(cfg: cfgmod.Config) -> int | None:
         return grp.getgrnam(cfg.listen.unix_group).gr_gid
     except KeyError:
         return None
+
+
+# Last: `python -m edged.daemon` runs this, and main() needs every name above.
+if __name__ == "__main__":  # pragma: no cover
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())

@@ -19,6 +19,15 @@ PINNED_GRPCIO_TOOLS = "1.81.1"
 ROOT = Path(__file__).resolve().parent.parent
 PROTO_ROOT = ROOT / "proto"
 PACKAGES = ("edged/v1", "edged/oip")
+# The OIP messages keep Triton's package and names (``inference.ModelInferRequest``), which
+# tritonclient registers in protobuf's default pool too: two files defining one symbol there is
+# a "duplicate symbol" TypeError in whichever module a process imports second. edged's OIP
+# module therefore registers in a pool of its own; the wire format is the same bytes.
+PRIVATE_POOL = ("edged/oip/",)
+_DEFAULT_POOL = "DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile("
+_OWN_POOL = ("# edged's own pool: tritonclient defines these 'inference' symbols in the default\n"
+             "POOL = _descriptor_pool.DescriptorPool()\n"
+             "DESCRIPTOR = POOL.AddSerializedFile(")
 
 
 def proto_files() -> list[Path]:
@@ -59,9 +68,18 @@ def generate(out: Path) -> list[Path]:
         raise SystemExit("gen_protos: protoc failed")
     for rel in files:
         stem = rel[: -len(".proto")]
+        if rel.startswith(PRIVATE_POOL):
+            _use_own_pool(out / (stem + "_pb2.py"))
         for suffix in ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py"):
             written.append(out / (stem + suffix))
     return written
+
+
+def _use_own_pool(module: Path) -> None:
+    text = module.read_text()
+    if text.count(_DEFAULT_POOL) != 1:
+        raise SystemExit(f"gen_protos: {module}: expected one default-pool registration")
+    module.write_text(text.replace(_DEFAULT_POOL, _OWN_POOL))
 
 
 def main(argv: list[str] | None = None) -> int:

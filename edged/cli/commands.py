@@ -12,6 +12,7 @@ from edged import errors as e
 from edged.cli import model_commands, output, variant_commands
 from edged.cli.pbjson import event_dict, status_dict
 from edged.client import EdgedClient
+from edged.units import format_size
 
 
 def register(sub: Any) -> None:
@@ -20,7 +21,9 @@ def register(sub: Any) -> None:
     ev = sub.add_parser("events", help="loads, evictions, preloads, rejections, switches")
     ev.add_argument("--follow", "-f", action="store_true", help="keep printing new events")
     ev.add_argument("--since", type=int, default=0, help="only events after this sequence no.")
-    ev.add_argument("--kind", action="append", default=[], help="filter by kind (repeatable)")
+    ev.add_argument("--kind", action="append", default=[],
+                    help="only events of this kind, e.g. load, evict, reject (repeatable; an "
+                         "unknown kind is an error)")
     ev.set_defaults(func=cmd_events)
     r = sub.add_parser("reload", help="re-read the tier manifests (like SIGHUP)")
     r.set_defaults(func=cmd_reload)
@@ -60,9 +63,11 @@ def cmd_status(client: EdgedClient, args: argparse.Namespace) -> int:
         load = "" if g["load_percent"] < 0 else f"  {g['load_percent']:.0f}% load"
         print(f"gpu      {g['name']}{load}  [{g['source']}]")
     sim = "  (simulated)" if m["simulated"] else ""
+    swap = (f"swap {output.size(m['swap_free_bytes'])} free of "
+            f"{output.size(m['swap_total_bytes'])}" if m["swap_total_bytes"] else "no swap")
     print(f"memory   {output.size(m['available_bytes'])} available of "
           f"{output.size(m['total_bytes'])}{sim}, reserve {output.size(m['reserve_bytes'])}, "
-          f"swap {output.size(m['swap_free_bytes'])} free of {output.size(m['swap_total_bytes'])}"
+          f"{swap}"
           + (f", NvMap {output.size(m['nvmap_used_bytes'])}" if m["nvmap_used_bytes"] else ""))
     if d["temperatures_c"]:
         temps = ", ".join(f"{k} {v:.0f}C" for k, v in sorted(d["temperatures_c"].items()))
@@ -104,11 +109,26 @@ def cmd_events(client: EdgedClient, args: argparse.Namespace) -> int:
             sys.stdout.write(json.dumps(d) + "\n")
         else:
             when = dt.datetime.fromtimestamp(ev.time).strftime("%H:%M:%S.%f")[:-3]
-            model = f" {ev.model}:{ev.version}" if ev.model else ""
-            extra = " ".join(f"{k}={v}" for k, v in sorted(ev.details.items()))
-            print(f"{ev.seq:>6} {when} {ev.kind:<15}{model} {ev.message} {extra}".rstrip())
+            model = f" {ev.model}" + (f":{ev.version}" if ev.version else "") if ev.model else ""
+            message = "" if ev.message == ev.kind else f" {ev.message}"
+            extra = "".join(f" {k}={v}" for k, v in _details(ev.details))
+            print(f"{ev.seq:>6} {when} {ev.kind:<15}{model}{message}{extra}".rstrip())
         sys.stdout.flush()
     return 0
+
+
+def _details(details: Any) -> list[tuple[str, str]]:
+    """An event's details for people: empty ones left out, byte counts in human units
+    (``freed=29.3 MiB``); ``--json`` keeps the exact numbers. Details the message already
+    says in human units (a load's footprint, an install's size) are not repeated."""
+    out = []
+    for k, v in sorted(details.items()):
+        if not v or k in ("footprint_bytes", "size_bytes"):
+            continue
+        if k.endswith("_bytes") and v.isdigit():
+            k, v = k[: -len("_bytes")], format_size(int(v))
+        out.append((k, v))
+    return out
 
 
 def cmd_reload(client: EdgedClient, args: argparse.Namespace) -> int:

@@ -29,6 +29,15 @@ BY_CODE: dict[e.Code, int] = {
 }
 
 
+class LocalError(Exception):
+    """A problem on this side, before any call (a missing input file, a malformed ``--warmup``,
+    an unreadable ``--token-file``): exit 2 with a message in the user's terms."""
+
+    def __init__(self, message: str, field: str = "") -> None:
+        super().__init__(message)
+        self.field = field
+
+
 def for_error(err: e.EdgedError) -> int:
     from edged.client import DaemonUnreachable
 

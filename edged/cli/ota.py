@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from edged import errors as e
+from edged.cli.installed import installed_as
 from edged.client import DaemonUnreachable, EdgedClient
 
 COMMITTED, FAILED, USAGE, UNREACHABLE, VERIFY, TEST_LOAD, SIGNATURE, HEALTH, ROLLBACK_FAILED = (
@@ -71,14 +72,31 @@ def _signature(model: Any, version: int) -> list[tuple[str, str, str, tuple[int,
     return []
 
 
+def signature_diff(old: Sequence[tuple[str, str, str, tuple[int, ...]]],
+                   new: Sequence[tuple[str, str, str, tuple[int, ...]]]) -> str:
+    """``input x: FP32 [1x3x?x?] -> FP32 [1x3x64x64]; output y: removed``, for people."""
+    def text(dtype: str, shape: tuple[int, ...]) -> str:
+        return f"{dtype} [{'x'.join('?' if d < 0 else str(d) for d in shape)}]"
+
+    was = {(k, n): text(t, s) for k, n, t, s in old}
+    now = {(k, n): text(t, s) for k, n, t, s in new}
+    parts = []
+    for key in sorted(was.keys() | now.keys()):
+        a, b = was.get(key), now.get(key)
+        if a == b:
+            continue
+        change = (f"added ({b})" if a is None else f"removed (was {a})" if b is None
+                  else f"{a} -> {b}")
+        parts.append(f"{key[0]} {key[1]}: {change}")
+    return "; ".join(parts)
+
+
 def _already_active(prev: Any, args: argparse.Namespace) -> int:
     """The active version when it is this very file (same sha256 and size), else 0."""
     path = Path(args.file)
-    for v in prev.versions:
-        if v.version == prev.active_version and v.sha256 == args.sha256.lower() and \
-                path.is_file() and v.size_bytes == path.stat().st_size:
-            return int(v.version)
-    return 0
+    if not path.is_file():
+        return 0
+    return installed_as(prev, args.sha256, path.stat().st_size, active_only=True)
 
 
 def run_install(client: EdgedClient, args: argparse.Namespace, out: Outcome) -> None:
@@ -127,7 +145,8 @@ def run_install(client: EdgedClient, args: argparse.Namespace, out: Outcome) -> 
             if old != new and not args.allow_signature_change:
                 raise Step(SIGNATURE, "signature",
                            f"signature of v{res.version} differs from active "
-                           f"v{prev.active_version}: {sorted(set(old) ^ set(new))}")
+                           f"v{prev.active_version}: {signature_diff(old, new)} "
+                           "(pass --allow-signature-change to accept it)")
             out.log("signature matches the active version" if old == new
                     else "signature differs (allowed)", q)
             out.stage = "switch"
@@ -180,7 +199,15 @@ def rollback(client: EdgedClient, out: Outcome, quiet: bool) -> bool:
 
 
 def _warmup(specs: Sequence[str]) -> dict[str, list[int]]:
-    return {n: [int(x) for x in d.split("x")] for n, _, d in (s.partition("=") for s in specs)}
+    out = {}
+    for spec in specs:
+        name, _, dims = spec.partition("=")
+        try:
+            out[name] = [int(x) for x in dims.split("x")]
+        except ValueError:
+            raise Step(USAGE, "start", f"--warmup {spec!r}: expected INPUT=DIMS, e.g. "
+                                       "x=1x3x64x64") from None
+    return out
 
 
 def _engine_info(specs: Sequence[str]) -> dict[str, str]:
@@ -191,26 +218,36 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="edged-ota", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split("\n\n", 1)[1])
-    p.add_argument("--target", default=None)
-    p.add_argument("--timeout", type=float, default=120.0)
-    p.add_argument("--token-file", type=Path)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--target", default=None,
+                   help="unix:PATH or HOST:PORT of the daemon (default: env EDGED_TARGET, then "
+                        "the default socket)")
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds per call (default 120)")
+    p.add_argument("--token-file", type=Path, help="bearer token (TCP targets, admin calls)")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object with the outcome and the steps, nothing else")
     sub = p.add_subparsers(dest="command", required=True)
     i = sub.add_parser("install", help="install, verify, test-load, switch, probe, commit")
-    i.add_argument("name")
-    i.add_argument("file")
+    i.add_argument("name", help="the model's name")
+    i.add_argument("file", help="the artifact (ONNX file or TensorRT engine)")
     i.add_argument("--sha256", required=True, help="expected sha256 of FILE")
-    i.add_argument("--version", type=int, default=0)
-    i.add_argument("--tier", choices=("ram", "swap", "storage"))
-    i.add_argument("--task", action="append", default=[])
-    i.add_argument("--quality", type=float, default=0.0)
-    i.add_argument("--warmup", action="append", default=[], metavar="INPUT=1x3x64x64")
-    i.add_argument("--probe-input", action="append", default=[], metavar="NAME=FILE.npy")
-    i.add_argument("--allow-signature-change", action="store_true")
+    i.add_argument("--version", type=int, default=0,
+                   help="the version number (default: the next one)")
+    i.add_argument("--tier", choices=("ram", "swap", "storage"),
+                   help="a first version's tier (default swap); later versions keep the model's")
+    i.add_argument("--task", action="append", default=[],
+                   help="a task it can do (repeatable; default: the active version's)")
+    i.add_argument("--quality", type=float, default=0.0,
+                   help="a quality score for select (default: the active version's)")
+    i.add_argument("--warmup", action="append", default=[], metavar="INPUT=1x3x64x64",
+                   help="warm-up shape of an input (repeatable; default: the active version's)")
+    i.add_argument("--probe-input", action="append", default=[], metavar="NAME=FILE.npy",
+                   help="run one inference on this input as the health probe (repeatable)")
+    i.add_argument("--allow-signature-change", action="store_true",
+                   help="accept inputs/outputs that differ from the active version's")
     i.add_argument("--engine-info", action="append", default=[], metavar="KEY=VALUE",
                    help="what a TensorRT engine was built for, e.g. gpu=NAME")
     r = sub.add_parser("rollback", help="re-activate PREVIOUS and remove VERSION")
-    r.add_argument("name")
+    r.add_argument("name", help="the model's name")
     r.add_argument("--version", type=int, required=True, help="the version to remove")
     r.add_argument("--previous", type=int, default=0, help="the version to re-activate")
     return p
@@ -218,9 +255,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    token = args.token_file.read_text().strip() if args.token_file else None
+    try:
+        token = args.token_file.read_text().strip() if args.token_file else None
+    except OSError as exc:
+        print(f"edged-ota: --token-file {args.token_file}: {exc.strerror or exc}",
+              file=sys.stderr)
+        return USAGE
     out = Outcome(args.name)
     code, message = COMMITTED, "committed"
+    logged = False  # the failure is already on stderr as a step: the last line does not repeat it
     with EdgedClient(args.target, timeout=args.timeout, token=token) as client:
         try:
             if args.command == "rollback":
@@ -235,6 +278,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except Step as step:
             code, message = step.code, str(step)
             out.log(f"{step.stage} failed: {step}", args.json)
+            logged = True
             if step.code != VERIFY and not rollback(client, out, args.json):
                 code = ROLLBACK_FAILED
         except e.EdgedError as exc:
@@ -248,7 +292,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                           "already_installed": out.already_installed, "message": message,
                           "steps": out.steps}))
     elif code != COMMITTED:
-        print(f"edged-ota: {message} (exit {code})", file=sys.stderr)
+        outcome = ("nothing installed" if code in (VERIFY, USAGE)
+                   else "ROLLBACK FAILED: the device needs attention"
+                   if code == ROLLBACK_FAILED else "rolled back")
+        print(f"edged-ota: {outcome} (exit {code})" if logged
+              else f"edged-ota: {message} (exit {code})", file=sys.stderr)
     return code
 
 

@@ -112,7 +112,7 @@ class EdgedClient:
                                      f"(the daemon's CA certificate; TCP targets need TLS): "
                                      f"{details}")
         if code == grpc.StatusCode.UNAVAILABLE and _looks_unreachable(exc):
-            return DaemonUnreachable(f"{where}: {details}")
+            return DaemonUnreachable(f"{where}: {_unreachable_cause(details, self.target)}")
         if code == grpc.StatusCode.DEADLINE_EXCEEDED and not self._channel_ready():
             return DaemonUnreachable(
                 f"{where}: no gRPC answer before the deadline (the connection never became "
@@ -210,16 +210,21 @@ class EdgedClient:
         return result
 
     @staticmethod
-    def _header(name: str, *, version: int = 0, tier: str = "swap", tasks: Sequence[str] = (),
+    def _header(name: str, *, version: int = 0, tier: str = "", tasks: Sequence[str] = (),
                 quality: float = 0.0, providers: Sequence[str] = (), precision: str = "",
                 notes: str = "", warmup_shapes: Mapping[str, Sequence[int]] | None = None,
                 group: str = "", activate: bool = True,
                 engine_info: Mapping[str, str] | None = None,
-                allow_signature_change: bool = False, variant: str = "") -> mpb.InstallHeader:
-        if tier not in TIERS:
+                allow_signature_change: bool = False, inherit: bool = True,
+                variant: str = "") -> mpb.InstallHeader:
+        """``tier`` "": the model's own tier (swap for a new model). ``inherit``: what is left
+        unsaid (tasks, quality, providers, precision, warm-up shapes, group) comes from the
+        active version; ``show`` lists what was inherited."""
+        if tier and tier not in TIERS:
             raise e.InvalidArgument(f"unknown tier {tier!r} (ram, swap, storage)", field="tier")
         return mpb.InstallHeader(
-            name=name, version=version, tier=TIERS[tier], tasks=list(tasks), quality=quality,
+            name=name, version=version, tier=TIERS[tier] if tier else mpb.TIER_UNSPECIFIED,
+            tasks=list(tasks), quality=quality, no_inherit=not inherit,
             providers=list(providers), precision=precision, notes=notes,
             warmup_shapes={k: "x".join(map(str, v)) for k, v in (warmup_shapes or {}).items()},
             group=group, activate=activate, engine_info=dict(engine_info or {}),
@@ -362,6 +367,20 @@ def _looks_tls_failure(details: str, *, plaintext_tcp: bool) -> bool:
     if "handshake" in text or "ssl" in text or "certificate" in text:
         return True
     return plaintext_tcp and ("socket closed" in text or "connection reset" in text)
+
+
+def _unreachable_cause(details: str, target: Target) -> str:
+    """gRPC's text names the address three times; the user needs the cause and what to check."""
+    text = details.lower()
+    hint = "is edged running? is EDGED_TARGET (or --target) set to where it listens?"
+    if "no such file" in text:
+        return f"no socket there ({hint})"
+    if "permission denied" in text:
+        return ("permission denied (is this user in the socket's group, e.g. edged? "
+                f"{hint})" if target.is_local else f"permission denied ({hint})")
+    if "connection refused" in text:
+        return f"connection refused ({hint})"
+    return f"{details.rsplit(': ', 1)[-1] or 'no answer'} ({hint})"
 
 
 def _looks_unreachable(exc: grpc.RpcError) -> bool:

@@ -184,24 +184,31 @@ class Catalog:
                                         self.state.generation))
         return self.get(name)
 
-    def install(self, name: str, blob: Blob, *, version: int | None = None, tier: str = "swap",
+    def install(self, name: str, blob: Blob, *, version: int | None = None, tier: str = "",
                 tasks: Sequence[str] = (), quality: float = 0.0, providers: Sequence[str] = (),
-                precision: str = "fp32", notes: str = "",
+                precision: str = "", notes: str = "",
                 warmup_shapes: Mapping[str, Sequence[int]] | None = None,
                 group: str | None = None, activate: bool = True,
                 engine_info: Mapping[str, str] | None = None,
-                allow_signature_change: bool = True,
+                allow_signature_change: bool = True, inherit: bool = True,
                 before_commit: BeforeCommit | None = None) -> ModelEntry:
-        """Add a verified blob as a version (``version`` None or 0: the next number)."""
+        """Add a verified blob as a version (``version`` None or 0: the next number).
+
+        A routine update says only the file: what it leaves unsaid (tasks, quality, providers,
+        precision, warm-up shapes, group) comes from the active version unless ``inherit`` is
+        False, so that ``select --task`` still finds the model afterwards; the new version
+        records what it inherited. ``tier`` "" keeps the model's tier (swap for a new model).
+        """
         with self._lock:
             try:
                 check_name(name)
-                if tier not in TIERS:
+                if tier and tier not in TIERS:
                     raise e.InvalidArgument(f"unknown tier {tier!r}", field="tier")
                 if version:
                     check_version(version)
                 info = self._inspect(blob.main, None)
                 old = self.state.models.get(name)
+                tier = tier or (old.tier if old is not None else "swap")
                 number = version or (max(old.versions) + 1 if old else 1)
                 if not version and number > MAX_VERSION:
                     raise e.InvalidArgument(
@@ -211,16 +218,20 @@ class Catalog:
                 if old is not None and number in old.versions:
                     raise e.AlreadyExists(f"model '{name}' already has version {number}",
                                           field="version")
+                warm = {k: tuple(v) for k, v in (warmup_shapes or {}).items()}
+                check_warmup(warm, info.signature)
                 entry = VersionEntry(
                     sha256=blob.sha256, size_bytes=blob.size_bytes, format=info.format,
                     tasks=tuple(tasks), quality=float(quality), providers=tuple(providers),
-                    precision=precision or "fp32", notes=notes, signature=info.signature,
+                    precision=precision, notes=notes, signature=info.signature,
                     estimated_bytes=int(info.estimate_bytes), installed_at=self._clock(),
-                    warmup_shapes={k: tuple(v) for k, v in (warmup_shapes or {}).items()},
-                    group=group or None,
+                    warmup_shapes=warm, group=group or None,
                     engine_info=engine_compat.install_info(info.format, info.details,
                                                            engine_info),
                     artifact=blob.id if blob.id != blob.sha256 else "")
+                if inherit and old is not None:
+                    entry = inherit_metadata(entry, old.versions[old.active], old.active)
+                entry = replace(entry, precision=entry.precision or "fp32")
 
                 def derive(state: TierState) -> ModelEntry:
                     cur = state.models.get(name)
@@ -390,6 +401,12 @@ class Catalog:
                                            "use: pass --force to remove it")
             models = dict(self.state.models)
             left = {n: v for n, v in m.versions.items() if n not in targets}
+            if version is not None and m.active == version and left and not force:
+                below = [n for n in left if n < m.active]
+                raise e.FailedPrecondition(
+                    f"model '{name}' version {version} is the active version: removing it "
+                    f"would activate version {max(below) if below else max(left)}; roll back "
+                    f"first (edgectl rollback {name}) or pass --force", field="version")
             if not left:
                 del models[name]
             elif m.active in targets:
@@ -487,3 +504,48 @@ class Catalog:
         refs = set(self.state.artifacts())
         if artifact not in refs:
             self.store.remove(artifact)
+
+
+INHERITABLE = ("tasks", "quality", "providers", "precision", "warmup_shapes", "group")
+
+
+def inherit_metadata(new: VersionEntry, active: VersionEntry, number: int) -> VersionEntry:
+    """``new`` with the fields it leaves empty taken from ``active`` (version ``number``).
+    Warm-up shapes are taken only when they still fit the new signature."""
+    taken: dict[str, Any] = {}
+    for f in INHERITABLE:
+        mine, theirs = getattr(new, f), getattr(active, f)
+        if mine or not theirs:
+            continue
+        if f == "warmup_shapes":
+            try:
+                check_warmup(theirs, new.signature)
+            except e.InvalidArgument:
+                continue
+        taken[f] = theirs
+    if not taken:
+        return new
+    return replace(new, **taken, inherited=tuple(taken), inherited_from=number)
+
+
+def check_warmup(shapes: Mapping[str, Sequence[int]], signature: Any) -> None:
+    """Warm-up shapes must name inputs of the model, with its rank and its fixed dimensions:
+    a shape that cannot run would fail every load of the version, so it is refused at install.
+    """
+    inputs = {t.name: tuple(t.shape) for t in signature.inputs}
+    for name, shape in shapes.items():
+        field = f"warmup_shapes[{name}]"
+        if name not in inputs:
+            raise e.InvalidArgument(f"warm-up shape for {name!r}: the model has no such input "
+                                    f"(inputs: {', '.join(inputs) or 'none'})", field=field)
+        want = inputs[name]
+        text = "x".join(map(str, shape))
+        model = "x".join("?" if d <= 0 else str(d) for d in want) or "a scalar"
+        if want and len(shape) != len(want):
+            raise e.InvalidArgument(f"warm-up shape {name}={text}: input {name!r} has "
+                                    f"{len(want)} dimensions ({model})", field=field)
+        bad = [i for i, (d, w) in enumerate(zip(shape, want, strict=False)) if w > 0 and d != w]
+        if bad:
+            raise e.InvalidArgument(f"warm-up shape {name}={text}: input {name!r} is {model} "
+                                    f"(dimension {bad[0]} is fixed at {want[bad[0]]})",
+                                    field=field)

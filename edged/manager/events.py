@@ -16,7 +16,24 @@ from collections import deque
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
+from edged.errors import InvalidArgument
+
 log = logging.getLogger("edged.events")
+
+# Every kind the daemon publishes (tests/unit/test_events.py checks the publishers against it):
+# a filter naming another kind is a typo, refused rather than answered with silence.
+KINDS = frozenset({
+    "artifact_missing", "corrupt", "events_dropped", "evict", "install", "load", "load_failed",
+    "manifest_dropped", "manifest_reload", "preload", "preload_cancelled", "preload_hit",
+    "preload_wasted", "reject", "remove", "repaired", "tier", "unload", "variant",
+    "variant_job", "variant_made", "version_switch", "worker_crash"})
+
+
+def check_kinds(kinds: frozenset[str]) -> None:
+    unknown = sorted(kinds - KINDS)
+    if unknown:
+        raise InvalidArgument(f"unknown event kind {', '.join(map(repr, unknown))} (kinds: "
+                              f"{', '.join(sorted(KINDS))})", field="kinds")
 
 
 @dataclass(frozen=True)
@@ -50,6 +67,7 @@ class EventBus:
         return ev
 
     def recent(self, since_seq: int = 0, kinds: frozenset[str] = frozenset()) -> list[Event]:
+        check_kinds(kinds)
         with self._cond:
             return [e for e in self._history
                     if e.seq > since_seq and (not kinds or e.kind in kinds)]
@@ -60,7 +78,13 @@ class EventBus:
         """Yield history after ``since_seq``, then (with ``follow``) new events as they come.
 
         ``is_active`` is polled every ``poll_s`` so a cancelled RPC ends its stream promptly.
+        Unknown ``kinds`` are refused here, before the stream starts.
         """
+        check_kinds(kinds)
+        return self._stream(since_seq, kinds, follow, is_active, poll_s)
+
+    def _stream(self, since_seq: int, kinds: frozenset[str], follow: bool, is_active: object,
+                poll_s: float) -> Iterator[Event]:
         last = since_seq
         while True:
             with self._cond:

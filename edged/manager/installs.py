@@ -29,6 +29,7 @@ from edged.manager.names import check_name, check_version
 from edged.manager.store import with_user_names
 from edged.manager.transitions import Transition
 from edged.manager.views import InstallSpec
+from edged.units import format_size
 
 Progress = Callable[[int, int, str], None]
 TIERS = ("ram", "swap", "storage")
@@ -46,7 +47,7 @@ class InstallResult:
 def check_spec(spec: InstallSpec) -> None:
     """What can be refused before anything is written."""
     check_name(spec.name)
-    if spec.tier not in TIERS:
+    if spec.tier and spec.tier not in TIERS:
         raise e.InvalidArgument(f"unknown tier {spec.tier!r} (ram, swap, storage)",
                                 field="tier")
     if spec.version:
@@ -65,7 +66,7 @@ def _finish(manager: Any, spec: InstallSpec, blob: Any, started: float,
             quality=spec.quality, providers=spec.providers, precision=spec.precision,
             notes=spec.notes, warmup_shapes=spec.warmup_shapes, group=spec.group,
             activate=spec.activate, engine_info=spec.engine_info,
-            allow_signature_change=spec.allow_signature_change,
+            allow_signature_change=spec.allow_signature_change, inherit=spec.inherit,
             before_commit=switch.prepare if switch is not None else None)
     except BaseException as exc:
         if switch is not None:
@@ -84,8 +85,8 @@ def _finish(manager: Any, spec: InstallSpec, blob: Any, started: float,
             "repaired", spec.name, number, f"artifact {blob.id[:12]} was corrupt in the store "
             f"({'; '.join(blob.repaired)}); replaced by this verified upload",
             artifact=blob.id[:12])
-    manager.events.publish("install", spec.name, number, f"{blob.size_bytes} bytes",
-                           sha256=blob.sha256[:12], tier=entry.tier)
+    manager.events.publish("install", spec.name, number, format_size(blob.size_bytes),
+                           sha256=blob.sha256[:12], tier=entry.tier, size_bytes=blob.size_bytes)
     return InstallResult(manager.catalog.get(spec.name), number, blob.sha256, blob.size_bytes,
                          time.monotonic() - started)
 
@@ -97,7 +98,7 @@ def _finish_variant(manager: Any, spec: InstallSpec, blob: Any, started: float,
     try:
         entry = manager.catalog.add_variant(
             spec.name, spec.version, spec.variant, blob,
-            precision=spec.precision if spec.precision != "fp32" else spec.variant,
+            precision=spec.precision or spec.variant,
             quality=spec.quality or None, notes=spec.notes)
     except BaseException as exc:
         if isinstance(exc, e.EdgedError):

@@ -354,7 +354,8 @@ class ModelManager:
         before = self._catalog().get(name)
         entry = self._transition(name, lambda prepare: self._catalog().set_tier(
             name, tier, before_commit=prepare))
-        self.events.publish("tier", name, entry.active, f"{before.tier} -> {entry.tier}")
+        if entry.tier != before.tier:  # already there: nothing moved, nothing to report
+            self.events.publish("tier", name, entry.active, f"{before.tier} -> {entry.tier}")
         return self._with_loaded(entry)
 
     def activate(self, name: str, version: int,

@@ -61,6 +61,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from edged.errors import CapacityExceeded, CapacityNumbers
+from edged.units import format_size
 
 TIERS = ("ram", "swap")
 
@@ -233,7 +234,7 @@ def plan(req: LoadRequest, residents: Sequence[Resident], budgets: Budgets, memo
                       numbers)
     victims = _victims(req, candidates, need, victim_cost)
     if victims is None:
-        return Reject(_why_not(req, candidates, need, memory), numbers)
+        return Reject(_why_not(req, candidates, need, memory, budgets.reserve_bytes), numbers)
     return AdmitAfterEvicting(tuple(v.key for v in victims), numbers)
 
 
@@ -327,15 +328,24 @@ def _prune(req: LoadRequest, chosen: list[Resident], need: _Need) -> list[Reside
 
 
 def _why_not(req: LoadRequest, candidates: Sequence[Resident], need: _Need,
-             memory: Memory) -> str:
+             memory: Memory, reserve: int) -> str:
+    """The real cause, in words: which limit (the tier's budget, RAM, live memory), what
+    eviction could do (only idle models of the swap tier are evictable), and — the usual cause
+    on a small device — free memory already below the reserve."""
     evictable_bytes = sum(r.bytes for r in candidates)
-    where = (f"the {req.tier} budget" if need.tier_bytes > evictable_bytes
+    where = (f"the {req.tier} tier's budget" if need.tier_bytes > evictable_bytes
              else "RAM (GPU memory cannot be swapped)" if req.gpu
+             else "RAM (the ram tier is never swapped)" if req.tier == "ram"
              else "live memory")
-    gpu = (f"; the GPU holds {memory.nvmap_used_bytes} bytes (NvMap)"
+    n = len(candidates)
+    evicting = (f"even after evicting all {n} idle swap-tier model{'s' if n != 1 else ''}"
+                if n else "and no idle swap-tier model can be evicted")
+    gpu = (f"; the GPU holds {format_size(memory.nvmap_used_bytes)} (NvMap)"
            if req.gpu and memory.nvmap_used_bytes is not None else "")
-    return (f"{req.key} does not fit {where} even after evicting all {len(candidates)} "
-            f"idle swap models{gpu}")
+    low = (f"; free memory ({format_size(memory.available_bytes)}) is below the reserve "
+           f"({format_size(reserve)}) kept for the OS and the robot's own processes"
+           if memory.available_bytes < reserve else "")
+    return f"{req.key} ({req.tier} tier) does not fit {where} {evicting}{gpu}{low}"
 
 
 def raise_if_rejected(decision: Decision) -> Admit | AdmitAfterEvicting:

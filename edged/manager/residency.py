@@ -21,6 +21,7 @@ from typing import Any
 from edged import errors as e
 from edged.manager import planner
 from edged.manager.views import LoadedView
+from edged.units import format_size
 
 log = logging.getLogger("edged.residency")
 
@@ -347,8 +348,9 @@ class Residency:
             slot.load_seconds = result.load_seconds
             slot.loaded_at = slot.last_used = self._clock()
             self.events.publish("preload" if preload else "load", spec.name, spec.version,
-                                f"{slot.footprint} bytes in {seconds:.3f}s", pid=result.pid,
-                                evicted=",".join(victims))
+                                f"{format_size(slot.footprint)} in {seconds:.2f}s",
+                                pid=result.pid, footprint_bytes=slot.footprint,
+                                **({"evicted": ",".join(victims)} if victims else {}))
             self._lock.notify_all()
         slot.ready.set()
         try:  # recording the measurement is bookkeeping: a full disk must not fail the load

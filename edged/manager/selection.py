@@ -26,6 +26,8 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from edged.units import format_size
+
 PRIORITIES = ("speed", "quality", "balanced")
 MODES = ("auto", "manual", "hybrid")
 FITS = ("now", "evict", "no")  # as things are / after evicting idle models / not at all
@@ -134,7 +136,7 @@ def criterion(priority: str, score: Callable[[Candidate], float], c: Candidate) 
         return c.quality
     if priority == "speed":
         return c.latency_ms or 0.0
-    return -score(c)
+    return 0.0 - score(c)  # not -score(c): a balance of 0 would read "-0.0"
 
 
 def _excluded(c: Candidate, max_bytes: int | None, max_latency_ms: float | None) -> str:
@@ -143,7 +145,8 @@ def _excluded(c: Candidate, max_bytes: int | None, max_latency_ms: float | None)
     if c.tier == "storage":
         return "is in the storage tier (promote it to ram or swap first)"
     if max_bytes is not None and c.footprint_bytes > max_bytes:
-        return f"needs {c.footprint_bytes} bytes, over the limit of {max_bytes}"
+        return (f"needs {format_size(c.footprint_bytes)}, over the limit of "
+                f"{format_size(max_bytes)}")
     if max_latency_ms is not None and c.latency_ms is not None and c.latency_ms > max_latency_ms:
         return f"takes {c.latency_ms:g} ms, over the limit of {max_latency_ms:g} ms"
     return ""
@@ -225,7 +228,7 @@ def _why_lost(c: Candidate, key: tuple[object, ...], best: Candidate,
             return f"as fast as {best.key}, but lower quality ({c.quality:g})"
         if priority == "speed" and c.footprint_bytes > best.footprint_bytes:
             return (f"as fast as {best.key} (both {_fmt_latency(c)}), but larger "
-                    f"({c.footprint_bytes} bytes)")
+                    f"({format_size(c.footprint_bytes)})")
         return f"as good as {best.key} in every way; the tie goes by name and version"
     if priority == "quality":
         return f"lower quality ({c.quality:g} < {best.quality:g})"

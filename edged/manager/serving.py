@@ -174,7 +174,13 @@ class Serving:
             estimated = info.estimate_bytes
         else:
             entry = self._m.catalog.get(name)
-            target = tier or (entry.tier if entry.tier != "storage" else "swap")
+            if entry.tier == "storage" and not tier:
+                # check answers what `load` would do: load refuses a storage-tier model
+                raise e.FailedPrecondition(
+                    f"model '{name}' is in the storage tier: load refuses it until it is "
+                    f"promoted (edgectl tier {name} swap); `edgectl check {name} --tier swap` "
+                    "says whether the promotion fits", reason="STORAGE_TIER")
+            target = tier or entry.tier
             spec = self._m.serving_spec(entry, entry.active, tier=target, announce=False)
             estimated = entry.versions[entry.active].estimated_bytes
             if self._res.view(spec.key) is not None:

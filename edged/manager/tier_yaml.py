@@ -60,6 +60,10 @@ class VersionEntry:
     # directories from before variants read unchanged.
     variants: Mapping[str, VersionEntry] = field(default_factory=dict)
     serve: str = ""  # the variant pinned for serving ("": edged chooses, see manager.variants)
+    # the metadata fields this version took from the version active when it was installed
+    # (an install that did not say them), and that version's number: ``show`` says so
+    inherited: tuple[str, ...] = ()
+    inherited_from: int = 0
 
     @property
     def store_id(self) -> str:
@@ -133,6 +137,8 @@ def _version_yaml(v: VersionEntry) -> dict[str, Any]:
             "load_seconds": v.load_seconds, "installed_at": v.installed_at,
             "warmup_shapes": {k: list(s) for k, s in v.warmup_shapes.items()},
             "group": v.group, "engine_info": dict(v.engine_info),
+            **({"inherited": list(v.inherited), "inherited_from": v.inherited_from}
+               if v.inherited else {}),
             # written only when there are any: a manifest without variants reads as before
             **({"variants": {n: _variant_yaml(x) for n, x in sorted(v.variants.items())}}
                if v.variants else {}),
@@ -331,7 +337,11 @@ def _parse_version(doc: _Doc, p: tuple[Any, ...], d: Any) -> VersionEntry:
         installed_at=str(d.get("installed_at") or ""),
         warmup_shapes={str(k): tuple(v) for k, v in warm.items()},
         group=d.get("group") or None, engine_info=dict(d.get("engine_info") or {}),
-        artifact=str(d.get("artifact") or ""))
+        artifact=str(d.get("artifact") or ""),
+        inherited=tuple(str(x) for x in _check(doc, (*p, "inherited"), d.get("inherited") or [],
+                                               list, "a list of field names")),
+        inherited_from=_check(doc, (*p, "inherited_from"), d.get("inherited_from", 0), int,
+                              "an integer"))
 
 
 def parse(files: Mapping[str, str], generation: int = 0,

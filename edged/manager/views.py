@@ -75,15 +75,16 @@ class InstallSpec:
 
     name: str
     version: int | None = None
-    tier: str = "swap"
+    tier: str = ""  # "": the model's tier (swap for a new model)
     tasks: tuple[str, ...] = ()
     quality: float = 0.0
     providers: tuple[str, ...] = ()
-    precision: str = "fp32"
+    precision: str = ""
     notes: str = ""
     warmup_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     group: str | None = None
     activate: bool = True
     engine_info: dict[str, str] = field(default_factory=dict)
     allow_signature_change: bool = False
+    inherit: bool = True  # what it leaves unsaid comes from the active version (catalog.install)
     variant: str = ""  # add the artifact as this variant of the version (see catalog)

@@ -102,7 +102,8 @@ def version_pb(name: str, number: int, v: Any, tier: str, active: bool) -> model
         load_seconds=v.load_seconds or 0.0, installed_at=v.installed_at or "",
         engine_info=dict(getattr(v, "engine_info", None) or {}),
         warmup_shapes={k: _shape_text(s) for k, s in (v.warmup_shapes or {}).items()},
-        group=v.group or "", serve=v.serve,
+        group=v.group or "", inherited=list(getattr(v, "inherited", ())),
+        inherited_from=getattr(v, "inherited_from", 0), serve=v.serve,
         variants=[models_pb2.Variant(
             name=n, sha256=x.sha256, size_bytes=x.size_bytes,
             format=FORMAT_TO_PB.get(x.format, models_pb2.MODEL_FORMAT_UNSPECIFIED),

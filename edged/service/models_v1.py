@@ -41,9 +41,9 @@ def _shape(text: str, field: str) -> tuple[int, ...]:
 
 def spec_from(h: mpb.InstallHeader) -> InstallSpec:
     return InstallSpec(
-        name=h.name, version=h.version or None, tier=_tier(h.tier, "header.tier", "swap") or "swap",
+        name=h.name, version=h.version or None, tier=_tier(h.tier, "header.tier", "") or "",
         tasks=tuple(h.tasks), quality=h.quality, providers=tuple(h.providers),
-        precision=h.precision or "fp32", notes=h.notes,
+        precision=h.precision, notes=h.notes, inherit=not h.no_inherit,
         warmup_shapes={k: _shape(v, f"header.warmup_shapes[{k}]")
                        for k, v in h.warmup_shapes.items()},
         group=h.group or None, activate=h.activate, engine_info=dict(h.engine_info),

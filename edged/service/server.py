@@ -27,8 +27,9 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from google.protobuf import descriptor_pool
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from edged import errors as e
 from edged.config import ListenConfig
@@ -50,6 +51,26 @@ class ServiceBinding:
     name: str
     servicer: Any
     add: Any
+    file: Any = None  # its FileDescriptor, when not in protobuf's default pool (OIP)
+
+
+def reflection_pool(files: Sequence[Any]) -> descriptor_pool.DescriptorPool:
+    """One pool with ``files`` and what they import, for server reflection: edged's OIP
+    messages live in a pool of their own (see ``tools/gen_protos.py``), not the default one."""
+    pool = descriptor_pool.DescriptorPool()
+    added: set[str] = set()
+
+    def add(fd: Any) -> None:
+        if fd.name in added:
+            return
+        for dep in fd.dependencies:
+            add(dep)
+        pool.AddSerializedFile(fd.serialized_pb)
+        added.add(fd.name)
+
+    for fd in files:
+        add(fd)
+    return pool
 
 
 def prepare_unix_socket(path: Path) -> None:
@@ -194,9 +215,12 @@ class Server:
         self._names = [b.name for b in bindings]
         for b in bindings:
             b.add(b.servicer, self._grpc)
+        default = descriptor_pool.Default()
+        files = [b.file or default.FindServiceByName(b.name).file for b in bindings]
         reflection.enable_server_reflection(
             [*self._names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-             reflection.SERVICE_NAME], self._grpc)
+             reflection.SERVICE_NAME], self._grpc,
+            pool=reflection_pool([*files, health_pb2.DESCRIPTOR, reflection_pb2.DESCRIPTOR]))
         self._set_all(health_pb2.HealthCheckResponse.NOT_SERVING)
         prepare_unix_socket(listen.unix)
         # bind() creates the socket file with 0777 & ~umask: keep it private (owner only)

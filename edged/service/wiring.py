@@ -103,7 +103,8 @@ def build_server(cfg: Config, manager: ModelManager,
         ServiceBinding(
             grpc_service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name,
             InferenceServicer(manager),
-            grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server),
+            grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server,
+            grpc_service_pb2.DESCRIPTOR),
     ]
     interceptors: list[grpc.ServerInterceptor] = []
     auth = access_interceptor(cfg)

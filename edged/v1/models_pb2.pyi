@@ -84,7 +84,7 @@ class Signature(_message.Message):
     def __init__(self, inputs: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., outputs: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ...) -> None: ...
 
 class ModelVersion(_message.Message):
-    __slots__ = ("version", "sha256", "size_bytes", "format", "tier", "active", "tasks", "quality", "providers", "precision", "notes", "signature", "estimated_bytes", "measured_bytes", "load_seconds", "installed_at", "engine_info", "warmup_shapes", "group", "variants", "serve")
+    __slots__ = ("version", "sha256", "size_bytes", "format", "tier", "active", "tasks", "quality", "providers", "precision", "notes", "signature", "estimated_bytes", "measured_bytes", "load_seconds", "installed_at", "engine_info", "warmup_shapes", "group", "inherited", "inherited_from", "variants", "serve")
     class EngineInfoEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -118,6 +118,8 @@ class ModelVersion(_message.Message):
     ENGINE_INFO_FIELD_NUMBER: _ClassVar[int]
     WARMUP_SHAPES_FIELD_NUMBER: _ClassVar[int]
     GROUP_FIELD_NUMBER: _ClassVar[int]
+    INHERITED_FIELD_NUMBER: _ClassVar[int]
+    INHERITED_FROM_FIELD_NUMBER: _ClassVar[int]
     VARIANTS_FIELD_NUMBER: _ClassVar[int]
     SERVE_FIELD_NUMBER: _ClassVar[int]
     version: int
@@ -139,9 +141,11 @@ class ModelVersion(_message.Message):
     engine_info: _containers.ScalarMap[str, str]
     warmup_shapes: _containers.ScalarMap[str, str]
     group: str
+    inherited: _containers.RepeatedScalarFieldContainer[str]
+    inherited_from: int
     variants: _containers.RepeatedCompositeFieldContainer[Variant]
     serve: str
-    def __init__(self, version: _Optional[int] = ..., sha256: _Optional[str] = ..., size_bytes: _Optional[int] = ..., format: _Optional[_Union[ModelFormat, str]] = ..., tier: _Optional[_Union[Tier, str]] = ..., active: _Optional[bool] = ..., tasks: _Optional[_Iterable[str]] = ..., quality: _Optional[float] = ..., providers: _Optional[_Iterable[str]] = ..., precision: _Optional[str] = ..., notes: _Optional[str] = ..., signature: _Optional[_Union[Signature, _Mapping]] = ..., estimated_bytes: _Optional[int] = ..., measured_bytes: _Optional[int] = ..., load_seconds: _Optional[float] = ..., installed_at: _Optional[str] = ..., engine_info: _Optional[_Mapping[str, str]] = ..., warmup_shapes: _Optional[_Mapping[str, str]] = ..., group: _Optional[str] = ..., variants: _Optional[_Iterable[_Union[Variant, _Mapping]]] = ..., serve: _Optional[str] = ...) -> None: ...
+    def __init__(self, version: _Optional[int] = ..., sha256: _Optional[str] = ..., size_bytes: _Optional[int] = ..., format: _Optional[_Union[ModelFormat, str]] = ..., tier: _Optional[_Union[Tier, str]] = ..., active: _Optional[bool] = ..., tasks: _Optional[_Iterable[str]] = ..., quality: _Optional[float] = ..., providers: _Optional[_Iterable[str]] = ..., precision: _Optional[str] = ..., notes: _Optional[str] = ..., signature: _Optional[_Union[Signature, _Mapping]] = ..., estimated_bytes: _Optional[int] = ..., measured_bytes: _Optional[int] = ..., load_seconds: _Optional[float] = ..., installed_at: _Optional[str] = ..., engine_info: _Optional[_Mapping[str, str]] = ..., warmup_shapes: _Optional[_Mapping[str, str]] = ..., group: _Optional[str] = ..., inherited: _Optional[_Iterable[str]] = ..., inherited_from: _Optional[int] = ..., variants: _Optional[_Iterable[_Union[Variant, _Mapping]]] = ..., serve: _Optional[str] = ...) -> None: ...
 
 class Variant(_message.Message):
     __slots__ = ("name", "sha256", "size_bytes", "format", "precision", "quality", "notes", "estimated_bytes", "measured_bytes", "load_seconds", "installed_at")
@@ -236,7 +240,7 @@ class GetModelRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ...) -> None: ...
 
 class InstallHeader(_message.Message):
-    __slots__ = ("name", "version", "tier", "tasks", "quality", "providers", "precision", "notes", "warmup_shapes", "group", "activate", "engine_info", "allow_signature_change", "variant")
+    __slots__ = ("name", "version", "tier", "tasks", "quality", "providers", "precision", "notes", "warmup_shapes", "group", "activate", "engine_info", "allow_signature_change", "no_inherit", "variant")
     class WarmupShapesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -264,6 +268,7 @@ class InstallHeader(_message.Message):
     ACTIVATE_FIELD_NUMBER: _ClassVar[int]
     ENGINE_INFO_FIELD_NUMBER: _ClassVar[int]
     ALLOW_SIGNATURE_CHANGE_FIELD_NUMBER: _ClassVar[int]
+    NO_INHERIT_FIELD_NUMBER: _ClassVar[int]
     VARIANT_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: int
@@ -278,8 +283,9 @@ class InstallHeader(_message.Message):
     activate: bool
     engine_info: _containers.ScalarMap[str, str]
     allow_signature_change: bool
+    no_inherit: bool
     variant: str
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., tier: _Optional[_Union[Tier, str]] = ..., tasks: _Optional[_Iterable[str]] = ..., quality: _Optional[float] = ..., providers: _Optional[_Iterable[str]] = ..., precision: _Optional[str] = ..., notes: _Optional[str] = ..., warmup_shapes: _Optional[_Mapping[str, str]] = ..., group: _Optional[str] = ..., activate: _Optional[bool] = ..., engine_info: _Optional[_Mapping[str, str]] = ..., allow_signature_change: _Optional[bool] = ..., variant: _Optional[str] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., tier: _Optional[_Union[Tier, str]] = ..., tasks: _Optional[_Iterable[str]] = ..., quality: _Optional[float] = ..., providers: _Optional[_Iterable[str]] = ..., precision: _Optional[str] = ..., notes: _Optional[str] = ..., warmup_shapes: _Optional[_Mapping[str, str]] = ..., group: _Optional[str] = ..., activate: _Optional[bool] = ..., engine_info: _Optional[_Mapping[str, str]] = ..., allow_signature_change: _Optional[bool] = ..., no_inherit: _Optional[bool] = ..., variant: _Optional[str] = ...) -> None: ...
 
 class InstallFile(_message.Message):
     __slots__ = ("path", "size_bytes", "sha256")

@@ -292,3 +292,37 @@ def test_small_measurement_changes_stay_in_memory(tmp_path: Path) -> None:
     assert saved() == (1110, 0.61)
     cat.install("n", cat.store.put_file(modelgen.add_model(tmp_path / "b.onnx", offset=2.0)))
     assert saved() == (1120, 0.62)  # ...until the next commit writes it along
+
+
+def test_warmup_shapes_are_checked_against_the_signature() -> None:
+    from edged.engines.base import Signature, TensorSpec
+    from edged.manager.catalog import check_warmup
+
+    sig = Signature((TensorSpec("x", "FP32", (-1, 3, 64, -1)), TensorSpec("sr", "INT64", ())),
+                    ())
+    check_warmup({"x": (2, 3, 64, 100)}, sig)
+    check_warmup({"sr": (1,)}, sig)  # a scalar input: no rank to hold it to
+    for shapes, words in [({"z": (1,)}, "no such input (inputs: x, sr)"),
+                          ({"x": (1, 3, 64)}, "has 4 dimensions (?x3x64x?)"),
+                          ({"x": (1, 4, 64, 64)}, "dimension 1 is fixed at 3")]:
+        with pytest.raises(e.InvalidArgument) as info:
+            check_warmup(shapes, sig)
+        assert words in str(info.value) and info.value.field.startswith("warmup_shapes[")
+
+
+def test_inherit_metadata_takes_only_what_is_unsaid_and_fits() -> None:
+    from edged.engines.base import Signature, TensorSpec
+    from edged.manager.catalog import inherit_metadata
+    from edged.manager.manifests import VersionEntry
+
+    wide = Signature((TensorSpec("x", "FP32", (-1, 8)),), ())
+    old = VersionEntry("a" * 64, 1, tasks=("vad",), quality=0.9, providers=("CPU",),
+                       precision="fp16", warmup_shapes={"x": (1, 4)}, group="g",
+                       signature=Signature((TensorSpec("x", "FP32", (-1, 4)),), ()))
+    new = inherit_metadata(VersionEntry("b" * 64, 1, tasks=("asr",), precision="",
+                                        signature=wide), old, 3)
+    assert new.tasks == ("asr",) and new.quality == 0.9 and new.providers == ("CPU",)
+    assert new.precision == "fp16" and new.group == "g"
+    assert new.warmup_shapes == {}  # 1x4 does not fit [?, 8]: not inherited
+    assert new.inherited == ("quality", "providers", "precision", "group")
+    assert new.inherited_from == 3

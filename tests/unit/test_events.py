@@ -77,3 +77,35 @@ def test_stream_stops_when_the_rpc_is_cancelled() -> None:
     active[0] = False
     th.join(2)
     assert not th.is_alive() and out == [1]
+
+
+def test_every_published_kind_is_a_known_kind() -> None:
+    """``edgectl events --kind`` refuses kinds outside ``KINDS``: each kind the code publishes
+    must be listed there (a literal first argument of ``.publish(``)."""
+    import re
+    from pathlib import Path
+
+    from edged.manager import events
+
+    root = Path(events.__file__).resolve().parent.parent
+    found = set()
+    for path in root.rglob("*.py"):
+        text = path.read_text()
+        found |= set(re.findall(r"\.publish\(\s*\"([a-z_]+)\"", text))
+        found |= set(re.findall(r"\.publish\(\s*\"[a-z_]+\" if \w+ else \"([a-z_]+)\"", text))
+    assert {"load", "preload", "reject", "repaired"} <= found
+    assert found <= events.KINDS, found - events.KINDS
+
+
+def test_unknown_kinds_are_refused() -> None:
+    import pytest
+
+    from edged import errors as e
+    from edged.manager.events import EventBus
+
+    bus = EventBus()
+    with pytest.raises(e.InvalidArgument) as info:
+        bus.subscribe(kinds=frozenset({"bogus"}), follow=False)
+    assert "bogus" in str(info.value) and info.value.field == "kinds"
+    with pytest.raises(e.InvalidArgument):
+        bus.recent(kinds=frozenset({"lod"}))

@@ -109,7 +109,7 @@ def test_hard_limits_exclude_with_reasons() -> None:
     s = select("asr", "quality", cs, max_bytes=1000 * MiB, max_latency_ms=100)
     assert s.choice is not None and s.choice.name == "ok"
     why = dict((c.name, r) for c, r in s.runners_up)
-    assert "over the limit" in why["huge"] and "bytes" in why["huge"]
+    assert why["huge"] == "needs 2.0 GiB, over the limit of 1000.0 MiB"  # human units
     assert "500 ms, over the limit of 100 ms" in why["slow"]
 
 
