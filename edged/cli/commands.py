@@ -81,9 +81,9 @@ def cmd_status(client: EdgedClient, args: argparse.Namespace) -> int:
                    t["models"], t["loaded"]] for name, t in st["tiers"].items()])
     if st["loaded"]:
         print()
-        output.table(["LOADED", "VERSION", "TIER", "STATE", "FOOTPRINT", "IN FLIGHT", "REQUESTS",
-                      "PID"],
-                     [[x["name"], x["version"], x["tier"], x["state"],
+        output.table(["LOADED", "VERSION", "VARIANT", "TIER", "STATE", "FOOTPRINT",
+                      "IN FLIGHT", "REQUESTS", "PID"],
+                     [[x["name"], x["version"], x.get("variant") or "-", x["tier"], x["state"],
                        output.size(x["footprint_bytes"]), x["in_flight"], x["requests"],
                        x["worker_pid"]] for x in st["loaded"]])
     store = st.get("store") or {}

@@ -103,6 +103,9 @@ def test_a_smaller_variant_serves_where_the_version_cannot(daemon_factory, tmp_p
         assert loaded.variant == "fp16"
         ev = [x for x in c.events() if x.kind == "variant"]
         assert ev and "fp16" in ev[-1].message and "does not fit" in ev[-1].message
+    status = edgectl(d.target, "status")
+    assert any(line.split()[:3] == ["w", "1", "fp16"] for line in status.stdout.splitlines()), \
+        status.stdout
     rec = edgectl(d.target, "recommend", "w")
     assert rec.returncode == 0 and "recommended: fp16 in swap" in rec.stdout, rec.stdout
     js = json.loads(edgectl(d.target, "--json", "recommend", "w").stdout)
