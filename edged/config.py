@@ -87,6 +87,9 @@ class BudgetsConfig:
     swap: str | int = "30%"
     storage: str | int = 20 << 30
     disk_reserve: int = 512 << 20
+    # A discrete GPU's device memory for GPU models (a percentage is of the device's memory;
+    # NVML says how much). On a Jetson the GPU allocates from RAM: the ram/swap budgets hold.
+    gpu: str | int = "90%"
 
 
 @dataclass(frozen=True)
@@ -101,7 +104,13 @@ class EnginesConfig:
     request_timeout_s: float = 30.0
     hang_timeout_s: float = 60.0
     start_timeout_s: float = 120.0
-    cuda_context_bytes: int = 300 << 20
+    # Overrides the measured GPU worker cost (engines/calibration.py); None: measured on this
+    # device (at the first GPU load or by `edged calibrate`), 300 MiB until then.
+    cuda_context_bytes: int | None = None
+    # A GPU session's cap (gpu_mem_limit) is the model's admitted bytes plus this headroom.
+    gpu_mem_headroom: str | int = "25%"
+    cudnn_conv_algo_search: str = "HEURISTIC"  # EXHAUSTIVE | HEURISTIC | DEFAULT
+    cudnn_conv_use_max_workspace: bool = False  # True: cuDNN may take up to the cap
     spare_workers: int = 0  # idle workers kept started with the runtime imported
     # Which models share a worker process (one CUDA context each: hundreds of MB on a Jetson),
     # unless a version names its own group at install: per_model (default) or one (all).
@@ -189,9 +198,12 @@ class Budgets:
     ram: int
     swap: int
     storage: int
+    gpu: int = 0  # a discrete GPU's device memory for models; 0: none (CPU, Jetson)
+    gpu_total: int = 0  # that GPU's memory (NVML)
 
 
-def resolve_budgets(b: BudgetsConfig, memory_total: int, disk_total: int) -> Budgets:
+def resolve_budgets(b: BudgetsConfig, memory_total: int, disk_total: int,
+                    gpu_total: int = 0) -> Budgets:
     """Budgets in bytes; a ``ConfigError`` (with the numbers) when they cannot all fit.
 
     Checked here as well as when the file is read, because without ``memory_total`` only the
@@ -208,6 +220,8 @@ def resolve_budgets(b: BudgetsConfig, memory_total: int, disk_total: int) -> Bud
         ram=parse_size(b.ram, percent_of=usable),
         swap=parse_size(b.swap, percent_of=usable),
         storage=parse_size(b.storage, percent_of=disk_total),
+        gpu=min(parse_size(b.gpu, percent_of=gpu_total), gpu_total) if gpu_total else 0,
+        gpu_total=gpu_total,
     )
 
 
@@ -335,6 +349,8 @@ budgets:                        # bytes, "512MiB", "2GB", or a percentage
   swap: 30%                     # of (memory_total - reserve): on-demand, evictable models
   storage: 20GiB                # disk for installed artifacts (a percentage is of the disk)
   disk_reserve: 512MiB          # installs never fill the disk past this
+  gpu: 90%                      # discrete GPU: device memory for GPU models (% of the GPU's);
+                                # on a Jetson GPU memory is RAM and the ram/swap budgets hold
 
 engines:
   intra_op_threads: 1
@@ -347,7 +363,11 @@ engines:
   request_timeout_s: 30
   hang_timeout_s: 60            # a worker silent this long is killed and restarted
   start_timeout_s: 120
-  cuda_context_bytes: 300MiB    # one-time overhead counted per GPU worker
+  cuda_context_bytes: null      # per GPU worker; null: measured on this device (first GPU
+                                # load, `edged calibrate`), 300MiB until then; a size overrides
+  gpu_mem_headroom: 25%         # a GPU model's gpu_mem_limit: its admitted bytes + this
+  cudnn_conv_algo_search: HEURISTIC   # EXHAUSTIVE | HEURISTIC | DEFAULT
+  cudnn_conv_use_max_workspace: false # true lets cuDNN's workspace grow to the model's cap
   spare_workers: 0              # keep N idle workers started, ONNX Runtime imported: a load
                                 # then skips ~0.3-0.5 s of worker start (each costs ~30 MB)
   share_worker: per_model       # per_model | one (every model in one worker: one CUDA

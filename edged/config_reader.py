@@ -258,7 +258,7 @@ def _auth(s: Section) -> AuthConfig:
 
 def _budgets(s: Section) -> BudgetsConfig:
     d = BudgetsConfig()
-    s.check_known({"memory_total", "reserve", "ram", "swap", "storage", "disk_reserve"})
+    s.check_known({"memory_total", "reserve", "ram", "swap", "storage", "disk_reserve", "gpu"})
     b = BudgetsConfig(
         memory_total=s.get("memory_total", d.memory_total, _opt(_size)),
         reserve=s.get("reserve", d.reserve, _size_or_percent),
@@ -266,6 +266,7 @@ def _budgets(s: Section) -> BudgetsConfig:
         swap=s.get("swap", d.swap, _size_or_percent),
         storage=s.get("storage", d.storage, _size_or_percent),
         disk_reserve=s.get("disk_reserve", d.disk_reserve, _size),
+        gpu=s.get("gpu", d.gpu, _size_or_percent),
     )
     if b.memory_total == 0:
         s.record("memory_total", "must be more than 0 (or null: the device's memory)")
@@ -307,7 +308,12 @@ def _engines(s: Section, rpc_threads: int) -> EnginesConfig:
         request_timeout_s=s.get("request_timeout_s", d.request_timeout_s, _float(0.001)),
         hang_timeout_s=s.get("hang_timeout_s", d.hang_timeout_s, _float(0.1)),
         start_timeout_s=s.get("start_timeout_s", d.start_timeout_s, _float(1)),
-        cuda_context_bytes=s.get("cuda_context_bytes", d.cuda_context_bytes, _size),
+        cuda_context_bytes=s.get("cuda_context_bytes", d.cuda_context_bytes, _opt(_size)),
+        gpu_mem_headroom=s.get("gpu_mem_headroom", d.gpu_mem_headroom, _size_or_percent),
+        cudnn_conv_algo_search=s.get("cudnn_conv_algo_search", d.cudnn_conv_algo_search,
+                                     _choice(("EXHAUSTIVE", "HEURISTIC", "DEFAULT"))),
+        cudnn_conv_use_max_workspace=s.get("cudnn_conv_use_max_workspace",
+                                           d.cudnn_conv_use_max_workspace, _bool),
         spare_workers=s.get("spare_workers", d.spare_workers, _int(0, 16)),
         share_worker=s.get("share_worker", d.share_worker, _choice(("per_model", "one"))),
         worker_groups=_worker_groups(s.sub("worker_groups")),

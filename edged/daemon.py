@@ -18,11 +18,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from edged import __version__
+from edged import __version__, malloc_tuning
 from edged import config as cfgmod
 from edged import errors as e
 from edged.logs import setup_logging
 from edged.sdnotify import Heartbeat, Liveness, Notifier, extending_start_timeout
+from edged.units import format_size
 
 log = logging.getLogger("edged")
 
@@ -55,10 +56,16 @@ def build_parser() -> argparse.ArgumentParser:
                                        "lists and the current manifests lack (then reload: "
                                        "SIGHUP, or the next start)")
     r.add_argument("generation", type=int, help="the generation number (`edged generations`)")
+    cal = sub.add_parser("calibrate", help="measure this device's worker and GPU context costs "
+                                          "for estimates (kept in the state dir)")
+    cal.add_argument("--json", action="store_true", help="print the measurement as JSON")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    # First, before any thread allocates: the malloc settings that bound the daemon's RSS
+    # under large plain requests (see malloc_tuning.py).
+    tuned = malloc_tuning.apply(os.environ)
     args = build_parser().parse_args(argv)
     if args.command == "config" and args.config_command == "default":
         sys.stdout.write(cfgmod.default_text())
@@ -80,12 +87,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "config":
         print(json.dumps(cfgmod.as_dict(cfg), indent=2))
         return 0
+    if args.command == "calibrate":
+        return _calibrate(cfg, as_json=args.json)
     if args.command == "fsck":
         return _fsck(cfg, repair=args.repair or args.gc, gc=args.gc, deep=not args.quick,
                      as_json=args.json)
     if args.command in ("generations", "restore"):
         return _generations(cfg, args.generation if args.command == "restore" else None)
     setup_logging(args.log_level or cfg.log_level)
+    log.info("malloc: %s", ", ".join(f"{k}={v}" for k, v in tuned.items())
+             or "as the environment sets it")
     import faulthandler
 
     faulthandler.enable()  # a watchdog kill (SIGABRT) leaves every thread's stack in the journal
@@ -203,9 +214,11 @@ class Daemon:
                                use_jtop=cfg.telemetry.jtop, use_nvml=cfg.telemetry.nvml)
         self.sampler.start()
         try:
-            mem = self.sampler.snapshot().memory
+            snap = self.sampler.snapshot()
+            mem = snap.memory
             disk_total = shutil.disk_usage(cfg.state_dir).total
-            self.budgets = cfgmod.resolve_budgets(cfg.budgets, mem.total_bytes, disk_total)
+            self.budgets = cfgmod.resolve_budgets(cfg.budgets, mem.total_bytes, disk_total,
+                                                  gpu_total=discrete_gpu_memory(snap.device))
             import psutil
 
             for warning in cfgmod.machine_warnings(cfg, psutil.virtual_memory().total):
@@ -278,9 +291,12 @@ class Daemon:
                  self.budgets.swap, self.budgets.reserve)
         print(f"edged {__version__} ready: socket unix:{self.cfg.listen.unix}", flush=True)
         ticks = 0
+        trim = malloc_tuning.Trimmer()
         while not self._stop.wait(0.2):
             self.liveness.beat()
             ticks += 1
+            if ticks % 5 == 0:  # every second: freed heap pages back to the kernel
+                trim()
             if ticks % 25 == 0:  # every 5 s: systemd's STATUS= line and the metric gauges
                 self.notifier.status(self._summary())
                 self.parts.update_gauges()
@@ -354,6 +370,21 @@ class Parts:
             self.trace.close()
 
 
+def gpu_mem_limit(admitted: int, headroom: str | int) -> int:
+    """A GPU model's CUDA arena cap: what it was admitted with plus the headroom (a size, or a
+    percentage of the admitted bytes): never the tier's remainder."""
+    return int(admitted) + cfgmod.parse_size(headroom, percent_of=int(admitted))
+
+
+def discrete_gpu_memory(device: Any) -> int:
+    """Device memory of a discrete GPU (the first NVML device; edged's CUDA sessions run on
+    device 0), or 0 on a Jetson (its GPU allocates from RAM) and on CPU-only devices."""
+    if device.kind != "nvidia-gpu":
+        return 0
+    totals = [g.memory_total_bytes for g in device.gpus if g.memory_total_bytes]
+    return int(totals[0]) if totals else 0
+
+
 def build_parts(cfg: cfgmod.Config, budgets: cfgmod.Budgets, sampler: Any,
                 events: Any) -> Parts:
     """Store → manifests → catalog → engines → residency → serving → manager."""
@@ -386,7 +417,10 @@ def build_parts(cfg: cfgmod.Config, budgets: cfgmod.Budgets, sampler: Any,
     state = manifests.load()
     quarantine.collect_expired(cfg.state_dir, store, store.blobs() - set(state.artifacts()),
                                cfg.install.unreferenced_retention_days)
-    catalog = Catalog(store, manifests, inspect=lambda p, f: inspect(p, f),
+    costs = FixedCostsBook(cfg, sampler.snapshot().device, events)
+
+    catalog = Catalog(store, manifests, inspect=lambda p, f, warm=None: inspect(
+        p, f, costs.options(EngineOptions(warmup_shapes=warm or {}))),
                       tier_check=budget_tier_check(budgets.ram, budgets.swap, budgets.reserve),
                       storage_budget=budgets.storage)
     policy = LockedPolicy(make_policy(cfg.preload.policy,
@@ -404,6 +438,30 @@ def build_parts(cfg: cfgmod.Config, budgets: cfgmod.Budgets, sampler: Any,
                 manager_ref[0].residency.worker_died(key, str(details.get("message", "")))
         elif kind == "footprint" and manager_ref:
             grown(details["key"], int(details["bytes"]))
+            name, _, version = str(details["key"]).rpartition(":")
+            gpu = int(details.get("gpu_growth", 0) or 0)  # type: ignore[call-overload]
+            growth = int(details.get("growth", 0) or 0)  # type: ignore[call-overload]
+            events.publish("footprint", name, int(version or 0),
+                           f"grew by {format_size(growth)} after real inferences"
+                           + (f" ({format_size(gpu)} of it device memory)" if gpu else "")
+                           + f": accounted {format_size(int(details['bytes']))}",
+                           growth=growth, gpu_growth=gpu, bytes=int(details["bytes"]))
+        elif kind == "worker_measured":
+            costs.first_load(details, model_bytes)
+
+    def model_bytes(key: str) -> int:
+        """A loaded model's own estimated bytes (weights, activations, per-node costs): its
+        CPU estimate less the worker's fixed term."""
+        from edged.engines.estimate import worker_fixed
+
+        name, _, version = key.rpartition(":")
+        v = catalog.get(name).versions[int(version)]
+        if v.format != "onnx":  # an engine's estimate is its own measurement: nothing to learn
+            raise ValueError(f"{key} is not an ONNX model")
+        opts = EngineOptions(warmup_shapes=dict(v.warmup_shapes or {}),
+                             providers=("CPUExecutionProvider",))
+        info = inspect(store.path(v.store_id), v.format, opts)
+        return int(info.estimate_bytes) - worker_fixed(opts)
 
     def grown(key: str, footprint: int) -> None:
         """A loaded model's worker grew after real inferences (engines/footprint.py): account
@@ -443,14 +501,18 @@ def build_parts(cfg: cfgmod.Config, budgets: cfgmod.Budgets, sampler: Any,
                       spare_workers=cfg.engines.spare_workers)
 
     def memory() -> planner.Memory:
-        m = sampler.sample_now().memory
+        snap = sampler.sample_now()
+        m = snap.memory
         return planner.Memory(available_bytes=m.available_bytes,
                               swap_free_bytes=m.swap_free_bytes,
                               nvmap_used_bytes=m.nvmap_used_bytes,
-                              swap_total_bytes=m.swap_total_bytes)
+                              swap_total_bytes=m.swap_total_bytes,
+                              daemon_rss_bytes=snap.process_rss_bytes)
 
     residency = Residency(
-        pool=pool, budgets=planner.Budgets(budgets.ram, budgets.swap, budgets.reserve),
+        pool=pool, budgets=planner.Budgets(budgets.ram, budgets.swap, budgets.reserve,
+                                           edged_bytes=budgets.memory_total - budgets.reserve,
+                                           gpu_bytes=budgets.gpu),
         memory=memory, events=events, policy=policy,
         on_measured=lambda n, v, b, s, variant: catalog.record_measurement(n, v, b, s, variant),
         queue_limit=cfg.engines.queue_depth + cfg.engines.per_model_concurrency,
@@ -466,11 +528,16 @@ def build_parts(cfg: cfgmod.Config, budgets: cfgmod.Budgets, sampler: Any,
             intra_op_threads=cfg.engines.intra_op_threads,
             inter_op_threads=cfg.engines.inter_op_threads,
             warmup_shapes={k: tuple(s) for k, s in (v.warmup_shapes or {}).items()},
-            cuda_context_bytes=cfg.engines.cuda_context_bytes,
-            engine_info=dict(getattr(v, "engine_info", None) or {}))
+            engine_info=dict(getattr(v, "engine_info", None) or {}),
+            cudnn_conv_algo_search=cfg.engines.cudnn_conv_algo_search,
+            cudnn_conv_use_max_workspace=cfg.engines.cudnn_conv_use_max_workspace)
+        opts = costs.options(opts)
         gpu = v.format == "tensorrt" or any(
             p != "CPUExecutionProvider" for p in choose_providers(ort_providers, opts))
-        return replace(opts, uses_gpu=gpu)
+        return replace(opts, uses_gpu=gpu,
+                       gpu_mem_limit_bytes=gpu_mem_limit(v.measured_bytes or v.estimated_bytes,
+                                                         cfg.engines.gpu_mem_headroom)
+                       if gpu else 0)
 
     trace = TraceRecorder(cfg.trace.path, cfg.trace.max_bytes) if cfg.trace.path else None
     manager = ModelManager(state_dir=cfg.state_dir, budgets=budgets, sampler=sampler,
@@ -478,17 +545,81 @@ def build_parts(cfg: cfgmod.Config, budgets: cfgmod.Budgets, sampler: Any,
                            engine_options=engine_options, inspect=inspect,
                            allow_local_paths=cfg.install.allow_local_paths)
     manager_ref.append(manager)
+    manager.fixed_costs = costs.status
     manager.serving = Serving(
         manager, residency=residency, pool=pool, shm=ShmRegistry(allowed_gid=_socket_gid(cfg)),
-        inspect=lambda p, f: inspect(p, f), observe=policy.observe,
+        inspect=lambda p, f: inspect(p, f, costs.options(EngineOptions())),
+        observe=policy.observe,
         trace=trace,
         metrics=metrics, select_mode=cfg.selection.mode, pins=dict(cfg.selection.pins),
-        estimate_at=lambda p, shapes: inspect(p, None, EngineOptions(
-            warmup_shapes={k: tuple(v) for k, v in shapes.items()})).estimate_bytes)
+        estimate_at=lambda p, shapes: inspect(p, None, costs.options(EngineOptions(
+            warmup_shapes={k: tuple(v) for k, v in shapes.items()}))).estimate_bytes)
     preloader = Preloader(manager=manager, policy=policy,
                           interval_s=cfg.preload.interval_s) if cfg.preload.enabled else None
     addr = (cfg.metrics.host, cfg.metrics.port) if cfg.metrics.port is not None else None
     return Parts(manager, pool, preloader, trace, metrics, addr)
+
+
+class FixedCostsBook:
+    """This device's measured worker costs (engines/calibration.py) for the daemon: the
+    options every estimate is made with, the first load's measurement, status."""
+
+    def __init__(self, cfg: cfgmod.Config, device: Any, events: Any) -> None:
+        from edged.engines import calibration
+        from edged.engines.gpumem import nvml_driver_version
+
+        self._cal = calibration
+        gpu = device.gpus[0].name if device.gpus else ""
+        driver = device.l4t_release or (nvml_driver_version() if device.kind == "nvidia-gpu"
+                                        else "")
+        self.device = calibration.device_key(device.kind, gpu or (
+            device.model if device.kind == "jetson" else ""), driver or "?", device.cpu_model)
+        self.store = calibration.CalibrationStore(cfg.state_dir)
+        self._override = cfg.engines.cuda_context_bytes
+        self._events = events
+        self._lock = threading.Lock()
+
+    def options(self, opts: Any) -> Any:
+        return self._cal.apply(opts, self.store.get(self.device), self._override)
+
+    def first_load(self, details: Any, model_bytes: Any) -> None:
+        """A fresh worker's first load on a device not calibrated yet (or its first GPU load
+        when only the CPU was): measure from it. ``edged calibrate`` measures exactly."""
+        from edged.engines.estimate import CPU_WORKER_BASE_BYTES, ORT_SESSION_FIXED_BYTES
+
+        gpu = any(p != "CPUExecutionProvider" for p in details.get("providers", ()))
+        with self._lock:
+            prev = self.store.get(self.device)
+            if prev is not None and (prev.gpu_context_bytes or not gpu):
+                return
+            try:
+                own = model_bytes(str(details["key"]))
+            except (e.EdgedError, KeyError, ValueError):
+                return
+            new = self._cal.from_load(self.device, int(details["footprint"]), own, gpu,
+                                      CPU_WORKER_BASE_BYTES + ORT_SESSION_FIXED_BYTES, prev)
+            try:
+                self.store.put(new)
+            except OSError as exc:
+                log.warning("could not keep this device's calibration: %s", exc)
+                return
+        log.info("calibrated on %s from the first load: worker %d bytes, GPU context %d",
+                 self.device, new.worker_bytes, new.gpu_context_bytes)
+        self._events.publish("calibrated", "", 0,
+                             f"worker {format_size(new.worker_bytes)}, GPU context "
+                             f"{format_size(new.gpu_context_bytes)} (first load)",
+                             worker_bytes=str(new.worker_bytes),
+                             gpu_context_bytes=str(new.gpu_context_bytes))
+
+    def status(self) -> dict[str, Any]:
+        from edged.engines.base import EngineOptions
+
+        c = self.store.get(self.device)
+        used = self.options(EngineOptions()).cuda_context_bytes
+        return {"device": self.device, "worker_bytes": c.worker_bytes if c else 0,
+                "gpu_context_bytes": used, "source": c.source if c else "not measured",
+                "measured_at": c.measured_at if c else 0.0,
+                "gpu_context_override": self._override is not None}
 
 
 class ArtifactVerifier:
@@ -511,6 +642,43 @@ class ArtifactVerifier:
             raise e.DataLoss(f"model '{spec.key}' is corrupt in the store and will not be "
                              f"served: {'; '.join(problems)} (reinstall it; see `edged fsck`)",
                              reason="CORRUPT_ARTIFACT")
+
+
+def _calibrate(cfg: cfgmod.Config, as_json: bool) -> int:
+    """``edged calibrate``: a probe model in fresh workers, on the CPU and (where the CUDA EP
+    and a GPU are there) on the GPU; the costs go to the state dir, where the daemon (running
+    or not) reads them for every later estimate."""
+    from dataclasses import asdict
+
+    from edged.engines import calibration
+    from edged.engines.estimate import CUDA, installed_ort_providers
+    from edged.engines.gpumem import open_meter
+    from edged.engines.workers import WorkerPool
+    from edged.telemetry.sampler import Sampler
+
+    sampler = Sampler(root=cfg.telemetry.root, interval_s=60,
+                      memory_total_override=cfg.budgets.memory_total,
+                      use_jtop=False, use_nvml=cfg.telemetry.nvml)
+    device = sampler.sample_now().device
+    book = FixedCostsBook(cfg, device, None)
+    meter = open_meter(cfg.telemetry.root, use_nvml=cfg.telemetry.nvml)
+    gpu = CUDA in installed_ort_providers() and (meter is not None or device.kind == "jetson")
+    pool = WorkerPool(start_timeout_s=cfg.engines.start_timeout_s, gpu_meter=meter)
+    try:
+        costs = calibration.measure(pool, book.device, gpu)
+    except e.EdgedError as exc:
+        print(f"edged: calibrate: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        pool.close()
+    book.store.put(costs)
+    if as_json:
+        print(json.dumps(asdict(costs), indent=2))
+    else:
+        print(f"{costs.device}: worker {format_size(costs.worker_bytes)}, GPU context "
+              f"{format_size(costs.gpu_context_bytes)}" + ("" if gpu else " (no GPU to measure)")
+              + f"; kept in {book.store.path}")
+    return 0
 
 
 def _external_files(path: Path) -> list[str]:

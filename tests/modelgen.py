@@ -183,3 +183,48 @@ def big_weights_model(path: Path, weights_bytes: int) -> Path:
     model = _model(helper.make_graph(nodes, "weights", [x], [y], [w, axes]))
     onnx.save_model(model, str(path))
     return path
+
+
+def conv_net_model(path: Path, channels: int = 32, blocks: int = 4, seed: int = 0) -> Path:
+    """A small CNN over float32 [batch, 3, height, width] (both dynamic): conv-relu blocks
+    that halve the resolution and double the channels, a residual add, a pooled head.
+    Its activations, not its weights, set its footprint at realistic shapes and batches:
+    the case the estimate's activation term is held to."""
+    rng = np.random.default_rng(seed)
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3, "height", "width"])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 10])
+    nodes, inits, prev, cin = [], [], "x", 3
+    for b in range(blocks):
+        cout = channels << b
+        for k, (cin_k, stride) in enumerate(((cin, 2), (cout, 1))):
+            w = f"w{b}_{k}"
+            inits.append(numpy_helper.from_array(
+                (rng.standard_normal((cout, cin_k, 3, 3)) * 0.1).astype(np.float32), w))
+            nodes.append(helper.make_node("Conv", [prev, w], [f"c{b}_{k}"], pads=[1, 1, 1, 1],
+                                          strides=[stride, stride]))
+            nodes.append(helper.make_node("Relu", [f"c{b}_{k}"], [f"r{b}_{k}"]))
+            prev = f"r{b}_{k}"
+        nodes.append(helper.make_node("Add", [f"r{b}_0", prev], [f"s{b}"]))
+        prev, cin = f"s{b}", cout
+    inits.append(numpy_helper.from_array(
+        (rng.standard_normal((cin, 10)) * 0.1).astype(np.float32), "head"))
+    nodes += [helper.make_node("GlobalAveragePool", [prev], ["gap"]),
+              helper.make_node("Flatten", ["gap"], ["flat"]),
+              helper.make_node("MatMul", ["flat", "head"], ["y"])]
+    return _save(_model(helper.make_graph(nodes, "convnet", [x], [y], inits)), path)
+
+
+def mlp_model(path: Path, width: int = 1024, hidden: int = 4096, seed: int = 0) -> Path:
+    """``y = relu(x @ W1) @ W2`` over float32 [batch, width]: a transformer-like MLP block,
+    whose activations grow with the batch."""
+    rng = np.random.default_rng(seed)
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", width])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", width])
+    inits = [numpy_helper.from_array((rng.standard_normal((width, hidden)) * 0.01)
+                                     .astype(np.float32), "w1"),
+             numpy_helper.from_array((rng.standard_normal((hidden, width)) * 0.01)
+                                     .astype(np.float32), "w2")]
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"]),
+             helper.make_node("Relu", ["h"], ["a"]),
+             helper.make_node("MatMul", ["a", "w2"], ["y"])]
+    return _save(_model(helper.make_graph(nodes, "mlp", [x], [y], inits)), path)

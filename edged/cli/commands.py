@@ -66,9 +66,23 @@ def cmd_status(client: EdgedClient, args: argparse.Namespace) -> int:
     swap = (f"swap {output.size(m['swap_free_bytes'])} free of "
             f"{output.size(m['swap_total_bytes'])}" if m["swap_total_bytes"] else "no swap")
     print(f"memory   {output.size(m['available_bytes'])} available of "
-          f"{output.size(m['total_bytes'])}{sim}, reserve {output.size(m['reserve_bytes'])}, "
+          f"{output.size(m['total_bytes'])}{sim}, reserve {output.size(m['reserve_bytes'])}"
+          f" (daemon {output.size(m['daemon_rss_bytes'])} of it), "
           f"{swap}"
           + (f", NvMap {output.size(m['nvmap_used_bytes'])}" if m["nvmap_used_bytes"] else ""))
+    fc = st.get("fixed_costs") or {}
+    if fc:
+        override = " (config override)" if fc.get("gpu_context_override") else ""
+        worker = (output.size(fc["worker_bytes"]) if fc.get("worker_bytes")
+                  else "not measured")
+        print(f"workers  {worker} per worker, GPU context "
+              f"{output.size(fc.get('gpu_context_bytes', 0))}{override}  "
+              f"[{fc.get('source', 'not measured')}: {fc.get('device', '')}]")
+    gb = st.get("gpu_budget") or {}
+    if gb.get("budget_bytes"):
+        print(f"gpu mem  budget {output.size(gb['budget_bytes'])} of "
+              f"{output.size(gb.get('device_total_bytes', 0))}, used "
+              f"{output.size(gb.get('used_bytes', 0))}")
     if d["temperatures_c"]:
         temps = ", ".join(f"{k} {v:.0f}C" for k, v in sorted(d["temperatures_c"].items()))
         print(f"thermal  {temps}")

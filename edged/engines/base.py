@@ -121,6 +121,15 @@ class EngineOptions:
     # dimension (and in every dimension sharing its symbolic name) and 64 in the others.
     warmup_shapes: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
     cuda_context_bytes: int = 300 << 20  # one CUDA context, for estimates (Jetson: ~300 MiB)
+    # A fresh worker + one session, as measured on this device (engines/calibration.py);
+    # 0: the estimate's constants (estimate.CPU_WORKER_BASE_BYTES + ORT_SESSION_FIXED_BYTES).
+    worker_fixed_bytes: int = 0
+    # The CUDA EP's arena cap: the model's admitted bytes + the configured headroom (set by the
+    # daemon); 0: ``memory_limit_bytes``. cuDNN: bounded defaults, configurable
+    # (engines.cudnn_conv_algo_search / cudnn_conv_use_max_workspace).
+    gpu_mem_limit_bytes: int = 0
+    cudnn_conv_algo_search: str = "HEURISTIC"
+    cudnn_conv_use_max_workspace: bool = False
     cache_dir: str = ""  # where the TensorRT EP may cache built engines ("" = no cache)
     # Runs on a GPU (CUDA / TensorRT EP chosen, or a TensorRT engine): the planner counts such
     # a model as unswappable memory (manager: LoadSpec.gpu).
@@ -137,6 +146,10 @@ class EngineOptions:
                 "memory_limit_bytes": self.memory_limit_bytes,
                 "warmup_shapes": {k: tuple(v) for k, v in self.warmup_shapes.items()},
                 "cuda_context_bytes": self.cuda_context_bytes, "cache_dir": self.cache_dir,
+                "worker_fixed_bytes": self.worker_fixed_bytes,
+                "gpu_mem_limit_bytes": self.gpu_mem_limit_bytes,
+                "cudnn_conv_algo_search": self.cudnn_conv_algo_search,
+                "cudnn_conv_use_max_workspace": self.cudnn_conv_use_max_workspace,
                 "uses_gpu": self.uses_gpu, "engine_info": dict(self.engine_info)}
 
     @staticmethod

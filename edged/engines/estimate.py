@@ -9,13 +9,17 @@ i.e. what unloading the model returns to ``MemAvailable``. It is made of
     per node        each graph node, subgraph bodies included (kernels, node args, plans)
     weights         initializer + Constant-node bytes, once: the worker calls malloc_trim()
                     after creating the session, so the transient protobuf copies do not linger
+    activations     what ORT's CPU arena reserves for the live activations at the warm-up's
+                    shapes: the graph's liveness played through a model of the BFC arena
+                    (activations.py), fragmentation included
     provider        + one CUDA context when the CUDA or TensorRT EP will be used, + the
                     TensorRT EP's workspace; on a Jetson these come out of the same RAM
 
 Calibrated on the 2-core x86 dev box (onnxruntime 1.32 CPU, Python 3.11) against the demo models
 and generated 8/64/256 MB models: see tests/unit/test_engine_estimate.py, which prints the table
 and holds every model of 8 MB and more to +-15%. The CUDA/TensorRT terms are not calibrated
-(no GPU here): the CUDA context size is configurable (``engines.cuda_context_bytes``).
+(no GPU here). Both fixed terms are measured per device when it can be (calibration.py: the
+worker + session term and the GPU context); ``engines.cuda_context_bytes`` overrides the GPU's.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import importlib.util
 from collections.abc import Mapping
 from pathlib import Path
 
+from edged.engines.activations import Activations
 from edged.engines.base import EngineOptions
 from edged.engines.onnx_inspect import OnnxSummary
 
@@ -64,11 +69,16 @@ def choose_providers(available: tuple[str, ...], options: EngineOptions) -> tupl
 
 
 def onnx_estimate(summary: OnnxSummary, options: EngineOptions,
-                  providers: tuple[str, ...]) -> tuple[int, int, Mapping[str, str]]:
-    """(overhead, estimate, details) for an ONNX model run by ``providers``."""
+                  providers: tuple[str, ...], activations: Activations | None = None,
+                  shapes: Mapping[str, tuple[int, ...]] | None = None,
+                  ) -> tuple[int, int, Mapping[str, str]]:
+    """(overhead, estimate, details) for an ONNX model run by ``providers``; ``activations``
+    is the graph's live peak at the warm-up ``shapes`` (None: not known, not counted)."""
     weights = summary.weights_bytes
-    overhead = (CPU_WORKER_BASE_BYTES + ORT_SESSION_FIXED_BYTES
-                + ORT_PER_NODE_BYTES * summary.nodes + int((WEIGHTS_FACTOR - 1) * weights))
+    act = activations.arena_bytes if activations else 0
+    fixed = worker_fixed(options)
+    overhead = (fixed + ORT_PER_NODE_BYTES * summary.nodes + int((WEIGHTS_FACTOR - 1) * weights)
+                + act)
     gpu = CUDA in providers or TENSORRT_EP in providers
     if gpu:
         overhead += options.cuda_context_bytes
@@ -89,11 +99,26 @@ def onnx_estimate(summary: OnnxSummary, options: EngineOptions,
         "ir_version": str(summary.ir_version),
         "opsets": ",".join(f"{k}={v}" for k, v in sorted(summary.opsets.items())),
         "producer": summary.producer,
-        "estimate": (f"worker {CPU_WORKER_BASE_BYTES} + session {ORT_SESSION_FIXED_BYTES} + "
-                     f"{summary.nodes} nodes x {ORT_PER_NODE_BYTES} + weights {weights}"
+        "activation_bytes": str(act),
+        "activation_peak_bytes": str(activations.peak_bytes if activations else 0),
+        "activation_total_bytes": str(activations.total_bytes if activations else 0),
+        "activation_unknown_tensors": str(activations.unknown if activations else -1),
+        "activation_shapes": ";".join(f"{k}={'x'.join(map(str, v))}"
+                                      for k, v in (shapes or {}).items()),
+        "worker_fixed_bytes": str(fixed),
+        "fixed_costs": "calibrated" if options.worker_fixed_bytes else "defaults",
+        "estimate": (f"worker + session {fixed} + {summary.nodes} nodes x "
+                     f"{ORT_PER_NODE_BYTES} + weights {weights}"
+                     f" + activations {act}"
                      + (f" + cuda context {options.cuda_context_bytes}" if gpu else "")),
     }
     return overhead, weights + overhead, details
+
+
+def worker_fixed(options: EngineOptions) -> int:
+    """A fresh worker and one session: this device's measurement (calibration.py) if any,
+    else the dev box's constants."""
+    return options.worker_fixed_bytes or CPU_WORKER_BASE_BYTES + ORT_SESSION_FIXED_BYTES
 
 
 def default_memory_limit(weights_bytes: int) -> int:

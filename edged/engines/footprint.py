@@ -26,16 +26,23 @@ MIN_GROWTH_FRACTION = 0.05
 class Measured(Protocol):
     key: str
     footprint: int
-    gpu_bytes: int
+    gpu_bytes: int  # device memory accounted to it (grows with re-measured device growth)
     served: int  # requests accepted so far
     sampled: int  # ``served`` at the last look
 
 
 def regrow(models: Sequence[Measured], status: Callable[[], dict[str, int]],
-           anon_peak: Callable[[dict[str, int]], int]) -> tuple[Measured, int] | None:
+           anon_peak: Callable[[dict[str, int]], int],
+           device: Callable[[], int | None] | None = None) -> tuple[Measured, int] | None:
     """One worker's models: (the model whose footprint grew, by how much), or None.
 
-    ``status()`` reads the worker's /proc status (OSError/KeyError when it is gone)."""
+    ``status()`` reads the worker's /proc status (OSError/KeyError when it is gone);
+    ``device()`` (None on the CPU or without a per-process meter) its device memory now (NVML
+    on a discrete GPU, NvMap per process on a Jetson; None: no reading this time). The CUDA
+    arena only grows, so the device part is re-measured too: a GPU worker whose arena grew
+    under real inputs is accounted for it (the issue's silero worker: 1656 MB at load, 2700
+    MiB after 200 inferences). A shared worker's context was counted once, at its first load;
+    what grows later goes to the model that served the most since the last look."""
     busiest = max(models, key=lambda m: m.served - m.sampled, default=None)
     if busiest is None or busiest.served == busiest.sampled:
         return None  # nothing served since the last look: nothing new to see
@@ -44,10 +51,14 @@ def regrow(models: Sequence[Measured], status: Callable[[], dict[str, int]],
     except (OSError, KeyError):
         return None
     counted = sum(m.footprint for m in models)
-    growth = reached + sum(m.gpu_bytes for m in models) - counted
+    gpu_counted = sum(m.gpu_bytes for m in models)
+    now = device() if device is not None else None
+    gpu_now = max(gpu_counted, now) if now is not None else gpu_counted
+    growth = reached + gpu_now - counted
     for m in models:
         m.sampled = m.served
     if growth < max(MIN_GROWTH_BYTES, int(MIN_GROWTH_FRACTION * counted)):
         return None
     busiest.footprint += growth
+    busiest.gpu_bytes += gpu_now - gpu_counted
     return busiest, growth

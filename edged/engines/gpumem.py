@@ -39,16 +39,68 @@ def read_nvmap(meminfo: Path) -> int | None:
 
 
 def nvmap_meter(root: Path) -> Meter | None:
-    """The Jetson meter, if ``root``'s meminfo has NvMap lines."""
+    """The Jetson meter, if ``root``'s meminfo has NvMap lines (system-wide: good for the
+    growth over one load, not for telling workers apart)."""
     meminfo = root / "proc" / "meminfo"
     if read_nvmap(meminfo) is None:
         return None
     return lambda pid: read_nvmap(meminfo)
 
 
+NVMAP_CLIENTS = Path("sys/kernel/debug/nvmap/iovmm/clients")
+
+
+def read_nvmap_clients(path: Path) -> dict[int, int] | None:
+    """NvMap's per-process allocations (debugfs, root only): ``CLIENT PROCESS PID SIZE`` rows,
+    sizes in KiB with a ``K`` suffix, a process's several clients summed; None if unreadable."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return None
+    out: dict[int, int] = {}
+    for line in lines[1:]:
+        parts = line.split()
+        if len(parts) < 4 or parts[0] == "total":
+            continue
+        try:
+            pid, size = int(parts[-2]), parts[-1]
+            kib = int(size[:-1]) if size[-1:] in "Kk" else int(size) // 1024
+        except (ValueError, IndexError):
+            continue
+        out[pid] = out.get(pid, 0) + kib * 1024
+    return out
+
+
+class NvmapClientsMeter:
+    """A Jetson worker's own NvMap bytes (debugfs clients file): per process, so growth after
+    real inferences can be told apart per worker, like NVML's on a discrete GPU."""
+
+    per_process = True
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+
+    def __call__(self, pid: int) -> int | None:
+        clients = read_nvmap_clients(self._path)
+        return None if clients is None else clients.get(pid, 0)
+
+
+def nvmap_clients_meter(root: Path) -> NvmapClientsMeter | None:
+    path = root / NVMAP_CLIENTS
+    return NvmapClientsMeter(path) if read_nvmap_clients(path) is not None else None
+
+
+def per_process(meter: Meter | None) -> bool:
+    """Whether ``meter`` tells one process's device memory (NVML, NvMap clients) rather than
+    the system's (NvMap's meminfo line)."""
+    return bool(getattr(meter, "per_process", False))
+
+
 class NvmlMeter:
     """Device memory of one process over every GPU, through an initialised NVML (``pynvml``
     or a stand-in with the same functions)."""
+
+    per_process = True
 
     def __init__(self, nvml: Any) -> None:
         self._nvml = nvml
@@ -85,8 +137,10 @@ def open_nvml_meter() -> NvmlMeter | None:
 
 
 def open_meter(root: Path, use_nvml: bool = True) -> Meter | None:
-    """The device's meter: NvMap on a Jetson, else NVML (when allowed and present), else None."""
-    return nvmap_meter(root) or (open_nvml_meter() if use_nvml else None)
+    """The device's meter: on a Jetson NvMap per process (debugfs, when readable) else NvMap
+    system-wide; else NVML (when allowed and present); else None."""
+    return (nvmap_clients_meter(root) or nvmap_meter(root)
+            or (open_nvml_meter() if use_nvml else None))
 
 
 def gpu_growth(providers: Sequence[str], before: int | None, after: int | None) -> int:
@@ -95,3 +149,16 @@ def gpu_growth(providers: Sequence[str], before: int | None, after: int | None) 
     if all(p in CPU_PROVIDERS for p in providers) or before is None or after is None:
         return 0
     return max(0, after - before)
+
+
+def nvml_driver_version() -> str:
+    """The NVIDIA driver's version through NVML, or "" where it cannot tell (a calibration is
+    keyed by it: a driver upgrade changes what a CUDA context costs)."""
+    try:
+        import pynvml  # optional extra (nvml)
+
+        pynvml.nvmlInit()
+        v = pynvml.nvmlSystemGetDriverVersion()
+        return v.decode() if isinstance(v, bytes) else str(v)
+    except Exception:  # noqa: BLE001 - no library / driver: no version
+        return ""

@@ -117,7 +117,7 @@ class TensorRTBackend:
             raise cls(info["message"], field="artifact")
         sig = Signature.from_wire(info["signature"])
         engine_bytes = Path(path).stat().st_size
-        overhead = est.CPU_WORKER_BASE_BYTES + options.cuda_context_bytes + info["device_memory"]
+        overhead = est.worker_fixed(options) + options.cuda_context_bytes + info["device_memory"]
         details = {"tensorrt_version": info["version"], "layers": str(info["layers"]),
                    "device_memory_bytes": str(info["device_memory"]), "gpu": "true",
                    "estimate": f"worker {est.CPU_WORKER_BASE_BYTES} + cuda context "

@@ -185,6 +185,10 @@ class WorkerPool:
             _, sig_wire, providers, session_s, warmup_s, before, after, peak = reply
             gpu = gpumem.gpu_growth(providers, gpu_before, self._gpu(worker.pid))
             measured = (after if fresh else max(0, after - before)) + gpu
+            if fresh:  # a fresh worker's own cost, for this device's calibration
+                self._emit("worker_measured", {"key": key, "worker_bytes": before,
+                                               "footprint": measured, "gpu_bytes": gpu,
+                                               "providers": tuple(providers)})
             checker = validate.Checker(Signature.from_wire(sig_wire), self._threshold,
                                        self._shm_dir)
             model = LoadedModel(key, worker, checker, tuple(providers), max_concurrency,
@@ -303,7 +307,10 @@ class WorkerPool:
                     by_worker.setdefault(m.worker, []).append(m)
         grown = []
         for w, models in by_worker.items():
-            hit = footprint.regrow(models, partial(read_status, w.pid), anon_peak)
+            device = (partial(self._gpu, w.pid) if gpumem.per_process(self._gpu_meter)
+                      and any(m.gpu_bytes for m in models) else None)
+            gpu_before = sum(m.gpu_bytes for m in models)
+            hit = footprint.regrow(models, partial(read_status, w.pid), anon_peak, device)
             if hit is None:
                 continue
             model, growth = hit
@@ -311,7 +318,9 @@ class WorkerPool:
             log.info("model %s grew by %d bytes after real inferences: footprint now %d",
                      model.key, growth, model.footprint)
             self._emit("footprint", {"key": model.key, "pid": w.pid, "bytes": model.footprint,
-                                     "growth": growth})
+                                     "growth": growth, "gpu_bytes": model.gpu_bytes,
+                                     "gpu_growth": sum(m.gpu_bytes for m in models)
+                                     - gpu_before})
         return grown
 
     # -- inference -------------------------------------------------------------------------

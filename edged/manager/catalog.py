@@ -31,7 +31,6 @@ import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 from edged import errors as e
@@ -108,7 +107,7 @@ def _now() -> str:
 
 class Catalog:
     def __init__(self, store: Store, manifests: Any, *,
-                 inspect: Callable[[Path, str | None], Any],
+                 inspect: Callable[..., Any],  # (path, format[, warm-up shapes])
                  tier_check: TierCheck | None = None,
                  storage_budget: int | None = None,
                  clock: Callable[[], str] = _now) -> None:
@@ -206,7 +205,11 @@ class Catalog:
                     raise e.InvalidArgument(f"unknown tier {tier!r}", field="tier")
                 if version:
                     check_version(version)
-                info = self._inspect(blob.main, None)
+                # Declared warm-up shapes size the activations in the estimate (engines'
+                # activations.py); without them the warm-up's defaults do.
+                warm = {k: tuple(v) for k, v in (warmup_shapes or {}).items()}
+                info = (self._inspect(blob.main, None, warm) if warm
+                        else self._inspect(blob.main, None))
                 old = self.state.models.get(name)
                 tier = tier or (old.tier if old is not None else "swap")
                 number = version or (max(old.versions) + 1 if old else 1)
@@ -271,7 +274,8 @@ class Catalog:
                 if variant in v.variant_names:
                     raise e.AlreadyExists(f"model '{name}' version {number} already has a "
                                           f"variant {variant!r}", field="variant")
-                info = self._inspect(blob.main, None)
+                info = (self._inspect(blob.main, None, dict(v.warmup_shapes))
+                        if v.warmup_shapes else self._inspect(blob.main, None))
                 diff = v.signature.diff(info.signature)
                 if diff:
                     raise e.SignatureChanged(

@@ -23,7 +23,8 @@ log = logging.getLogger("edged.events")
 # Every kind the daemon publishes (tests/unit/test_events.py checks the publishers against it):
 # a filter naming another kind is a typo, refused rather than answered with silence.
 KINDS = frozenset({
-    "artifact_missing", "corrupt", "events_dropped", "evict", "install", "load", "load_failed",
+    "artifact_missing", "calibrated", "corrupt", "events_dropped", "evict", "footprint",
+    "install", "load", "load_failed",
     "manifest_dropped", "manifest_reload", "preload", "preload_cancelled", "preload_hit",
     "preload_wasted", "reject", "remove", "repaired", "tier", "unload", "variant",
     "variant_job", "variant_made", "version_switch", "worker_crash"})

@@ -76,6 +76,8 @@ class ModelManager:
         self.residency = residency
         self.store = store
         self.serving = serving
+        # This device's measured worker costs for status (set by the daemon); None: unknown.
+        self.fixed_costs: Callable[[], Mapping[str, Any]] | None = None
         self._engine_options = engine_options
         self._inspect = inspect
         self._clock = clock
@@ -135,7 +137,9 @@ class ModelManager:
             state_dir=str(self.state_dir), snapshot=snap, reserve_bytes=self.budgets.reserve,
             tiers=self._tier_usage(loaded), loaded=tuple(loaded),
             models_installed=len(self.catalog.list()) if self.catalog is not None else 0,
-            manifest_error=self._manifest_error, **self._store_status())
+            manifest_error=self._manifest_error,
+            fixed_costs=self.fixed_costs() if self.fixed_costs is not None else None,
+            gpu_budget=self._gpu_budget(loaded), **self._store_status())
 
     def _store_status(self) -> dict[str, Any]:
         """The store's line of status and the notes an operator must act on."""
@@ -150,6 +154,15 @@ class ModelManager:
                          f"({format_size(store.unreferenced_bytes)}): `edged fsck` lists them, "
                          "`edged fsck --gc` deletes them")
         return {"notes": tuple(notes), "store": store}
+
+    def _gpu_budget(self, loaded: list[LoadedView]) -> tuple[int, int, int] | None:
+        """(budget, used by loaded GPU models, device total) of a discrete GPU, else None."""
+        budget = getattr(self.budgets, "gpu", 0)
+        if not budget:
+            return None
+        used = sum(m.footprint_bytes for m in loaded if not m.evicting
+                   and any(p != "CPUExecutionProvider" for p in m.providers))
+        return budget, used, getattr(self.budgets, "gpu_total", 0)
 
     def loaded(self) -> list[LoadedView]:
         return self.residency.views() if self.residency is not None else []

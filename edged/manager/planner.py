@@ -32,6 +32,24 @@ A request must fit **both** of these, after evicting the victims the planner pic
    ``swap_total_bytes`` is unknown the planner assumes the worst (only unswappable residents are
    known to be in RAM), which is safe but stricter: pass ``SwapTotal`` when you have it.
 
+4. **The daemon counts against the reserve's edge.** The reserve is kept for the OS and the
+   robot; edged as a whole, every tier's models plus the daemon's own RSS, must stay within
+   ``memory_total - reserve``::
+
+       used(all tiers) + needed - freed + daemon_rss <= memory_total - reserve
+
+   A daemon that grew (large plain requests, see edged/malloc_tuning.py) shrinks what models
+   may take instead of eating into the reserve. Any victim frees its bytes for this rule, as
+   for rule 2, so it is folded into the live-memory need.
+
+5. **A discrete GPU's device memory is its own budget** (``budgets.gpu``; on a Jetson the GPU
+   allocates from RAM and rules 1-3 hold it)::
+
+       gpu_used + needed_gpu - freed_gpu <= gpu_budget
+
+   where a GPU model's device bytes are its accounted bytes less its worker's host-side fixed
+   cost. A rejection for this rule carries the GPU's numbers (tier ``gpu``).
+
 Victims come only from idle (``in_flight == 0``), unpinned (``tier == "swap"``), not-loading
 residents, in the order ``eviction_order`` returns (least valuable first). The planner takes the
 shortest prefix of that order that makes the request fit, then drops from it (most valuable
@@ -76,6 +94,7 @@ class Resident:
     in_flight: int  # requests running on it: never evicted under them
     gpu: bool  # GPU-executed: cannot be backed by swap
     loading: bool = False  # admitted, bytes not yet visible in MemAvailable
+    gpu_bytes: int = 0  # a discrete GPU's device memory it holds (rule 5)
 
 
 @dataclass(frozen=True)
@@ -83,6 +102,12 @@ class Budgets:
     ram_bytes: int
     swap_bytes: int
     reserve_bytes: int
+    # memory_total - reserve: what edged as a whole (every tier's models and the daemon's own
+    # RSS) may hold, so that the reserve stays whole for the OS and the robot (rule 4); 0 = not
+    # checked (a bare planner, the replay tool).
+    edged_bytes: int = 0
+    # A discrete GPU's device memory budget (budgets.gpu, rule 5); 0: none (CPU, Jetson).
+    gpu_bytes: int = 0
 
     def of(self, tier: str) -> int:
         if tier == "ram":
@@ -100,6 +125,7 @@ class Memory:
     swap_free_bytes: int
     nvmap_used_bytes: int | None = None
     swap_total_bytes: int | None = None
+    daemon_rss_bytes: int = 0  # the daemon's own RSS (rule 4)
 
 
 @dataclass(frozen=True)
@@ -109,6 +135,7 @@ class LoadRequest:
     bytes: int
     gpu: bool = False
     preload: bool = False
+    gpu_bytes: int = 0  # device memory it will take on a discrete GPU (rule 5)
 
 
 @dataclass(frozen=True)
@@ -150,10 +177,12 @@ class _Need:
     tier_bytes: int  # tier budget bytes that must be freed
     live_bytes: int  # live memory that must be freed (any victim counts fully)
     unswap_bytes: int  # RAM for unswappable models that must be freed (GPU victims only)
+    gpu_bytes: int = 0  # discrete-GPU device memory that must be freed (GPU victims only)
 
-    def met(self, tier_freed: int, live_freed: int, unswap_freed: int) -> bool:
+    def met(self, tier_freed: int, live_freed: int, unswap_freed: int,
+            gpu_freed: int = 0) -> bool:
         return (tier_freed >= self.tier_bytes and live_freed >= self.live_bytes
-                and unswap_freed >= self.unswap_bytes)
+                and unswap_freed >= self.unswap_bytes and gpu_freed >= self.gpu_bytes)
 
 
 @dataclass(frozen=True)
@@ -165,6 +194,7 @@ class _Totals:
     unswap_all: int  # unswappable residents, loading ones included
     unswap_visible: int  # unswappable residents already in MemAvailable
     visible: int  # every resident already in MemAvailable
+    gpu_used: int = 0  # discrete-GPU device memory of every resident
 
     @classmethod
     def of(cls, residents: Sequence[Resident]) -> _Totals:
@@ -180,7 +210,8 @@ class _Totals:
                 unswap_all += r.bytes
                 if not r.loading:
                     unswap_visible += r.bytes
-        return cls(used, pending, unswap_all, unswap_visible, visible)
+        return cls(used, pending, unswap_all, unswap_visible, visible,
+                   sum(r.gpu_bytes for r in residents))
 
 
 def _need(req: LoadRequest, t: _Totals, budgets: Budgets, memory: Memory) -> tuple[_Need, int]:
@@ -197,8 +228,14 @@ def _need(req: LoadRequest, t: _Totals, budgets: Budgets, memory: Memory) -> tup
             ram_held = max(t.unswap_visible, t.visible - swap_used)
         ram_for_edged = memory.available_bytes - budgets.reserve_bytes + ram_held
         unswap = t.unswap_all + req.bytes - ram_for_edged
+    live = req.bytes - (free - budgets.reserve_bytes)
+    if budgets.edged_bytes:  # rule 4: models + the daemon itself within memory_total - reserve
+        live = max(live, sum(t.used.values()) + req.bytes + memory.daemon_rss_bytes
+                   - budgets.edged_bytes)
+    gpu = (t.gpu_used + req.gpu_bytes - budgets.gpu_bytes
+           if budgets.gpu_bytes and req.gpu_bytes else 0)
     need = _Need(tier_bytes=t.used.get(req.tier, 0) + req.bytes - budgets.of(req.tier),
-                 live_bytes=req.bytes - (free - budgets.reserve_bytes), unswap_bytes=unswap)
+                 live_bytes=live, unswap_bytes=unswap, gpu_bytes=gpu)
     return need, free
 
 
@@ -225,6 +262,9 @@ def plan(req: LoadRequest, residents: Sequence[Resident], budgets: Budgets, memo
                               evict_candidates=tuple(r.key for r in candidates))
     if need.met(0, 0, 0):
         return Admit(numbers)
+    if budgets.gpu_bytes and req.gpu_bytes > budgets.gpu_bytes:
+        return Reject(f"{req.key} needs more device memory than the whole GPU budget",
+                      _gpu_numbers(req, totals, budgets, candidates))
     if req.bytes > budget:
         return Reject(f"{req.key} needs more than the whole {req.tier} budget", numbers)
     if req.tier == "ram" and need.tier_bytes > 0:
@@ -234,6 +274,10 @@ def plan(req: LoadRequest, residents: Sequence[Resident], budgets: Budgets, memo
                       numbers)
     victims = _victims(req, candidates, need, victim_cost)
     if victims is None:
+        if need.gpu_bytes > sum(r.gpu_bytes for r in candidates):
+            return Reject(f"{req.key} does not fit the GPU budget even after evicting all "
+                          f"{len(candidates)} idle swap models",
+                          _gpu_numbers(req, totals, budgets, candidates))
         return Reject(_why_not(req, candidates, need, memory, budgets.reserve_bytes), numbers)
     return AdmitAfterEvicting(tuple(v.key for v in victims), numbers)
 
@@ -252,6 +296,7 @@ def admissible(reqs: Sequence[LoadRequest], residents: Sequence[Resident], budge
     victims = [r for r in residents if evictable(r)]  # a request not among them is no victim
     all_freed = sum(r.bytes for r in victims)
     unswap_freed = sum(r.bytes for r in victims if _unswappable(r))
+    gpu_freed = sum(r.gpu_bytes for r in victims)
     tier_freed = {t: sum(r.bytes for r in victims if r.tier == t) for t in TIERS}
     out = []
     for req in reqs:
@@ -263,12 +308,22 @@ def admissible(reqs: Sequence[LoadRequest], residents: Sequence[Resident], budge
         need, _ = _need(req, totals, budgets, memory)
         if need.met(0, 0, 0):
             out.append("admit")
-        elif req.bytes > budgets.of(req.tier) or (req.tier == "ram" and need.tier_bytes > 0):
+        elif req.bytes > budgets.of(req.tier) or (req.tier == "ram" and need.tier_bytes > 0) \
+                or (budgets.gpu_bytes and req.gpu_bytes > budgets.gpu_bytes):
             out.append("reject")
         else:
-            fits = need.met(tier_freed.get(req.tier, 0), all_freed, unswap_freed)
+            fits = need.met(tier_freed.get(req.tier, 0), all_freed, unswap_freed, gpu_freed)
             out.append("evict" if fits else "reject")
     return out
+
+
+def _gpu_numbers(req: LoadRequest, t: _Totals, budgets: Budgets,
+                 candidates: Sequence[Resident]) -> CapacityNumbers:
+    """A rejection's numbers in the GPU's own currency (tier "gpu": device memory)."""
+    return CapacityNumbers(tier="gpu", needed_bytes=req.gpu_bytes,
+                           budget_bytes=budgets.gpu_bytes, used_bytes=t.gpu_used,
+                           free_bytes=max(0, budgets.gpu_bytes - t.gpu_used), reserve_bytes=0,
+                           evict_candidates=tuple(r.key for r in candidates))
 
 
 def _unswappable(r: Resident) -> bool:
@@ -285,18 +340,18 @@ def _victims(req: LoadRequest, candidates: Sequence[Resident], need: _Need,
     cheapest single candidate that makes it fit, and keeps the cheapest of all (a greedy, not
     an exact minimum: O(n^2) for n evictable residents).
     """
-    def freed(rs: Sequence[Resident]) -> tuple[int, int, int]:
+    def freed(rs: Sequence[Resident]) -> tuple[int, int, int, int]:
         return (sum(r.bytes for r in rs if r.tier == req.tier), sum(r.bytes for r in rs),
-                sum(r.bytes for r in rs if _unswappable(r)))
+                sum(r.bytes for r in rs if _unswappable(r)), sum(r.gpu_bytes for r in rs))
 
     prefix: list[Resident] = []
     options: list[list[Resident]] = []
     for i, r in enumerate(candidates):
         if victim_cost is not None:
-            t, lv, u = freed(prefix)
+            t, lv, u, g = freed(prefix)
             enough = [x for x in candidates[i:]
                       if need.met(t + (x.bytes if x.tier == req.tier else 0), lv + x.bytes,
-                                  u + (x.bytes if _unswappable(x) else 0))]
+                                  u + (x.bytes if _unswappable(x) else 0), g + x.gpu_bytes)]
             if enough:
                 options.append([*prefix, min(enough, key=victim_cost)])
         prefix.append(r)
@@ -317,12 +372,13 @@ def _prune(req: LoadRequest, chosen: list[Resident], need: _Need) -> list[Reside
     tier = sum(r.bytes for r in chosen if r.tier == req.tier)
     live = sum(r.bytes for r in chosen)
     unswap = sum(r.bytes for r in chosen if _unswappable(r))
+    gpu = sum(r.gpu_bytes for r in chosen)
     for i in range(len(chosen) - 2, -1, -1):
         r = chosen[i]
         t2 = tier - (r.bytes if r.tier == req.tier else 0)
         u2 = unswap - (r.bytes if _unswappable(r) else 0)
-        if need.met(t2, live - r.bytes, u2):
-            tier, live, unswap = t2, live - r.bytes, u2
+        if need.met(t2, live - r.bytes, u2, gpu - r.gpu_bytes):
+            tier, live, unswap, gpu = t2, live - r.bytes, u2, gpu - r.gpu_bytes
             del chosen[i]
     return chosen
 
@@ -342,10 +398,12 @@ def _why_not(req: LoadRequest, candidates: Sequence[Resident], need: _Need,
                 if n else "and no idle swap-tier model can be evicted")
     gpu = (f"; the GPU holds {format_size(memory.nvmap_used_bytes)} (NvMap)"
            if req.gpu and memory.nvmap_used_bytes is not None else "")
+    daemon = (f"; the daemon itself holds {format_size(memory.daemon_rss_bytes)}"
+              if memory.daemon_rss_bytes else "")
     low = (f"; free memory ({format_size(memory.available_bytes)}) is below the reserve "
            f"({format_size(reserve)}) kept for the OS and the robot's own processes"
            if memory.available_bytes < reserve else "")
-    return f"{req.key} ({req.tier} tier) does not fit {where} {evicting}{gpu}{low}"
+    return f"{req.key} ({req.tier} tier) does not fit {where} {evicting}{gpu}{daemon}{low}"
 
 
 def raise_if_rejected(decision: Decision) -> Admit | AdmitAfterEvicting:

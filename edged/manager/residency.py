@@ -42,6 +42,16 @@ class LoadSpec:
     peak: int = 0  # what the load itself may hold for a moment (0: no more than ``bytes``)
     variant: str = ""  # which variant of the version this loads ("": the version itself)
 
+    def device_bytes(self, accounted: int) -> int:
+        """What of ``accounted`` sits in a discrete GPU's memory (planner rule 5): all but its
+        worker's host-side fixed cost; 0 for a CPU model."""
+        if not self.gpu:
+            return 0
+        from edged.engines.estimate import worker_fixed
+
+        return max(0, accounted - worker_fixed(self.options)) if self.options is not None \
+            else accounted
+
     @property
     def key(self) -> str:
         return f"{self.name}:{self.version}"
@@ -58,7 +68,7 @@ class LoadSpec:
         """The planner's view of a demand load of this spec (specs are cached per catalog
         entry, so selection over many models builds each request once)."""
         return planner.LoadRequest(key=self.key, tier=self.tier, bytes=self.load_bytes,
-                                   gpu=self.gpu)
+                                   gpu=self.gpu, gpu_bytes=self.device_bytes(self.bytes))
 
 
 @dataclass
@@ -147,7 +157,8 @@ class Residency:
         slots = sorted(self._slots.values(), key=lambda s: s.last_used or s.loaded_at)
         out = [planner.Resident(key=s.key, tier=s.spec.tier, bytes=s.footprint,
                                 in_flight=s.in_flight, gpu=s.spec.gpu,
-                                loading=s.state in ("loading", "unloading"))
+                                loading=s.state in ("loading", "unloading"),
+                                gpu_bytes=s.spec.device_bytes(s.footprint))
                for s in slots]
         out += [planner.Resident(key=f"{s.key}>{s.moving_to}", tier=s.moving_to,
                                  bytes=s.footprint, in_flight=1, gpu=s.spec.gpu)

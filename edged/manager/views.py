@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,6 +59,8 @@ class StatusView:
     manifest_error: str = ""
     notes: tuple[str, ...] = ()
     store: StoreUsage | None = None
+    fixed_costs: Mapping[str, Any] | None = None  # engines/calibration.py, as estimates use
+    gpu_budget: tuple[int, int, int] | None = None  # (budget, used, device total): discrete GPU
 
 
 @dataclass(frozen=True)

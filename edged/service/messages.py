@@ -62,6 +62,11 @@ def status_pb(s: StatusView) -> system_pb2.StatusResponse:
             installed_bytes=s.store.installed_bytes, budget_bytes=s.store.budget_bytes,
             unreferenced_artifacts=s.store.unreferenced_artifacts,
             unreferenced_bytes=s.store.unreferenced_bytes),
+        fixed_costs=system_pb2.FixedCosts(**s.fixed_costs) if s.fixed_costs else None,
+        gpu_budget=system_pb2.GpuBudget(budget_bytes=s.gpu_budget[0],
+                                        used_bytes=s.gpu_budget[1],
+                                        device_total_bytes=s.gpu_budget[2])
+        if s.gpu_budget else None,
     )
 
 

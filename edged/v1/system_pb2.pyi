@@ -100,7 +100,7 @@ class TierStatus(_message.Message):
     def __init__(self, tier: _Optional[_Union[_models_pb2.Tier, str]] = ..., budget_bytes: _Optional[int] = ..., used_bytes: _Optional[int] = ..., models: _Optional[int] = ..., loaded: _Optional[int] = ...) -> None: ...
 
 class StatusResponse(_message.Message):
-    __slots__ = ("version", "uptime_s", "device", "memory", "tiers", "loaded", "telemetry_sources", "telemetry_errors", "state", "manifest_error", "state_dir", "models_installed", "notes", "store")
+    __slots__ = ("version", "uptime_s", "device", "memory", "tiers", "loaded", "telemetry_sources", "telemetry_errors", "state", "manifest_error", "state_dir", "models_installed", "fixed_costs", "gpu_budget", "notes", "store")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     UPTIME_S_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
@@ -113,6 +113,8 @@ class StatusResponse(_message.Message):
     MANIFEST_ERROR_FIELD_NUMBER: _ClassVar[int]
     STATE_DIR_FIELD_NUMBER: _ClassVar[int]
     MODELS_INSTALLED_FIELD_NUMBER: _ClassVar[int]
+    FIXED_COSTS_FIELD_NUMBER: _ClassVar[int]
+    GPU_BUDGET_FIELD_NUMBER: _ClassVar[int]
     NOTES_FIELD_NUMBER: _ClassVar[int]
     STORE_FIELD_NUMBER: _ClassVar[int]
     version: str
@@ -127,9 +129,11 @@ class StatusResponse(_message.Message):
     manifest_error: str
     state_dir: str
     models_installed: int
+    fixed_costs: FixedCosts
+    gpu_budget: GpuBudget
     notes: _containers.RepeatedScalarFieldContainer[str]
     store: StoreStatus
-    def __init__(self, version: _Optional[str] = ..., uptime_s: _Optional[float] = ..., device: _Optional[_Union[DeviceStatus, _Mapping]] = ..., memory: _Optional[_Union[MemoryStatus, _Mapping]] = ..., tiers: _Optional[_Iterable[_Union[TierStatus, _Mapping]]] = ..., loaded: _Optional[_Iterable[_Union[_models_pb2.LoadedModel, _Mapping]]] = ..., telemetry_sources: _Optional[_Iterable[str]] = ..., telemetry_errors: _Optional[_Iterable[str]] = ..., state: _Optional[str] = ..., manifest_error: _Optional[str] = ..., state_dir: _Optional[str] = ..., models_installed: _Optional[int] = ..., notes: _Optional[_Iterable[str]] = ..., store: _Optional[_Union[StoreStatus, _Mapping]] = ...) -> None: ...
+    def __init__(self, version: _Optional[str] = ..., uptime_s: _Optional[float] = ..., device: _Optional[_Union[DeviceStatus, _Mapping]] = ..., memory: _Optional[_Union[MemoryStatus, _Mapping]] = ..., tiers: _Optional[_Iterable[_Union[TierStatus, _Mapping]]] = ..., loaded: _Optional[_Iterable[_Union[_models_pb2.LoadedModel, _Mapping]]] = ..., telemetry_sources: _Optional[_Iterable[str]] = ..., telemetry_errors: _Optional[_Iterable[str]] = ..., state: _Optional[str] = ..., manifest_error: _Optional[str] = ..., state_dir: _Optional[str] = ..., models_installed: _Optional[int] = ..., fixed_costs: _Optional[_Union[FixedCosts, _Mapping]] = ..., gpu_budget: _Optional[_Union[GpuBudget, _Mapping]] = ..., notes: _Optional[_Iterable[str]] = ..., store: _Optional[_Union[StoreStatus, _Mapping]] = ...) -> None: ...
 
 class StoreStatus(_message.Message):
     __slots__ = ("installed_bytes", "budget_bytes", "unreferenced_artifacts", "unreferenced_bytes")
@@ -142,6 +146,32 @@ class StoreStatus(_message.Message):
     unreferenced_artifacts: int
     unreferenced_bytes: int
     def __init__(self, installed_bytes: _Optional[int] = ..., budget_bytes: _Optional[int] = ..., unreferenced_artifacts: _Optional[int] = ..., unreferenced_bytes: _Optional[int] = ...) -> None: ...
+
+class FixedCosts(_message.Message):
+    __slots__ = ("device", "worker_bytes", "gpu_context_bytes", "source", "measured_at", "gpu_context_override")
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    WORKER_BYTES_FIELD_NUMBER: _ClassVar[int]
+    GPU_CONTEXT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    MEASURED_AT_FIELD_NUMBER: _ClassVar[int]
+    GPU_CONTEXT_OVERRIDE_FIELD_NUMBER: _ClassVar[int]
+    device: str
+    worker_bytes: int
+    gpu_context_bytes: int
+    source: str
+    measured_at: float
+    gpu_context_override: bool
+    def __init__(self, device: _Optional[str] = ..., worker_bytes: _Optional[int] = ..., gpu_context_bytes: _Optional[int] = ..., source: _Optional[str] = ..., measured_at: _Optional[float] = ..., gpu_context_override: _Optional[bool] = ...) -> None: ...
+
+class GpuBudget(_message.Message):
+    __slots__ = ("budget_bytes", "used_bytes", "device_total_bytes")
+    BUDGET_BYTES_FIELD_NUMBER: _ClassVar[int]
+    USED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    budget_bytes: int
+    used_bytes: int
+    device_total_bytes: int
+    def __init__(self, budget_bytes: _Optional[int] = ..., used_bytes: _Optional[int] = ..., device_total_bytes: _Optional[int] = ...) -> None: ...
 
 class Event(_message.Message):
     __slots__ = ("seq", "time", "kind", "model", "version", "message", "details")

@@ -223,3 +223,20 @@ def test_worker_sharing_settings() -> None:
         with pytest.raises(c.ConfigError) as info:
             c.parse(text)
         assert str(info.value).startswith(expected), str(info.value)
+
+
+def test_gpu_budget_is_a_fraction_of_a_discrete_gpus_memory() -> None:
+    from types import SimpleNamespace
+
+    from edged.daemon import discrete_gpu_memory
+
+    cfg = c.Config()
+    b = c.resolve_budgets(cfg.budgets, memory_total=64 << 30, disk_total=100 << 30,
+                          gpu_total=140 << 30)
+    assert b.gpu == int(0.9 * (140 << 30)) and b.gpu_total == 140 << 30
+    none = c.resolve_budgets(cfg.budgets, memory_total=64 << 30, disk_total=100 << 30)
+    assert none.gpu == 0
+    gpu = SimpleNamespace(memory_total_bytes=140 << 30)
+    assert discrete_gpu_memory(SimpleNamespace(kind="nvidia-gpu", gpus=(gpu,))) == 140 << 30
+    # a Jetson's GPU allocates from RAM: no GPU budget of its own
+    assert discrete_gpu_memory(SimpleNamespace(kind="jetson", gpus=(gpu,))) == 0

@@ -122,3 +122,45 @@ def test_unload_returns_the_footprint_to_mem_available(big_models: dict[str, Pat
         print("\nunload of a 285 MiB footprint: available rose by "
               + ", ".join(f"{a:.0%} (raw MemAvailable {m:.0%})" for a, m in rises))
     assert max(a for a, _ in rises) >= 0.9
+
+
+# Realistic shapes (the issue's cases): (model, warm-up shapes, tolerance over, under).
+REALISTIC = [("ppocr-det", {"x": (1, 3, 640, 640)}, TOLERANCE, TOLERANCE),
+             ("ppocr-det", {"x": (1, 3, 960, 960)}, TOLERANCE, TOLERANCE),
+             ("ppocr-rec", {"x": (1, 3, 48, 320)}, TOLERANCE, TOLERANCE),
+             ("ppocr-cls", {"x": (1, 3, 48, 192)}, TOLERANCE, TOLERANCE),
+             ("gen-cnn", {"x": (4, 3, 224, 224)}, TOLERANCE, TOLERANCE),
+             ("gen-cnn", {"x": (8, 3, 224, 224)}, TOLERANCE, TOLERANCE),
+             ("gen-mlp", {"x": (4, 1024)}, TOLERANCE, TOLERANCE),
+             ("gen-mlp", {"x": (8, 1024)}, TOLERANCE, TOLERANCE),
+             ("gen-mlp", {"x": (512, 1024)}, TOLERANCE, TOLERANCE)]
+
+
+def test_activation_aware_estimate_at_realistic_shapes(
+        demo_models: dict[str, Path], tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """The estimate before the load (activations at the warm-up shapes read from the graph)
+    against the footprint the real load measures after its warm-up at those shapes."""
+    paths = {**demo_models, "gen-cnn": modelgen.conv_net_model(tmp_path / "cnn.onnx"),
+             "gen-mlp": modelgen.mlp_model(tmp_path / "mlp.onnx")}
+    pool = WorkerPool()
+    lines, failures = [], []
+    try:
+        for name, shapes, over, under in REALISTIC:
+            opts = EngineOptions(warmup_shapes=shapes)
+            info = inspect(paths[name], options=opts)
+            r = pool.load(name, paths[name], "onnx", opts)
+            pool.unload(name)
+            err = info.estimate_bytes / r.footprint_bytes - 1
+            shape = "x".join(map(str, next(iter(shapes.values()))))
+            lines.append(f"{name:10s} {shape:14s} {info.estimate_bytes / MiB:9.1f} "
+                         f"{r.footprint_bytes / MiB:9.1f} {err:+7.1%} "
+                         f"{int(info.details['activation_bytes']) / MiB:9.1f}")
+            if not -under <= err <= over:
+                failures.append((name, shape, f"{err:+.1%}"))
+    finally:
+        pool.close()
+    with capsys.disabled():
+        print(f"\n{'model':10s} {'shape':14s} {'estimate':>9s} {'measured':>9s} {'error':>7s} "
+              f"{'activ.':>9s}  (MiB)\n" + "\n".join(lines))
+    assert failures == []

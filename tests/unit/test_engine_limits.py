@@ -162,3 +162,101 @@ def test_an_engine_built_elsewhere_is_refused_naming_both(
 ])
 def test_an_engine_built_here_or_unknown_passes(info: dict[str, str]) -> None:
     check_built_for(info, "10.3.0.26", (8, 7), "det.engine")  # the build number may differ
+
+
+def test_cuda_cap_is_the_admitted_bytes_plus_headroom_with_bounded_cudnn() -> None:
+    from edged.daemon import gpu_mem_limit
+    from edged.engines.onnxruntime import cuda_options
+
+    limit = gpu_mem_limit(400 * MiB, "25%")
+    assert limit == 500 * MiB and gpu_mem_limit(400 * MiB, 64 * MiB) == 464 * MiB
+    opts = EngineOptions(gpu_mem_limit_bytes=limit)
+    cuda = cuda_options(opts, 40 << 30)  # the tier's remainder (40 GB) is not the cap
+    assert cuda["gpu_mem_limit"] == str(500 * MiB)
+    assert cuda["cudnn_conv_algo_search"] == "HEURISTIC"
+    assert cuda["cudnn_conv_use_max_workspace"] == "0"
+    assert cuda["arena_extend_strategy"] == "kSameAsRequested"
+    wide = cuda_options(EngineOptions(cudnn_conv_algo_search="EXHAUSTIVE",
+                                      cudnn_conv_use_max_workspace=True), 300 * MiB)
+    assert wide["gpu_mem_limit"] == str(300 * MiB)  # no admitted bytes: the runtime cap
+    assert (wide["cudnn_conv_algo_search"], wide["cudnn_conv_use_max_workspace"]) == (
+        "EXHAUSTIVE", "1")
+    _, (_, from_list), _ = _provider_list((est.TENSORRT_EP, est.CUDA, est.CPU),
+                                          EngineOptions(tensorrt_ep=True,
+                                                        gpu_mem_limit_bytes=limit),
+                                          40 << 30, 100 * MiB)
+    assert from_list["gpu_mem_limit"] == str(500 * MiB)
+
+
+class _OrtFail(Exception):
+    pass
+
+
+@pytest.mark.parametrize("message", [
+    # recorded from onnxruntime-gpu runs that outgrew gpu_mem_limit / the device
+    "[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : Non-zero status code returned while running "
+    "Conv node. Name:'p2o.Conv.58' Status Message: /onnxruntime_src/onnxruntime/core/framework/"
+    "bfc_arena.cc:376 void* onnxruntime::BFCArena::AllocateRawInternal(size_t, bool, "
+    "onnxruntime::Stream*, bool, onnxruntime::WaitNotificationFn) Failed to allocate memory for "
+    "requested buffer of size 88473600",
+    "[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : Non-zero status code returned while running "
+    "Conv node. Name:'conv1' Status Message: CUDA failure 2: out of memory ; GPU=0 ; "
+    "hostname=h200 ; file=/onnxruntime_src/onnxruntime/core/providers/cuda/cuda_allocator.cc ; "
+    "line=47 ; expr=cudaMalloc((void**)&p, size);",
+    "[ONNXRuntimeError] : 1 : FAIL : CUDNN failure 9: CUDNN_STATUS_ALLOC_FAILED ; GPU=0",
+])
+def test_running_out_of_the_gpu_cap_is_resource_exhausted(message: str) -> None:
+    from edged.engines.onnxruntime import run_error
+
+    err = run_error(_OrtFail(message))
+    assert isinstance(err, e.ResourceExhausted)
+
+
+NVMAP_FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "nvmap"
+
+
+def test_nvmap_clients_give_each_worker_its_own_bytes() -> None:
+    """The debugfs clients file (recorded format): a process's clients summed, the total row
+    and the header skipped; a pid that holds nothing reads 0, a missing file None."""
+    meter = gpumem.open_meter(NVMAP_FIXTURES / "orin-nano-8gb", use_nvml=False)
+    assert isinstance(meter, gpumem.NvmapClientsMeter) and gpumem.per_process(meter)
+    assert meter(4242) == (295604 + 1024) * 1024 and meter(4243) == 81920 * 1024
+    assert meter(7) == 0
+    assert gpumem.read_nvmap_clients(NVMAP_FIXTURES / "nope") is None
+    # the meminfo meter is system-wide: not used to tell workers apart
+    assert not gpumem.per_process(gpumem.nvmap_meter(FIXTURES / "orin-nano-8gb"))
+    assert gpumem.per_process(gpumem.NvmlMeter(_FakeNvml([])))
+
+
+def test_regrow_re_measures_device_memory_after_inferences() -> None:
+    """The issue's silero-vad on the H200: accounted 1656 MB at load (of which ~1300 MiB on
+    the GPU), its worker held 2700 MiB of device memory after 200 inferences (NVML, per
+    process, as nvidia-ml-py returns it). The re-measure accounts the device growth."""
+    nvml = _FakeNvml([[_Proc(77, 2700 * MiB), _Proc(78, 900 * MiB)]])
+    meter = gpumem.NvmlMeter(nvml)
+    m = _M("silero", 1656_000_000, gpu_bytes=1300 * MiB, served=200)
+    anon = 1656_000_000 - 1300 * MiB  # the host side did not grow
+    hit = footprint.regrow([m], _status(anon, anon), anon_peak, lambda: meter(77))
+    assert hit is not None and hit[0] is m
+    assert m.gpu_bytes == 2700 * MiB and m.footprint == anon + 2700 * MiB
+    m.served += 10  # no reading this time (NVML busy): nothing is lost, nothing invented
+    assert footprint.regrow([m], _status(anon, anon), anon_peak, lambda: None) is None
+
+
+def test_shared_worker_counts_the_context_once_and_attributes_growth() -> None:
+    """share_worker: one, four models (the issue: 2627 MB accounted after loading, 8364 MiB
+    of device memory after 50 inferences each). Each look gives what grew to the model that
+    served most since the previous look; the sum then matches the device's number."""
+    host = 200 * MiB
+    models = [_M("vad", 1200 * MiB, gpu_bytes=1100 * MiB), _M("cls", 500 * MiB, 460 * MiB),
+              _M("rec", 500 * MiB, 470 * MiB), _M("det", 427 * MiB, 397 * MiB)]
+    assert sum(m.footprint for m in models) - sum(m.gpu_bytes for m in models) == host - 0
+    readings = iter([3000 * MiB, 5200 * MiB, 7000 * MiB, 8364 * MiB])
+    for m in models:  # one model busy between two looks, in turn
+        m.served += 50
+        footprint.regrow(models, _status(host, host), anon_peak, lambda: next(readings))
+    accounted = sum(m.footprint for m in models)
+    device = host + 8364 * MiB
+    assert abs(accounted / device - 1) <= 0.15 and accounted == device
+    assert all(m.gpu_bytes >= 397 * MiB for m in models)
+    assert models[0].footprint == 1200 * MiB + (3000 * MiB - 2427 * MiB)

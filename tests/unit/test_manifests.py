@@ -149,7 +149,7 @@ def test_a_commit_dumps_only_the_model_that_changed(tmp_path: Path) -> None:
     store = Store(tmp_path / "state", detect_format=detect_format)
     manifests = Manifests(tmp_path / "state", blob_exists=store.has)
     manifests.load()
-    cat = Catalog(store, manifests, inspect=lambda p, f: inspect(p, f))
+    cat = Catalog(store, manifests, inspect=lambda p, f, warm=None: inspect(p, f))
     src = modelgen.add_model(tmp_path / "a.onnx")
     for i in range(12):
         cat.install(f"m{i:02d}", store.put_file(src), tier=TIERS[i % 3],

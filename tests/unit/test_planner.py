@@ -234,3 +234,58 @@ def test_the_order_is_not_asked_for_when_nothing_must_go() -> None:
     assert calls == []
     plan(req("x:1", 995), [res("a:1", 10)], BUDGETS, PLENTY, eviction_order=order)
     assert calls == [1]
+
+
+def test_the_daemons_rss_counts_against_the_reserves_edge() -> None:
+    """Rule 4: 1800 MiB for edged (memory_total 1900 - reserve 100). Models hold 700 (swap)
+    + 600 (ram) MiB; a 300 MiB load fits beside a 100 MiB daemon (1700), but a daemon grown
+    to 300 MiB takes the room (1900 > 1800): the idle 'a' (400 MiB) must go, and with it
+    pinned, nothing can go and the load is rejected, naming the daemon."""
+    budgets = Budgets(ram_bytes=1000 * MiB, swap_bytes=1000 * MiB, reserve_bytes=100 * MiB,
+                      edged_bytes=1800 * MiB)
+    residents = [res("a:1", 400), res("b:1", 300, in_flight=1), res("p:1", 600, tier="ram")]
+    small = Memory(available_bytes=10_000 * MiB, swap_free_bytes=0, swap_total_bytes=0,
+                   daemon_rss_bytes=100 * MiB)
+    grown = Memory(available_bytes=10_000 * MiB, swap_free_bytes=0, swap_total_bytes=0,
+                   daemon_rss_bytes=300 * MiB)
+    assert isinstance(plan(req("new:1", 300), residents, budgets, small), Admit)
+    d = plan(req("new:1", 300), residents, budgets, grown)
+    assert isinstance(d, AdmitAfterEvicting) and d.victims == ("a:1",)
+    d = plan(req("new:1", 300), [residents[1], residents[2]], Budgets(
+        1000 * MiB, 1000 * MiB, 100 * MiB, edged_bytes=1100 * MiB), grown)
+    assert isinstance(d, Reject)
+    assert "the daemon itself holds" in d.reason
+    # Without edged_bytes (a bare planner) the rule is off.
+    assert isinstance(plan(req("new:1", 300), residents, BUDGETS, grown), Admit)
+
+
+def test_a_discrete_gpus_memory_is_its_own_budget() -> None:
+    """Rule 5: a 1000 MiB GPU budget; GPU residents hold 500 + 300 MiB of it (their RAM side
+    is small and RAM is plentiful). A 300 MiB GPU load must evict the idle 300 MiB GPU model
+    (the CPU model frees no device memory); a 1200 MiB one is rejected with the GPU's numbers."""
+    budgets = Budgets(ram_bytes=10_000 * MiB, swap_bytes=10_000 * MiB, reserve_bytes=100 * MiB,
+                      gpu_bytes=1000 * MiB)
+    residents = [Resident("cpu:1", "swap", 400 * MiB, 0, False),
+                 Resident("g1:1", "swap", 330 * MiB, 0, True, gpu_bytes=300 * MiB),
+                 Resident("g2:1", "swap", 530 * MiB, 1, True, gpu_bytes=500 * MiB)]
+    small = LoadRequest("new:1", "swap", 130 * MiB, gpu=True, gpu_bytes=100 * MiB)
+    assert isinstance(plan(small, residents, budgets, PLENTY), Admit)
+    mid = LoadRequest("new:1", "swap", 330 * MiB, gpu=True, gpu_bytes=300 * MiB)
+    d = plan(mid, residents, budgets, PLENTY)
+    assert isinstance(d, AdmitAfterEvicting) and d.victims == ("g1:1",)
+    big = LoadRequest("new:1", "swap", 1230 * MiB, gpu=True, gpu_bytes=1200 * MiB)
+    d = plan(big, residents, budgets, PLENTY)
+    assert isinstance(d, Reject) and "GPU budget" in d.reason
+    n = d.numbers
+    assert (n.tier, n.needed_bytes, n.budget_bytes, n.used_bytes, n.free_bytes) == (
+        "gpu", 1200 * MiB, 1000 * MiB, 800 * MiB, 200 * MiB)
+    # g2 is busy: 700 MiB cannot be freed beside it (500 held)
+    d = plan(LoadRequest("new:1", "swap", 730 * MiB, gpu=True, gpu_bytes=700 * MiB),
+             residents, budgets, PLENTY)
+    assert isinstance(d, Reject) and d.numbers.tier == "gpu"
+    with pytest.raises(CapacityExceeded) as exc:
+        raise_if_rejected(d)
+    assert exc.value.numbers.budget_bytes == 1000 * MiB
+    # No GPU budget (a Jetson, a CPU box): rule 5 is off.
+    no_gpu = Budgets(ram_bytes=10_000 * MiB, swap_bytes=10_000 * MiB, reserve_bytes=100 * MiB)
+    assert isinstance(plan(big, residents, no_gpu, PLENTY), Admit)
