@@ -180,3 +180,22 @@ def test_a_daemon_killed_during_a_variant_job_leaves_nothing(daemon, demo_models
         assert not c.get_model("det").versions[0].variants
     assert blobs(daemon) == before
     assert not any(p.name.startswith("variant-") for p in (daemon.state_dir / "tmp").iterdir())
+
+
+def test_the_recommended_batch_holds_in_a_real_load(daemon_factory, demo_models) -> None:  # type: ignore[no-untyped-def]
+    """The batch answer comes from the estimate at batched shapes (with a 15% margin): a real
+    load of the model at that batch measures within 15% of the estimate, inside the budget."""
+    d = daemon_factory({"budgets": {"swap": "200MiB"}, "preload": {"enabled": False}}).start()
+    with d.client() as c:
+        c.install("det", demo_models["ppocr-det"], warmup_shapes={"x": [1, 3, 640, 640]},
+                  tier="storage")
+        swap = next(f for f in c.recommend("det").fits if f.tier == 2)
+        batch = swap.max_batch
+        assert batch >= 2, swap
+        c.install("det-b", demo_models["ppocr-det"], tier="swap",
+                  warmup_shapes={"x": [batch, 3, 640, 640]})
+        est = c.get_model("det-b").versions[0].estimated_bytes
+        view = c.load("det-b").model
+        assert abs(view.footprint_bytes - est) <= 0.15 * view.footprint_bytes, (
+            batch, est, view.footprint_bytes)
+        assert view.footprint_bytes <= 200 * MB  # the recommended batch really fits

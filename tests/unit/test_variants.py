@@ -64,8 +64,11 @@ def test_a_variant_within_the_quality_drop_when_nothing_else_fits() -> None:
 def test_the_largest_batch_within_a_budget() -> None:
     def estimate(shapes):  # type: ignore[no-untyped-def]
         return 1000 + 300 * shapes["x"][0]
-    assert variants.max_batch(estimate, {"x": (1, 3, 8, 8)}, 1000 + 300 * 37) == 37
-    assert variants.max_batch(estimate, {"x": (1, 3, 8, 8)}, 1200) == 0
+    assert variants.max_batch(estimate, {"x": (1, 3, 8, 8)}, 1000 + 300 * 37, margin=0) == 37
+    assert variants.max_batch(estimate, {"x": (1, 3, 8, 8)}, 1200, margin=0) == 0
+    # with the default margin the estimate must fit with 15% to spare
+    assert variants.max_batch(estimate, {"x": (1, 3, 8, 8)}, int((1000 + 300 * 37) * 1.15)) \
+        == 37
     assert variants.max_batch(estimate, {"x": (1, 3)}, 1 << 60) == variants.MAX_BATCH
     assert variants.max_batch(estimate, {}, 1 << 30) is None
 
