@@ -415,8 +415,7 @@ def build_parts(cfg: cfgmod.Config, budgets: cfgmod.Budgets, sampler: Any,
                   external_files=_external_files, detect_format=detect_format)
     manifests = Manifests(cfg.state_dir, blob_exists=store.has)
     state = manifests.load()
-    referenced = {v.store_id for m in state.models.values() for v in m.versions.values()}
-    quarantine.collect_expired(cfg.state_dir, store, store.blobs() - referenced,
+    quarantine.collect_expired(cfg.state_dir, store, store.blobs() - set(state.artifacts()),
                                cfg.install.unreferenced_retention_days)
     costs = FixedCostsBook(cfg, sampler.snapshot().device, events)
 
@@ -515,7 +514,7 @@ def build_parts(cfg: cfgmod.Config, budgets: cfgmod.Budgets, sampler: Any,
                                            edged_bytes=budgets.memory_total - budgets.reserve,
                                            gpu_bytes=budgets.gpu),
         memory=memory, events=events, policy=policy,
-        on_measured=lambda n, v, b, s: catalog.record_measurement(n, v, b, s),
+        on_measured=lambda n, v, b, s, variant: catalog.record_measurement(n, v, b, s, variant),
         queue_limit=cfg.engines.queue_depth + cfg.engines.per_model_concurrency,
         concurrency=cfg.engines.per_model_concurrency, metrics=metrics,
         verify=ArtifactVerifier(store, events))
@@ -552,7 +551,9 @@ def build_parts(cfg: cfgmod.Config, budgets: cfgmod.Budgets, sampler: Any,
         inspect=lambda p, f: inspect(p, f, costs.options(EngineOptions())),
         observe=policy.observe,
         trace=trace,
-        metrics=metrics, select_mode=cfg.selection.mode, pins=dict(cfg.selection.pins))
+        metrics=metrics, select_mode=cfg.selection.mode, pins=dict(cfg.selection.pins),
+        estimate_at=lambda p, shapes: inspect(p, None, costs.options(EngineOptions(
+            warmup_shapes={k: tuple(v) for k, v in shapes.items()}))).estimate_bytes)
     preloader = Preloader(manager=manager, policy=policy,
                           interval_s=cfg.preload.interval_s) if cfg.preload.enabled else None
     addr = (cfg.metrics.host, cfg.metrics.port) if cfg.metrics.port is not None else None

@@ -9,7 +9,7 @@ import sys
 from typing import Any
 
 from edged import errors as e
-from edged.cli import model_commands, output
+from edged.cli import model_commands, output, variant_commands
 from edged.cli.pbjson import event_dict, status_dict
 from edged.client import EdgedClient
 from edged.units import format_size
@@ -28,6 +28,7 @@ def register(sub: Any) -> None:
     r = sub.add_parser("reload", help="re-read the tier manifests (like SIGHUP)")
     r.set_defaults(func=cmd_reload)
     model_commands.register(sub)
+    variant_commands.register(sub)
 
 
 def emit_error(err: e.EdgedError, exit_code: int) -> None:
@@ -94,9 +95,9 @@ def cmd_status(client: EdgedClient, args: argparse.Namespace) -> int:
                    t["models"], t["loaded"]] for name, t in st["tiers"].items()])
     if st["loaded"]:
         print()
-        output.table(["LOADED", "VERSION", "TIER", "STATE", "FOOTPRINT", "IN FLIGHT", "REQUESTS",
-                      "PID"],
-                     [[x["name"], x["version"], x["tier"], x["state"],
+        output.table(["LOADED", "VERSION", "VARIANT", "TIER", "STATE", "FOOTPRINT",
+                      "IN FLIGHT", "REQUESTS", "PID"],
+                     [[x["name"], x["version"], x.get("variant") or "-", x["tier"], x["state"],
                        output.size(x["footprint_bytes"]), x["in_flight"], x["requests"],
                        x["worker_pid"]] for x in st["loaded"]])
     store = st.get("store") or {}

@@ -63,6 +63,9 @@ def register(sub: Any) -> None:
                    help="the daemon reads SOURCE from its own filesystem (no streaming)")
     p.add_argument("--allow-signature-change", action="store_true",
                    help="activate it even if its inputs/outputs differ from the active version")
+    p.add_argument("--variant", default="", metavar="NAME",
+                   help="add the file as this variant (e.g. int8) of --version (default: the "
+                        "active one) instead of as a new version")
     p.add_argument("--engine-info", action="append", default=[], metavar="KEY=VALUE",
                    help="what a TensorRT engine was built for, e.g. gpu=\"Orin (sm_87)\" "
                         "(the TensorRT version is recorded on its own)")
@@ -175,6 +178,15 @@ def cmd_show(client: EdgedClient, args: argparse.Namespace) -> int:
                 print(f"  {kind[:-1]:<6} {t['name']:<24} {t['datatype']:<6} [{shape}]")
         if v["notes"]:
             print(f"  notes: {v['notes']}")
+        for x in v.get("variants") or []:
+            print(f"  variant {x['name']:<8} {output.size(x['size_bytes'])}  quality "
+                  f"{x['quality']:g}  estimated {output.size(x['estimated_bytes'])}"
+                  + (f"  measured {output.size(x['measured_bytes'])}" if x["measured_bytes"]
+                     else "") + (f"  ({x['notes']})" if x["notes"] else ""))
+        if v.get("variants"):
+            print(f"  serves   {v.get('serve') or 'auto (edged chooses what fits)'}")
+    if d["loaded"] and d["loaded"].get("variant"):
+        print(f"\nloaded variant: {d['loaded']['variant']}")
     return 0
 
 
@@ -261,7 +273,7 @@ def cmd_install(client: EdgedClient, args: argparse.Namespace) -> int:
                   warmup_shapes=_warmup(args.warmup), group=args.group,
                   activate=not args.no_activate, inherit=not args.no_inherit,
                   allow_signature_change=args.allow_signature_change,
-                  engine_info=_engine_info(args.engine_info))
+                  engine_info=_engine_info(args.engine_info), variant=args.variant)
     bar = output.ProgressBar(f"install {args.name}", enabled=not args.json)
     remote = args.source.startswith(("http://", "https://"))
     if remote and not args.sha256:

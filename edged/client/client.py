@@ -215,7 +215,8 @@ class EdgedClient:
                 notes: str = "", warmup_shapes: Mapping[str, Sequence[int]] | None = None,
                 group: str = "", activate: bool = True,
                 engine_info: Mapping[str, str] | None = None,
-                allow_signature_change: bool = False, inherit: bool = True) -> mpb.InstallHeader:
+                allow_signature_change: bool = False, inherit: bool = True,
+                variant: str = "") -> mpb.InstallHeader:
         """``tier`` "": the model's own tier (swap for a new model). ``inherit``: what is left
         unsaid (tasks, quality, providers, precision, warm-up shapes, group) comes from the
         active version; ``show`` lists what was inherited."""
@@ -227,7 +228,44 @@ class EdgedClient:
             providers=list(providers), precision=precision, notes=notes,
             warmup_shapes={k: "x".join(map(str, v)) for k, v in (warmup_shapes or {}).items()},
             group=group, activate=activate, engine_info=dict(engine_info or {}),
-            allow_signature_change=allow_signature_change)
+            allow_signature_change=allow_signature_change, variant=variant)
+
+    # -- variants ------------------------------------------------------------------------
+    def make_variant(self, name: str, kind: str, *, version: int = 0,
+                     accept_change: float | None = None, quality: float = 0.0,
+                     progress: Callable[[str], None] | None = None,
+                     timeout: float | None = None) -> mpb.MakeVariantProgress:
+        """Make the ``kind`` variant (int8, fp16) on the device; installed only when its
+        relative output change is at most ``accept_change`` (None: report only). Returns the
+        last message: the report (and the model when installed)."""
+        req = mpb.MakeVariantRequest(name=name, version=version, kind=kind,
+                                     accept=accept_change is not None,
+                                     accept_change=accept_change or 0.0, quality=quality)
+        it = self.models.MakeVariant(req, timeout=timeout or max(self.timeout, 3600.0),
+                                     metadata=self._metadata)
+        last: mpb.MakeVariantProgress | None = None
+        for msg in self._stream(it):
+            if progress and msg.stage:
+                progress(msg.stage)
+            last = msg
+        if last is None:
+            raise e.Internal("the daemon ended the variant job without a report")
+        return last
+
+    def set_variant(self, name: str, variant: str, version: int = 0) -> mpb.Model:
+        return self._call(self.models.SetVariant, mpb.SetVariantRequest(
+            name=name, version=version, variant=variant))
+
+    def remove_variant(self, name: str, variant: str, version: int = 0) -> mpb.Model:
+        return self._call(self.models.RemoveVariant, mpb.RemoveVariantRequest(
+            name=name, version=version, variant=variant))
+
+    def recommend(self, name: str | None = None, *, artifact_path: str | None = None,
+                  warmup_shapes: Mapping[str, Sequence[int]] | None = None
+                  ) -> mpb.RecommendResponse:
+        return self._call(self.models.Recommend, mpb.RecommendRequest(
+            name=name or "", artifact_path=artifact_path or "",
+            warmup_shapes={k: "x".join(map(str, v)) for k, v in (warmup_shapes or {}).items()}))
 
     def remove(self, name: str, version: int = 0, force: bool = False) -> list[int]:
         req = mpb.RemoveRequest(name=name, version=version, force=force)

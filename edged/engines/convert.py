@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -180,7 +181,8 @@ def run_job(kind: str, src: Path, dst: Path, *, shapes: Mapping[str, Sequence[in
     and raises ``ResourceExhausted``/``Internal``/``DeadlineExceeded``; ``dst`` exists only
     when the job succeeded."""
     cmd = [sys.executable, "-m", "edged.engines.convert", kind, str(src), str(dst),
-           "--shapes", json.dumps({k: list(v) for k, v in (shapes or {}).items()})]
+           "--shapes", json.dumps({k: list(v) for k, v in (shapes or {}).items()}),
+           "--parent", str(os.getpid())]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             stdin=subprocess.DEVNULL)
     watch = _Watch(proc, memory_limit_bytes, time.monotonic() + timeout_s)
@@ -250,6 +252,19 @@ class _Watch:
         self._thread.join()
 
 
+def _end_with(parent: int) -> None:
+    """A job whose daemon died (SIGKILL) ends too: nobody would install its result, and the
+    next start removes the store's temporary files it writes into."""
+    import threading
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.2)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 def _main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m edged.engines.convert",
                                 description="make one variant (run by edged, not by hand)")
@@ -257,7 +272,10 @@ def _main(argv: list[str] | None = None) -> int:
     p.add_argument("src", type=Path, help="the original ONNX model")
     p.add_argument("dst", type=Path, help="where the variant goes")
     p.add_argument("--shapes", default="{}", help="warm-up shapes as JSON {input: [dims]}")
+    p.add_argument("--parent", type=int, default=0, help="end when this process ends")
     args = p.parse_args(argv)
+    if args.parent:
+        _end_with(args.parent)
 
     def say(msg: dict[str, Any]) -> None:
         sys.stdout.write(json.dumps(msg) + "\n")

@@ -38,6 +38,7 @@ from edged.manager import engine_compat, quarantine
 from edged.manager.manifests import ModelEntry, TierState, VersionEntry
 from edged.manager.names import MAX_VERSION, check_name, check_version
 from edged.manager.store import Blob, Store
+from edged.manager.tier_yaml import VARIANT_NAME_RE
 from edged.units import format_size
 
 log = logging.getLogger("edged.catalog")
@@ -48,7 +49,10 @@ BeforeCommit = Callable[[ModelEntry], None]
 
 
 def footprint(v: VersionEntry) -> int:
-    return v.measured_bytes or v.estimated_bytes
+    """What the version takes loaded: its smallest variant's (a tier takes a model when any
+    of its variants fits; which one serves is chosen at load, see ``manager.variants``)."""
+    own = v.measured_bytes or v.estimated_bytes
+    return min([own, *(x.measured_bytes or x.estimated_bytes for x in v.variants.values())])
 
 
 @dataclass(frozen=True)
@@ -250,6 +254,88 @@ class Catalog:
                 self._drop_if_unreferenced(blob.id)
                 raise
 
+    # -- variants: other forms of one version (see tier_yaml.VersionEntry.variants) ---------
+    def add_variant(self, name: str, version: int | None, variant: str, blob: Blob, *,
+                    precision: str, quality: float | None = None,
+                    notes: str = "") -> ModelEntry:
+        """Add ``blob`` as variant ``variant`` of a version (None: the active one). Its
+        signature must be the version's: a client sends the same tensors to every variant."""
+        with self._lock:
+            try:
+                m = self.get(name)
+                number = version or m.active
+                v = m.versions.get(number)
+                if v is None:
+                    raise e.NotFound(f"model '{name}' has no version {number}", field="version")
+                if not VARIANT_NAME_RE.fullmatch(variant):
+                    raise e.InvalidArgument(
+                        f"variant name {variant!r} is not allowed: 1-31 characters of a-z, 0-9, "
+                        "'.', '_', '-'", field="variant")
+                if variant in v.variant_names:
+                    raise e.AlreadyExists(f"model '{name}' version {number} already has a "
+                                          f"variant {variant!r}", field="variant")
+                info = (self._inspect(blob.main, None, dict(v.warmup_shapes))
+                        if v.warmup_shapes else self._inspect(blob.main, None))
+                diff = v.signature.diff(info.signature)
+                if diff:
+                    raise e.SignatureChanged(
+                        f"variant {variant!r} of '{name}' v{number} has another signature than "
+                        "the version: a variant must take and give the same tensors", diff)
+                entry = VersionEntry(
+                    sha256=blob.sha256, size_bytes=blob.size_bytes, format=info.format,
+                    precision=precision, quality=v.quality if quality is None else quality,
+                    notes=notes, estimated_bytes=int(info.estimate_bytes),
+                    installed_at=self._clock(),
+                    artifact=blob.id if blob.id != blob.sha256 else "")
+                self._storage_check(name, blob)
+
+                def derive(state: TierState) -> ModelEntry:
+                    cur = state.models[name]
+                    cv = cur.versions[number]
+                    return replace(cur, versions={**cur.versions, number: replace(
+                        cv, variants={**cv.variants, variant: entry})})
+
+                return self._change(name, derive, check_tier=False, before_commit=None)
+            except BaseException:
+                self._drop_if_unreferenced(blob.id)
+                raise
+
+    def remove_variant(self, name: str, version: int | None, variant: str) -> ModelEntry:
+        with self._lock:
+            m = self.get(name)
+            number = version or m.active
+            v = m.versions.get(number)
+            if v is None:
+                raise e.NotFound(f"model '{name}' has no version {number}", field="version")
+            if variant == v.variant_name:
+                raise e.FailedPrecondition(
+                    f"{variant!r} is the version itself: remove the version (`edgectl remove "
+                    f"{name} {number}`) to remove it", field="variant")
+            gone = v.variant(variant)  # NotFound for an unknown name
+            nv = replace(v, variants={k: x for k, x in v.variants.items() if k != variant},
+                         serve="" if v.serve == variant else v.serve)
+            entry = self._change(name, lambda st: replace(st.models[name], versions={
+                **st.models[name].versions, number: nv}), check_tier=False, before_commit=None)
+            self._drop_if_unreferenced(gone.store_id)
+            return entry
+
+    def set_serve(self, name: str, version: int | None, variant: str) -> ModelEntry:
+        """Pin the variant a version is served in ("" or "auto": edged chooses)."""
+        with self._lock:
+            m = self.get(name)
+            number = version or m.active
+            v = m.versions.get(number)
+            if v is None:
+                raise e.NotFound(f"model '{name}' has no version {number}", field="version")
+            pin = "" if variant in ("", "auto") else variant
+            if pin:
+                v.variant(pin)  # NotFound for an unknown name
+            if v.serve == pin:
+                return m
+            return self._change(name, lambda st: replace(st.models[name], versions={
+                **st.models[name].versions, number: replace(v, serve=pin)}), check_tier=False,
+                before_commit=None)
+
     def _signature_guard(self, name: str, old: VersionEntry, new: VersionEntry,
                          hint: str = "allow it explicitly") -> None:
         diff = old.signature.diff(new.signature)
@@ -336,11 +422,12 @@ class Catalog:
                                        previous=None if m.previous in targets else m.previous)
             self.manifests.commit(TierState(models, self.state.generation))
             for v in targets:
-                self._drop_if_unreferenced(m.versions[v].store_id)
+                for artifact in m.versions[v].artifacts:
+                    self._drop_if_unreferenced(artifact)
             return targets
 
     def record_measurement(self, name: str, version: int, measured_bytes: int,
-                           load_seconds: float) -> None:
+                           load_seconds: float, variant: str = "") -> None:
         """Record a load's footprint and time.
 
         Every load measures both, and the load time differs a little each time: committing
@@ -356,16 +443,23 @@ class Catalog:
             m = self.state.models.get(name)
             if m is None or version not in m.versions:
                 return
-            v = m.versions[version]
+            top = m.versions[version]
+            if variant and variant != top.variant_name and variant not in top.variants:
+                return  # removed meanwhile
+            own = variant and variant != top.variant_name
+            v = top.variants[variant] if own else top
             nv = replace(v, measured_bytes=int(measured_bytes),
                          load_seconds=round(float(load_seconds), 4))
             if (v.measured_bytes, v.load_seconds) == (nv.measured_bytes, nv.load_seconds):
                 return
+            ntop = replace(top, variants={**top.variants, variant: nv}) if own else nv
             models = {**self.state.models, name: replace(m, versions={**m.versions,
-                                                                       version: nv})}
+                                                                       version: ntop})}
             new = TierState(models, self.state.generation)
             sm = self.manifests.saved.models.get(name)
             saved = sm.versions.get(version) if sm is not None else None
+            if saved is not None and own:
+                saved = saved.variants.get(variant)
             if saved is None or _worth_saving(saved, nv):
                 try:
                     self.manifests.commit(new)
@@ -379,16 +473,13 @@ class Catalog:
     def stored_bytes(self) -> int:
         """Bytes of every artifact the manifests reference, each counted once (what the
         storage budget caps: every installed version lives on disk, whatever its tier)."""
-        blobs = {v.store_id: v.size_bytes for m in self.state.models.values()
-                 for v in m.versions.values()}
-        return sum(blobs.values())
+        return sum(self.state.artifacts().values())
 
     def _storage_check(self, name: str, blob: Blob) -> None:
         if self._storage_budget is None:
             return
         used = self.stored_bytes()
-        known = any(v.store_id == blob.id for m in self.state.models.values()
-                    for v in m.versions.values())
+        known = blob.id in self.state.artifacts()
         needed = 0 if known else blob.size_bytes
         if used + needed > self._storage_budget:
             loose = self.unreferenced()
@@ -407,14 +498,14 @@ class Catalog:
         state = self.state
         cached = self._loose
         if cached is None or cached[0] is not state:
-            refs = {v.store_id for m in state.models.values() for v in m.versions.values()}
+            refs = set(state.artifacts())
             loose = {a: quarantine.blob_bytes(self.store, a) for a in
                      sorted(self.store.blobs() - refs)}
             cached = self._loose = (state, loose)
         return dict(cached[1])
 
     def _drop_if_unreferenced(self, artifact: str) -> None:
-        refs = {v.store_id for m in self.state.models.values() for v in m.versions.values()}
+        refs = set(self.state.artifacts())
         if artifact not in refs:
             self.store.remove(artifact)
 

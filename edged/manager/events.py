@@ -26,8 +26,8 @@ KINDS = frozenset({
     "artifact_missing", "calibrated", "corrupt", "events_dropped", "evict", "footprint",
     "install", "load", "load_failed",
     "manifest_dropped", "manifest_reload", "preload", "preload_cancelled", "preload_hit",
-    "preload_wasted", "reject", "remove", "repaired", "tier", "unload", "version_switch",
-    "worker_crash"})
+    "preload_wasted", "reject", "remove", "repaired", "tier", "unload", "variant",
+    "variant_job", "variant_made", "version_switch", "worker_crash"})
 
 
 def check_kinds(kinds: frozenset[str]) -> None:

@@ -107,11 +107,11 @@ def fsck(state_dir: Path, *, repair: bool = False, deep: bool = True,
         report.manifest_error = str(exc)
         return report
     report.models = len(state.models)
-    referenced = {v.store_id for m in state.models.values() for v in m.versions.values()}
+    referenced = set(state.artifacts())
     for sha in sorted(referenced):
         problems = store.verify(sha, deep=deep) if sha in blobs else [f"{sha[:12]}: missing"]
         users = [f"{m.name}:{n}" for m in state.models.values() for n, v in m.versions.items()
-                 if v.store_id == sha]
+                 if sha in v.artifacts]
         report.corrupt += [f"{p} (used by {', '.join(users)})" for p in problems]
     report.orphans = sorted(blobs - referenced)
     report.orphan_bytes = sum(quarantine.blob_bytes(store, a) for a in report.orphans)

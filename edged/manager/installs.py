@@ -56,6 +56,8 @@ def check_spec(spec: InstallSpec) -> None:
 
 def _finish(manager: Any, spec: InstallSpec, blob: Any, started: float,
             display: str) -> InstallResult:
+    if spec.variant:
+        return _finish_variant(manager, spec, blob, started, display)
     before = manager.catalog.state.models.get(spec.name)
     switch = Transition(manager, before) if spec.activate else None
     try:
@@ -86,6 +88,27 @@ def _finish(manager: Any, spec: InstallSpec, blob: Any, started: float,
     manager.events.publish("install", spec.name, number, format_size(blob.size_bytes),
                            sha256=blob.sha256[:12], tier=entry.tier, size_bytes=blob.size_bytes)
     return InstallResult(manager.catalog.get(spec.name), number, blob.sha256, blob.size_bytes,
+                         time.monotonic() - started)
+
+
+def _finish_variant(manager: Any, spec: InstallSpec, blob: Any, started: float,
+                    display: str) -> InstallResult:
+    """The artifact is another form of an installed version (``--variant``): added to it,
+    nothing loaded or switched."""
+    try:
+        entry = manager.catalog.add_variant(
+            spec.name, spec.version, spec.variant, blob,
+            precision=spec.precision or spec.variant,
+            quality=spec.quality or None, notes=spec.notes)
+    except BaseException as exc:
+        if isinstance(exc, e.EdgedError):
+            with_user_names(exc, {str(blob.main): display, blob.main.name: display})
+        raise
+    number = spec.version or entry.active
+    manager.events.publish("install", spec.name, number,
+                           f"variant {spec.variant}: {blob.size_bytes} bytes",
+                           sha256=blob.sha256[:12], variant=spec.variant)
+    return InstallResult(entry, number, blob.sha256, blob.size_bytes,
                          time.monotonic() - started)
 
 

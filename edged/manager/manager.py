@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from edged import __version__
 from edged import errors as e
 from edged.config import Budgets
-from edged.manager import engine_compat, installs
+from edged.manager import engine_compat, installs, variants
 from edged.manager.artifacts import MissingArtifacts
 from edged.manager.events import EventBus
 from edged.manager.transitions import Transition, apply_reload, plan_reload
@@ -36,6 +36,9 @@ if TYPE_CHECKING:
     from edged.manager.residency import LoadSpec, Residency
 
 TIERS = ("ram", "swap", "storage")
+# A variant job's memory budget is the swap tier's, but at least this: the converter's own
+# Python, numpy and ONNX Runtime take ~150 MB before the model does.
+JOB_MIN_BYTES = 512 << 20
 log = logging.getLogger("edged.manager")
 
 
@@ -63,7 +66,8 @@ class ModelManager:
                  serving: Any = None, clock: Callable[[], float] = time.time,
                  allow_local_paths: bool = True,
                  tensorrt_version: Callable[[], str | None] =
-                 engine_compat.installed_tensorrt_version) -> None:
+                 engine_compat.installed_tensorrt_version,
+                 max_quality_drop: float = variants.DEFAULT_MAX_QUALITY_DROP) -> None:
         self.state_dir = state_dir
         self.budgets = budgets
         self.sampler = sampler
@@ -84,10 +88,11 @@ class ModelManager:
         self._manifest_error = str(getattr(getattr(catalog, "manifests", None),
                                            "fallback_note", "") or "")
         self._switch_lock = threading.Lock()
-        self._specs: dict[tuple[str, int, str | None], tuple[Any, Any]] = {}
+        self._specs: dict[tuple[str, int, str | None, str], tuple[Any, Any]] = {}
         self._missing = MissingArtifacts(store)
         self._trt_probe = tensorrt_version
         self._trt: list[str | None] = []  # the installed TensorRT, looked up once
+        self._max_quality_drop = max_quality_drop
 
     # -- lifecycle -----------------------------------------------------------------------
     def set_state(self, state: str) -> None:
@@ -113,7 +118,7 @@ class ModelManager:
             if entry.tier != "ram":
                 continue
             try:
-                self._res().load(self.load_spec(entry, entry.active))
+                self._res().load(self.serving_spec(entry, entry.active))
             except e.EdgedError as exc:
                 problems.append(f"{entry.name}: {exc}")
                 self.events.publish("load_failed", entry.name, entry.active, str(exc))
@@ -169,7 +174,7 @@ class ModelManager:
             counts[model.tier] += 1
             for number, v in model.versions.items():
                 if model.tier == "storage" or number != model.active:
-                    held[v.store_id] = v.size_bytes
+                    held.update(v.artifacts)
         disk = sum(held.values())
         budgets = {"ram": self.budgets.ram, "swap": self.budgets.swap,
                    "storage": self.budgets.storage}
@@ -214,7 +219,7 @@ class ModelManager:
     def _load_all(self, entries: list[Any]) -> None:
         for entry in entries:
             try:
-                self._res().load(self.load_spec(entry, entry.active))
+                self._res().load(self.serving_spec(entry, entry.active))
             except e.EdgedError as exc:
                 log.warning("ram tier after reload: %s: %s", entry.name, exc)
 
@@ -229,16 +234,43 @@ class ModelManager:
             raise e.Unimplemented("engines are not available in this edged build")
         return self.residency
 
-    def load_spec(self, entry: Any, version: int, tier: str | None = None) -> LoadSpec:
-        """The load spec of one version; cached per catalog entry (entries are immutable, a
-        change makes a new one), because the inference path asks for it on every request."""
-        key = (entry.name, version, tier)
+    def load_spec(self, entry: Any, version: int, tier: str | None = None,
+                  variant: str = "") -> LoadSpec:
+        """The load spec of one version (in one of its variants; "": the version itself, or
+        the one pinned); cached per catalog entry (entries are immutable, a change makes a
+        new one), because the inference path asks for it on every request."""
+        key = (entry.name, version, tier, variant)
         hit = self._specs.get(key)
         if hit is not None and hit[0] is entry:
             return hit[1]  # type: ignore[no-any-return]
-        spec = self._make_spec(entry, version, tier)
+        spec = self._make_spec(entry, version, tier, variant)
         self._specs[key] = (entry, spec)
         return spec
+
+    def serving_spec(self, entry: Any, version: int, tier: str | None = None,
+                     announce: bool = True) -> LoadSpec:
+        """The spec a request or a load of ``version`` uses: its loaded variant if it is
+        loaded, else the variant ``variants.choose`` picks now (an event says which, when
+        it is not the version itself). Without variants: ``load_spec`` (the request path
+        pays nothing for them)."""
+        v = entry.versions.get(version)
+        if v is None or not v.variants:
+            return self.load_spec(entry, version, tier)
+        res = self._res()
+        view = res.view(f"{entry.name}:{version}")
+        if view is not None:
+            return self.load_spec(entry, version, tier, view.variant)
+        if v.serve:
+            return self.load_spec(entry, version, tier, v.serve)
+        specs = {n: self.load_spec(entry, version, tier, n) for n in v.variant_names}
+        choice = variants.choose(specs, {n: v.variant(n).quality for n in specs},
+                                 v.variant_name, res.plan,
+                                 max_quality_drop=self._max_quality_drop)
+        if announce and choice.spec.variant != v.variant_name:
+            self.events.publish("variant", entry.name, version,
+                                f"serving {choice.spec.variant}: {choice.reason}",
+                                variant=choice.spec.variant)
+        return choice.spec
 
     def unservable(self, entry: Any, version: int) -> e.EdgedError | None:
         """What ``load_spec`` would refuse ``version`` with (a missing artifact, another
@@ -249,10 +281,12 @@ class ModelManager:
             return exc
         return None
 
-    def _make_spec(self, entry: Any, version: int, tier: str | None) -> LoadSpec:
-        v = entry.versions.get(version)
-        if v is None:
+    def _make_spec(self, entry: Any, version: int, tier: str | None,
+                   variant: str = "") -> LoadSpec:
+        top = entry.versions.get(version)
+        if top is None:
             raise e.NotFound(f"model '{entry.name}' has no version {version}", field="version")
+        v = top.variant(variant or top.serve)
         if self._engine_options is None or self.store is None:
             raise e.Unimplemented("engines are not available in this edged build")
         from edged.manager.residency import LoadSpec
@@ -270,7 +304,7 @@ class ModelManager:
                         group=v.group, bytes=v.measured_bytes or v.estimated_bytes,
                         gpu=bool(getattr(options, "uses_gpu", False))
                         or engine_compat.uses_gpu(v.format, v.providers),
-                        peak=self._load_peak(v, tier))
+                        peak=self._load_peak(v, tier), variant=v.variant_name)
 
     def _load_peak(self, v: Any, tier: str) -> int:
         """An ONNX load holds one more copy of the weights for a moment (the parsed protobuf
@@ -372,6 +406,81 @@ class ModelManager:
                 self._catalog().record_measurement(name, entry.active, view.footprint_bytes,
                                                    seconds)
             return self._catalog().get(name)
+
+    # -- variants (edged.manager.variants) ----------------------------------------------------
+    def make_variant(self, name: str, version: int | None, kind: str, *,
+                     accept_change: float | None, quality: float | None = None,
+                     progress: Callable[[str], None] = lambda stage: None) -> tuple[Any, Any]:
+        """Make the ``kind`` variant of a version in a child process (``engines.convert``;
+        its memory budget is the swap tier's, see ``JOB_MIN_BYTES``), and install it only if
+        its relative output
+        change on the warm-up inputs is within ``accept_change`` (None: report only).
+        Returns ``(report, entry or None)``. A failed, refused or killed job leaves nothing:
+        the file lives in the store's tmp directory until installed."""
+        import tempfile
+
+        from edged.engines import convert
+
+        entry = self._catalog().get(name)
+        number = version or entry.active
+        v = entry.versions.get(number)
+        if v is None:
+            raise e.NotFound(f"model '{name}' has no version {number}", field="version")
+        if kind in v.variant_names:
+            raise e.AlreadyExists(f"model '{name}' version {number} already has a variant "
+                                  f"{kind!r}", field="kind")
+        if v.format != "onnx":
+            raise e.FailedPrecondition(f"variants are made from ONNX models; '{name}' v{number} "
+                                       f"is {v.format}", field="kind")
+        src = self.store.path(v.store_id)
+
+        def step(stage: str) -> None:
+            self.events.publish("variant_job", name, number, f"{kind}: {stage}", stage=stage)
+            progress(stage)
+
+        with tempfile.TemporaryDirectory(prefix="variant-", dir=self.store.tmp) as tmp:
+            dst = Path(tmp) / "model.onnx"
+            report = convert.run_job(kind, src, dst, shapes=dict(v.warmup_shapes),
+                                     memory_limit_bytes=max(self.budgets.swap, JOB_MIN_BYTES),
+                                     on_progress=step)
+            change = report.worst_rel
+            if accept_change is None or change > accept_change:
+                why = (f"not installed: output change {change:.4g} is more than the accepted "
+                       f"{accept_change:g}" if accept_change is not None else
+                       "not installed: pass --accept CHANGE to install it")
+                self.events.publish("variant_job", name, number, f"{kind}: {why}",
+                                    stage="refused")
+                return report, None
+            blob = self.store.put_file(dst)
+        derived = round(v.quality * (1 - min(1.0, change)), 4)
+        made = self._catalog().add_variant(
+            name, number, kind, blob, precision=kind,
+            quality=derived if quality is None else quality,
+            notes=f"made on the device from {v.variant_name}: max output change "
+                  f"{change:.4g} (relative) on the warm-up inputs")
+        self.events.publish("variant_made", name, number,
+                            f"{kind}: {blob.size_bytes} bytes, output change {change:.4g}",
+                            variant=kind)
+        return report, made
+
+    def set_variant(self, name: str, version: int | None, variant: str) -> Any:
+        entry = self._catalog().set_serve(name, version, variant)
+        self.events.publish("variant", name, version or entry.active,
+                            f"pinned to {variant}" if variant not in ("", "auto")
+                            else "edged chooses the variant")
+        return entry
+
+    def remove_variant(self, name: str, version: int | None, variant: str) -> Any:
+        number = version or self._catalog().get(name).active
+        view = self.residency.view(f"{name}:{number}") if self.residency is not None else None
+        if view is not None and view.variant == variant:
+            self.residency.unload(f"{name}:{number}")  # type: ignore[union-attr]
+        return self._catalog().remove_variant(name, version, variant)
+
+    def recommend(self, *, name: str | None, artifact_path: str | None,
+                  shapes: Mapping[str, tuple[int, ...]] | None = None) -> Any:
+        return self._serving().recommend(name=name, artifact_path=artifact_path,
+                                         shapes=shapes, max_quality_drop=self._max_quality_drop)
 
     # -- serving: loads, capacity checks, selection, inference (edged.manager.serving) ------
     def _serving(self) -> Any:

@@ -138,7 +138,7 @@ class Preloader:
             if entry.tier != "swap":
                 continue
             try:
-                spec = self._m.load_spec(entry, entry.active)
+                spec = self._m.serving_spec(entry, entry.active)
             except e.EdgedError:  # missing artifact, another TensorRT: nothing to preload
                 continue
             if spec.key in present:

@@ -40,6 +40,7 @@ class LoadSpec:
     bytes: int  # measured footprint if known, else the estimate
     gpu: bool = False
     peak: int = 0  # what the load itself may hold for a moment (0: no more than ``bytes``)
+    variant: str = ""  # which variant of the version this loads ("": the version itself)
 
     def device_bytes(self, accounted: int) -> int:
         """What of ``accounted`` sits in a discrete GPU's memory (planner rule 5): all but its
@@ -99,7 +100,7 @@ class Slot:
 class Residency:
     def __init__(self, *, pool: Any, budgets: planner.Budgets,
                  memory: Callable[[], planner.Memory], events: Any, policy: Any,
-                 on_measured: Callable[[str, int, int, float], None],
+                 on_measured: Callable[[str, int, int, float, str], None],
                  queue_limit: int = 64, concurrency: int = 2,
                  clock: Callable[[], float] = time.time,
                  metrics: Any = None,
@@ -142,7 +143,7 @@ class Residency:
     def _view(self, s: Slot) -> LoadedView:
         return LoadedView(s.spec.name, s.spec.version, s.spec.tier, s.state, s.footprint,
                           s.in_flight, s.requests, s.pid, s.loaded_at, s.last_used,
-                          s.providers, s.preloaded, s.evicting)
+                          s.providers, s.preloaded, s.evicting, s.spec.variant)
 
     def residents(self) -> list[planner.Resident]:
         """The planner's view: every slot that holds (or is about to hold) memory, oldest first."""
@@ -364,7 +365,8 @@ class Residency:
             self._lock.notify_all()
         slot.ready.set()
         try:  # recording the measurement is bookkeeping: a full disk must not fail the load
-            self._on_measured(spec.name, spec.version, slot.footprint, result.load_seconds)
+            self._on_measured(spec.name, spec.version, slot.footprint, result.load_seconds,
+                              spec.variant)
         except Exception as exc:  # noqa: BLE001 - logged; the model serves regardless
             log.warning("could not record the measured footprint of %s: %s", spec.key, exc)
         if self._metrics:
@@ -462,11 +464,12 @@ class Residency:
                 return
             slot.footprint = footprint
             name, version, seconds = slot.spec.name, slot.spec.version, slot.load_seconds
+            variant = slot.spec.variant
             victims = self._over_budget(slot.spec.tier, key)
         for v in victims:
             self._evict(v, reason=f"{key} grew to {footprint} bytes: its tier was over budget")
         try:
-            self._on_measured(name, version, footprint, seconds)
+            self._on_measured(name, version, footprint, seconds, variant)
         except Exception as exc:  # noqa: BLE001 - bookkeeping; the model keeps serving
             log.warning("could not record the grown footprint of %s: %s", key, exc)
 

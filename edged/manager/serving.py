@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from edged import errors as e
-from edged.manager import planner, selection
+from edged.manager import planner, selection, variants
 from edged.manager.residency import LoadSpec, Residency
 from edged.manager.shm import ShmRegistry
 from edged.manager.views import CheckView, LoadedView
@@ -30,8 +30,13 @@ class Serving:
                  inspect: Callable[[Path, str | None], Any], observe: Callable[[str, float], None],
                  trace: Any = None,
                  metrics: Any = None, clock: Callable[[], float] = time.time,
-                 select_mode: str = "hybrid", pins: Mapping[str, str] | None = None) -> None:
+                 select_mode: str = "hybrid", pins: Mapping[str, str] | None = None,
+                 estimate_at: Callable[[Path, Mapping[str, Sequence[int]]], int] | None = None
+                 ) -> None:
         self._m = manager
+        # an artifact's estimate at given input shapes (recommend's batch sizes); None: the
+        # estimate at install (the same for every batch: no batch answer then)
+        self._estimate_at = estimate_at
         self._res = residency
         self._pool = pool
         self._shm = shm
@@ -41,6 +46,7 @@ class Serving:
         self._metrics = metrics
         self._clock = clock
         self._latency_ms: dict[str, float] = {}
+        self._variant_ms: dict[tuple[str, str], float] = {}  # (model, variant) -> ms
         self._select_mode = select_mode
         self._pins = dict(pins or {})
 
@@ -85,7 +91,7 @@ class Serving:
               timeout_s: float | None = None) -> tuple[int, dict[str, Any]]:
         entry, v = self._servable(name, version)
         ins, out_refs = self._tensors(inputs, output_shm)
-        spec = self._m.load_spec(entry, v)
+        spec = self._m.serving_spec(entry, v)
         started = self._clock()
         self._observe(name, started)  # at arrival, so the preloader learns at once
         ticket = self._trace.start(started) if self._trace is not None else None
@@ -113,6 +119,10 @@ class Serving:
         ms = (now - t_run) * 1e3
         prev = self._latency_ms.get(name)
         self._latency_ms[name] = ms if prev is None else 0.9 * prev + 0.1 * ms
+        if spec.variant:  # per variant too, for recommend
+            vkey = (name, spec.variant)
+            prev = self._variant_ms.get(vkey)
+            self._variant_ms[vkey] = ms if prev is None else 0.9 * prev + 0.1 * ms
         return v, {k: self._shm_result(k, val, output_shm) for k, val in results.items()}
 
     def _finish_trace(self, ticket: int, name: str, version: int,
@@ -136,9 +146,9 @@ class Serving:
         if version and version != entry.active:
             if version not in entry.versions:
                 raise e.NotFound(f"model '{name}' has no version {version}", field="version")
-            return self._res.load(self._m.load_spec(entry, version))
+            return self._res.load(self._m.serving_spec(entry, version))
         entry, v = self._servable(name, None)
-        return self._res.load(self._m.load_spec(entry, v))
+        return self._res.load(self._m.serving_spec(entry, v))
 
     def unload(self, name: str, version: int | None = None) -> int:
         """Unload (idempotent: a model that is not loaded frees 0 bytes)."""
@@ -171,7 +181,7 @@ class Serving:
                     f"promoted (edgectl tier {name} swap); `edgectl check {name} --tier swap` "
                     "says whether the promotion fits", reason="STORAGE_TIER")
             target = tier or entry.tier
-            spec = self._m.load_spec(entry, entry.active, tier=target)
+            spec = self._m.serving_spec(entry, entry.active, tier=target, announce=False)
             estimated = entry.versions[entry.active].estimated_bytes
             if self._res.view(spec.key) is not None:
                 d = self._res.plan(spec)
@@ -186,6 +196,68 @@ class Serving:
             return CheckView("admit_after_evicting", tuple(d.victims), d.numbers,
                              f"fits after evicting {', '.join(d.victims)}", estimated)
         return CheckView("admit", (), d.numbers, "fits now", estimated)
+
+    # -- what fits this device: every variant in every tier (edged.manager.variants) --------
+    def recommend(self, *, name: str | None, artifact_path: str | None,
+                  shapes: Mapping[str, tuple[int, ...]] | None,
+                  max_quality_drop: float) -> variants.Recommendation:
+        rows: list[tuple[str, LoadSpec, Any, Mapping[str, tuple[int, ...]], Path]] = []
+        if artifact_path:
+            path = Path(artifact_path)
+            if not path.is_absolute() or not path.is_file():
+                raise e.InvalidArgument(f"{artifact_path} is not a file on the device",
+                                        field="artifact_path")
+            info = self._inspect(path, None)
+            label, own, home = path.name, "file", "swap"
+            for tier in ("ram", "swap"):
+                rows.append(("file", LoadSpec(
+                    name="(artifact)", version=1, tier=tier, artifact=path, fmt=info.format,
+                    options=None, group=None, bytes=info.estimate_bytes), None,
+                    dict(shapes or {}), path))
+        else:
+            entry = self._m.catalog.get(name)
+            top = entry.versions[entry.active]
+            label, own = entry.name, top.variant_name
+            home = entry.tier if entry.tier != "storage" else "swap"
+            loaded = self._res.view(f"{entry.name}:{entry.active}")
+            for vname in top.variant_names:
+                v = top.variant(vname)
+                for tier in ("ram", "swap"):
+                    spec = self._m.load_spec(entry, entry.active, tier, vname)
+                    here = loaded is not None and loaded.variant == vname and \
+                        loaded.tier == tier
+                    rows.append((vname, spec, v if not here else (v, "loaded"),
+                                 dict(top.warmup_shapes), spec.artifact))
+        budgets = self._res.budgets
+        fits = []
+        for vname, spec, v, warm, path in rows:
+            already = isinstance(v, tuple)
+            v = v[0] if already else v
+            budget = budgets.of(spec.tier)
+            decision, evict, why = variants.fit_of(self._res.plan(spec), budget, spec.load_bytes)
+            if already:
+                decision, evict, why = "admit", (), "loaded now"
+            measured = v.measured_bytes if v is not None else None
+            batch = self._max_batch(path, warm, measured, budget)
+            fits.append(variants.Fit(
+                variant=vname, tier=spec.tier, decision=decision, evict=evict,
+                estimated_bytes=v.estimated_bytes if v is not None else spec.bytes,
+                measured_bytes=measured, load_seconds=v.load_seconds if v is not None else None,
+                quality=v.quality if v is not None else 0.0, max_batch=batch, reason=why,
+                latency_ms=self._variant_ms.get((label, vname))))
+        choice, reason = variants.pick(fits, own, max_quality_drop, home)
+        return variants.Recommendation(label, tuple(fits), choice, reason)
+
+    def _max_batch(self, path: Path, warm: Mapping[str, tuple[int, ...]],
+                   measured: int | None, budget: int) -> int | None:
+        """The largest batch within ``budget`` by the estimate at batched warm-up shapes,
+        moved by what a real load measured beyond the estimate (when one did)."""
+        estimate_at = self._estimate_at
+        if estimate_at is None or not warm:
+            return None
+        offset = (measured - estimate_at(path, warm)) if measured else 0
+        return variants.max_batch(lambda shapes: estimate_at(path, shapes) + offset, warm,
+                                  budget)
 
     # -- selection -----------------------------------------------------------------------
     def select(self, task: str, priority: str, *, max_bytes: int | None,
@@ -203,7 +275,7 @@ class Serving:
             key, problem = f"{entry.name}:{entry.active}", ""
             if entry.tier != "storage" and key not in loaded:
                 try:
-                    able.append(self._m.load_spec(entry, entry.active))
+                    able.append(self._m.serving_spec(entry, entry.active, announce=False))
                 except e.EdgedError as exc:  # a missing artifact, another TensorRT
                     problem = exc.message
             rows.append((entry, v, key, problem))

@@ -8,8 +8,9 @@ its own.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import yaml
@@ -21,6 +22,7 @@ from edged.manager.store import is_sha256
 
 TIERS = ("ram", "swap", "storage")
 SCHEMA = 1
+VARIANT_NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,30}")
 # (model, version, artifact id) -> True when a missing artifact is tolerated (reported instead)
 Tolerate = Callable[[str, int, str], bool]
 
@@ -51,6 +53,13 @@ class VersionEntry:
     group: str | None = None
     engine_info: Mapping[str, str] = field(default_factory=dict)
     artifact: str = ""  # the store's artifact id when it differs from sha256 (external data)
+    # Other forms of this version (e.g. int8, fp16 of an fp32 model), by name: each holds
+    # what differs from this entry (artifact, size, precision, quality, footprint); the rest
+    # (tasks, signature, warm-up shapes, providers) is the version's. The version itself is
+    # the variant named by its precision. An entry without variants is one variant: state
+    # directories from before variants read unchanged.
+    variants: Mapping[str, VersionEntry] = field(default_factory=dict)
+    serve: str = ""  # the variant pinned for serving ("": edged chooses, see manager.variants)
     # the metadata fields this version took from the version active when it was installed
     # (an install that did not say them), and that version's number: ``show`` says so
     inherited: tuple[str, ...] = ()
@@ -60,6 +69,36 @@ class VersionEntry:
     def store_id(self) -> str:
         """The name of this version's directory in the store."""
         return self.artifact or self.sha256
+
+    @property
+    def variant_name(self) -> str:
+        return self.precision or "fp32"
+
+    @property
+    def variant_names(self) -> tuple[str, ...]:
+        return (self.variant_name, *sorted(self.variants))
+
+    def variant(self, name: str | None) -> VersionEntry:
+        """The version as it is served in variant ``name`` (None or "": this entry)."""
+        if not name or name == self.variant_name:
+            return self
+        v = self.variants.get(name)
+        if v is None:
+            raise e.NotFound(f"no variant {name!r} (variants: "
+                             f"{', '.join(self.variant_names)})", field="variant")
+        return replace(self, **{k: getattr(v, k) for k in VARIANT_FIELDS}, variants={},
+                       serve="")
+
+    @property
+    def artifacts(self) -> dict[str, int]:
+        """Every artifact this version uses (its own and its variants'), with its bytes."""
+        return {self.store_id: self.size_bytes,
+                **{v.store_id: v.size_bytes for v in self.variants.values()}}
+
+
+# What a variant holds of its own (the rest is its version's).
+VARIANT_FIELDS = ("sha256", "artifact", "size_bytes", "format", "precision", "quality", "notes",
+                  "estimated_bytes", "measured_bytes", "load_seconds", "installed_at")
 
 
 @dataclass(frozen=True)
@@ -76,6 +115,15 @@ class TierState:
     models: Mapping[str, ModelEntry]
     generation: int = 0
 
+    def artifacts(self) -> dict[str, int]:
+        """Every artifact the manifests reference (versions and their variants), once each,
+        with its bytes."""
+        out: dict[str, int] = {}
+        for m in self.models.values():
+            for v in m.versions.values():
+                out.update(v.artifacts)
+        return out
+
 
 # -- YAML <-> entries ------------------------------------------------------------------------
 def _version_yaml(v: VersionEntry) -> dict[str, Any]:
@@ -90,7 +138,18 @@ def _version_yaml(v: VersionEntry) -> dict[str, Any]:
             "warmup_shapes": {k: list(s) for k, s in v.warmup_shapes.items()},
             "group": v.group, "engine_info": dict(v.engine_info),
             **({"inherited": list(v.inherited), "inherited_from": v.inherited_from}
-               if v.inherited else {})}
+               if v.inherited else {}),
+            # written only when there are any: a manifest without variants reads as before
+            **({"variants": {n: _variant_yaml(x) for n, x in sorted(v.variants.items())}}
+               if v.variants else {}),
+            **({"serve": v.serve} if v.serve else {})}
+
+
+def _variant_yaml(v: VersionEntry) -> dict[str, Any]:
+    d = {k: getattr(v, k) for k in VARIANT_FIELDS}
+    if not v.artifact or v.artifact == v.sha256:
+        d.pop("artifact")
+    return d
 
 
 def _model_docs(m: ModelEntry) -> dict[str, dict[str, Any]]:
@@ -243,7 +302,23 @@ def _parse_version(doc: _Doc, p: tuple[Any, ...], d: Any) -> VersionEntry:
             isinstance(s, list) and all(isinstance(x, int) and x > 0 for x in s)
             for s in warm.values()):
         doc.fail((*p, "warmup_shapes"), "must map input names to lists of positive integers")
+    variants: dict[str, VersionEntry] = {}
+    raw_variants = d.get("variants") or {}
+    if not isinstance(raw_variants, dict):
+        doc.fail((*p, "variants"), "must map variant names to their fields")
+    for vname, vd in raw_variants.items():
+        vp = (*p, "variants", vname)
+        if not isinstance(vname, str) or not VARIANT_NAME_RE.fullmatch(vname):
+            doc.fail(vp, "a variant name is 1-31 characters of a-z, 0-9, '.', '_', '-'")
+        if not isinstance(vd, dict):
+            doc.fail(vp, "must be a mapping of variant fields")
+        for k in vd:
+            if k not in VARIANT_FIELDS:
+                doc.fail((*vp, k), f"unknown key (known: {', '.join(VARIANT_FIELDS)})")
+        variants[vname] = _parse_version(doc, vp, vd)
+    serve = str(d.get("serve") or "")
     return VersionEntry(
+        variants=variants, serve=serve,
         sha256=str(d["sha256"]), size_bytes=size,
         format=_check(doc, (*p, "format"), d.get("format", "onnx"), str, "onnx or tensorrt"),
         tasks=tuple(_check(doc, (*p, "tasks"), d.get("tasks") or [], list, "a list")),
@@ -324,10 +399,18 @@ def parse(files: Mapping[str, str], generation: int = 0,
                 if num in slot["versions"]:
                     doc.fail(vp, "version listed twice")
                 entry = _parse_version(doc, vp, v)
-                if blob_exists is not None and not blob_exists(entry.store_id) and not (
-                        tolerate is not None and tolerate(name, num, entry.store_id)):
-                    doc.fail((*vp, "artifact" if entry.artifact else "sha256"),
-                             f"artifact {entry.store_id[:12]} is not in the store")
+                if entry.variant_name in entry.variants:
+                    doc.fail((*vp, "variants", entry.variant_name),
+                             "is the version's own precision: the version is that variant")
+                if entry.serve and entry.serve not in entry.variant_names:
+                    doc.fail((*vp, "serve"), f"no variant {entry.serve!r} (variants: "
+                                             f"{', '.join(entry.variant_names)})")
+                for where, x in [((), entry), *(((("variants", n)), w)
+                                                for n, w in entry.variants.items())]:
+                    if blob_exists is not None and not blob_exists(x.store_id) and not (
+                            tolerate is not None and tolerate(name, num, x.store_id)):
+                        doc.fail((*vp, *where, "artifact" if x.artifact else "sha256"),
+                                 f"artifact {x.store_id[:12]} is not in the store")
                 slot["versions"][num] = entry
             if "active" in m and slot["active"] not in slot["versions"]:
                 doc.fail((*p, "active"), f"version {slot['active']} is not listed here")

@@ -49,7 +49,7 @@ class Transition:
         old_loaded = before is not None and res.view(f"{before.name}:{before.active}") is not None
         if planned.tier == "ram" or (switching and old_loaded):
             # (the spec only here: a version that cannot load may still move to storage)
-            view, _, seconds = res.load(self._m.load_spec(planned, planned.active))
+            view, _, seconds = res.load(self._m.serving_spec(planned, planned.active))
             self.loaded.append(key)
             self.load_result = (view, seconds)
 

@@ -42,6 +42,7 @@ class LoadedView:
     providers: tuple[str, ...] = ()
     preloaded: bool = False
     evicting: bool = False  # a victim on its way out: its bytes already went to a new load
+    variant: str = ""  # the variant loaded ("": the version itself)
 
 
 @dataclass(frozen=True)
@@ -89,3 +90,4 @@ class InstallSpec:
     engine_info: dict[str, str] = field(default_factory=dict)
     allow_signature_change: bool = False
     inherit: bool = True  # what it leaves unsaid comes from the active version (catalog.install)
+    variant: str = ""  # add the artifact as this variant of the version (see catalog)

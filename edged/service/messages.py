@@ -27,7 +27,7 @@ def loaded_pb(v: LoadedView) -> models_pb2.LoadedModel:
         footprint_bytes=v.footprint_bytes,
         in_flight=v.in_flight, requests=v.requests, worker_pid=v.worker_pid,
         loaded_at=v.loaded_at, last_used=v.last_used, providers=list(v.providers),
-        preloaded=v.preloaded)
+        preloaded=v.preloaded, variant=v.variant)
 
 
 def status_pb(s: StatusView) -> system_pb2.StatusResponse:
@@ -108,7 +108,44 @@ def version_pb(name: str, number: int, v: Any, tier: str, active: bool) -> model
         engine_info=dict(getattr(v, "engine_info", None) or {}),
         warmup_shapes={k: _shape_text(s) for k, s in (v.warmup_shapes or {}).items()},
         group=v.group or "", inherited=list(getattr(v, "inherited", ())),
-        inherited_from=getattr(v, "inherited_from", 0))
+        inherited_from=getattr(v, "inherited_from", 0), serve=v.serve,
+        variants=[models_pb2.Variant(
+            name=n, sha256=x.sha256, size_bytes=x.size_bytes,
+            format=FORMAT_TO_PB.get(x.format, models_pb2.MODEL_FORMAT_UNSPECIFIED),
+            precision=x.precision, quality=x.quality, notes=x.notes,
+            estimated_bytes=x.estimated_bytes or 0, measured_bytes=x.measured_bytes or 0,
+            load_seconds=x.load_seconds or 0.0, installed_at=x.installed_at or "")
+            for n, x in sorted(v.variants.items())])
+
+
+def variant_fit_pb(f: Any) -> models_pb2.VariantFit:
+    return models_pb2.VariantFit(
+        variant=f.variant, tier=TIER_TO_PB[f.tier], decision=f.decision, evict=list(f.evict),
+        estimated_bytes=f.estimated_bytes, measured_bytes=f.measured_bytes or 0,
+        load_seconds=f.load_seconds or 0.0, quality=f.quality,
+        max_batch=-1 if f.max_batch is None else f.max_batch, reason=f.reason,
+        latency_ms=f.latency_ms or 0.0)
+
+
+def recommend_pb(r: Any) -> models_pb2.RecommendResponse:
+    resp = models_pb2.RecommendResponse(name=r.name, fits=[variant_fit_pb(f) for f in r.fits],
+                                        reason=r.reason)
+    if r.choice is not None:
+        resp.choice.CopyFrom(variant_fit_pb(r.choice))
+    return resp
+
+
+def variant_report_pb(report: Any, model: Any | None,
+                      message: str) -> models_pb2.MakeVariantProgress:
+    return models_pb2.MakeVariantProgress(
+        stage="done" if model is not None else "refused", installed=model is not None,
+        size_bytes=report.size_bytes, source_bytes=report.source_bytes, seconds=report.seconds,
+        changes=[models_pb2.OutputChange(
+            output=d.output, max_abs=d.max_abs, mean_abs=d.mean_abs, max_rel=d.max_rel,
+            argmax_agreement=-1.0 if d.argmax_agreement is None else d.argmax_agreement)
+            for d in report.diffs],
+        worst_change=report.worst_rel, message=message,
+        model=model_pb(model, None) if model is not None else None)
 
 
 def model_pb(entry: Any, loaded: LoadedView | None) -> models_pb2.Model:

@@ -47,7 +47,7 @@ def spec_from(h: mpb.InstallHeader) -> InstallSpec:
         warmup_shapes={k: _shape(v, f"header.warmup_shapes[{k}]")
                        for k, v in h.warmup_shapes.items()},
         group=h.group or None, activate=h.activate, engine_info=dict(h.engine_info),
-        allow_signature_change=h.allow_signature_change)
+        allow_signature_change=h.allow_signature_change, variant=h.variant)
 
 
 def _install_parts(first: mpb.InstallRequest,
@@ -182,3 +182,53 @@ class ModelsServicer(models_pb2_grpc.ModelsServicer):
                              max_latency_ms=request.max_latency_ms or None,
                              mode=request.mode or None, pinned=request.pinned or None)
         return messages.select_pb(sel)
+
+    # -- variants ------------------------------------------------------------------------
+    def MakeVariant(self, request: mpb.MakeVariantRequest,
+                    context: grpc.ServicerContext) -> Iterator[mpb.MakeVariantProgress]:
+        updates: queue.Queue[str | None] = queue.Queue()
+        outcome: dict[str, Any] = {}
+
+        def work() -> None:
+            try:
+                outcome["result"] = self._m.make_variant(
+                    request.name, request.version or None, request.kind,
+                    accept_change=request.accept_change if request.accept else None,
+                    quality=request.quality or None, progress=updates.put)
+            except BaseException as exc:
+                outcome["error"] = exc
+            finally:
+                updates.put(None)
+
+        threading.Thread(target=work, name="make-variant", daemon=True).start()
+        while (stage := updates.get()) is not None:
+            yield mpb.MakeVariantProgress(stage=stage)
+        if "error" in outcome:
+            raise outcome["error"]
+        report, entry = outcome["result"]
+        why = "" if entry is not None else (
+            f"output change {report.worst_rel:.4g} is more than the accepted "
+            f"{request.accept_change:g}" if request.accept else "report only (not accepted)")
+        yield messages.variant_report_pb(report, entry, why)
+
+    def SetVariant(self, request: mpb.SetVariantRequest,
+                   context: grpc.ServicerContext) -> mpb.Model:
+        self._m.set_variant(request.name, request.version or None, request.variant)
+        return self._model(request.name)
+
+    def RemoveVariant(self, request: mpb.RemoveVariantRequest,
+                      context: grpc.ServicerContext) -> mpb.Model:
+        if not request.variant:
+            raise e.InvalidArgument("variant is required", field="variant")
+        self._m.remove_variant(request.name, request.version or None, request.variant)
+        return self._model(request.name)
+
+    def Recommend(self, request: mpb.RecommendRequest,
+                  context: grpc.ServicerContext) -> mpb.RecommendResponse:
+        if bool(request.name) == bool(request.artifact_path):
+            raise e.InvalidArgument("give a model name or an artifact path", field="name")
+        shapes = {k: _shape(v, f"warmup_shapes[{k}]") for k, v in request.warmup_shapes.items()}
+        return messages.recommend_pb(self._m.recommend(
+            name=request.name or None, artifact_path=request.artifact_path or None,
+            shapes=shapes))
+

@@ -33,7 +33,8 @@ log = logging.getLogger("edged.server")
 # Calls that change what is installed or loaded: the admin scope when tokens are in force.
 MANAGEMENT_METHODS = frozenset(
     [f"/edged.v1.Models/{m}" for m in ("Install", "InstallFrom", "Remove", "SetTier",
-                                       "Activate", "Rollback", "Load", "Unload")]
+                                       "Activate", "Rollback", "Load", "Unload",
+                                       "MakeVariant", "SetVariant", "RemoveVariant")]
     + ["/edged.v1.System/Reload",
        "/inference.GRPCInferenceService/RepositoryModelLoad",
        "/inference.GRPCInferenceService/RepositoryModelUnload"])

@@ -84,7 +84,7 @@ class Signature(_message.Message):
     def __init__(self, inputs: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., outputs: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ...) -> None: ...
 
 class ModelVersion(_message.Message):
-    __slots__ = ("version", "sha256", "size_bytes", "format", "tier", "active", "tasks", "quality", "providers", "precision", "notes", "signature", "estimated_bytes", "measured_bytes", "load_seconds", "installed_at", "engine_info", "warmup_shapes", "group", "inherited", "inherited_from")
+    __slots__ = ("version", "sha256", "size_bytes", "format", "tier", "active", "tasks", "quality", "providers", "precision", "notes", "signature", "estimated_bytes", "measured_bytes", "load_seconds", "installed_at", "engine_info", "warmup_shapes", "group", "inherited", "inherited_from", "variants", "serve")
     class EngineInfoEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -120,6 +120,8 @@ class ModelVersion(_message.Message):
     GROUP_FIELD_NUMBER: _ClassVar[int]
     INHERITED_FIELD_NUMBER: _ClassVar[int]
     INHERITED_FROM_FIELD_NUMBER: _ClassVar[int]
+    VARIANTS_FIELD_NUMBER: _ClassVar[int]
+    SERVE_FIELD_NUMBER: _ClassVar[int]
     version: int
     sha256: str
     size_bytes: int
@@ -141,10 +143,38 @@ class ModelVersion(_message.Message):
     group: str
     inherited: _containers.RepeatedScalarFieldContainer[str]
     inherited_from: int
-    def __init__(self, version: _Optional[int] = ..., sha256: _Optional[str] = ..., size_bytes: _Optional[int] = ..., format: _Optional[_Union[ModelFormat, str]] = ..., tier: _Optional[_Union[Tier, str]] = ..., active: _Optional[bool] = ..., tasks: _Optional[_Iterable[str]] = ..., quality: _Optional[float] = ..., providers: _Optional[_Iterable[str]] = ..., precision: _Optional[str] = ..., notes: _Optional[str] = ..., signature: _Optional[_Union[Signature, _Mapping]] = ..., estimated_bytes: _Optional[int] = ..., measured_bytes: _Optional[int] = ..., load_seconds: _Optional[float] = ..., installed_at: _Optional[str] = ..., engine_info: _Optional[_Mapping[str, str]] = ..., warmup_shapes: _Optional[_Mapping[str, str]] = ..., group: _Optional[str] = ..., inherited: _Optional[_Iterable[str]] = ..., inherited_from: _Optional[int] = ...) -> None: ...
+    variants: _containers.RepeatedCompositeFieldContainer[Variant]
+    serve: str
+    def __init__(self, version: _Optional[int] = ..., sha256: _Optional[str] = ..., size_bytes: _Optional[int] = ..., format: _Optional[_Union[ModelFormat, str]] = ..., tier: _Optional[_Union[Tier, str]] = ..., active: _Optional[bool] = ..., tasks: _Optional[_Iterable[str]] = ..., quality: _Optional[float] = ..., providers: _Optional[_Iterable[str]] = ..., precision: _Optional[str] = ..., notes: _Optional[str] = ..., signature: _Optional[_Union[Signature, _Mapping]] = ..., estimated_bytes: _Optional[int] = ..., measured_bytes: _Optional[int] = ..., load_seconds: _Optional[float] = ..., installed_at: _Optional[str] = ..., engine_info: _Optional[_Mapping[str, str]] = ..., warmup_shapes: _Optional[_Mapping[str, str]] = ..., group: _Optional[str] = ..., inherited: _Optional[_Iterable[str]] = ..., inherited_from: _Optional[int] = ..., variants: _Optional[_Iterable[_Union[Variant, _Mapping]]] = ..., serve: _Optional[str] = ...) -> None: ...
+
+class Variant(_message.Message):
+    __slots__ = ("name", "sha256", "size_bytes", "format", "precision", "quality", "notes", "estimated_bytes", "measured_bytes", "load_seconds", "installed_at")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    PRECISION_FIELD_NUMBER: _ClassVar[int]
+    QUALITY_FIELD_NUMBER: _ClassVar[int]
+    NOTES_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MEASURED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    LOAD_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    INSTALLED_AT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    sha256: str
+    size_bytes: int
+    format: ModelFormat
+    precision: str
+    quality: float
+    notes: str
+    estimated_bytes: int
+    measured_bytes: int
+    load_seconds: float
+    installed_at: str
+    def __init__(self, name: _Optional[str] = ..., sha256: _Optional[str] = ..., size_bytes: _Optional[int] = ..., format: _Optional[_Union[ModelFormat, str]] = ..., precision: _Optional[str] = ..., quality: _Optional[float] = ..., notes: _Optional[str] = ..., estimated_bytes: _Optional[int] = ..., measured_bytes: _Optional[int] = ..., load_seconds: _Optional[float] = ..., installed_at: _Optional[str] = ...) -> None: ...
 
 class LoadedModel(_message.Message):
-    __slots__ = ("name", "version", "tier", "state", "footprint_bytes", "in_flight", "requests", "worker_pid", "loaded_at", "last_used", "providers", "preloaded")
+    __slots__ = ("name", "version", "tier", "state", "footprint_bytes", "in_flight", "requests", "worker_pid", "loaded_at", "last_used", "providers", "preloaded", "variant")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     TIER_FIELD_NUMBER: _ClassVar[int]
@@ -157,6 +187,7 @@ class LoadedModel(_message.Message):
     LAST_USED_FIELD_NUMBER: _ClassVar[int]
     PROVIDERS_FIELD_NUMBER: _ClassVar[int]
     PRELOADED_FIELD_NUMBER: _ClassVar[int]
+    VARIANT_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: int
     tier: Tier
@@ -169,7 +200,8 @@ class LoadedModel(_message.Message):
     last_used: float
     providers: _containers.RepeatedScalarFieldContainer[str]
     preloaded: bool
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., tier: _Optional[_Union[Tier, str]] = ..., state: _Optional[_Union[LoadState, str]] = ..., footprint_bytes: _Optional[int] = ..., in_flight: _Optional[int] = ..., requests: _Optional[int] = ..., worker_pid: _Optional[int] = ..., loaded_at: _Optional[float] = ..., last_used: _Optional[float] = ..., providers: _Optional[_Iterable[str]] = ..., preloaded: _Optional[bool] = ...) -> None: ...
+    variant: str
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., tier: _Optional[_Union[Tier, str]] = ..., state: _Optional[_Union[LoadState, str]] = ..., footprint_bytes: _Optional[int] = ..., in_flight: _Optional[int] = ..., requests: _Optional[int] = ..., worker_pid: _Optional[int] = ..., loaded_at: _Optional[float] = ..., last_used: _Optional[float] = ..., providers: _Optional[_Iterable[str]] = ..., preloaded: _Optional[bool] = ..., variant: _Optional[str] = ...) -> None: ...
 
 class Model(_message.Message):
     __slots__ = ("name", "active_version", "tier", "versions", "state", "loaded")
@@ -208,7 +240,7 @@ class GetModelRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ...) -> None: ...
 
 class InstallHeader(_message.Message):
-    __slots__ = ("name", "version", "tier", "tasks", "quality", "providers", "precision", "notes", "warmup_shapes", "group", "activate", "engine_info", "allow_signature_change", "no_inherit")
+    __slots__ = ("name", "version", "tier", "tasks", "quality", "providers", "precision", "notes", "warmup_shapes", "group", "activate", "engine_info", "allow_signature_change", "no_inherit", "variant")
     class WarmupShapesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -237,6 +269,7 @@ class InstallHeader(_message.Message):
     ENGINE_INFO_FIELD_NUMBER: _ClassVar[int]
     ALLOW_SIGNATURE_CHANGE_FIELD_NUMBER: _ClassVar[int]
     NO_INHERIT_FIELD_NUMBER: _ClassVar[int]
+    VARIANT_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: int
     tier: Tier
@@ -251,7 +284,8 @@ class InstallHeader(_message.Message):
     engine_info: _containers.ScalarMap[str, str]
     allow_signature_change: bool
     no_inherit: bool
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., tier: _Optional[_Union[Tier, str]] = ..., tasks: _Optional[_Iterable[str]] = ..., quality: _Optional[float] = ..., providers: _Optional[_Iterable[str]] = ..., precision: _Optional[str] = ..., notes: _Optional[str] = ..., warmup_shapes: _Optional[_Mapping[str, str]] = ..., group: _Optional[str] = ..., activate: _Optional[bool] = ..., engine_info: _Optional[_Mapping[str, str]] = ..., allow_signature_change: _Optional[bool] = ..., no_inherit: _Optional[bool] = ...) -> None: ...
+    variant: str
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., tier: _Optional[_Union[Tier, str]] = ..., tasks: _Optional[_Iterable[str]] = ..., quality: _Optional[float] = ..., providers: _Optional[_Iterable[str]] = ..., precision: _Optional[str] = ..., notes: _Optional[str] = ..., warmup_shapes: _Optional[_Mapping[str, str]] = ..., group: _Optional[str] = ..., activate: _Optional[bool] = ..., engine_info: _Optional[_Mapping[str, str]] = ..., allow_signature_change: _Optional[bool] = ..., no_inherit: _Optional[bool] = ..., variant: _Optional[str] = ...) -> None: ...
 
 class InstallFile(_message.Message):
     __slots__ = ("path", "size_bytes", "sha256")
@@ -446,3 +480,130 @@ class SelectResponse(_message.Message):
     runners_up: _containers.RepeatedCompositeFieldContainer[SelectCandidate]
     mode: str
     def __init__(self, choice: _Optional[_Union[SelectCandidate, _Mapping]] = ..., reasons: _Optional[_Iterable[str]] = ..., runners_up: _Optional[_Iterable[_Union[SelectCandidate, _Mapping]]] = ..., mode: _Optional[str] = ...) -> None: ...
+
+class MakeVariantRequest(_message.Message):
+    __slots__ = ("name", "version", "kind", "accept", "accept_change", "quality")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    ACCEPT_FIELD_NUMBER: _ClassVar[int]
+    ACCEPT_CHANGE_FIELD_NUMBER: _ClassVar[int]
+    QUALITY_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    version: int
+    kind: str
+    accept: bool
+    accept_change: float
+    quality: float
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., kind: _Optional[str] = ..., accept: _Optional[bool] = ..., accept_change: _Optional[float] = ..., quality: _Optional[float] = ...) -> None: ...
+
+class OutputChange(_message.Message):
+    __slots__ = ("output", "max_abs", "mean_abs", "max_rel", "argmax_agreement")
+    OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    MAX_ABS_FIELD_NUMBER: _ClassVar[int]
+    MEAN_ABS_FIELD_NUMBER: _ClassVar[int]
+    MAX_REL_FIELD_NUMBER: _ClassVar[int]
+    ARGMAX_AGREEMENT_FIELD_NUMBER: _ClassVar[int]
+    output: str
+    max_abs: float
+    mean_abs: float
+    max_rel: float
+    argmax_agreement: float
+    def __init__(self, output: _Optional[str] = ..., max_abs: _Optional[float] = ..., mean_abs: _Optional[float] = ..., max_rel: _Optional[float] = ..., argmax_agreement: _Optional[float] = ...) -> None: ...
+
+class MakeVariantProgress(_message.Message):
+    __slots__ = ("stage", "installed", "size_bytes", "source_bytes", "seconds", "changes", "worst_change", "model", "message")
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    INSTALLED_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_FIELD_NUMBER: _ClassVar[int]
+    CHANGES_FIELD_NUMBER: _ClassVar[int]
+    WORST_CHANGE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    stage: str
+    installed: bool
+    size_bytes: int
+    source_bytes: int
+    seconds: float
+    changes: _containers.RepeatedCompositeFieldContainer[OutputChange]
+    worst_change: float
+    model: Model
+    message: str
+    def __init__(self, stage: _Optional[str] = ..., installed: _Optional[bool] = ..., size_bytes: _Optional[int] = ..., source_bytes: _Optional[int] = ..., seconds: _Optional[float] = ..., changes: _Optional[_Iterable[_Union[OutputChange, _Mapping]]] = ..., worst_change: _Optional[float] = ..., model: _Optional[_Union[Model, _Mapping]] = ..., message: _Optional[str] = ...) -> None: ...
+
+class SetVariantRequest(_message.Message):
+    __slots__ = ("name", "version", "variant")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    VARIANT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    version: int
+    variant: str
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., variant: _Optional[str] = ...) -> None: ...
+
+class RemoveVariantRequest(_message.Message):
+    __slots__ = ("name", "version", "variant")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    VARIANT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    version: int
+    variant: str
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., variant: _Optional[str] = ...) -> None: ...
+
+class RecommendRequest(_message.Message):
+    __slots__ = ("name", "artifact_path", "warmup_shapes")
+    class WarmupShapesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ARTIFACT_PATH_FIELD_NUMBER: _ClassVar[int]
+    WARMUP_SHAPES_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    artifact_path: str
+    warmup_shapes: _containers.ScalarMap[str, str]
+    def __init__(self, name: _Optional[str] = ..., artifact_path: _Optional[str] = ..., warmup_shapes: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class VariantFit(_message.Message):
+    __slots__ = ("variant", "tier", "decision", "evict", "estimated_bytes", "measured_bytes", "load_seconds", "quality", "max_batch", "reason", "latency_ms")
+    VARIANT_FIELD_NUMBER: _ClassVar[int]
+    TIER_FIELD_NUMBER: _ClassVar[int]
+    DECISION_FIELD_NUMBER: _ClassVar[int]
+    EVICT_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MEASURED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    LOAD_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    QUALITY_FIELD_NUMBER: _ClassVar[int]
+    MAX_BATCH_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    variant: str
+    tier: Tier
+    decision: str
+    evict: _containers.RepeatedScalarFieldContainer[str]
+    estimated_bytes: int
+    measured_bytes: int
+    load_seconds: float
+    quality: float
+    max_batch: int
+    reason: str
+    latency_ms: float
+    def __init__(self, variant: _Optional[str] = ..., tier: _Optional[_Union[Tier, str]] = ..., decision: _Optional[str] = ..., evict: _Optional[_Iterable[str]] = ..., estimated_bytes: _Optional[int] = ..., measured_bytes: _Optional[int] = ..., load_seconds: _Optional[float] = ..., quality: _Optional[float] = ..., max_batch: _Optional[int] = ..., reason: _Optional[str] = ..., latency_ms: _Optional[float] = ...) -> None: ...
+
+class RecommendResponse(_message.Message):
+    __slots__ = ("name", "fits", "choice", "reason")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    FITS_FIELD_NUMBER: _ClassVar[int]
+    CHOICE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    fits: _containers.RepeatedCompositeFieldContainer[VariantFit]
+    choice: VariantFit
+    reason: str
+    def __init__(self, name: _Optional[str] = ..., fits: _Optional[_Iterable[_Union[VariantFit, _Mapping]]] = ..., choice: _Optional[_Union[VariantFit, _Mapping]] = ..., reason: _Optional[str] = ...) -> None: ...

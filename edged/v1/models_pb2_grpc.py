@@ -94,6 +94,26 @@ class ModelsStub:
                 request_serializer=edged_dot_v1_dot_models__pb2.SelectRequest.SerializeToString,
                 response_deserializer=edged_dot_v1_dot_models__pb2.SelectResponse.FromString,
                 _registered_method=True)
+        self.MakeVariant = channel.unary_stream(
+                '/edged.v1.Models/MakeVariant',
+                request_serializer=edged_dot_v1_dot_models__pb2.MakeVariantRequest.SerializeToString,
+                response_deserializer=edged_dot_v1_dot_models__pb2.MakeVariantProgress.FromString,
+                _registered_method=True)
+        self.SetVariant = channel.unary_unary(
+                '/edged.v1.Models/SetVariant',
+                request_serializer=edged_dot_v1_dot_models__pb2.SetVariantRequest.SerializeToString,
+                response_deserializer=edged_dot_v1_dot_models__pb2.Model.FromString,
+                _registered_method=True)
+        self.RemoveVariant = channel.unary_unary(
+                '/edged.v1.Models/RemoveVariant',
+                request_serializer=edged_dot_v1_dot_models__pb2.RemoveVariantRequest.SerializeToString,
+                response_deserializer=edged_dot_v1_dot_models__pb2.Model.FromString,
+                _registered_method=True)
+        self.Recommend = channel.unary_unary(
+                '/edged.v1.Models/Recommend',
+                request_serializer=edged_dot_v1_dot_models__pb2.RecommendRequest.SerializeToString,
+                response_deserializer=edged_dot_v1_dot_models__pb2.RecommendResponse.FromString,
+                _registered_method=True)
 
 
 class ModelsServicer:
@@ -171,6 +191,33 @@ class ModelsServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def MakeVariant(self, request, context):
+        """Variants: make one on the device (a job in a child process; progress streamed, the last
+        message carries the report; installed only if its output change is within
+        `accept_change`), pin the one to serve, remove one, and what fits this device.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetVariant(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveVariant(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Recommend(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ModelsServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -233,6 +280,26 @@ def add_ModelsServicer_to_server(servicer, server):
                     servicer.Select,
                     request_deserializer=edged_dot_v1_dot_models__pb2.SelectRequest.FromString,
                     response_serializer=edged_dot_v1_dot_models__pb2.SelectResponse.SerializeToString,
+            ),
+            'MakeVariant': grpc.unary_stream_rpc_method_handler(
+                    servicer.MakeVariant,
+                    request_deserializer=edged_dot_v1_dot_models__pb2.MakeVariantRequest.FromString,
+                    response_serializer=edged_dot_v1_dot_models__pb2.MakeVariantProgress.SerializeToString,
+            ),
+            'SetVariant': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetVariant,
+                    request_deserializer=edged_dot_v1_dot_models__pb2.SetVariantRequest.FromString,
+                    response_serializer=edged_dot_v1_dot_models__pb2.Model.SerializeToString,
+            ),
+            'RemoveVariant': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveVariant,
+                    request_deserializer=edged_dot_v1_dot_models__pb2.RemoveVariantRequest.FromString,
+                    response_serializer=edged_dot_v1_dot_models__pb2.Model.SerializeToString,
+            ),
+            'Recommend': grpc.unary_unary_rpc_method_handler(
+                    servicer.Recommend,
+                    request_deserializer=edged_dot_v1_dot_models__pb2.RecommendRequest.FromString,
+                    response_serializer=edged_dot_v1_dot_models__pb2.RecommendResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -559,6 +626,114 @@ class Models:
             '/edged.v1.Models/Select',
             edged_dot_v1_dot_models__pb2.SelectRequest.SerializeToString,
             edged_dot_v1_dot_models__pb2.SelectResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MakeVariant(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/edged.v1.Models/MakeVariant',
+            edged_dot_v1_dot_models__pb2.MakeVariantRequest.SerializeToString,
+            edged_dot_v1_dot_models__pb2.MakeVariantProgress.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetVariant(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edged.v1.Models/SetVariant',
+            edged_dot_v1_dot_models__pb2.SetVariantRequest.SerializeToString,
+            edged_dot_v1_dot_models__pb2.Model.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveVariant(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edged.v1.Models/RemoveVariant',
+            edged_dot_v1_dot_models__pb2.RemoveVariantRequest.SerializeToString,
+            edged_dot_v1_dot_models__pb2.Model.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Recommend(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edged.v1.Models/Recommend',
+            edged_dot_v1_dot_models__pb2.RecommendRequest.SerializeToString,
+            edged_dot_v1_dot_models__pb2.RecommendResponse.FromString,
             options,
             channel_credentials,
             insecure,
