@@ -337,6 +337,8 @@ def build_parts(cfg: cfgmod.Config, budgets: cfgmod.Budgets, sampler: Any,
                 manager_ref[0].residency.worker_died(key, str(details.get("message", "")))
         elif kind == "footprint" and manager_ref:
             grown(details["key"], int(details["bytes"]))
+        elif kind == "lane_requests" and manager_ref:
+            manager_ref[0].lane_requests(details["key"], details["records"])
 
     def grown(key: str, footprint: int) -> None:
         """A loaded model's worker grew after real inferences (engines/footprint.py): account
@@ -373,7 +375,10 @@ def build_parts(cfg: cfgmod.Config, budgets: cfgmod.Budgets, sampler: Any,
                       gpu_meter=open_meter(cfg.telemetry.root, use_nvml=cfg.telemetry.nvml),
                       worker_groups={m: g for g, ms in cfg.engines.worker_groups for m in ms},
                       share_worker=cfg.engines.share_worker,
-                      spare_workers=cfg.engines.spare_workers)
+                      spare_workers=cfg.engines.spare_workers,
+                      lane_dir=(cfg.listen.unix.with_name(cfg.listen.unix.name + ".lanes")
+                                if cfg.listen.unix else None),
+                      lane_mode=cfg.listen.unix_mode, lane_gid=_gid_or_none(_socket_gid(cfg)))
 
     def memory() -> planner.Memory:
         m = sampler.sample_now().memory
@@ -448,6 +453,11 @@ def _external_files(path: Path) -> list[str]:
     from edged.engines.onnx_inspect import summarize
 
     return sorted(summarize(path).external_files)
+
+
+def _gid_or_none(gid: int | None) -> int:
+    """-1 (leave the group as it is) for no group."""
+    return -1 if gid is None else gid
 
 
 def _socket_gid(cfg: cfgmod.Config) -> int | None:

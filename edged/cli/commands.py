@@ -76,10 +76,10 @@ def cmd_status(client: EdgedClient, args: argparse.Namespace) -> int:
     if st["loaded"]:
         print()
         output.table(["LOADED", "VERSION", "TIER", "STATE", "FOOTPRINT", "IN FLIGHT", "REQUESTS",
-                      "PID"],
+                      "LANES", "PID"],
                      [[x["name"], x["version"], x["tier"], x["state"],
                        output.size(x["footprint_bytes"]), x["in_flight"], x["requests"],
-                       x["worker_pid"]] for x in st["loaded"]])
+                       x.get("lanes", 0), x["worker_pid"]] for x in st["loaded"]])
     if st["manifest_error"]:
         print(f"\nmanifest edit rejected (old manifests in force): {st['manifest_error']}")
     print(f"\ntelemetry: {', '.join(st['telemetry_sources']) or 'none'}"

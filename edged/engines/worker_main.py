@@ -35,6 +35,7 @@ from edged import errors as e
 from edged.datatypes import NUMPY_TO_OIP, OIP_TO_NUMPY
 from edged.engines import channel as ch
 from edged.engines.base import EngineOptions, datatype_of_numpy, get_backend, numpy_of_datatype
+from edged.engines.lane import LaneHost
 from edged.engines.procfs import anon_peak, harden, read_status, reset_peak, trim
 from edged.engines.session import Session, warm_up
 from edged.engines.shm import SHM_DIR, RegionCache, open_map
@@ -92,9 +93,12 @@ class Worker:
         self._regions = RegionCache(shm_dir)
         self._runs: dict[int, Any] = {}
         self._threads = 0
+        self._direct = LaneHost(self._session_of)  # direct lanes to clients (lane.py)
         self._handlers: dict[str, Callable[..., Any]] = {
             "infer": self._infer, "load": self._load, "unload": self._unload,
-            "stats": self._stats, "ping": self._ping, "prepare": self._prepare}
+            "stats": self._stats, "ping": self._ping, "prepare": self._prepare,
+            "lane_open": self._lane_open, "lane_revoke": self._lane_revoke,
+            "lane_report": self._lane_report}
 
     def serve(self) -> None:
         """Reply "ready", then leave the main thread to the daemon's nudges (SIGUSR1).
@@ -194,6 +198,7 @@ class Worker:
         return reply, ()
 
     def _unload(self, rid: int, meta: Any, data: memoryview, handoff: Any) -> tuple[Any, Any]:
+        self._direct.revoke(meta[1])  # (the daemon revoked them already: a safety net)
         model = self._models.pop(meta[1], None)
         if model is not None:
             model.session.close()
@@ -206,6 +211,24 @@ class Worker:
         backend = get_backend(meta[1])
         getattr(backend, "preload", lambda: None)()
         return ("ok", read_status()["RssAnon"]), ()
+
+    # -- direct lanes (lane.py) --------------------------------------------------------------
+    def _session_of(self, key: str) -> Session | None:
+        model = self._models.get(key)
+        return model.session if model is not None else None
+
+    def _lane_open(self, rid: int, meta: Any, data: memoryview, handoff: Any
+                   ) -> tuple[Any, Any]:
+        _, lane_id, key, pid, path, size, mode, gid = meta
+        return ("ok", self._direct.open(lane_id, key, pid, path, size, mode, gid)), ()
+
+    def _lane_revoke(self, rid: int, meta: Any, data: memoryview, handoff: Any
+                     ) -> tuple[Any, Any]:
+        return ("ok", self._direct.revoke(meta[1])), ()
+
+    def _lane_report(self, rid: int, meta: Any, data: memoryview, handoff: Any
+                     ) -> tuple[Any, Any]:
+        return ("ok", tuple(self._direct.report())), ()
 
     def _ping(self, rid: int, meta: Any, data: memoryview, handoff: Any) -> tuple[Any, Any]:
         return ("ok",), ()

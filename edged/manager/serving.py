@@ -115,6 +115,46 @@ class Serving:
         self._latency_ms[name] = ms if prev is None else 0.9 * prev + 0.1 * ms
         return v, {k: self._shm_result(k, val, output_shm) for k, val in results.items()}
 
+    # -- direct lanes (engines/lanes.py) -------------------------------------------------
+    def open_lane(self, name: str, version: int | None, pid: int, size: int,
+                  timeout_s: float | None = None) -> tuple[int, Any]:
+        """A lane to the model's worker for client ``pid``: loaded on demand like a request
+        (the slot is held only while the worker opens the lane; the lane itself is revoked
+        by whatever unloads the model)."""
+        entry, v = self._servable(name, version)
+        spec = self._m.load_spec(entry, v)
+        slot = self._res.acquire(spec, timeout_s)
+        try:
+            grant = self._pool.open_lane(slot.key, pid, size)
+        finally:
+            self._res.release(slot)
+        return v, grant
+
+    def lane_count(self, key: str) -> int:
+        """Open direct lanes on ``key`` (0 for a pool without lanes)."""
+        count = getattr(self._pool, "lane_count", None)
+        return int(count(key)) if count is not None else 0
+
+    def lane_requests(self, key: str, records: list[tuple[float, float, bool]]) -> None:
+        """Requests served on lanes (collected about once a second): observed, counted,
+        timed and traced as gRPC requests are."""
+        name, _, version = key.rpartition(":")
+        v = int(version)
+        self._res.served(key, len(records), max(t + d for t, d, _ok in records))
+        for t, seconds, ok in sorted(records):
+            self._observe(name, t)
+            if self._trace is not None:
+                try:
+                    self._trace.record(name, v, t, seconds)
+                except OSError as exc:
+                    log.warning("trace recording failed (%s)", exc)
+            if self._metrics is not None:
+                self._metrics.observe_request(name, seconds, ok)
+            if ok:
+                ms = seconds * 1e3
+                prev = self._latency_ms.get(name)
+                self._latency_ms[name] = ms if prev is None else 0.9 * prev + 0.1 * ms
+
     def _finish_trace(self, ticket: int, name: str, version: int,
                       seconds: float | None) -> None:
         """Recording is best effort: a full disk must never fail a request that succeeded."""

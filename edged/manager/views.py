@@ -30,6 +30,7 @@ class LoadedView:
     providers: tuple[str, ...] = ()
     preloaded: bool = False
     evicting: bool = False  # a victim on its way out: its bytes already went to a new load
+    lanes: int = 0  # open direct lanes (engines/lanes.py)
 
 
 @dataclass(frozen=True)

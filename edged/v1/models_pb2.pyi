@@ -140,7 +140,7 @@ class ModelVersion(_message.Message):
     def __init__(self, version: _Optional[int] = ..., sha256: _Optional[str] = ..., size_bytes: _Optional[int] = ..., format: _Optional[_Union[ModelFormat, str]] = ..., tier: _Optional[_Union[Tier, str]] = ..., active: _Optional[bool] = ..., tasks: _Optional[_Iterable[str]] = ..., quality: _Optional[float] = ..., providers: _Optional[_Iterable[str]] = ..., precision: _Optional[str] = ..., notes: _Optional[str] = ..., signature: _Optional[_Union[Signature, _Mapping]] = ..., estimated_bytes: _Optional[int] = ..., measured_bytes: _Optional[int] = ..., load_seconds: _Optional[float] = ..., installed_at: _Optional[str] = ..., engine_info: _Optional[_Mapping[str, str]] = ..., warmup_shapes: _Optional[_Mapping[str, str]] = ..., group: _Optional[str] = ...) -> None: ...
 
 class LoadedModel(_message.Message):
-    __slots__ = ("name", "version", "tier", "state", "footprint_bytes", "in_flight", "requests", "worker_pid", "loaded_at", "last_used", "providers", "preloaded")
+    __slots__ = ("name", "version", "tier", "state", "footprint_bytes", "in_flight", "requests", "worker_pid", "loaded_at", "last_used", "providers", "preloaded", "lanes")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     TIER_FIELD_NUMBER: _ClassVar[int]
@@ -153,6 +153,7 @@ class LoadedModel(_message.Message):
     LAST_USED_FIELD_NUMBER: _ClassVar[int]
     PROVIDERS_FIELD_NUMBER: _ClassVar[int]
     PRELOADED_FIELD_NUMBER: _ClassVar[int]
+    LANES_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: int
     tier: Tier
@@ -165,7 +166,8 @@ class LoadedModel(_message.Message):
     last_used: float
     providers: _containers.RepeatedScalarFieldContainer[str]
     preloaded: bool
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., tier: _Optional[_Union[Tier, str]] = ..., state: _Optional[_Union[LoadState, str]] = ..., footprint_bytes: _Optional[int] = ..., in_flight: _Optional[int] = ..., requests: _Optional[int] = ..., worker_pid: _Optional[int] = ..., loaded_at: _Optional[float] = ..., last_used: _Optional[float] = ..., providers: _Optional[_Iterable[str]] = ..., preloaded: _Optional[bool] = ...) -> None: ...
+    lanes: int
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., tier: _Optional[_Union[Tier, str]] = ..., state: _Optional[_Union[LoadState, str]] = ..., footprint_bytes: _Optional[int] = ..., in_flight: _Optional[int] = ..., requests: _Optional[int] = ..., worker_pid: _Optional[int] = ..., loaded_at: _Optional[float] = ..., last_used: _Optional[float] = ..., providers: _Optional[_Iterable[str]] = ..., preloaded: _Optional[bool] = ..., lanes: _Optional[int] = ...) -> None: ...
 
 class Model(_message.Message):
     __slots__ = ("name", "active_version", "tier", "versions", "state", "loaded")
@@ -440,3 +442,27 @@ class SelectResponse(_message.Message):
     runners_up: _containers.RepeatedCompositeFieldContainer[SelectCandidate]
     mode: str
     def __init__(self, choice: _Optional[_Union[SelectCandidate, _Mapping]] = ..., reasons: _Optional[_Iterable[str]] = ..., runners_up: _Optional[_Iterable[_Union[SelectCandidate, _Mapping]]] = ..., mode: _Optional[str] = ...) -> None: ...
+
+class OpenLaneRequest(_message.Message):
+    __slots__ = ("name", "version", "client_pid", "size_bytes")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_PID_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    version: int
+    client_pid: int
+    size_bytes: int
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., client_pid: _Optional[int] = ..., size_bytes: _Optional[int] = ...) -> None: ...
+
+class OpenLaneResponse(_message.Message):
+    __slots__ = ("path", "version", "lane_id", "size_bytes")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    LANE_ID_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    version: int
+    lane_id: int
+    size_bytes: int
+    def __init__(self, path: _Optional[str] = ..., version: _Optional[int] = ..., lane_id: _Optional[int] = ..., size_bytes: _Optional[int] = ...) -> None: ...
