@@ -14,7 +14,8 @@ import time
 
 from bench.common import REPO, environment
 
-SECTIONS = ["idle", "latency", "install", "control", "engines", "switch", "capacity", "faults"]
+SECTIONS = ["idle", "latency", "lane", "install", "control", "engines", "switch", "capacity",
+            "faults"]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import array
 import logging
+import math
 import mmap
 import os
 import socket
@@ -72,6 +73,15 @@ class _Lane:
     requests: int = 0
     records: list[tuple[float, float, bool]] = field(default_factory=list)
     dropped: int = 0
+    # The last request's input layout and feeds, and the last outputs' layout (views in the
+    # lane and the reply's encoded descriptors): a stream of like requests (a camera's frames)
+    # is checked and laid out once.
+    last_ins: Any = None
+    last_outputs: Any = None
+    feeds: dict[str, np.ndarray] = field(default_factory=dict)
+    out_key: Any = None
+    out_views: list[np.ndarray] = field(default_factory=list)
+    out_descs: bytes = b""
 
 
 Models = Callable[[str], Session | None]
@@ -251,8 +261,13 @@ class LaneHost:
             if session is None:  # (unload revokes lanes first: a race lost to it)
                 return lw.encode(["revoked", seq])
             assert lane.mm is not None
-            feeds = self._feeds(lane, ins)
-            self._checkers[lane.key].prepare(feeds, outputs, None)
+            if ins == lane.last_ins and outputs == lane.last_outputs:
+                feeds = lane.feeds
+            else:
+                lane.last_ins = lane.last_outputs = None
+                feeds = self._feeds(lane, ins)
+                self._checkers[lane.key].prepare(feeds, outputs, None)
+                lane.feeds, lane.last_ins, lane.last_outputs = feeds, ins, outputs
             handle = lane.handle
             if handle is None or handle.cancelled:
                 handle = lane.handle = session.run_handle()
@@ -261,7 +276,6 @@ class LaneHost:
                 results = session.run(feeds, outputs, handle)
             finally:
                 lane.deadline = 0.0
-            del feeds
             reply, ok = self._outputs(lane, seq, results, int(out_at))
             return reply
         except Exception as exc:  # noqa: BLE001 - every failure goes back as a domain error
@@ -287,7 +301,7 @@ class LaneHost:
                 raise e.InvalidArgument(f"input '{name}': {datatype} is not supported",
                                         field=name)
             shape = tuple(int(d) for d in shape)
-            need = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+            need = math.prod(shape) * dtype.itemsize
             if (nbytes != need or offset < lw.HEADER_BYTES or any(d < 0 for d in shape)
                     or offset + need > size):
                 raise e.InvalidArgument(f"input '{name}': {nbytes} bytes at offset {offset} do "
@@ -303,6 +317,12 @@ class LaneHost:
                  out_at: int) -> tuple[bytes, bool]:
         mm, size = lane.mm, lane.size
         assert mm is not None
+        key = (out_at, *((n, a.shape, a.dtype) for n, a in results.items()))
+        if key == lane.out_key:  # like the last outputs: copy them into the same places
+            for view, arr in zip(lane.out_views, results.values()):  # noqa: B905 - same key
+                view[...] = arr
+            return b'["ok",%d,%s]' % (seq, lane.out_descs), True
+        lane.out_key = None
         at = lw.align(max(out_at, lw.HEADER_BYTES))
         arrays = []
         for name, value in results.items():
@@ -314,11 +334,14 @@ class LaneHost:
             at = lw.align(at + arr.nbytes)
         if at > size:
             return lw.encode(["small", seq, at]), False
-        descs = []
+        descs, views = [], []
         for name, datatype, arr, offset in arrays:
-            np.ndarray(arr.shape, arr.dtype, mm, offset)[...] = arr
+            view = np.ndarray(arr.shape, arr.dtype, mm, offset)
+            view[...] = arr
+            views.append(view)
             descs.append([name, datatype, list(arr.shape), offset, arr.nbytes])
-        return lw.encode(["ok", seq, descs]), True
+        lane.out_key, lane.out_views, lane.out_descs = key, views, lw.encode(descs)
+        return b'["ok",%d,%s]' % (seq, lane.out_descs), True
 
     # -- deadlines -----------------------------------------------------------------------
     def _watch(self) -> None:
