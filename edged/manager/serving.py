@@ -23,6 +23,7 @@ log = logging.getLogger("edged.serving")
 
 PLATFORMS = {"onnx": "onnxruntime_onnx", "tensorrt": "tensorrt_plan"}
 _FIT = {"admit": "now", "evict": "evict", "reject": "no"}
+LANE_OPEN_ATTEMPTS = 4
 
 
 class Serving:
@@ -123,12 +124,19 @@ class Serving:
         by whatever unloads the model)."""
         entry, v = self._servable(name, version)
         spec = self._m.load_spec(entry, v)
-        slot = self._res.acquire(spec, timeout_s)
-        try:
-            grant = self._pool.open_lane(slot.key, pid, size)
-        finally:
-            self._res.release(slot)
-        return v, grant
+        for attempt in range(LANE_OPEN_ATTEMPTS):
+            slot = self._res.acquire(spec, timeout_s)
+            try:
+                return v, self._pool.open_lane(slot.key, pid, size)
+            except e.Unavailable:
+                # its worker died and the crash has not reached the residency yet (a client
+                # whose lane broke asks again at once): once it has, the next acquire reloads
+                if attempt + 1 == LANE_OPEN_ATTEMPTS or self._pool.is_loaded(slot.key):
+                    raise
+            finally:
+                self._res.release(slot)
+            time.sleep(0.1 * (attempt + 1))
+        raise AssertionError("unreachable")
 
     def lane_count(self, key: str) -> int:
         """Open direct lanes on ``key`` (0 for a pool without lanes)."""
