@@ -338,7 +338,7 @@ def build_parts(cfg: cfgmod.Config, budgets: cfgmod.Budgets, sampler: Any,
         elif kind == "footprint" and manager_ref:
             grown(details["key"], int(details["bytes"]))
         elif kind == "lane_requests" and manager_ref:
-            manager_ref[0].lane_requests(details["key"], details["records"])
+            manager_ref[0].lane_requests(details["records"])
 
     def grown(key: str, footprint: int) -> None:
         """A loaded model's worker grew after real inferences (engines/footprint.py): account

@@ -114,11 +114,12 @@ class LaneBook:
 
     def poll(self, workers: Iterable[WorkerProcess] | None = None) -> None:
         """Collect the lane records of ``workers`` (default: every worker with lanes) and emit
-        them as ``lane_requests`` events, one per model."""
+        them as one ``lane_requests`` event: (time, key, seconds, ok), in time order."""
         with self._lock:
             targets = {ln.worker for ln in self._lanes.values()}
         if workers is not None:
             targets &= set(workers)
+        records: list[tuple[float, str, float, bool]] = []
         for w in targets:
             if not w.alive:
                 continue
@@ -127,12 +128,15 @@ class LaneBook:
                                what="lane report")
             except e.EdgedError:
                 continue
-            self._take(w, reply[1])
+            records += self._take(w, reply[1])
+        if records:  # one event, in time order across models (the trace file keeps order)
+            records.sort()
+            self._emit("lane_requests", {"records": records})
 
-    def _take(self, worker: WorkerProcess, rows: Any) -> None:
+    def _take(self, worker: WorkerProcess, rows: Any) -> list[tuple[float, str, float, bool]]:
         """Rows: (lane id, key, pid, requests, closed, records, dropped) per lane the worker
         still knows; a lane it no longer knows, or reports closed, is forgotten here."""
-        by_key: dict[str, list[Any]] = {}
+        out: list[tuple[float, str, float, bool]] = []
         live = set()
         with self._lock:
             for lane_id, key, _pid, requests, closed, records, dropped in rows:
@@ -141,16 +145,14 @@ class LaneBook:
                     ln.requests, ln.connected = requests, ln.connected or requests > 0
                     if not closed:
                         live.add(lane_id)
-                if records:
-                    by_key.setdefault(key, []).extend(records)
+                out += [(t, key, seconds, ok) for t, seconds, ok in records]
                 if dropped:
                     log.warning("lane %d of %s: %d request records dropped", lane_id, key,
                                 dropped)
             for i in [i for i, ln in self._lanes.items()
                       if ln.worker is worker and i not in live]:
                 del self._lanes[i]
-        for key, records in by_key.items():
-            self._emit("lane_requests", {"key": key, "records": records})
+        return out
 
     def _ensure_dir(self) -> None:
         """The lane directory, emptied of sockets a previous daemon left behind."""

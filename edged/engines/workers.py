@@ -102,8 +102,8 @@ class WorkerPool:
         self._workers: set[WorkerProcess] = set()
         self._cv = threading.Condition()
         self._spawner: ThreadPoolExecutor | None = None
-        self._lanebook = LaneBook(lane_dir, mode=lane_mode, gid=lane_gid, emit=self._emit,
-                                  timeout_s=start_timeout_s)
+        self._lanebook = LaneBook(lane_dir, mode=lane_mode, gid=lane_gid,
+                                  emit=self._lane_records, timeout_s=start_timeout_s)
         self._monitor = Monitor(workers=self._live_workers, hang_timeout_s=hang_timeout_s,
                                 emit=self._emit, on_tick=self._tick,
                                 tick_interval_s=remeasure_interval_s)
@@ -317,6 +317,14 @@ class WorkerPool:
     def poll_lanes(self) -> None:
         """Collect lane request records now (the monitor does it about once a second)."""
         self._lanebook.poll()
+
+    def _lane_records(self, kind: str, details: Mapping[str, object]) -> None:
+        """Lane requests count as served for the footprint's re-measurement, then go on."""
+        for _t, key, _s, _ok in details["records"]:  # type: ignore[attr-defined]
+            m = self._models.get(key)
+            if m is not None:
+                m.served += 1
+        self._emit(kind, details)
 
     def _tick(self) -> None:
         self.remeasure()

@@ -387,9 +387,9 @@ class ModelManager:
         return self._serving().open_lane(  # type: ignore[no-any-return]
             name, version, pid, size, timeout_s)
 
-    def lane_requests(self, key: str, records: list[tuple[float, float, bool]]) -> None:
+    def lane_requests(self, records: list[tuple[float, str, float, bool]]) -> None:
         if self.serving is not None:
-            self.serving.lane_requests(key, records)
+            self.serving.lane_requests(records)
 
     def shm_status(self, name: str = "") -> list[Any]:
         return self._serving().shm_status(name)  # type: ignore[no-any-return]

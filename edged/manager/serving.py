@@ -143,13 +143,18 @@ class Serving:
         count = getattr(self._pool, "lane_count", None)
         return int(count(key)) if count is not None else 0
 
-    def lane_requests(self, key: str, records: list[tuple[float, float, bool]]) -> None:
-        """Requests served on lanes (collected about once a second): observed, counted,
-        timed and traced as gRPC requests are."""
-        name, _, version = key.rpartition(":")
-        v = int(version)
-        self._res.served(key, len(records), max(t + d for t, d, _ok in records))
-        for t, seconds, ok in sorted(records):
+    def lane_requests(self, records: list[tuple[float, str, float, bool]]) -> None:
+        """Requests served on lanes (collected about once a second, in time order): observed,
+        counted, timed and traced as gRPC requests are."""
+        last: dict[str, tuple[int, float]] = {}
+        for t, key, seconds, _ok in records:
+            n, _ = last.get(key, (0, 0.0))
+            last[key] = (n + 1, t + seconds)
+        for key, (n, t_last) in last.items():
+            self._res.served(key, n, t_last)
+        for t, key, seconds, ok in records:
+            name, _, version = key.rpartition(":")
+            v = int(version)
             self._observe(name, t)
             if self._trace is not None:
                 try:
