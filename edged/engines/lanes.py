@@ -79,9 +79,11 @@ class LaneBook:
             self._lanes[lane_id] = LaneInfo(lane_id, key, pid, worker, time.time())
         return LaneGrant(lane_id, path, granted)
 
-    def revoke(self, worker: WorkerProcess, key: str | None) -> int:
+    def revoke(self, worker: WorkerProcess, key: str | None, collect: bool = True) -> int:
         """Revoke ``key``'s lanes on ``worker`` (all of its lanes if None) and wait for their
-        running requests; returns how many there were. A worker that is gone has none."""
+        running requests; returns how many there were. A worker that is gone has none.
+        ``collect``: collect their last records now (else the caller polls, e.g. once for
+        every worker at daemon stop, so the records stay in time order)."""
         with self._lock:
             mine = [ln for ln in self._lanes.values()
                     if ln.worker is worker and (key is None or ln.key == key)]
@@ -92,6 +94,8 @@ class LaneBook:
                         self._timeout, what="lane revoke")
         except e.EdgedError as exc:
             log.warning("revoking lanes of %s on worker %d: %s", key or "all", worker.pid, exc)
+        if not collect:
+            return len(mine)
         self.poll([worker])  # their last records, before the lanes are forgotten
         with self._lock:
             for ln in mine:

@@ -421,7 +421,8 @@ class WorkerPool:
             self._models.clear()
         self._spares.close()
         for w in workers:  # clients of lanes retry elsewhere (a stopping daemon: UNAVAILABLE)
-            self._lanebook.revoke(w, None)
+            self._lanebook.revoke(w, None, collect=False)
+        self._lanebook.poll(workers)
         for w in workers:  # ask them all first, then wait: the stops run in parallel
             w.request_exit()
         for w in workers:
