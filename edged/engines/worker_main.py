@@ -35,7 +35,6 @@ from edged import errors as e
 from edged.datatypes import NUMPY_TO_OIP, OIP_TO_NUMPY
 from edged.engines import channel as ch
 from edged.engines.base import EngineOptions, datatype_of_numpy, get_backend, numpy_of_datatype
-from edged.engines.lane import LaneHost
 from edged.engines.procfs import anon_peak, harden, read_status, reset_peak, trim
 from edged.engines.session import Session, warm_up
 from edged.engines.shm import SHM_DIR, RegionCache, open_map
@@ -93,7 +92,7 @@ class Worker:
         self._regions = RegionCache(shm_dir)
         self._runs: dict[int, Any] = {}
         self._threads = 0
-        self._direct = LaneHost(self._session_of)  # direct lanes to clients (lane.py)
+        self._direct: Any = None  # direct lanes to clients (lane.py), from the first one on
         self._handlers: dict[str, Callable[..., Any]] = {
             "infer": self._infer, "load": self._load, "unload": self._unload,
             "stats": self._stats, "ping": self._ping, "prepare": self._prepare,
@@ -198,7 +197,8 @@ class Worker:
         return reply, ()
 
     def _unload(self, rid: int, meta: Any, data: memoryview, handoff: Any) -> tuple[Any, Any]:
-        self._direct.revoke(meta[1])  # (the daemon revoked them already: a safety net)
+        if self._direct is not None:  # (the daemon revoked them already: a safety net)
+            self._direct.revoke(meta[1])
         model = self._models.pop(meta[1], None)
         if model is not None:
             model.session.close()
@@ -220,15 +220,19 @@ class Worker:
     def _lane_open(self, rid: int, meta: Any, data: memoryview, handoff: Any
                    ) -> tuple[Any, Any]:
         _, lane_id, key, pid, path, size, mode, gid = meta
+        if self._direct is None:  # imported only here: a worker without lanes stays as small
+            from edged.engines.lane import LaneHost
+
+            self._direct = LaneHost(self._session_of)
         return ("ok", self._direct.open(lane_id, key, pid, path, size, mode, gid)), ()
 
     def _lane_revoke(self, rid: int, meta: Any, data: memoryview, handoff: Any
                      ) -> tuple[Any, Any]:
-        return ("ok", self._direct.revoke(meta[1])), ()
+        return ("ok", self._direct.revoke(meta[1]) if self._direct is not None else 0), ()
 
     def _lane_report(self, rid: int, meta: Any, data: memoryview, handoff: Any
                      ) -> tuple[Any, Any]:
-        return ("ok", tuple(self._direct.report())), ()
+        return ("ok", tuple(self._direct.report()) if self._direct is not None else ()), ()
 
     def _ping(self, rid: int, meta: Any, data: memoryview, handoff: Any) -> tuple[Any, Any]:
         return ("ok",), ()
