@@ -96,13 +96,14 @@ class LaneHost:
         self._checkers: dict[str, validate.Checker] = {}
         self._lock = threading.Lock()
         self._watcher: threading.Thread | None = None
+        self._closed_keys: set[str] = set()  # revoked: no new lanes until loaded again
 
     # -- daemon's requests (worker channel) ---------------------------------------------
     def open(self, lane_id: int, key: str, pid: int, path: str, size: int, mode: int,
              gid: int) -> int:
         """Listen for the one client at ``path``; returns the lane's size in bytes."""
         session = self._session_of(key)
-        if session is None:
+        if session is None or key in self._closed_keys:
             raise e.Unavailable(f"model '{key}' is not loaded in this worker")
         size = lw.lane_size(min(max(size, 0), lw.MAX_LANE_BYTES))
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -129,6 +130,8 @@ class LaneHost:
         """Revoke ``key``'s lanes (every lane if None): running requests complete, the rest
         are answered ``revoked``; returns how many lanes were revoked."""
         with self._lock:
+            if key is not None:
+                self._closed_keys.add(key)
             lanes = [ln for ln in self._lanes.values()
                      if (key is None or ln.key == key) and not ln.closed]
         for lane in lanes:
@@ -160,6 +163,11 @@ class LaneHost:
             out.append((lane.id, lane.key, lane.pid, lane.requests, lane.closed, records,
                         dropped))
         return out
+
+    def reopen(self, key: str) -> None:
+        """``key`` was loaded (again) in this worker: lanes may be opened to it."""
+        with self._lock:
+            self._closed_keys.discard(key)
 
     # -- one lane ------------------------------------------------------------------------
     def _serve(self, lane: _Lane) -> None:

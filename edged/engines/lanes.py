@@ -87,8 +87,10 @@ class LaneBook:
         with self._lock:
             mine = [ln for ln in self._lanes.values()
                     if ln.worker is worker and (key is None or ln.key == key)]
-        if not mine:
+        if not worker.alive:
             return 0
+        # (sent even when the book lists none: a lane being opened right now is not in the
+        # book yet; the worker revokes it too, and opens no more for ``key``)
         try:
             worker.wait(worker.send(("lane_revoke", key), key=key or worker.name, exempt=True),
                         self._timeout, what="lane revoke")

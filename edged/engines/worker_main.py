@@ -190,6 +190,8 @@ class Worker:
             status = read_status()
             reset_peak()  # from now on VmHWM shows what inferences reach
             self._models[key] = _Model(session, max_concurrency, t2 - t1)
+            if self._direct is not None:
+                self._direct.reopen(key)
             self._grow(max_concurrency)
         peak = anon_peak(status)  # the load's own peak (its transient copies)
         reply = ("ok", session.signature.to_wire(), session.providers, t1 - t0, t2 - t1,
@@ -220,10 +222,11 @@ class Worker:
     def _lane_open(self, rid: int, meta: Any, data: memoryview, handoff: Any
                    ) -> tuple[Any, Any]:
         _, lane_id, key, pid, path, size, mode, gid = meta
-        if self._direct is None:  # imported only here: a worker without lanes stays as small
-            from edged.engines.lane import LaneHost
+        with self._load_lock:  # (lane opens run on several threads: one host for them all)
+            if self._direct is None:  # imported only here: a worker without lanes stays small
+                from edged.engines.lane import LaneHost
 
-            self._direct = LaneHost(self._session_of)
+                self._direct = LaneHost(self._session_of)
         return ("ok", self._direct.open(lane_id, key, pid, path, size, mode, gid)), ()
 
     def _lane_revoke(self, rid: int, meta: Any, data: memoryview, handoff: Any
