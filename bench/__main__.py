@@ -14,7 +14,7 @@ import time
 
 from bench.common import REPO, environment
 
-SECTIONS = ["idle", "daemon_rss", "latency", "install", "control", "engines", "switch",
+SECTIONS = ["idle", "daemon_rss", "latency", "lane", "install", "control", "engines", "switch",
             "capacity", "faults", "variants"]
 
 

@@ -145,7 +145,7 @@ def run(quick: bool) -> Section:
     rows = []
     transport: tuple[float, float, float] | None = None
     try:
-        with d.client() as c:
+        with d.client(lanes=False) as c:
             for name, (_feeds, warm) in demo_inputs().items():
                 if quick and name == "ppocr-rec":
                     continue
@@ -165,7 +165,7 @@ def run(quick: bool) -> Section:
                     ip50, ip99 = percentiles(inprocess(models[name], feeds, n))
                     e50, e99 = percentiles(time_calls(lambda f=feeds, m=name: c.infer(m, f), n))
                 if name == "ppocr-det":  # the same call with shared memory turned off
-                    with d.client(shm_threshold=None) as plain:
+                    with d.client(lanes=False, shm_threshold=None) as plain:
                         p50, p99 = percentiles(time_calls(
                             lambda f=feeds, m=name: plain.infer(m, f), n))
                     sec.add("ppocr-det through edged.client without shared memory", "info",
@@ -177,7 +177,7 @@ def run(quick: bool) -> Section:
                     transport = det_transport(d, c, quick)
 
                 def factory(m: str = name, f: dict[str, np.ndarray] = feeds) -> Any:
-                    cl = d.client()
+                    cl = d.client(lanes=False)
                     return (lambda: cl.infer(m, f)), cl.close
 
                 if quick:
@@ -244,7 +244,7 @@ def det_transport(d: Any, c: Any, quick: bool) -> tuple[float, float, float] | N
         c.load("det-shaped")
         sess = session(path)
     feeds = {"x": np.random.default_rng(1).random((1, 3, 640, 640), dtype=np.float32)}
-    with d.client(shm_threshold=None) as plain:
+    with d.client(lanes=False, shm_threshold=None) as plain:
         got = time_alternating({"in": lambda: sess.run(None, feeds),
                                 "shm": lambda: c.infer("det-shaped", feeds),
                                 "plain": lambda: plain.infer("det-shaped", feeds)},

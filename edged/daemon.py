@@ -446,6 +446,8 @@ def build_parts(cfg: cfgmod.Config, budgets: cfgmod.Budgets, sampler: Any,
                            + (f" ({format_size(gpu)} of it device memory)" if gpu else "")
                            + f": accounted {format_size(int(details['bytes']))}",
                            growth=growth, gpu_growth=gpu, bytes=int(details["bytes"]))
+        elif kind == "lane_requests" and manager_ref:
+            manager_ref[0].lane_requests(details["records"])
         elif kind == "worker_measured":
             costs.first_load(details, model_bytes)
 
@@ -498,7 +500,10 @@ def build_parts(cfg: cfgmod.Config, budgets: cfgmod.Budgets, sampler: Any,
                       gpu_meter=open_meter(cfg.telemetry.root, use_nvml=cfg.telemetry.nvml),
                       worker_groups={m: g for g, ms in cfg.engines.worker_groups for m in ms},
                       share_worker=cfg.engines.share_worker,
-                      spare_workers=cfg.engines.spare_workers)
+                      spare_workers=cfg.engines.spare_workers,
+                      lane_dir=(cfg.listen.unix.with_name(cfg.listen.unix.name + ".lanes")
+                                if cfg.listen.unix else None),
+                      lane_mode=cfg.listen.unix_mode, lane_gid=_gid_or_none(_socket_gid(cfg)))
 
     def memory() -> planner.Memory:
         snap = sampler.sample_now()
@@ -685,6 +690,11 @@ def _external_files(path: Path) -> list[str]:
     from edged.engines.onnx_inspect import summarize
 
     return sorted(summarize(path).external_files)
+
+
+def _gid_or_none(gid: int | None) -> int:
+    """-1 (leave the group as it is) for no group."""
+    return -1 if gid is None else gid
 
 
 def _socket_gid(cfg: cfgmod.Config) -> int | None:

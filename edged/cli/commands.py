@@ -96,10 +96,10 @@ def cmd_status(client: EdgedClient, args: argparse.Namespace) -> int:
     if st["loaded"]:
         print()
         output.table(["LOADED", "VERSION", "VARIANT", "TIER", "STATE", "FOOTPRINT",
-                      "IN FLIGHT", "REQUESTS", "PID"],
+                      "IN FLIGHT", "REQUESTS", "LANES", "PID"],
                      [[x["name"], x["version"], x.get("variant") or "-", x["tier"], x["state"],
                        output.size(x["footprint_bytes"]), x["in_flight"], x["requests"],
-                       x["worker_pid"]] for x in st["loaded"]])
+                       x.get("lanes", 0), x["worker_pid"]] for x in st["loaded"]])
     store = st.get("store") or {}
     if store:
         loose = (f", {store['unreferenced_artifacts']} unreferenced artifact(s) kept "

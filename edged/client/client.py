@@ -7,8 +7,10 @@ A daemon that cannot be reached raises ``DaemonUnreachable`` naming the target.
 
 from __future__ import annotations
 
+import os
 import queue
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -18,6 +20,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from edged import errors as e
 from edged.client import tensors
+from edged.client.lane import LaneHandle, LaneRevoked, Lanes, LaneTooSmall, lent
 from edged.client.shm import ShmTransport, message_size_hint
 from edged.client.target import Target, parse_target
 from edged.hashing import sha256_file
@@ -47,9 +50,11 @@ class EdgedClient:
                  token: str | None = None, tls_ca: Path | None = None,
                  tls_cert: Path | None = None, tls_key: Path | None = None,
                  max_message_bytes: int = 64 << 20,
-                 shm_threshold: int | None = 256 << 10) -> None:
+                 shm_threshold: int | None = 256 << 10, lanes: bool = True) -> None:
         """``shm_threshold``: on a local socket, requests whose inputs total at least this many
-        bytes go through shared memory (see ``edged.client.shm``); None turns that off."""
+        bytes go through shared memory (see ``edged.client.shm``); None turns that off.
+        ``lanes``: on a local socket, ``infer`` goes through direct lanes to the engine
+        workers (``edged.client.lane``), falling back to gRPC where none can be had."""
         self.target: Target = parse_target(target)
         self.timeout = timeout
         opts = [("grpc.max_receive_message_length", max_message_bytes),
@@ -74,8 +79,12 @@ class EdgedClient:
         if self.target.is_local and shm_threshold is not None:
             self._shm = ShmTransport(self._shm_register, self.shm_unregister, shm_threshold,
                                      socket_path=self.target.unix_path)
+        self.lanes: Lanes | None = (Lanes(self._open_lane)
+                                    if self.target.is_local and lanes else None)
 
     def close(self) -> None:
+        if self.lanes is not None:
+            self.lanes.close()
         if self._shm is not None:
             self._shm.close()
         self._channel.close()
@@ -322,6 +331,52 @@ class EdgedClient:
     def infer(self, name: str, inputs: Mapping[str, np.ndarray],
               outputs: Sequence[str] | None = None, version: str = "",
               timeout: float | None = None) -> dict[str, np.ndarray]:
+        if self.lanes is not None and not version:
+            lane = self.lanes.borrow(name, sum(np.asarray(v).nbytes + 64
+                                               for v in inputs.values()))
+            if lane is not None:
+                try:
+                    return lane.infer({k: np.asarray(v) for k, v in inputs.items()}, outputs,
+                                      timeout or self.timeout)
+                except LaneRevoked:
+                    self.lanes.fallbacks += 1  # nothing ran: gRPC routes it (new version...)
+                except LaneTooSmall as exc:
+                    self.lanes.fallbacks += 1
+                    self.lanes.grow(name, exc.needed)
+                finally:
+                    self.lanes.give_back(lane)
+        return self._infer_grpc(name, inputs, outputs, version, timeout)
+
+    def lane(self, name: str) -> AbstractContextManager[LaneHandle]:
+        """A lane to ``name`` for zero-copy inference::
+
+            with client.lane("ppocr-det") as lane:
+                x = lane.inputs({"x": ((1, 3, 640, 640), np.float32)})["x"]
+                x[...] = frame                  # written once, into the lane
+                out = lane.run()                # read-only arrays in the lane
+
+        Without a lane (remote target, lanes off, none granted) it works the same through
+        gRPC."""
+        if self.lanes is None:
+            return lent(Lanes(self._no_lane), name, self._grpc_for(name))
+        return lent(self.lanes, name, self._grpc_for(name))
+
+    def _grpc_for(self, name: str) -> Callable[..., dict[str, np.ndarray]]:
+        return lambda inputs, outputs, timeout: self._infer_grpc(name, inputs, outputs, "",
+                                                                 timeout)
+
+    def _open_lane(self, name: str, size: int) -> tuple[str, int]:
+        resp = self._call(self.models.OpenLane, mpb.OpenLaneRequest(
+            name=name, client_pid=os.getpid(), size_bytes=size))
+        return resp.path, resp.version
+
+    @staticmethod
+    def _no_lane(name: str, size: int) -> tuple[str, int]:
+        raise e.FailedPrecondition("lanes are off for this client", reason="NOT_LOCAL")
+
+    def _infer_grpc(self, name: str, inputs: Mapping[str, np.ndarray],
+                    outputs: Sequence[str] | None = None, version: str = "",
+                    timeout: float | None = None) -> dict[str, np.ndarray]:
         if self._shm is not None and self._shm.wants(inputs):
             got = self._shm.infer(
                 lambda r: self._call(self.oip.ModelInfer, r, timeout=timeout), name, inputs,

@@ -92,9 +92,12 @@ class Worker:
         self._regions = RegionCache(shm_dir)
         self._runs: dict[int, Any] = {}
         self._threads = 0
+        self._direct: Any = None  # direct lanes to clients (lane.py), from the first one on
         self._handlers: dict[str, Callable[..., Any]] = {
             "infer": self._infer, "load": self._load, "unload": self._unload,
-            "stats": self._stats, "ping": self._ping, "prepare": self._prepare}
+            "stats": self._stats, "ping": self._ping, "prepare": self._prepare,
+            "lane_open": self._lane_open, "lane_revoke": self._lane_revoke,
+            "lane_report": self._lane_report}
 
     def serve(self) -> None:
         """Reply "ready", then leave the main thread to the daemon's nudges (SIGUSR1).
@@ -187,6 +190,8 @@ class Worker:
             status = read_status()
             reset_peak()  # from now on VmHWM shows what inferences reach
             self._models[key] = _Model(session, max_concurrency, t2 - t1)
+            if self._direct is not None:
+                self._direct.reopen(key)
             self._grow(max_concurrency)
         peak = anon_peak(status)  # the load's own peak (its transient copies)
         reply = ("ok", session.signature.to_wire(), session.providers, t1 - t0, t2 - t1,
@@ -194,6 +199,8 @@ class Worker:
         return reply, ()
 
     def _unload(self, rid: int, meta: Any, data: memoryview, handoff: Any) -> tuple[Any, Any]:
+        if self._direct is not None:  # (the daemon revoked them already: a safety net)
+            self._direct.revoke(meta[1])
         model = self._models.pop(meta[1], None)
         if model is not None:
             model.session.close()
@@ -206,6 +213,29 @@ class Worker:
         backend = get_backend(meta[1])
         getattr(backend, "preload", lambda: None)()
         return ("ok", read_status()["RssAnon"]), ()
+
+    # -- direct lanes (lane.py) --------------------------------------------------------------
+    def _session_of(self, key: str) -> Session | None:
+        model = self._models.get(key)
+        return model.session if model is not None else None
+
+    def _lane_open(self, rid: int, meta: Any, data: memoryview, handoff: Any
+                   ) -> tuple[Any, Any]:
+        _, lane_id, key, pid, path, size, mode, gid = meta
+        with self._load_lock:  # (lane opens run on several threads: one host for them all)
+            if self._direct is None:  # imported only here: a worker without lanes stays small
+                from edged.engines.lane import LaneHost
+
+                self._direct = LaneHost(self._session_of)
+        return ("ok", self._direct.open(lane_id, key, pid, path, size, mode, gid)), ()
+
+    def _lane_revoke(self, rid: int, meta: Any, data: memoryview, handoff: Any
+                     ) -> tuple[Any, Any]:
+        return ("ok", self._direct.revoke(meta[1]) if self._direct is not None else 0), ()
+
+    def _lane_report(self, rid: int, meta: Any, data: memoryview, handoff: Any
+                     ) -> tuple[Any, Any]:
+        return ("ok", tuple(self._direct.report()) if self._direct is not None else ()), ()
 
     def _ping(self, rid: int, meta: Any, data: memoryview, handoff: Any) -> tuple[Any, Any]:
         return ("ok",), ()

@@ -33,6 +33,7 @@ from edged import errors as e
 from edged.engines import footprint, gpumem, validate
 from edged.engines.base import EngineOptions, LoadResult, ShmRef, Signature
 from edged.engines.inference import LoadedModel
+from edged.engines.lanes import LaneBook, LaneGrant, LaneInfo
 from edged.engines.monitor import Monitor
 from edged.engines.procfs import anon_peak, read_status
 from edged.engines.shm import SHM_DIR
@@ -66,7 +67,9 @@ class WorkerPool:
                  memory_cap: Callable[[str], int] | None = None,
                  gpu_meter: gpumem.Meter | None = None,
                  worker_groups: Mapping[str, str] | None = None,
-                 share_worker: str = "per_model", remeasure_interval_s: float = 1.0) -> None:
+                 share_worker: str = "per_model", remeasure_interval_s: float = 1.0,
+                 lane_dir: Path | None = None, lane_mode: int = 0o660,
+                 lane_gid: int = -1) -> None:
         """``spare_workers`` idle workers are kept started, with ``spare_format``'s runtime
         already imported, so that a load does not wait for an interpreter to start (~0.3 s on
         the dev box: the SPEC wants loads within 10% of creating the session directly). Each
@@ -76,7 +79,10 @@ class WorkerPool:
         ``memory_cap(key)``: the runtime cap for a load that brings none (from the tier budget,
         see onnxruntime.py; 0 = none). ``gpu_meter``: gpumem.py. ``worker_groups`` (model name
         -> group) and ``share_worker`` ("per_model" | "one") pick the worker of a load whose
-        version names no group of its own."""
+        version names no group of its own.
+
+        ``lane_dir``, ``lane_mode``, ``lane_gid``: where and how direct lanes' sockets are
+        bound (lanes.py; None: no lanes)."""
         self._start_timeout = start_timeout_s
         self._request_timeout = request_timeout_s
         self._threshold = shm_threshold_bytes
@@ -96,8 +102,10 @@ class WorkerPool:
         self._workers: set[WorkerProcess] = set()
         self._cv = threading.Condition()
         self._spawner: ThreadPoolExecutor | None = None
+        self._lanebook = LaneBook(lane_dir, mode=lane_mode, gid=lane_gid,
+                                  emit=self._lane_records, timeout_s=start_timeout_s)
         self._monitor = Monitor(workers=self._live_workers, hang_timeout_s=hang_timeout_s,
-                                emit=self._emit, on_tick=self.remeasure,
+                                emit=self._emit, on_tick=self._tick,
                                 tick_interval_s=remeasure_interval_s)
         self._seq = 0
         self._closed = False
@@ -296,6 +304,36 @@ class WorkerPool:
         log.debug("started engine worker %s (pid %d)", name, worker.pid)
         return worker
 
+    # -- direct lanes (lanes.py, lane.py) -------------------------------------------------
+    def open_lane(self, key: str, pid: int, size: int) -> LaneGrant:
+        """Ask ``key``'s worker for a lane to client ``pid``; the model must be loaded."""
+        m = self._models.get(key)
+        if m is None or m.draining or not m.worker.alive:
+            raise e.Unavailable(f"model '{key}' is not loaded", metadata={"model": key})
+        return self._lanebook.open(key, m.worker, pid, size)
+
+    def lanes(self) -> list[LaneInfo]:
+        return self._lanebook.lanes()
+
+    def lane_count(self, key: str) -> int:
+        return self._lanebook.count(key)
+
+    def poll_lanes(self) -> None:
+        """Collect lane request records now (the monitor does it about once a second)."""
+        self._lanebook.poll()
+
+    def _lane_records(self, kind: str, details: Mapping[str, object]) -> None:
+        """Lane requests count as served for the footprint's re-measurement, then go on."""
+        for _t, key, _s, _ok in details["records"]:  # type: ignore[attr-defined]
+            m = self._models.get(key)
+            if m is not None:
+                m.served += 1
+        self._emit(kind, details)
+
+    def _tick(self) -> None:
+        self.remeasure()
+        self._lanebook.poll()
+
     # -- footprints after real inferences (footprint.py) ---------------------------------
     def remeasure(self) -> list[tuple[str, int]]:
         """Grow the footprints of models whose workers grew since their load; each growth is
@@ -362,6 +400,7 @@ class WorkerPool:
             if m is None:
                 raise e.NotFound(f"model '{key}' is not loaded")
             m.draining = True
+        self._lanebook.revoke(m.worker, key)  # waits for their running requests
         if not m.wait_idle(timeout_s):
             m.draining = False
             raise e.Unavailable(f"model '{key}' still has {m.in_flight} requests in flight")
@@ -390,6 +429,9 @@ class WorkerPool:
             workers = list(self._workers)
             self._models.clear()
         self._spares.close()
+        for w in workers:  # clients of lanes retry elsewhere (a stopping daemon: UNAVAILABLE)
+            self._lanebook.revoke(w, None, collect=False)
+        self._lanebook.poll(workers)
         for w in workers:  # ask them all first, then wait: the stops run in parallel
             w.request_exit()
         for w in workers:
@@ -418,6 +460,7 @@ class WorkerPool:
             for k in keys:
                 del self._models[k]
         self._retire(worker)
+        self._lanebook.forget(worker)
         log.warning("engine worker %d (%s) %s", worker.pid, ", ".join(keys) or "idle", cause)
         for k in keys:
             self._emit("worker_crash", {"key": k, "pid": worker.pid, "cause": cause,

@@ -18,7 +18,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -165,7 +165,11 @@ class ModelManager:
         return budget, used, getattr(self.budgets, "gpu_total", 0)
 
     def loaded(self) -> list[LoadedView]:
-        return self.residency.views() if self.residency is not None else []
+        views = self.residency.views() if self.residency is not None else []
+        if self.serving is None:
+            return views
+        count = self.serving.lane_count
+        return [replace(v, lanes=count(f"{v.name}:{v.version}")) for v in views]
 
     def _tier_usage(self, loaded: list[LoadedView]) -> tuple[TierUsage, ...]:
         counts = dict.fromkeys(TIERS, 0)
@@ -524,6 +528,15 @@ class ModelManager:
 
     def shm_unregister(self, name: str) -> None:
         self._serving().shm_unregister(name)
+
+    def open_lane(self, name: str, version: int | None, pid: int, size: int,
+                  timeout_s: float | None = None) -> tuple[int, Any]:
+        return self._serving().open_lane(  # type: ignore[no-any-return]
+            name, version, pid, size, timeout_s)
+
+    def lane_requests(self, records: list[tuple[float, str, float, bool]]) -> None:
+        if self.serving is not None:
+            self.serving.lane_requests(records)
 
     def shm_status(self, name: str = "") -> list[Any]:
         return self._serving().shm_status(name)  # type: ignore[no-any-return]

@@ -370,7 +370,7 @@ class EdgedPolicy(_Base):
         # swept from the right: at each knot the slope changes by the spans starting there
         bends: dict[float, float] = {}
         for w, g in zip(s.hist, s.gaps, strict=True):
-            if w > 1e-9:
+            if w > 1e-9 and g > 1e-9:  # (gaps of 0: requests observed at one instant)
                 lo, hi = g / w * (1 - _JITTER), g / w * (1 + _JITTER)
                 bends[hi] = bends.get(hi, 0.0) + w / (hi - lo)
                 bends[lo] = bends.get(lo, 0.0) - w / (hi - lo)

@@ -254,6 +254,15 @@ class Residency:
                         lambda gone=waiting_for: self._slots.get(spec.key) is not gone,  # type: ignore[misc]
                         timeout=remaining)
 
+    def served(self, key: str, requests: int, last_used: float) -> None:
+        """``requests`` more were served on ``key``'s direct lanes (counted after the fact,
+        engines/lanes.py), the last at ``last_used``: counted and dated as if acquired."""
+        with self._lock:
+            slot = self._slots.get(key)
+            if slot is not None:
+                slot.requests += requests
+                slot.last_used = max(slot.last_used, last_used)
+
     def release(self, slot: Slot) -> None:
         with self._lock:
             slot.in_flight -= 1

@@ -23,6 +23,7 @@ log = logging.getLogger("edged.serving")
 
 PLATFORMS = {"onnx": "onnxruntime_onnx", "tensorrt": "tensorrt_plan"}
 _FIT = {"admit": "now", "evict": "evict", "reject": "no"}
+LANE_OPEN_ATTEMPTS = 4
 
 
 class Serving:
@@ -116,14 +117,71 @@ class Serving:
             if self._metrics is not None:
                 self._metrics.observe_request(name, now - t0, ok)
         # selection's measured latency: the inference alone, not a load it may have waited for
-        ms = (now - t_run) * 1e3
+        self._timed(name, spec.variant, (now - t_run) * 1e3)
+        return v, {k: self._shm_result(k, val, output_shm) for k, val in results.items()}
+
+    # -- direct lanes (engines/lanes.py) -------------------------------------------------
+    def open_lane(self, name: str, version: int | None, pid: int, size: int,
+                  timeout_s: float | None = None) -> tuple[int, Any]:
+        """A lane to the model's worker for client ``pid``: loaded on demand like a request
+        (the slot is held only while the worker opens the lane; the lane itself is revoked
+        by whatever unloads the model)."""
+        entry, v = self._servable(name, version)
+        spec = self._m.serving_spec(entry, v)
+        for attempt in range(LANE_OPEN_ATTEMPTS):
+            slot = self._res.acquire(spec, timeout_s)
+            try:
+                return v, self._pool.open_lane(slot.key, pid, size)
+            except e.Unavailable:
+                # its worker died and the crash has not reached the residency yet (a client
+                # whose lane broke asks again at once): once it has, the next acquire reloads
+                if attempt + 1 == LANE_OPEN_ATTEMPTS or self._pool.is_loaded(slot.key):
+                    raise
+            finally:
+                self._res.release(slot)
+            time.sleep(0.1 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    def lane_count(self, key: str) -> int:
+        """Open direct lanes on ``key`` (0 for a pool without lanes)."""
+        count = getattr(self._pool, "lane_count", None)
+        return int(count(key)) if count is not None else 0
+
+    def lane_requests(self, records: list[tuple[float, str, float, bool]]) -> None:
+        """Requests served on lanes (collected about once a second, in time order): observed,
+        counted, timed and traced as gRPC requests are."""
+        last: dict[str, tuple[int, float]] = {}
+        for t, key, seconds, _ok in records:
+            n, _ = last.get(key, (0, 0.0))
+            last[key] = (n + 1, t + seconds)
+        variant = {}
+        for key, (n, t_last) in last.items():
+            self._res.served(key, n, t_last)
+            view = self._res.view(key)
+            variant[key] = view.variant if view is not None else ""
+        for t, key, seconds, ok in records:
+            name, _, version = key.rpartition(":")
+            v = int(version)
+            self._observe(name, t)
+            if self._trace is not None:
+                try:
+                    self._trace.record(name, v, t, seconds)
+                except OSError as exc:
+                    log.warning("trace recording failed (%s)", exc)
+            if self._metrics is not None:
+                self._metrics.observe_request(name, seconds, ok)
+            if ok:
+                self._timed(name, variant[key], seconds * 1e3)
+
+    def _timed(self, name: str, variant: str, ms: float) -> None:
+        """An inference's own time (not a load it waited for), smoothed: selection's latency
+        per model, and recommend's per variant."""
         prev = self._latency_ms.get(name)
         self._latency_ms[name] = ms if prev is None else 0.9 * prev + 0.1 * ms
-        if spec.variant:  # per variant too, for recommend
-            vkey = (name, spec.variant)
+        if variant:
+            vkey = (name, variant)
             prev = self._variant_ms.get(vkey)
             self._variant_ms[vkey] = ms if prev is None else 0.9 * prev + 0.1 * ms
-        return v, {k: self._shm_result(k, val, output_shm) for k, val in results.items()}
 
     def _finish_trace(self, ticket: int, name: str, version: int,
                       seconds: float | None) -> None:

@@ -10,9 +10,11 @@ from typing import Any
 import grpc
 
 from edged import errors as e
+from edged.lanewire import MAX_LANE_BYTES
 from edged.manager.manager import ModelManager
 from edged.manager.views import InstallSpec
 from edged.service import messages
+from edged.service.auth import Transport, transport_of
 from edged.v1 import models_pb2 as mpb
 from edged.v1 import models_pb2_grpc
 
@@ -232,3 +234,19 @@ class ModelsServicer(models_pb2_grpc.ModelsServicer):
             name=request.name or None, artifact_path=request.artifact_path or None,
             shapes=shapes))
 
+    def OpenLane(self, request: mpb.OpenLaneRequest,
+                 context: grpc.ServicerContext) -> mpb.OpenLaneResponse:
+        if transport_of(context.peer()) is not Transport.UNIX:
+            raise e.FailedPrecondition("direct lanes are for clients on the daemon's Unix "
+                                       "socket; use ModelInfer", reason="NOT_LOCAL")
+        if not request.name:
+            raise e.InvalidArgument("name is required", field="name")
+        if request.size_bytes > MAX_LANE_BYTES:
+            raise e.InvalidArgument(f"size_bytes: at most {MAX_LANE_BYTES} bytes",
+                                    field="size_bytes")
+        left = context.time_remaining()
+        version, grant = self._m.open_lane(request.name, request.version or None,
+                                           request.client_pid, request.size_bytes,
+                                           timeout_s=left)
+        return mpb.OpenLaneResponse(path=str(grant.path), version=version, lane_id=grant.id,
+                                    size_bytes=grant.size)

@@ -35,6 +35,8 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ERROR_REASON_BAD_TENSOR: _ClassVar[ErrorReason]
     ERROR_REASON_BAD_NAME: _ClassVar[ErrorReason]
     ERROR_REASON_DOWNLOAD_FAILED: _ClassVar[ErrorReason]
+    ERROR_REASON_NOT_LOCAL: _ClassVar[ErrorReason]
+    ERROR_REASON_NO_LANES: _ClassVar[ErrorReason]
 ERROR_REASON_UNSPECIFIED: ErrorReason
 ERROR_REASON_INVALID_ARGUMENT: ErrorReason
 ERROR_REASON_NOT_FOUND: ErrorReason
@@ -61,6 +63,8 @@ ERROR_REASON_MANIFEST_INVALID: ErrorReason
 ERROR_REASON_BAD_TENSOR: ErrorReason
 ERROR_REASON_BAD_NAME: ErrorReason
 ERROR_REASON_DOWNLOAD_FAILED: ErrorReason
+ERROR_REASON_NOT_LOCAL: ErrorReason
+ERROR_REASON_NO_LANES: ErrorReason
 
 class CapacityRejection(_message.Message):
     __slots__ = ("tier", "needed_bytes", "budget_bytes", "used_bytes", "free_bytes", "reserve_bytes", "evict_candidates")

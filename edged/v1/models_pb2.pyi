@@ -174,7 +174,7 @@ class Variant(_message.Message):
     def __init__(self, name: _Optional[str] = ..., sha256: _Optional[str] = ..., size_bytes: _Optional[int] = ..., format: _Optional[_Union[ModelFormat, str]] = ..., precision: _Optional[str] = ..., quality: _Optional[float] = ..., notes: _Optional[str] = ..., estimated_bytes: _Optional[int] = ..., measured_bytes: _Optional[int] = ..., load_seconds: _Optional[float] = ..., installed_at: _Optional[str] = ...) -> None: ...
 
 class LoadedModel(_message.Message):
-    __slots__ = ("name", "version", "tier", "state", "footprint_bytes", "in_flight", "requests", "worker_pid", "loaded_at", "last_used", "providers", "preloaded", "variant")
+    __slots__ = ("name", "version", "tier", "state", "footprint_bytes", "in_flight", "requests", "worker_pid", "loaded_at", "last_used", "providers", "preloaded", "lanes", "variant")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     TIER_FIELD_NUMBER: _ClassVar[int]
@@ -187,6 +187,7 @@ class LoadedModel(_message.Message):
     LAST_USED_FIELD_NUMBER: _ClassVar[int]
     PROVIDERS_FIELD_NUMBER: _ClassVar[int]
     PRELOADED_FIELD_NUMBER: _ClassVar[int]
+    LANES_FIELD_NUMBER: _ClassVar[int]
     VARIANT_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: int
@@ -200,8 +201,9 @@ class LoadedModel(_message.Message):
     last_used: float
     providers: _containers.RepeatedScalarFieldContainer[str]
     preloaded: bool
+    lanes: int
     variant: str
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., tier: _Optional[_Union[Tier, str]] = ..., state: _Optional[_Union[LoadState, str]] = ..., footprint_bytes: _Optional[int] = ..., in_flight: _Optional[int] = ..., requests: _Optional[int] = ..., worker_pid: _Optional[int] = ..., loaded_at: _Optional[float] = ..., last_used: _Optional[float] = ..., providers: _Optional[_Iterable[str]] = ..., preloaded: _Optional[bool] = ..., variant: _Optional[str] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., tier: _Optional[_Union[Tier, str]] = ..., state: _Optional[_Union[LoadState, str]] = ..., footprint_bytes: _Optional[int] = ..., in_flight: _Optional[int] = ..., requests: _Optional[int] = ..., worker_pid: _Optional[int] = ..., loaded_at: _Optional[float] = ..., last_used: _Optional[float] = ..., providers: _Optional[_Iterable[str]] = ..., preloaded: _Optional[bool] = ..., lanes: _Optional[int] = ..., variant: _Optional[str] = ...) -> None: ...
 
 class Model(_message.Message):
     __slots__ = ("name", "active_version", "tier", "versions", "state", "loaded")
@@ -480,6 +482,30 @@ class SelectResponse(_message.Message):
     runners_up: _containers.RepeatedCompositeFieldContainer[SelectCandidate]
     mode: str
     def __init__(self, choice: _Optional[_Union[SelectCandidate, _Mapping]] = ..., reasons: _Optional[_Iterable[str]] = ..., runners_up: _Optional[_Iterable[_Union[SelectCandidate, _Mapping]]] = ..., mode: _Optional[str] = ...) -> None: ...
+
+class OpenLaneRequest(_message.Message):
+    __slots__ = ("name", "version", "client_pid", "size_bytes")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_PID_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    version: int
+    client_pid: int
+    size_bytes: int
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., client_pid: _Optional[int] = ..., size_bytes: _Optional[int] = ...) -> None: ...
+
+class OpenLaneResponse(_message.Message):
+    __slots__ = ("path", "version", "lane_id", "size_bytes")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    LANE_ID_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    version: int
+    lane_id: int
+    size_bytes: int
+    def __init__(self, path: _Optional[str] = ..., version: _Optional[int] = ..., lane_id: _Optional[int] = ..., size_bytes: _Optional[int] = ...) -> None: ...
 
 class MakeVariantRequest(_message.Message):
     __slots__ = ("name", "version", "kind", "accept", "accept_change", "quality")

@@ -114,6 +114,11 @@ class ModelsStub:
                 request_serializer=edged_dot_v1_dot_models__pb2.RecommendRequest.SerializeToString,
                 response_deserializer=edged_dot_v1_dot_models__pb2.RecommendResponse.FromString,
                 _registered_method=True)
+        self.OpenLane = channel.unary_unary(
+                '/edged.v1.Models/OpenLane',
+                request_serializer=edged_dot_v1_dot_models__pb2.OpenLaneRequest.SerializeToString,
+                response_deserializer=edged_dot_v1_dot_models__pb2.OpenLaneResponse.FromString,
+                _registered_method=True)
 
 
 class ModelsServicer:
@@ -218,6 +223,20 @@ class ModelsServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def OpenLane(self, request, context):
+        """A direct lane from a local client process to the model's engine worker: inference then
+        goes through shared memory with no gRPC call (wire: edged/lanewire.py). Loads the model
+        on demand, like an inference. Only on the Unix socket (FAILED_PRECONDITION elsewhere),
+        with the access rules of inference. The reply names a Unix seqpacket socket that only
+        the process client_pid may connect to (checked with SO_PEERCRED), within 30 s; it hands
+        that process the lane's memory (a memfd, never a name in /dev/shm). The daemon revokes
+        lanes when the model is unloaded, evicted, moved or switched: the client then retries
+        through ModelInfer or a new lane.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ModelsServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -300,6 +319,11 @@ def add_ModelsServicer_to_server(servicer, server):
                     servicer.Recommend,
                     request_deserializer=edged_dot_v1_dot_models__pb2.RecommendRequest.FromString,
                     response_serializer=edged_dot_v1_dot_models__pb2.RecommendResponse.SerializeToString,
+            ),
+            'OpenLane': grpc.unary_unary_rpc_method_handler(
+                    servicer.OpenLane,
+                    request_deserializer=edged_dot_v1_dot_models__pb2.OpenLaneRequest.FromString,
+                    response_serializer=edged_dot_v1_dot_models__pb2.OpenLaneResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -734,6 +758,33 @@ class Models:
             '/edged.v1.Models/Recommend',
             edged_dot_v1_dot_models__pb2.RecommendRequest.SerializeToString,
             edged_dot_v1_dot_models__pb2.RecommendResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def OpenLane(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edged.v1.Models/OpenLane',
+            edged_dot_v1_dot_models__pb2.OpenLaneRequest.SerializeToString,
+            edged_dot_v1_dot_models__pb2.OpenLaneResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -24,7 +24,7 @@ from edged.oip import grpc_service_pb2 as oip
 def main() -> int:
     target, model, mode = sys.argv[1:4]
     x = np.arange(2048, dtype=np.float32).reshape(512, 4)  # 8 KiB: above the threshold below
-    c = EdgedClient(target, shm_threshold=1024)
+    c = EdgedClient(target, shm_threshold=1024, lanes=False)
     ok = all(np.array_equal(c.infer(model, {"x": x})["y"], x + 1) for _ in range(3))
     regions = c._call(c.oip.SystemSharedMemoryStatus,  # noqa: SLF001 - the real RPC
                       oip.SystemSharedMemoryStatusRequest()).regions

@@ -120,6 +120,7 @@ def test_killed_worker_fails_only_its_request(client, tmp_path) -> None:  # type
     """SIGKILL while the request is known to run in the worker (a ~1 s call, killed once the
     daemon has sent it): exactly that request fails, with UNAVAILABLE and a message; the other
     model serves every request meanwhile; the next request reloads the killed model."""
+    client.lanes = None  # the gRPC path (test_lanes.py has the lane's)
     client.install("loop", modelgen.loop_model(tmp_path / "l.onnx"))
     client.install("fast", modelgen.add_model(tmp_path / "f.onnx"))
     x, x_fast = np.ones((1, 64), np.float32), np.ones((1, 4), np.float32)
@@ -179,7 +180,7 @@ def test_flooded_model_is_bounded_and_other_models_are_served_at_once(
     d = config.Config()
     bound = d.engines.queue_depth + d.engines.per_model_concurrency
     flood = d.listen.threads + 6  # more than could ever be held by RPC threads
-    with daemon.client(timeout=120) as c:
+    with daemon.client(lanes=False, timeout=120) as c:
         c.install("loop", modelgen.loop_model(tmp_path / "l.onnx"))
         c.install("fast", modelgen.add_model(tmp_path / "f.onnx"))
         x, x_fast = np.ones((1, 64), np.float32), np.ones((1, 4), np.float32)

@@ -137,7 +137,7 @@ def test_tcp_needs_tls_and_tokens_with_scopes(daemon_factory, tmp_path) -> None:
 
 def test_prometheus_metrics(daemon_factory, tmp_path) -> None:  # type: ignore[no-untyped-def]
     d = daemon_factory({"metrics": {"port": 0}}).start()
-    with d.client() as c:
+    with d.client(lanes=False) as c:
         c.install("adder", modelgen.add_model(tmp_path / "a.onnx"))
         for _ in range(3):
             c.infer("adder", {"x": np.ones((1, 4), np.float32)})
@@ -300,7 +300,7 @@ def test_drain_answers_not_serving_and_stopping_while_the_call_in_flight_finishe
         daemon_factory, tmp_path) -> None:  # type: ignore[no-untyped-def]
     d = daemon_factory({"stop_grace_s": 30}).start()
     x = np.ones((1, 64), np.float32)
-    with d.client(timeout=60) as c:
+    with d.client(lanes=False, timeout=60) as c:
         c.install("loop", modelgen.loop_model(tmp_path / "loop.onnx"))
         c.install("adder", modelgen.add_model(tmp_path / "a.onnx"))
         c.load("loop")
@@ -327,7 +327,7 @@ def test_drain_answers_not_serving_and_stopping_while_the_call_in_flight_finishe
             assert time.monotonic() < deadline, "the slow call never got in flight"
             time.sleep(0.01)
         d.signal(signal.SIGTERM)
-        with d.client(timeout=5) as other:
+        with d.client(lanes=False, timeout=5) as other:
             deadline = time.monotonic() + 3
             while other.health() != "NOT_SERVING":
                 assert time.monotonic() < deadline, "health never said NOT_SERVING"
@@ -394,7 +394,7 @@ def test_an_oversized_request_is_resource_exhausted_and_the_daemon_serves_on(
         daemon_factory, tmp_path) -> None:  # type: ignore[no-untyped-def]
     d = daemon_factory({"listen": {"max_message_bytes": "256KiB"}}).start()
     width = 32 << 10  # one row: 128 KiB of float32
-    with d.client(shm_threshold=None) as c:  # through gRPC, not shared memory
+    with d.client(lanes=False, shm_threshold=None) as c:  # through gRPC, not shared memory
         c.install("wide", modelgen.add_model(tmp_path / "w.onnx", width=width))
         with pytest.raises(e.ResourceExhausted) as info:
             c.infer("wide", {"x": np.ones((4, width), np.float32)})  # 512 KiB
@@ -407,7 +407,7 @@ def test_rejections_are_counted_by_reason(daemon_factory, tmp_path) -> None:  # 
     d = daemon_factory({"metrics": {"port": 0},
                         "listen": {"max_concurrent_rpcs": 6, "threads": 16},
                         "engines": {"queue_depth": 1, "per_model_concurrency": 1}}).start()
-    with d.client() as c:
+    with d.client(lanes=False) as c:
         c.install("slow", modelgen.slow_model(tmp_path / "s.onnx", size=512, repeats=256))
         c.load("slow")
     outcomes: list[str] = []
@@ -416,7 +416,7 @@ def test_rejections_are_counted_by_reason(daemon_factory, tmp_path) -> None:  # 
     start = threading.Barrier(24)
 
     def call() -> None:
-        with d.client(timeout=60) as cl:
+        with d.client(lanes=False, timeout=60) as cl:
             start.wait()
             try:
                 cl.infer("slow", {"x": x})

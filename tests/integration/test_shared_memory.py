@@ -38,7 +38,7 @@ DET_SHAPE = (1, 3, 640, 640)  # PP-OCR det: 4.9 MB in, 1.6 MB out
 def test_client_uses_shared_memory_for_large_tensors(daemon, demo_models) -> None:  # type: ignore[no-untyped-def]
     x = np.random.default_rng(3).random(DET_SHAPE, dtype=np.float32)
     want = run_onnx(demo_models["ppocr-det"], {"x": x})
-    with daemon.client(shm_threshold=64 << 10) as c:
+    with daemon.client(lanes=False, shm_threshold=64 << 10) as c:
         c.install("det", demo_models["ppocr-det"], warmup_shapes={"x": (1, 3, 64, 64)})
         for _ in range(3):  # the first call learns the output size, the next ones use shm
             got = c.infer("det", {"x": x})
@@ -48,7 +48,7 @@ def test_client_uses_shared_memory_for_large_tensors(daemon, demo_models) -> Non
         assert len(regions) == 1  # one arena, registered once, reused
         arena = next(iter(regions.values()))
         assert arena.byte_size >= x.nbytes + want["sigmoid_0.tmp_0"].nbytes
-    with daemon.client() as c:  # the closed client unregistered its arena
+    with daemon.client(lanes=False) as c:  # the closed client unregistered its arena
         assert not c._call(c.oip.SystemSharedMemoryStatus,  # noqa: SLF001
                            oip.SystemSharedMemoryStatusRequest()).regions
 
@@ -114,13 +114,13 @@ def test_bad_regions_are_refused_cleanly(client, tmp_path) -> None:  # type: ign
 def test_concurrent_clients_on_one_model(daemon, demo_models) -> None:  # type: ignore[no-untyped-def]
     x = np.random.default_rng(4).random((1, 3, 48, 192), dtype=np.float32)
     want = run_onnx(demo_models["ppocr-cls"], {"x": x})
-    with daemon.client() as c:
+    with daemon.client(lanes=False) as c:
         c.install("cls", demo_models["ppocr-cls"], warmup_shapes={"x": (1, 3, 48, 192)})
         c.load("cls")
     failures: list[Exception] = []
 
     def worker() -> None:
-        with daemon.client() as cl:
+        with daemon.client(lanes=False) as cl:
             for _ in range(25):
                 try:
                     got = cl.infer("cls", {"x": x})
@@ -242,7 +242,7 @@ def test_a_robot_user_in_the_socket_group_gets_shared_memory(user_daemon, tmp_pa
     it can connect) is refused PERMISSION_DENIED at register, and falls back to gRPC for good."""
     model = modelgen.add_model(tmp_path / "a.onnx")
     model.parent.chmod(0o755)
-    with user_daemon.client() as c:
+    with user_daemon.client(lanes=False) as c:
         c.install("adder", model)
     in_group = _report(_child(user_daemon.target, "adder", groups=[SOCKET_GROUP]))
     assert in_group["ok"] and in_group["disabled"] is None
@@ -252,7 +252,7 @@ def test_a_robot_user_in_the_socket_group_gets_shared_memory(user_daemon, tmp_pa
     outsider = _report(_child(user_daemon.target, "adder", groups=[]))
     assert outsider["ok"] and outsider["regions"] == []
     assert "PERMISSION_DENIED" in outsider["disabled"] or "another user" in outsider["disabled"]
-    with user_daemon.client() as c:  # both closed cleanly: nothing left registered
+    with user_daemon.client(lanes=False) as c:  # both closed cleanly: nothing left registered
         assert _regions(c) == []
 
 
@@ -294,7 +294,7 @@ def test_the_worker_unmaps_a_region_once_it_is_unregistered_and_unlinked(client,
 
 
 def test_a_killed_client_leaves_nothing_behind(daemon, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    with daemon.client() as c:
+    with daemon.client(lanes=False) as c:
         c.install("adder", modelgen.add_model(tmp_path / "a.onnx"))
         proc = _child(daemon.target, "adder", "hold")
         try:
@@ -331,7 +331,7 @@ def test_shared_memory_is_local_only_and_the_daemons_names_are_reserved(  # type
     lane = Path("/dev/shm") / f"edged-{os.getpid()}-w1-1"  # what a daemon's lane is called
     lane.write_bytes(b"\0" * 4096)
     try:
-        with d.client(shm_threshold=1024) as local, EdgedClient(
+        with d.client(lanes=False, shm_threshold=1024) as local, EdgedClient(
                 f"127.0.0.1:{port}", tls_ca=pki.ca_cert, token="admin-secret-1") as remote:
             local.install("adder", modelgen.add_model(tmp_path / "a.onnx"))
             with pytest.raises(e.PermissionDenied, match="reserved for the daemon"):
@@ -364,14 +364,14 @@ def test_shared_memory_is_local_only_and_the_daemons_names_are_reserved(  # type
 def test_an_oversized_request_says_what_to_do(daemon_factory, tmp_path) -> None:  # type: ignore[no-untyped-def]
     d = daemon_factory({"listen": {"max_message_bytes": "1MiB"}}).start()
     x = np.ones((131072, 4), np.float32)  # 2 MiB
-    with d.client(shm_threshold=None) as c:
+    with d.client(lanes=False, shm_threshold=None) as c:
         c.install("adder", modelgen.add_model(tmp_path / "a.onnx"))
         with pytest.raises(e.ResourceExhausted) as info:
             c.infer("adder", {"x": x})
         assert re.search(r"request of \d+ bytes exceeds the daemon's max message size 1048576; "
                          r"use shared memory", info.value.message), info.value.message
-    with d.client(max_message_bytes=1 << 20, shm_threshold=None) as c:
+    with d.client(lanes=False, max_message_bytes=1 << 20, shm_threshold=None) as c:
         with pytest.raises(e.ResourceExhausted, match="exceeds this client's max_message_bytes"):
             c.infer("adder", {"x": x})
-    with d.client() as c:  # what the message advises: automatic on a local socket
+    with d.client(lanes=False) as c:  # what the message advises: automatic on a local socket
         np.testing.assert_array_equal(c.infer("adder", {"x": x})["y"], x + 1)

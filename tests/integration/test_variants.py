@@ -74,8 +74,10 @@ def test_a_pinned_variant_serves_and_is_measured(daemon, tmp_path: Path) -> None
         np.testing.assert_allclose(got, want, rtol=0.05, atol=1e-3)
         (loaded,) = [m for m in c.status().loaded if m.name == "w"]
         assert loaded.variant == "fp16"
-        assert [f.latency_ms > 0 for f in c.recommend("w").fits if f.variant == "fp16"] == [
-            True, True]  # measured on its requests, shown for each tier
+        # measured on its requests (lane requests are reported about once a second), shown
+        # for each tier
+        wait_for(lambda: [f.latency_ms > 0 for f in c.recommend("w").fits
+                          if f.variant == "fp16"] == [True, True])
         m = c.get_model("w")
         assert m.versions[0].serve == "fp16"
         wait_for(lambda: c.get_model("w").versions[0].variants[0].measured_bytes > 0)

@@ -1,0 +1,185 @@
+"""Direct lanes against in-process ONNX Runtime, the gRPC floor and edged's gRPC paths.
+
+    python -m bench --only lane [--quick]
+
+One daemon, one run, side by side for each demo model: in-process ONNX Runtime (one intra-op
+thread, as the workers), edged through a lane (``EdgedClient.lane``: zero-copy, inputs written
+in place, outputs read in place; and ``EdgedClient.infer`` over a lane: one copy in, one out),
+edged over gRPC (plain, and with the shared-memory extension). Small models run the paths in
+alternating blocks of 50 calls, the PP-OCR ones in blocks of 5 (see ``time_alternating``): the
+2-core box is shared and a slow spell must hit every path alike. 8 clients: 8 threads, each
+with its own ``EdgedClient`` (so its own lane), against 8 threads on one in-process session.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.common import REPO, Section, ms, percentiles, time_alternating
+from bench.latency import demo_inputs, floor, session
+
+MODELS = ("silero-vad", "ppocr-cls", "ppocr-rec", "ppocr-det")
+
+
+def _n(name: str, quick: bool) -> int:
+    if name in ("ppocr-rec", "ppocr-det"):
+        return 20 if quick else 100
+    return 200 if quick else 1000
+
+
+def _zero_copy(c: Any, name: str, feeds: dict[str, np.ndarray]) -> tuple[Callable[[], Any],
+                                                                             Callable[[], None]]:
+    """A lane held open; each call writes the inputs into it and reads the outputs there."""
+    ctx = c.lane(name)
+    lane = ctx.__enter__()
+    views = lane.inputs({k: (v.shape, v.dtype) for k, v in feeds.items()})
+
+    def call() -> Any:
+        for k, v in feeds.items():  # the "camera frame" written once, into the lane
+            views[k][...] = v
+        return lane.run()
+
+    return call, lambda: ctx.__exit__(None, None, None)
+
+
+def _throughput(fns: list[Callable[[], Any]], seconds: float) -> tuple[float, list[float]]:
+    """Calls per second of ``len(fns)`` threads, each calling its function for ``seconds``."""
+    samples: list[float] = []
+    lock = threading.Lock()
+    start = threading.Barrier(len(fns) + 1)
+    stop_at = [0.0]
+
+    def worker(fn: Callable[[], Any]) -> None:
+        for _ in range(3):
+            fn()
+        start.wait()
+        local = []
+        while time.perf_counter() < stop_at[0]:
+            t = time.perf_counter()
+            fn()
+            local.append(time.perf_counter() - t)
+        with lock:
+            samples.extend(local)
+
+    threads = [threading.Thread(target=worker, args=(fn,)) for fn in fns]
+    for t in threads:
+        t.start()
+    stop_at[0] = time.perf_counter() + 1e9
+    start.wait()
+    t0 = time.perf_counter()
+    stop_at[0] = t0 + seconds
+    for t in threads:
+        t.join()
+    return len(samples) / (time.perf_counter() - t0), samples
+
+
+def run(quick: bool) -> Section:
+    from daemon_harness import DaemonProcess
+
+    sec = Section(
+        "Direct lanes: overhead against in-process ONNX Runtime and the gRPC floor",
+        method="p50/p99 per path, in alternating blocks (50 calls for the small models, 5 for "
+               "PP-OCR rec and det); overhead = p50(path) - p50(in-process). lane zero-copy: "
+               "`EdgedClient.lane` (inputs written into the lane, outputs read in place); lane "
+               "infer: `EdgedClient.infer` over a lane (copies the inputs in and the outputs "
+               "out); gRPC shm: the shared-memory extension (above the client's threshold "
+               "only). 8 clients: 8 threads with an EdgedClient each, vs 8 threads on one "
+               "in-process session, for a fixed time each.")
+    models = {name: REPO / "models" / f"{name}.onnx" for name in MODELS}
+    fl50, fl99 = percentiles(floor(200 if quick else 1000))
+    d = DaemonProcess({"engines": {"per_model_concurrency": 2}, "preload": {"enabled": False}})
+    d.start()
+    rows = []
+    conc = []
+    try:
+        with d.client() as c, d.client(lanes=False, shm_threshold=None) as plain, \
+                d.client(lanes=False, shm_threshold=0) as shm:
+            for name in MODELS:
+                c.install(name, models[name], warmup_shapes=demo_inputs()[name][1])
+                c.load(name)
+            for name in MODELS:
+                feeds = demo_inputs()[name][0]
+                sess = session(models[name])
+                zc, zc_close = _zero_copy(c, name, feeds)
+                fns = {"in": lambda s=sess, f=feeds: s.run(None, f), "zc": zc,
+                       "lane": lambda m=name, f=feeds: c.infer(m, f),
+                       "grpc": lambda m=name, f=feeds: plain.infer(m, f),
+                       "shm": lambda m=name, f=feeds: shm.infer(m, f)}
+                block = 5 if name in ("ppocr-rec", "ppocr-det") else 50
+                got = time_alternating(fns, _n(name, quick), block=block)
+                zc_close()
+                rows.append((name, {k: percentiles(v) for k, v in got.items()}))
+                if quick and name != "ppocr-cls":
+                    continue
+                secs = 3.0 if quick else 8.0
+                clients = [d.client() for _ in range(8)]
+                try:
+                    tin, sin = _throughput([lambda s=sess, f=feeds: s.run(None, f)] * 8, secs)
+                    tl, sl = _throughput([lambda cl=cl, m=name, f=feeds: cl.infer(m, f)
+                                          for cl in clients], secs)
+                finally:
+                    for cl in clients:
+                        cl.close()
+                conc.append((name, tin, percentiles(sin), tl, percentiles(sl)))
+            st = c.status()
+            lanes_open = {m.name: m.lanes for m in st.loaded}
+    finally:
+        d.stop()
+        d.cleanup()
+    table = ["| model | in-process p50 / p99 | lane zero-copy p50 / p99 (overhead) | "
+             "lane infer p50 / p99 (overhead) | gRPC plain p50 (overhead) | gRPC shm p50 "
+             "(overhead) |", "| --- | --- | --- | --- | --- | --- |"]
+    for name, p in rows:
+        i50 = p["in"][0]
+        table.append(
+            f"| {name} | {ms(p['in'][0])} / {ms(p['in'][1])} | {ms(p['zc'][0])} / "
+            f"{ms(p['zc'][1])} ({ms(p['zc'][0] - i50)}) | {ms(p['lane'][0])} / "
+            f"{ms(p['lane'][1])} ({ms(p['lane'][0] - i50)}) | {ms(p['grpc'][0])} "
+            f"({ms(p['grpc'][0] - i50)}) | {ms(p['shm'][0])} ({ms(p['shm'][0] - i50)}) |")
+    sec.tables.append("\n".join(table))
+    if conc:
+        t2 = ["| model, 8 clients | in-process 8 threads: calls/s, p50 / p99 | lanes: calls/s, "
+              "p50 / p99 | ratio |", "| --- | --- | --- | --- |"]
+        for name, tin, (i50, i99), tl, (l50, l99) in conc:
+            t2.append(f"| {name} | {tin:.0f}/s, {ms(i50)} / {ms(i99)} | {tl:.0f}/s, "
+                      f"{ms(l50)} / {ms(l99)} | {tl / tin:.2f}x |")
+        sec.tables.append("\n".join(t2))
+    sec.add("no-op grpcio floor (3 KB in, 1 KB out)", "info", f"p50 {ms(fl50)}, p99 {ms(fl99)}",
+            None)
+    small = [(name, p) for name, p in rows if name in ("silero-vad", "ppocr-cls")]
+    small_over = []
+    for name, p in small:
+        over = p["zc"][0] - p["in"][0]
+        small_over.append(over)
+        sec.add(f"{name}: lane overhead vs the floor", "<= 0.5x floor",
+                f"{over / fl50:.2f}x ({ms(over)} vs {ms(fl50)})", over <= 0.5 * fl50)
+    det = dict(rows).get("ppocr-det")
+    if det and small_over:
+        ref = max(min(small_over), 1e-6)
+        over = det["zc"][0] - det["in"][0]
+        sec.add("ppocr-det over the lane (zero-copy): overhead vs the small-model lane "
+                "overhead", "<= 1.5x", f"{over / ref:.2f}x ({ms(over)} vs {ms(ref)})",
+                over <= 1.5 * ref if over > 0 else None,
+                "inconclusive: det's run-to-run noise exceeds the overhead" if over <= 0
+                else "")
+    for name, tin, (_i50, i99), tl, (_l50, l99) in conc:
+        sec.add(f"{name}: 8 clients over lanes, throughput vs 8 threads in-process", ">= 0.8x",
+                f"{tl / tin:.2f}x ({tl:.0f}/s vs {tin:.0f}/s)", tl >= 0.8 * tin)
+        sec.add(f"{name}: 8 clients over lanes, p99 vs in-process p99", "<= 2x",
+                f"{l99 / i99:.2f}x ({ms(l99)} vs {ms(i99)})", l99 <= 2 * i99)
+    sec.add("lanes open at the end (edgectl status)", "info",
+            ", ".join(f"{k} {v}" for k, v in sorted(lanes_open.items())), None)
+    return sec
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.path.insert(0, str(Path(REPO / "tests")))
+    print(run("--quick" in sys.argv).markdown())
