@@ -100,6 +100,10 @@ def cmd_status(client: EdgedClient, args: argparse.Namespace) -> int:
                      [[x["name"], x["version"], x.get("variant") or "-", x["tier"], x["state"],
                        output.size(x["footprint_bytes"]), x["in_flight"], x["requests"],
                        x.get("lanes", 0), x["worker_pid"]] for x in st["loaded"]])
+        for x in st["loaded"]:
+            if x.get("variant_reason"):
+                print(f"  {x['name']}:{x['version']} serves {x['variant']}: "
+                      f"{x['variant_reason']}")
     store = st.get("store") or {}
     if store:
         loose = (f", {store['unreferenced_artifacts']} unreferenced artifact(s) kept "

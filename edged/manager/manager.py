@@ -265,7 +265,8 @@ class ModelManager:
         if view is not None:
             return self.load_spec(entry, version, tier, view.variant)
         if v.serve:
-            return self.load_spec(entry, version, tier, v.serve)
+            return replace(self.load_spec(entry, version, tier, v.serve),
+                           variant_reason=f"variant {v.serve} is pinned")
         specs = {n: self.load_spec(entry, version, tier, n) for n in v.variant_names}
         choice = variants.choose(specs, {n: v.variant(n).quality for n in specs},
                                  v.variant_name, res.plan,
@@ -274,7 +275,7 @@ class ModelManager:
             self.events.publish("variant", entry.name, version,
                                 f"serving {choice.spec.variant}: {choice.reason}",
                                 variant=choice.spec.variant)
-        return choice.spec
+        return replace(choice.spec, variant_reason=choice.reason)
 
     def unservable(self, entry: Any, version: int) -> e.EdgedError | None:
         """What ``load_spec`` would refuse ``version`` with (a missing artifact, another

@@ -41,6 +41,7 @@ class LoadSpec:
     gpu: bool = False
     peak: int = 0  # what the load itself may hold for a moment (0: no more than ``bytes``)
     variant: str = ""  # which variant of the version this loads ("": the version itself)
+    variant_reason: str = ""  # why that variant (manager.variants.choose), for status
 
     def device_bytes(self, accounted: int) -> int:
         """What of ``accounted`` sits in a discrete GPU's memory (planner rule 5): all but its
@@ -143,7 +144,8 @@ class Residency:
     def _view(self, s: Slot) -> LoadedView:
         return LoadedView(s.spec.name, s.spec.version, s.spec.tier, s.state, s.footprint,
                           s.in_flight, s.requests, s.pid, s.loaded_at, s.last_used,
-                          s.providers, s.preloaded, s.evicting, s.spec.variant)
+                          s.providers, s.preloaded, s.evicting, s.spec.variant,
+                          variant_reason=s.spec.variant_reason)
 
     def residents(self) -> list[planner.Resident]:
         """The planner's view: every slot that holds (or is about to hold) memory, oldest first."""

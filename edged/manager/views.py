@@ -43,6 +43,7 @@ class LoadedView:
     preloaded: bool = False
     evicting: bool = False  # a victim on its way out: its bytes already went to a new load
     variant: str = ""  # the variant loaded ("": the version itself)
+    variant_reason: str = ""  # why edged chose it (a version with variants only)
     lanes: int = 0  # open direct lanes (engines/lanes.py)
 
 

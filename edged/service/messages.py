@@ -27,7 +27,8 @@ def loaded_pb(v: LoadedView) -> models_pb2.LoadedModel:
         footprint_bytes=v.footprint_bytes,
         in_flight=v.in_flight, requests=v.requests, worker_pid=v.worker_pid,
         loaded_at=v.loaded_at, last_used=v.last_used, providers=list(v.providers),
-        preloaded=v.preloaded, variant=v.variant, lanes=v.lanes)
+        preloaded=v.preloaded, variant=v.variant, lanes=v.lanes,
+        variant_reason=v.variant_reason)
 
 
 def status_pb(s: StatusView) -> system_pb2.StatusResponse:

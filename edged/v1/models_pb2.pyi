@@ -174,7 +174,7 @@ class Variant(_message.Message):
     def __init__(self, name: _Optional[str] = ..., sha256: _Optional[str] = ..., size_bytes: _Optional[int] = ..., format: _Optional[_Union[ModelFormat, str]] = ..., precision: _Optional[str] = ..., quality: _Optional[float] = ..., notes: _Optional[str] = ..., estimated_bytes: _Optional[int] = ..., measured_bytes: _Optional[int] = ..., load_seconds: _Optional[float] = ..., installed_at: _Optional[str] = ...) -> None: ...
 
 class LoadedModel(_message.Message):
-    __slots__ = ("name", "version", "tier", "state", "footprint_bytes", "in_flight", "requests", "worker_pid", "loaded_at", "last_used", "providers", "preloaded", "lanes", "variant")
+    __slots__ = ("name", "version", "tier", "state", "footprint_bytes", "in_flight", "requests", "worker_pid", "loaded_at", "last_used", "providers", "preloaded", "lanes", "variant", "variant_reason")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     TIER_FIELD_NUMBER: _ClassVar[int]
@@ -189,6 +189,7 @@ class LoadedModel(_message.Message):
     PRELOADED_FIELD_NUMBER: _ClassVar[int]
     LANES_FIELD_NUMBER: _ClassVar[int]
     VARIANT_FIELD_NUMBER: _ClassVar[int]
+    VARIANT_REASON_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: int
     tier: Tier
@@ -203,7 +204,8 @@ class LoadedModel(_message.Message):
     preloaded: bool
     lanes: int
     variant: str
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., tier: _Optional[_Union[Tier, str]] = ..., state: _Optional[_Union[LoadState, str]] = ..., footprint_bytes: _Optional[int] = ..., in_flight: _Optional[int] = ..., requests: _Optional[int] = ..., worker_pid: _Optional[int] = ..., loaded_at: _Optional[float] = ..., last_used: _Optional[float] = ..., providers: _Optional[_Iterable[str]] = ..., preloaded: _Optional[bool] = ..., lanes: _Optional[int] = ..., variant: _Optional[str] = ...) -> None: ...
+    variant_reason: str
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., tier: _Optional[_Union[Tier, str]] = ..., state: _Optional[_Union[LoadState, str]] = ..., footprint_bytes: _Optional[int] = ..., in_flight: _Optional[int] = ..., requests: _Optional[int] = ..., worker_pid: _Optional[int] = ..., loaded_at: _Optional[float] = ..., last_used: _Optional[float] = ..., providers: _Optional[_Iterable[str]] = ..., preloaded: _Optional[bool] = ..., lanes: _Optional[int] = ..., variant: _Optional[str] = ..., variant_reason: _Optional[str] = ...) -> None: ...
 
 class Model(_message.Message):
     __slots__ = ("name", "active_version", "tier", "versions", "state", "loaded")

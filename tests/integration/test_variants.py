@@ -73,7 +73,7 @@ def test_a_pinned_variant_serves_and_is_measured(daemon, tmp_path: Path) -> None
         got = c.infer("w", X)["y"]
         np.testing.assert_allclose(got, want, rtol=0.05, atol=1e-3)
         (loaded,) = [m for m in c.status().loaded if m.name == "w"]
-        assert loaded.variant == "fp16"
+        assert loaded.variant == "fp16" and loaded.variant_reason == "variant fp16 is pinned"
         # measured on its requests (lane requests are reported about once a second), shown
         # for each tier
         wait_for(lambda: [f.latency_ms > 0 for f in c.recommend("w").fits
@@ -86,6 +86,7 @@ def test_a_pinned_variant_serves_and_is_measured(daemon, tmp_path: Path) -> None
         c.infer("w", X)
         (loaded,) = [m for m in c.status().loaded if m.name == "w"]
         assert loaded.variant == "fp32"  # it fits: the version itself
+        assert loaded.variant_reason == "fp32 fits now"
 
 
 def test_a_smaller_variant_serves_where_the_version_cannot(daemon_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -108,6 +109,7 @@ def test_a_smaller_variant_serves_where_the_version_cannot(daemon_factory, tmp_p
     status = edgectl(d.target, "status")
     assert any(line.split()[:3] == ["w", "1", "fp16"] for line in status.stdout.splitlines()), \
         status.stdout
+    assert "w:1 serves fp16: fp32 does not fit without evicting" in status.stdout, status.stdout
     rec = edgectl(d.target, "recommend", "w")
     assert rec.returncode == 0 and "recommended: fp16 in swap" in rec.stdout, rec.stdout
     js = json.loads(edgectl(d.target, "--json", "recommend", "w").stdout)
