@@ -1,9 +1,11 @@
 """Mender Update Module for the ``edged-model`` payload type.
 
 Mender calls the module as ``edged-model STATE FILES_DIR`` (Update Module protocol v3). The
-artifact's payload is one model file (``files/``) plus ``header/meta-data`` JSON:
+artifact's payload is the model file (``files/``) plus ``header/meta-data`` JSON:
 ``{"name": "ppocr-det", "sha256": "<hex>", "tier": "swap", "tasks": ["ocr.detect"],
-"warmup": ["x=1x3x64x64"], "allow_signature_change": false}``.
+"warmup": ["x=1x3x64x64"], "allow_signature_change": false}``. An artifact may carry
+variants of the version too: ``"file": "det.onnx"`` names the model file among the payload's
+files, and ``"variants": {"int8": {"file": "det-int8.onnx", "sha256": "<hex>"}}`` the others.
 
 ArtifactInstall runs ``edged-ota install`` (verify, test-load, signature check, atomic switch,
 health probe; it rolls back by itself on failure) and remembers what it did in ``tmp/``;
@@ -55,7 +57,7 @@ def _common() -> list[str]:
 
 def install(files_dir: Path) -> int:
     meta = _meta(files_dir)
-    model = _payload(files_dir)
+    model = files_dir / "files" / str(meta["file"]) if meta.get("file") else _payload(files_dir)
     argv = [*_common(), "install", str(meta["name"]), str(model),
             "--sha256", str(meta.get("sha256") or sha256_file(model))]
     if meta.get("tier"):
@@ -66,6 +68,12 @@ def install(files_dir: Path) -> int:
         argv += ["--warmup", str(w)]
     if meta.get("allow_signature_change"):
         argv.append("--allow-signature-change")
+    variants = meta.get("variants") or {}
+    if not isinstance(variants, dict):
+        raise SystemExit("edged-model: meta-data variants must map names to {file, sha256}")
+    for name, v in variants.items():
+        path = files_dir / "files" / str(v.get("file", ""))
+        argv += ["--variant-file", f"{name}={path}:{v.get('sha256') or sha256_file(path)}"]
     code, result = _run(argv)
     if code == ota.COMMITTED:
         state = {"name": meta["name"], "version": result.get("version", 0),

@@ -124,6 +124,8 @@ def run_install(client: EdgedClient, args: argparse.Namespace, out: Outcome) -> 
         raise Step(VERIFY, "install", str(exc)) from None
     out.version = res.version
     out.log(f"installed {args.name} v{res.version} (sha256 {res.sha256[:12]}, verified)", q)
+    _install_variants(client, args, res.version, out,
+                      test_load=not (first and tier == "storage"))
     try:
         out.stage = "test-load"
         if first:
@@ -161,6 +163,47 @@ def run_install(client: EdgedClient, args: argparse.Namespace, out: Outcome) -> 
     except e.EdgedError as exc:
         code = {"test-load": TEST_LOAD, "health": HEALTH}.get(out.stage, FAILED)
         raise Step(code, out.stage, str(exc)) from None
+
+
+def variant_files(specs: Sequence[str]) -> list[tuple[str, Path, str]]:
+    """``NAME=FILE:SHA256`` -> (name, file, sha256)."""
+    out = []
+    for spec in specs:
+        name, sep, rest = spec.partition("=")
+        path, sep2, sha = rest.rpartition(":")
+        if not (sep and sep2 and name and path and len(sha) == 64):
+            raise e.InvalidArgument(f"--variant-file {spec!r}: expected NAME=FILE:SHA256",
+                                    field="variant_file")
+        out.append((name, Path(path), sha.lower()))
+    return out
+
+
+def _install_variants(client: EdgedClient, args: argparse.Namespace, version: int,
+                      out: Outcome, test_load: bool) -> None:
+    """The version's variants, verified (sha256, same signature) and test-loaded in the new
+    version before anything switches; any failure rolls the whole install back."""
+    q = args.json
+    for name, path, sha in variant_files(args.variant_file):
+        out.stage = "install"
+        try:
+            client.install(args.name, path, sha256=sha, version=version, variant=name)
+        except (e.DataLoss, e.InvalidArgument, e.ResourceExhausted, e.AlreadyExists,
+                e.FailedPrecondition, e.NotFound) as exc:
+            raise Step(VERIFY, "install", f"variant {name}: {exc}") from None
+        if not test_load:  # a first version in the storage tier: nothing of it loads
+            out.log(f"added variant {name} to v{version} (sha256 {sha[:12]}, verified)", q)
+            continue
+        out.stage = "test-load"
+        try:
+            client.set_variant(args.name, name, version)
+            client.unload_version(args.name, version)
+            client.load(args.name, version=version)
+            client.unload_version(args.name, version)
+            client.set_variant(args.name, "auto", version)
+        except e.EdgedError as exc:
+            raise Step(TEST_LOAD, "test-load", f"variant {name}: {exc}") from None
+        out.log(f"added variant {name} to v{version} (sha256 {sha[:12]}, verified, "
+                "test-loaded)", q)
 
 
 def _probe(client: EdgedClient, args: argparse.Namespace) -> None:
@@ -246,6 +289,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="accept inputs/outputs that differ from the active version's")
     i.add_argument("--engine-info", action="append", default=[], metavar="KEY=VALUE",
                    help="what a TensorRT engine was built for, e.g. gpu=NAME")
+    i.add_argument("--variant-file", action="append", default=[],
+                   metavar="NAME=FILE:SHA256",
+                   help="another form of the same version (e.g. int8=rec-int8.onnx:<sha256>), "
+                        "installed with it, checked and test-loaded before the switch "
+                        "(repeatable)")
     r = sub.add_parser("rollback", help="re-activate PREVIOUS and remove VERSION")
     r.add_argument("name", help="the model's name")
     r.add_argument("--version", type=int, required=True, help="the version to remove")
@@ -279,7 +327,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             code, message = step.code, str(step)
             out.log(f"{step.stage} failed: {step}", args.json)
             logged = True
-            if step.code != VERIFY and not rollback(client, out, args.json):
+            # a verify failure before the version exists left nothing; one of a variant
+            # (after the version was installed) takes the version back out too
+            if (step.code != VERIFY or out.version) and not rollback(client, out, args.json):
                 code = ROLLBACK_FAILED
         except e.EdgedError as exc:
             code, message = FAILED, str(exc)

@@ -196,3 +196,69 @@ def unpack_like_mender(artifact: Path, work: Path) -> Path:
     with tarfile.open(work / "raw" / "data" / "0000.tar.gz") as d:
         d.extractall(files_dir / "files", filter="data")
     return files_dir
+
+
+def _variant_of(src: Path, dst: Path) -> Path:
+    """An fp16 variant made by the converter edged uses on the device."""
+    from edged.engines import convert
+
+    convert.convert("fp16", src, dst)
+    return dst
+
+
+def test_ota_installs_a_version_with_its_variants(daemon, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    v1 = modelgen.weights_model(tmp_path / "v1.onnx", 1 << 20, seed=1)
+    v2 = modelgen.weights_model(tmp_path / "v2.onnx", 1 << 20, seed=2)
+    half = _variant_of(v2, tmp_path / "v2-fp16.onnx")
+    assert run_ota(daemon.target, "install", "w", str(v1), "--sha256", sha(v1))[0] == 0
+    code, out = run_ota(daemon.target, "install", "w", str(v2), "--sha256", sha(v2),
+                        "--variant-file", f"fp16={half}:{sha(half)}")
+    assert code == ota.COMMITTED, out
+    assert any("added variant fp16 to v2" in step and "test-loaded" in step
+               for step in out["steps"]), out
+    with daemon.client() as c:
+        m = c.get_model("w")
+        v = next(x for x in m.versions if x.version == 2)
+        assert m.active_version == 2 and [x.name for x in v.variants] == ["fp16"]
+        assert v.serve == ""  # the test-load's pin is undone
+
+
+def test_ota_with_a_bad_variant_rolls_everything_back(daemon, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    v1 = modelgen.weights_model(tmp_path / "v1.onnx", 1 << 20, seed=1)
+    v2 = modelgen.weights_model(tmp_path / "v2.onnx", 1 << 20, seed=2)
+    half = _variant_of(v2, tmp_path / "v2-fp16.onnx")
+    other = modelgen.add_model(tmp_path / "other.onnx")  # another signature
+    assert run_ota(daemon.target, "install", "w", str(v1), "--sha256", sha(v1))[0] == 0
+    code, out = run_ota(daemon.target, "install", "w", str(v2), "--sha256", sha(v2),
+                        "--variant-file", f"fp16={half}:{'0' * 64}")
+    assert code == ota.VERIFY and "variant fp16" in out["message"], out
+    code, out = run_ota(daemon.target, "install", "w", str(v2), "--sha256", sha(v2),
+                        "--variant-file", f"odd={other}:{sha(other)}")
+    assert code == ota.VERIFY and "signature" in out["message"], out
+    with daemon.client() as c:
+        m = c.get_model("w")
+        assert m.active_version == 1 and [x.version for x in m.versions] == [1]
+
+
+@pytest.mark.skipif(shutil.which("mender-artifact") is None and os.environ.get("CI") != "true",
+                    reason="mender-artifact (Debian package) is not installed")
+def test_mender_artifact_with_variants(daemon, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    model = modelgen.weights_model(tmp_path / "w.onnx", 1 << 20, seed=3)
+    half = _variant_of(model, tmp_path / "w-fp16.onnx")
+    meta = tmp_path / "meta.json"
+    meta.write_text(json.dumps({"name": "w", "file": "w.onnx", "sha256": sha(model),
+                                "variants": {"fp16": {"file": "w-fp16.onnx",
+                                                      "sha256": sha(half)}}}))
+    artifact = tmp_path / "w.mender"
+    subprocess.run(["mender-artifact", "write", "module-image", "-T", "edged-model", "-n",
+                    "w-1", "-t", "jetson-orin-nano", "-o", str(artifact), "-f", str(model),
+                    "-f", str(half), "-m", str(meta)], check=True, capture_output=True)
+    files_dir = unpack_like_mender(artifact, tmp_path / "work")
+    env = {**os.environ, "EDGED_TARGET": daemon.target, "EDGED_PYTHON": sys.executable}
+    install = subprocess.run([str(REPO / "tools/mender/edged-model"), "ArtifactInstall",
+                              str(files_dir)], env=env, text=True, capture_output=True,
+                             timeout=180, check=False)
+    assert install.returncode == 0, install.stderr + install.stdout
+    with daemon.client() as c:
+        (v,) = c.get_model("w").versions
+        assert [x.name for x in v.variants] == ["fp16"]
