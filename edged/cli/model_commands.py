@@ -140,9 +140,12 @@ def cmd_models(client: EdgedClient, args: argparse.Namespace) -> int:
                      m.active_version, d["tier"], active["format"] if active else "-",
                      output.size(active["size_bytes"]) if active else "-",
                      active["sha256"][:12] if active else "-", d["state"] or "unloaded",
-                     ",".join(active["tasks"]) if active else ""])
+                     ",".join(active["tasks"]) if active else "",
+                     ",".join([active["precision"] or "fp32",
+                               *(x["name"] for x in active.get("variants") or [])])
+                     if active and active.get("variants") else "-"])
     output.table(["NAME", "VERSIONS", "ACTIVE", "TIER", "FORMAT", "SIZE", "SHA256", "STATE",
-                  "TASKS"], rows)
+                  "TASKS", "VARIANTS"], rows)
     return 0
 
 

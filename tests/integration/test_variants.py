@@ -58,6 +58,8 @@ def test_a_variant_is_reported_then_installed_only_when_accepted(daemon, demo_mo
         assert "made on the device from fp32" in variant.notes
         kinds = [ev.kind for ev in c.events()]
         assert "variant_made" in kinds and "variant_job" in kinds
+    models = edgectl(daemon.target, "models")
+    assert "fp32,fp16" in models.stdout, models.stdout
     show = edgectl(daemon.target, "show", "rec")
     assert "variant fp16" in show.stdout and "serves   auto" in show.stdout, show.stdout
 
