@@ -14,8 +14,8 @@ import time
 
 from bench.common import REPO, environment
 
-SECTIONS = ["idle", "daemon_rss", "latency", "lane", "install", "control", "engines", "switch",
-            "capacity", "faults", "variants"]
+SECTIONS = ["idle", "daemon_rss", "latency", "lane", "grpc_path", "install", "control", "engines",
+            "switch", "capacity", "faults", "variants"]
 
 
 def main(argv: list[str] | None = None) -> int:

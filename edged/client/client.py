@@ -21,7 +21,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from edged import errors as e
 from edged.client import tensors
 from edged.client.lane import LaneHandle, LaneRevoked, Lanes, LaneTooSmall, lent
-from edged.client.shm import ShmTransport, message_size_hint
+from edged.client.shm import DEFAULT_THRESHOLD, ShmTransport, message_size_hint
 from edged.client.target import Target, parse_target
 from edged.hashing import sha256_file
 from edged.oip import grpc_service_pb2 as oip
@@ -50,7 +50,7 @@ class EdgedClient:
                  token: str | None = None, tls_ca: Path | None = None,
                  tls_cert: Path | None = None, tls_key: Path | None = None,
                  max_message_bytes: int = 64 << 20,
-                 shm_threshold: int | None = 256 << 10, lanes: bool = True) -> None:
+                 shm_threshold: int | None = DEFAULT_THRESHOLD, lanes: bool = True) -> None:
         """``shm_threshold``: on a local socket, requests whose inputs total at least this many
         bytes go through shared memory (see ``edged.client.shm``); None turns that off.
         ``lanes``: on a local socket, ``infer`` goes through direct lanes to the engine

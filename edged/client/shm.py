@@ -43,6 +43,13 @@ log = logging.getLogger(__name__)
 ALIGN = 64
 SHM_DIR = Path("/dev/shm")
 PREFIX = "edged-client-"  # (never edged-<digits>-: those are the daemon's own lanes)
+# The client's default threshold (inputs totalling at least this many bytes go through shared
+# memory), from `python -m bench.grpc_path` (bench/RESULTS.md, "The gRPC path"): on the 2-core
+# dev box, with an equal output, shared memory cost 1.09-1.12x plain gRPC at 16-32 KB (its
+# fixed cost: registering a region, a second message), 0.93-1.00x at 64 KB, 0.66x at 128 KB,
+# 0.63x at rec's 184 KB (which the old 256 KB threshold sent the slow way) and 0.05x at 8 MB.
+# The crossover is at 64 KB; at it the two paths are equal, so above it shared memory wins.
+DEFAULT_THRESHOLD = 64 << 10
 STALE_AFTER_S = 60.0  # an unlocked arena older than this belongs to a client that died
 
 

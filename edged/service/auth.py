@@ -157,6 +157,7 @@ class AuthInterceptor(grpc.ServerInterceptor):
             tokens=tokens, management_methods=management_methods, require_token=require_token,
             require_admin_token_on_socket=require_admin_token_on_socket,
             open_methods=open_methods, client_cert_scope=client_cert_scope)
+        self._wrapped = handlers.PerMethod()
 
     def intercept_service(self, continuation: Callable[[grpc.HandlerCallDetails], Any],
                           handler_call_details: grpc.HandlerCallDetails) -> Any:
@@ -164,10 +165,14 @@ class AuthInterceptor(grpc.ServerInterceptor):
         if handler is None:
             return None
         method = handler_call_details.method
-        authorization = [str(v) for k, v in handler_call_details.invocation_metadata or ()
-                         if k == "authorization"]
+        return self._wrapped.get(method, handler, lambda: self._wrap(handler, method))
 
+    def _wrap(self, handler: Any, method: str) -> Any:
         def guard(context: grpc.ServicerContext) -> None:
+            # (the call's own metadata, as handler_call_details has it: the wrapper is per
+            # method, made once, see handlers.PerMethod)
+            authorization = [str(v) for k, v in context.invocation_metadata() or ()
+                             if k == "authorization"]
             auth = context.auth_context()
             denial = self.policy.check(
                 method=method, transport=transport_of(context.peer()),

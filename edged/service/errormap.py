@@ -17,6 +17,7 @@ import grpc
 
 from edged import errors as e
 from edged.rpc_errors import to_status
+from edged.service import handlers
 
 log = logging.getLogger("edged.service")
 
@@ -81,13 +82,18 @@ class ErrorMappingInterceptor(grpc.ServerInterceptor):
 
     def __init__(self, on_error: ErrorHook | None = None) -> None:
         self._on_error = on_error
+        self._wrapped = handlers.PerMethod()
 
     def intercept_service(self, continuation: Callable[..., Any],
                           handler_call_details: grpc.HandlerCallDetails) -> Any:
         handler = continuation(handler_call_details)
         if handler is None:
             return None
-        method, hook = handler_call_details.method, self._on_error
+        method = handler_call_details.method
+        return self._wrapped.get(method, handler, lambda: self._wrap(handler, method))
+
+    def _wrap(self, handler: Any, method: str) -> Any:
+        hook = self._on_error
         if handler.unary_unary:
             return handler._replace(unary_unary=_wrap_unary(handler.unary_unary, method, hook))
         if handler.stream_unary:

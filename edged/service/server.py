@@ -108,6 +108,7 @@ class DrainGate(grpc.ServerInterceptor):
         self._cond = threading.Condition()
         self._draining = False
         self._in_flight = 0
+        self._wrapped = handlers.PerMethod()
 
     def intercept_service(self, continuation: Callable[[grpc.HandlerCallDetails], Any],
                           handler_call_details: grpc.HandlerCallDetails) -> Any:
@@ -115,6 +116,9 @@ class DrainGate(grpc.ServerInterceptor):
         method = handler_call_details.method
         if handler is None or method.startswith(HEALTH_PREFIX):
             return handler
+        return self._wrapped.get(method, handler, lambda: self._wrap(handler, method))
+
+    def _wrap(self, handler: Any, method: str) -> Any:
         counted = method not in UNCOUNTED
 
         @contextmanager

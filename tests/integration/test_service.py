@@ -161,7 +161,8 @@ def test_prometheus_metrics(daemon_factory, tmp_path) -> None:  # type: ignore[n
 
 def test_bounded_flood_gets_resource_exhausted(daemon_factory, tmp_path) -> None:  # type: ignore[no-untyped-def]
     d = daemon_factory({"listen": {"max_concurrent_rpcs": 4, "threads": 8},
-                        "engines": {"queue_depth": 4}}).start()  # (6 per model < 8 threads)
+                        "engines": {"queue_depth": 4, "per_model_concurrency": 2}}).start()
+    # (6 per model < 8 threads)
     with d.client() as c:
         c.install("slow", modelgen.slow_model(tmp_path / "s.onnx", size=512, repeats=256))
         c.load("slow")

@@ -202,6 +202,21 @@ def test_tcp_admin_token_may_do_everything(pki: Pki, served: Served, calls: list
     assert calls == [INSTALL]
 
 
+def test_each_call_is_judged_by_its_own_token(pki: Pki, served: Served, calls: list[str]) -> None:
+    """The interceptors wrap a method's handler once (handlers.PerMethod): the token checked
+    must still be each call's own, never one seen by an earlier call of the same method."""
+    with _tls(pki, served.tls_port) as ch:
+        for token, allowed in ((ADMIN, True), (INFER, False), (None, False), (ADMIN, True),
+                               ("not-a-token", False)):
+            if allowed:
+                assert _install(ch, token) == b"installed existing-model"
+            else:
+                code, _ = _denied(functools.partial(_install, ch, token))
+                assert code in (grpc.StatusCode.PERMISSION_DENIED,
+                                grpc.StatusCode.UNAUTHENTICATED), token
+    assert calls == [INSTALL, INSTALL]
+
+
 def test_standard_access_token_call_credentials_work(pki: Pki, served: Served,
                                                       calls: list[str]) -> None:
     """What other gRPC clients use: call credentials sending ``authorization: Bearer``."""

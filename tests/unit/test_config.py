@@ -192,12 +192,20 @@ def test_config_check_checks_the_files_it_names(tmp_path: Path) -> None:
         "exist" in res.stderr, res.stderr
 
 
+def test_default_per_model_concurrency_is_twice_the_cores_from_2_to_8() -> None:
+    assert [c.default_per_model_concurrency(n) for n in (1, 2, 3, 4, 6, 16, 64)] == \
+        [2, 4, 6, 8, 8, 8, 8]
+    assert c.Config().engines.per_model_concurrency == c.default_per_model_concurrency()
+    assert c.parse("engines: {per_model_concurrency: 1}\n").engines.per_model_concurrency == 1
+
+
 def test_a_models_request_bound_must_leave_rpc_threads_for_the_others() -> None:
     """queue_depth + per_model_concurrency requests of one model each hold an RPC thread: the
-    bound must stay below listen.threads (defaults: 8 + 2 < 64)."""
+    bound must stay below listen.threads (defaults: 8 + at most 8 < 64)."""
     d = c.Config()
     assert d.engines.queue_depth + d.engines.per_model_concurrency < d.listen.threads
-    assert c.parse("listen: {threads: 16}\nengines: {queue_depth: 13}\n").engines.queue_depth == 13
+    assert c.parse("listen: {threads: 16}\nengines: {queue_depth: 13, per_model_concurrency: 2}\n"
+                   ).engines.queue_depth == 13
     for text in ("engines:\n  queue_depth: 62\n", "listen: {threads: 10}\n",
                  "engines:\n  per_model_concurrency: 60\n  queue_depth: 4\n"):
         with pytest.raises(c.ConfigError, match=r"engines\.queue_depth.*must be below "
