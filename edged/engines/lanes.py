@@ -29,6 +29,9 @@ log = logging.getLogger("edged.engines")
 REPORT_TIMEOUT_S = 5.0
 
 
+MAX_OPEN_PER_MODEL = 64  # open lanes per model (all clients together)
+
+
 @dataclass
 class LaneInfo:
     id: int
@@ -69,6 +72,12 @@ class LaneBook:
                                     field="client_pid")
         self._ensure_dir()
         with self._lock:
+            # each lane is a thread and shared memory in the worker: a client that opens
+            # lanes without end must not take the worker down (it falls back to gRPC)
+            if sum(1 for ln in self._lanes.values() if ln.key == key) >= MAX_OPEN_PER_MODEL:
+                raise e.ResourceExhausted(
+                    f"model '{key}' has {MAX_OPEN_PER_MODEL} direct lanes open, the most a "
+                    "model takes: use ModelInfer", reason="QUEUE_FULL")
             self._next += 1
             lane_id = self._next
         path = self._dir / f"{secrets.token_hex(16)}.lane"

@@ -350,3 +350,21 @@ def test_another_process_cannot_take_or_map_a_lane(daemon, tmp_path) -> None:  #
         # the servicer's transport check; a pid that is not a process is refused here
         with pytest.raises(e.InvalidArgument):
             c._call(c.models.OpenLane, mpb.OpenLaneRequest(name="adder", client_pid=0))
+
+
+def test_a_model_takes_a_bounded_number_of_lanes(client, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Each lane is a thread and shared memory in the worker: past the bound an OpenLane is
+    RESOURCE_EXHAUSTED (the client then uses gRPC) and the model keeps serving."""
+    import os as _os
+
+    from edged.engines.lanes import MAX_OPEN_PER_MODEL
+    from edged.v1 import models_pb2 as mpb
+
+    client.install("adder", modelgen.add_model(tmp_path / "a.onnx", offset=1.0))
+    req = mpb.OpenLaneRequest(name="adder", client_pid=_os.getpid(), size_bytes=4096)
+    for _ in range(MAX_OPEN_PER_MODEL):
+        client._call(client.models.OpenLane, req)  # noqa: SLF001 - raw RPC, never connected
+    with pytest.raises(e.ResourceExhausted, match="direct lanes open"):
+        client._call(client.models.OpenLane, req)  # noqa: SLF001
+    x = np.zeros((1, 4), np.float32)
+    assert client.infer("adder", {"x": x})["y"][0, 0] == 1.0  # over gRPC: still serving
