@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
-.venv/bin/python -m pip install -q --disable-pip-version-check -e .
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[convert]'  # convert: variants made on the device
 .venv/bin/python tools/fetch_models.py --dest models
 
 STATE=${EDGED_DEMO_DIR:-$PWD/.edged}
