@@ -7,6 +7,8 @@ signature, and a deliberately slow model (to keep requests in flight).
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -94,6 +96,19 @@ def slow_model(path: Path, size: int = 256, repeats: int = 64) -> Path:
         prev = out
     graph = helper.make_graph(nodes, "slow", [x], [y], [numpy_helper.from_array(w, "W")])
     return _save(_model(graph), path)
+
+
+def loop_feeds(infer: Callable[[dict[str, np.ndarray]], object], seconds: float,
+               probe_n: int = 20_000) -> dict[str, np.ndarray]:
+    """Inputs that keep one call of a ``loop_model`` (already installed; ``infer`` runs it)
+    busy for about ``seconds`` on this box, measured now: a test that needs a request in
+    flight gets one whatever the box's load."""
+    x = np.ones((1, 64), np.float32)
+    infer({"x": x, "n": np.array(1)})
+    t0 = time.perf_counter()
+    infer({"x": x, "n": np.array(probe_n)})
+    n = max(1000, int(probe_n * seconds / max(time.perf_counter() - t0, 1e-3)))
+    return {"x": x, "n": np.array(n)}
 
 
 def two_input_model(path: Path) -> Path:

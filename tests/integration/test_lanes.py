@@ -219,12 +219,8 @@ def test_eviction_revokes_lanes_under_load_failing_nothing(daemon_factory, tmp_p
 
 def test_killed_worker_is_a_clear_error_on_the_lane_at_once(client, tmp_path) -> None:  # type: ignore[no-untyped-def]
     client.install("loop", modelgen.loop_model(tmp_path / "l.onnx"))
-    x = np.ones((1, 64), np.float32)
-    client.infer("loop", {"x": x, "n": np.array(1)})
-    n = 20_000
-    t0 = time.perf_counter()
-    client.infer("loop", {"x": x, "n": np.array(n)})
-    n = max(1000, int(n * 2.0 / max(time.perf_counter() - t0, 1e-3)))  # ~2 s a call
+    feeds = modelgen.loop_feeds(lambda f: client.infer("loop", f), 2.0)  # ~2 s a call
+    x, n = feeds["x"], int(feeds["n"])
     pid = client.get_model("loop").loaded.worker_pid
     assert client.lanes is not None and client.lanes.opened == 1
     box: dict[str, object] = {}
@@ -273,12 +269,8 @@ def test_killed_worker_is_a_clear_error_on_the_lane_at_once(client, tmp_path) ->
 
 def test_deadline_on_the_lane(client, tmp_path) -> None:  # type: ignore[no-untyped-def]
     client.install("loop", modelgen.loop_model(tmp_path / "l.onnx"))
-    x = np.ones((1, 64), np.float32)
-    client.infer("loop", {"x": x, "n": np.array(1)})
-    n = 20_000
-    t0 = time.perf_counter()
-    client.infer("loop", {"x": x, "n": np.array(n)})
-    n = max(1000, int(n * 5.0 / max(time.perf_counter() - t0, 1e-3)))  # ~5 s a call
+    feeds = modelgen.loop_feeds(lambda f: client.infer("loop", f), 5.0)  # ~5 s a call
+    x, n = feeds["x"], int(feeds["n"])
     t0 = time.monotonic()
     with pytest.raises(e.DeadlineExceeded):
         client.infer("loop", {"x": x, "n": np.array(n)}, timeout=0.3)

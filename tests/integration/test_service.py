@@ -160,17 +160,13 @@ def test_prometheus_metrics(daemon_factory, tmp_path) -> None:  # type: ignore[n
 
 
 def _one_second_calls(c: EdgedClient, name: str, path: Path) -> dict[str, np.ndarray]:
-    """Install a Loop model and return inputs that keep one call running about a second on
+    """Install a Loop model and return inputs that keep one call running about 2 s on
     this box: long enough that the requests of a flood are in flight together, whatever the
     box's load (a bound that a flood of 30 ms calls reached only when the threads lined up)."""
     c.install(name, modelgen.loop_model(path))
-    x = np.ones((1, 64), np.float32)
-    c.infer(name, {"x": x, "n": np.array(1)})
-    n = 5_000
-    t0 = time.perf_counter()
-    c.infer(name, {"x": x, "n": np.array(n)})
-    n = max(1000, int(n * 1.0 / max(time.perf_counter() - t0, 1e-3)))
-    return {"x": x, "n": np.array(n)}
+    # two seconds measured: a calibration on a busy moment that overestimates the box's speed
+    # still leaves each call long enough for the flood's requests to overlap
+    return modelgen.loop_feeds(lambda f: c.infer(name, f), 2.0)
 
 
 def _flood(d: DaemonProcess, calls: list[tuple[str, dict[str, np.ndarray]]]) -> list[str]:
