@@ -15,7 +15,7 @@ import math
 import random
 from dataclasses import dataclass
 
-from edged.manager.planner import (
+from edged.manager.memory.planner import (
     Admit,
     AdmitAfterEvicting,
     Budgets,
