@@ -180,7 +180,8 @@ def micro_benchmarks() -> list[str]:
     import random
 
     from edged.manager.memory import planner
-    from edged.manager.memory.policy import EdgedPolicy, plan_demand
+    from edged.manager.memory.capacity import plan_demand
+    from edged.manager.memory.policy import EdgedPolicy
     from edged.manager.selection import Candidate, select
 
     rng = random.Random(1)

@@ -4,8 +4,8 @@
     python tools/replay.py --trace T.jsonl --models M.json --budget 6GiB [--json]
 
 Policies: ``lru``, ``lfu``, ``edged`` (``edged.manager.memory.policy.EdgedPolicy`` with the capacity
-planner, demand victims by :func:`edged.manager.memory.policy.plan_demand` and the preloader rule
-:func:`edged.manager.memory.policy.plan_preload` — the code the daemon runs), ``furthest``
+planner, demand victims by :func:`edged.manager.memory.capacity.plan_demand` and the preloader rule
+:func:`edged.manager.memory.capacity.plan_preload` — the code the daemon runs), ``furthest``
 (evict the model whose next use is furthest away: Belady's rule, offline, only a heuristic when
 sizes differ) and ``optimal`` (the exact offline minimum of cold loads for any policy that loads
 on demand; see ``optimal`` below).
@@ -53,7 +53,8 @@ from pathlib import Path
 import numpy as np
 
 from edged.manager.memory import planner
-from edged.manager.memory.policy import CachePolicy, make_policy, plan_demand, plan_preload
+from edged.manager.memory.capacity import plan_demand, plan_preload
+from edged.manager.memory.policy import CachePolicy, make_policy
 from edged.manager.memory.traces import ModelCost, TraceEntry, TraceError, read_models, read_trace
 from edged.units import format_size, parse_size
 

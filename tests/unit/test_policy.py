@@ -7,6 +7,7 @@ import random
 import pytest
 
 from edged.manager.memory import planner
+from edged.manager.memory.capacity import plan_demand, plan_preload
 from edged.manager.memory.planner import Budgets, LoadRequest, Memory, Resident
 from edged.manager.memory.policy import (
     EdgedPolicy,
@@ -14,8 +15,6 @@ from edged.manager.memory.policy import (
     LruPolicy,
     make_policy,
     model_name,
-    plan_demand,
-    plan_preload,
 )
 
 MiB = 1 << 20

@@ -63,7 +63,7 @@ few small, cheaper ones suffice. The order is only asked for when eviction is on
 numbers' ``evict_candidates`` are the evictable residents, in that order when it was asked for.
 
 A **preload never evicts**: it is admitted only if it fits as things are (the daemon's preloader
-may still evict *strictly less valuable* models through ``policy.plan_preload``, which calls this
+may still evict *strictly less valuable* models through ``capacity.plan_preload``, which calls this
 planner with a restricted eviction order). A request is **rejected** only when it would not fit
 even after evicting every evictable resident; the reject carries the real numbers.
 

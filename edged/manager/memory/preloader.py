@@ -4,7 +4,7 @@
 (the request threads observe, the residency asks for eviction orders, the preloader asks for
 candidates). ``Preloader`` wakes every ``interval_s``, asks the policy what is likely next, and
 loads the best candidate through the residency with ``preload=True`` — which admits it only as
-``policy.plan_preload`` allows (fit as things are, or evict strictly less valuable idle models).
+``capacity.plan_preload`` allows (fit as things are, or evict strictly less valuable idle models).
 Demand loads never wait behind it: loads of different models run side by side, and a demand load
 that needs a running preload's memory cancels it (see ``Residency.load``).
 """
@@ -21,7 +21,8 @@ from typing import Any
 
 from edged import errors as e
 from edged.manager.memory import planner
-from edged.manager.memory.policy import CachePolicy, plan_demand, plan_preload
+from edged.manager.memory.capacity import plan_demand, plan_preload
+from edged.manager.memory.policy import CachePolicy
 
 log = logging.getLogger("edged.preloader")
 
@@ -72,7 +73,7 @@ class LockedPolicy:
 
     def plan(self, req: planner.LoadRequest, residents: Sequence[planner.Resident],
              budgets: planner.Budgets, memory: planner.Memory) -> planner.Decision:
-        """A demand load's decision (``policy.plan_demand``: the policy's eviction order and
+        """A demand load's decision (``capacity.plan_demand``: the policy's eviction order and
         victim costs, the same rule the replay tool measures), computed under the lock."""
         with self._lock:
             self._fold()
