@@ -33,11 +33,11 @@ from edged.manager.memory import variants
 from edged.manager.transitions import Transition, apply_reload, plan_reload
 from edged.manager.views import InstallSpec, LoadedView, StatusView, StoreUsage, TierUsage
 from edged.units import format_size
+from edged.values import TIERS
 
 if TYPE_CHECKING:
     from edged.manager.memory.residency import LoadSpec, Residency
 
-TIERS = ("ram", "swap", "storage")
 # A variant job's memory budget is the swap tier's, but at least this: the converter's own
 # Python, numpy and ONNX Runtime take ~150 MB before the model does.
 JOB_MIN_BYTES = 512 << 20

@@ -19,6 +19,7 @@ from edged.manager.memory import planner, variants
 from edged.manager.memory.residency import LoadSpec, Residency
 from edged.manager.shm import ShmRegistry
 from edged.manager.views import CheckView, LoadedView
+from edged.values import MEMORY_TIERS
 
 log = logging.getLogger("edged.serving")
 
@@ -268,7 +269,7 @@ class Serving:
                                         field="artifact_path")
             info = self._inspect(path, None)
             label, own, home = path.name, "file", "swap"
-            for tier in ("ram", "swap"):
+            for tier in MEMORY_TIERS:
                 rows.append(("file", LoadSpec(
                     name="(artifact)", version=1, tier=tier, artifact=path, fmt=info.format,
                     options=None, group=None, bytes=info.estimate_bytes), None,
@@ -281,7 +282,7 @@ class Serving:
             loaded = self._res.view(f"{entry.name}:{entry.active}")
             for vname in top.variant_names:
                 v = top.variant(vname)
-                for tier in ("ram", "swap"):
+                for tier in MEMORY_TIERS:
                     spec = self._m.load_spec(entry, entry.active, tier, vname)
                     here = loaded is not None and loaded.variant == vname and \
                         loaded.tier == tier
@@ -356,7 +357,7 @@ class Serving:
             entry, v = self._servable(name, version)
         except e.EdgedError:
             return False
-        return entry.tier in ("ram", "swap") or self._res.view(f"{name}:{v}") is not None
+        return entry.tier in MEMORY_TIERS or self._res.view(f"{name}:{v}") is not None
 
     def model_metadata(self, name: str, version: int | None) -> Any:
         from edged.manager.manager import ModelMetadata

@@ -19,6 +19,7 @@ from typing import Any
 
 from edged import errors as e
 from edged.manager.catalog.manifests import ModelEntry, TierState
+from edged.values import MEMORY_TIERS
 
 log = logging.getLogger("edged.manager")
 
@@ -39,7 +40,7 @@ class Transition:
         key = f"{planned.name}:{planned.active}"
         view = res.view(key)
         if view is not None:
-            if planned.tier != view.tier and planned.tier in ("ram", "swap"):
+            if planned.tier != view.tier and planned.tier in MEMORY_TIERS:
                 # in memory already: only its new tier's budget has to hold it too (a
                 # model leaving ram may make idle swap models go; into ram nothing is evicted)
                 res.plan_retier(key, planned.tier)
@@ -94,7 +95,7 @@ def plan_reload(manager: Any, old: TierState, new: TierState) -> None:
     for view in res.views():
         m = new.models.get(view.name)
         if m is not None and m.active == view.version and m.tier != view.tier and \
-                m.tier in ("ram", "swap"):
+                m.tier in MEMORY_TIERS:
             res.plan_retier(f"{view.name}:{view.version}", m.tier)
 
 

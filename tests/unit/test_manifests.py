@@ -145,7 +145,7 @@ def _whole_dump(state: TierState) -> dict[str, str]:
     for name in sorted(state.models):
         for t, d in _model_docs(state.models[name]).items():
             docs[t][name] = d
-    return {t: _HEADER + yaml.safe_dump({"version": 1, "tier": t, "models": docs[t]},
+    return {t: _HEADER + yaml.safe_dump({"version": 1, "tier": str(t), "models": docs[t]},
                                         sort_keys=False, default_flow_style=None, width=100)
             for t in TIERS}
 

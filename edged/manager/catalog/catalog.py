@@ -40,10 +40,10 @@ from edged.manager.catalog.names import MAX_VERSION, check_name, check_version
 from edged.manager.catalog.store import Blob, Store
 from edged.manager.catalog.tier_yaml import VARIANT_NAME_RE
 from edged.units import format_size
+from edged.values import TIERS, Tier
 
 log = logging.getLogger("edged.catalog")
 
-TIERS = ("ram", "swap", "storage")
 TierCheck = Callable[[str, TierState, str, VersionEntry], None]
 BeforeCommit = Callable[[ModelEntry], None]
 
@@ -65,20 +65,20 @@ class BudgetTierCheck:
     reserve: int = 0  # only reported in the numbers
 
     def __call__(self, name: str, state: TierState, tier: str, entry: VersionEntry) -> None:
-        if tier == "ram":
+        if tier == Tier.RAM:
             total = sum(footprint(m.versions[m.active]) for m in state.models.values()
-                        if m.tier == "ram")
+                        if m.tier == Tier.RAM)
             if total > self.ram_budget:
                 others = total - footprint(entry)
                 raise e.CapacityExceeded(
                     f"putting '{name}' in the ram tier would need {total} bytes for the whole "
                     "tier (ram models are all loaded at once)",
-                    e.CapacityNumbers("ram", total, self.ram_budget, others,
+                    e.CapacityNumbers(Tier.RAM, total, self.ram_budget, others,
                                       self.ram_budget - others, self.reserve))
-        elif tier == "swap" and footprint(entry) > self.swap_budget:
+        elif tier == Tier.SWAP and footprint(entry) > self.swap_budget:
             raise e.CapacityExceeded(
                 f"'{name}' alone needs more than the whole swap budget",
-                e.CapacityNumbers("swap", footprint(entry), self.swap_budget, 0,
+                e.CapacityNumbers(Tier.SWAP, footprint(entry), self.swap_budget, 0,
                                   self.swap_budget, self.reserve))
 
 
@@ -152,7 +152,7 @@ class Catalog:
             for name, m in sorted(new.models.items()):
                 old = current.models.get(name)
                 v = m.versions[m.active]
-                if m.tier == "storage" or self._tier_check is None or (
+                if m.tier == Tier.STORAGE or self._tier_check is None or (
                         old is not None and (old.tier, old.active) == (m.tier, m.active)
                         and footprint(old.versions[old.active]) == footprint(v)):
                     continue
@@ -211,7 +211,7 @@ class Catalog:
                 info = (self._inspect(blob.main, None, warm) if warm
                         else self._inspect(blob.main, None))
                 old = self.state.models.get(name)
-                tier = tier or (old.tier if old is not None else "swap")
+                tier = tier or (old.tier if old is not None else Tier.SWAP)
                 number = version or (max(old.versions) + 1 if old else 1)
                 if not version and number > MAX_VERSION:
                     raise e.InvalidArgument(
@@ -239,7 +239,7 @@ class Catalog:
                 def derive(state: TierState) -> ModelEntry:
                     cur = state.models.get(name)
                     if cur is None:
-                        return ModelEntry(name, tier if activate else "storage", number,
+                        return ModelEntry(name, tier if activate else Tier.STORAGE, number,
                                           {number: entry})
                     versions = {**cur.versions, number: entry}
                     if not activate:
@@ -489,7 +489,7 @@ class Catalog:
             raise e.CapacityExceeded(
                 f"installing '{name}' would take the installed artifacts past the storage "
                 f"budget: remove old versions (`edgectl remove`) or raise budgets.storage{hint}",
-                e.CapacityNumbers("storage", needed, self._storage_budget, used,
+                e.CapacityNumbers(Tier.STORAGE, needed, self._storage_budget, used,
                                   self._storage_budget - used, 0))
 
     def unreferenced(self) -> dict[str, int]:

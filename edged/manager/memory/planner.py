@@ -80,8 +80,7 @@ from dataclasses import dataclass
 
 from edged.errors import CapacityExceeded, CapacityNumbers
 from edged.units import format_size
-
-TIERS = ("ram", "swap")
+from edged.values import MEMORY_TIERS, Tier
 
 
 @dataclass(frozen=True)
@@ -89,7 +88,7 @@ class Resident:
     """A loaded (or loading) model version as the planner sees it."""
 
     key: str  # "name:version"
-    tier: str  # "ram" | "swap"
+    tier: str  # Tier.RAM | Tier.SWAP
     bytes: int  # measured footprint if known, else the estimate
     in_flight: int  # requests running on it: never evicted under them
     gpu: bool  # GPU-executed: cannot be backed by swap
@@ -110,11 +109,12 @@ class Budgets:
     gpu_bytes: int = 0
 
     def of(self, tier: str) -> int:
-        if tier == "ram":
+        if tier == Tier.RAM:
             return self.ram_bytes
-        if tier == "swap":
+        if tier == Tier.SWAP:
             return self.swap_bytes
-        raise ValueError(f"tier {tier!r} holds no memory (expected one of {', '.join(TIERS)})")
+        raise ValueError(f"tier {tier!r} holds no memory "
+                         f"(expected one of {', '.join(MEMORY_TIERS)})")
 
 
 @dataclass(frozen=True)
@@ -166,7 +166,7 @@ def lru_order(residents: Sequence[Resident]) -> Sequence[Resident]:
 
 def evictable(resident: Resident, key: str = "") -> bool:
     """Only idle, unpinned, fully loaded models other than the request itself can be evicted."""
-    return (resident.tier == "swap" and resident.in_flight == 0 and not resident.loading
+    return (resident.tier == Tier.SWAP and resident.in_flight == 0 and not resident.loading
             and resident.key != key)
 
 
@@ -198,7 +198,7 @@ class _Totals:
 
     @classmethod
     def of(cls, residents: Sequence[Resident]) -> _Totals:
-        used = dict.fromkeys(TIERS, 0)
+        used: dict[str, int] = dict.fromkeys(MEMORY_TIERS, 0)
         pending = unswap_all = unswap_visible = visible = 0
         for r in residents:
             used[r.tier] = used.get(r.tier, 0) + r.bytes
@@ -216,7 +216,7 @@ class _Totals:
 
 def _need(req: LoadRequest, t: _Totals, budgets: Budgets, memory: Memory) -> tuple[_Need, int]:
     """What ``req`` needs freed under the module's rules, and the live free bytes."""
-    unswappable_req = req.gpu or req.tier == "ram"
+    unswappable_req = req.gpu or req.tier == Tier.RAM
     swap_credit = 0 if unswappable_req else memory.swap_free_bytes
     free = memory.available_bytes - t.pending + swap_credit
     unswap = 0
@@ -267,7 +267,7 @@ def plan(req: LoadRequest, residents: Sequence[Resident], budgets: Budgets, memo
                       _gpu_numbers(req, totals, budgets, candidates))
     if req.bytes > budget:
         return Reject(f"{req.key} needs more than the whole {req.tier} budget", numbers)
-    if req.tier == "ram" and need.tier_bytes > 0:
+    if req.tier == Tier.RAM and need.tier_bytes > 0:
         return Reject(f"the {req.tier} tier is full of pinned models", numbers)
     if req.preload:
         return Reject(f"preload of {req.key} would need evicting; preloads never evict",
@@ -297,7 +297,8 @@ def admissible(reqs: Sequence[LoadRequest], residents: Sequence[Resident], budge
     all_freed = sum(r.bytes for r in victims)
     unswap_freed = sum(r.bytes for r in victims if _unswappable(r))
     gpu_freed = sum(r.gpu_bytes for r in victims)
-    tier_freed = {t: sum(r.bytes for r in victims if r.tier == t) for t in TIERS}
+    tier_freed: dict[str, int] = {t: sum(r.bytes for r in victims if r.tier == t)
+                                  for t in MEMORY_TIERS}
     out = []
     for req in reqs:
         if req.key in keys or req.preload:
@@ -308,7 +309,7 @@ def admissible(reqs: Sequence[LoadRequest], residents: Sequence[Resident], budge
         need, _ = _need(req, totals, budgets, memory)
         if need.met(0, 0, 0):
             out.append("admit")
-        elif req.bytes > budgets.of(req.tier) or (req.tier == "ram" and need.tier_bytes > 0) \
+        elif req.bytes > budgets.of(req.tier) or (req.tier == Tier.RAM and need.tier_bytes > 0) \
                 or (budgets.gpu_bytes and req.gpu_bytes > budgets.gpu_bytes):
             out.append("reject")
         else:
@@ -327,7 +328,7 @@ def _gpu_numbers(req: LoadRequest, t: _Totals, budgets: Budgets,
 
 
 def _unswappable(r: Resident) -> bool:
-    return r.gpu or r.tier == "ram"
+    return r.gpu or r.tier == Tier.RAM
 
 
 def _victims(req: LoadRequest, candidates: Sequence[Resident], need: _Need,
@@ -391,7 +392,7 @@ def _why_not(req: LoadRequest, candidates: Sequence[Resident], need: _Need,
     evictable_bytes = sum(r.bytes for r in candidates)
     where = (f"the {req.tier} tier's budget" if need.tier_bytes > evictable_bytes
              else "RAM (GPU memory cannot be swapped)" if req.gpu
-             else "RAM (the ram tier is never swapped)" if req.tier == "ram"
+             else "RAM (the ram tier is never swapped)" if req.tier == Tier.RAM
              else "live memory")
     n = len(candidates)
     evicting = (f"even after evicting all {n} idle swap-tier model{'s' if n != 1 else ''}"

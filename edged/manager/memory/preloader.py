@@ -23,6 +23,7 @@ from edged import errors as e
 from edged.manager.memory import planner
 from edged.manager.memory.capacity import plan_demand, plan_preload
 from edged.manager.memory.policy import CachePolicy
+from edged.values import Tier
 
 log = logging.getLogger("edged.preloader")
 
@@ -136,7 +137,7 @@ class Preloader:
                 entry = self._m.catalog.get(name)
             except e.NotFound:
                 continue
-            if entry.tier != "swap":
+            if entry.tier != Tier.SWAP:
                 continue
             try:
                 spec = self._m.serving_spec(entry, entry.active)

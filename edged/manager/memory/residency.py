@@ -22,6 +22,7 @@ from edged import errors as e
 from edged.manager.memory import planner
 from edged.manager.views import LoadedView
 from edged.units import format_size
+from edged.values import MEMORY_TIERS
 
 log = logging.getLogger("edged.residency")
 
@@ -493,7 +494,7 @@ class Residency:
         loading): they are drained, not cut off — their running requests finish, and
         ``release`` unloads them after the last (the next request for one reloads it through
         the planner, which evicts or refuses). Empty if the tier is within budget."""
-        if tier not in planner.TIERS:
+        if tier not in MEMORY_TIERS:
             return []
         nothing = planner.LoadRequest(key=grown, tier=tier, bytes=0)
         residents, mem = self._residents(), self._memory()
@@ -518,7 +519,7 @@ class Residency:
             slot = self._slots.get(key)
             if slot is not None:
                 slot.moving_to = None  # a second plan for the same model replaces the first
-            if slot is None or slot.spec.tier == tier or tier not in planner.TIERS:
+            if slot is None or slot.spec.tier == tier or tier not in MEMORY_TIERS:
                 return []
             req = planner.LoadRequest(key=key, tier=tier, bytes=slot.footprint,
                                       gpu=slot.spec.gpu)
