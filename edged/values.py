@@ -1,4 +1,4 @@
-"""Value types every part of edged shares: the tiers.
+"""Value types every part of edged shares: the tiers and a loaded model's slot states.
 
 A neutral module: it imports nothing from edged, so the catalog (what is installed), the memory
 side (what is loaded), the config, the service, the client and the CLI can all use it without
@@ -33,3 +33,19 @@ class Tier(StrEnum):
 
 TIERS: tuple[Tier, ...] = (Tier.RAM, Tier.SWAP, Tier.STORAGE)  # every tier, in the SPEC's order
 MEMORY_TIERS: tuple[Tier, ...] = (Tier.RAM, Tier.SWAP)  # the tiers whose models hold memory
+
+
+class SlotState(StrEnum):
+    """Where a loaded (or loading) model version is in its life (``manager.memory.residency``):
+    ``loading`` (admitted, its bytes booked, requests wait), ``ready`` (serving), ``unloading``
+    (no new requests: it goes once its running ones finish) and ``failed`` (its load failed or
+    its worker died; the slot is gone, waiters read the error). Status reports the state as this
+    string (``LoadState`` in the proto)."""
+
+    LOADING = "loading"
+    READY = "ready"
+    UNLOADING = "unloading"
+    FAILED = "failed"
+
+    def __repr__(self) -> str:
+        return repr(self.value)

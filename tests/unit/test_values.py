@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 
+from edged.service.messages import STATE_TO_PB
 from edged.v1 import errors_pb2
-from edged.values import MEMORY_TIERS, TIERS, Tier
+from edged.v1 import models_pb2 as mpb
+from edged.values import MEMORY_TIERS, TIERS, SlotState, Tier
 
 
 def test_a_tier_is_its_string() -> None:
@@ -16,3 +18,10 @@ def test_a_tier_is_its_string() -> None:
     assert errors_pb2.CapacityRejection(tier=Tier.RAM).tier == "ram"  # a proto string field
     assert MEMORY_TIERS == ("ram", "swap") and "storage" not in MEMORY_TIERS
     assert f"tier must be {Tier.SWAP!r}" == "tier must be 'swap'"  # messages and argparse
+
+
+def test_slot_states_are_the_status_strings() -> None:
+    assert [str(s) for s in SlotState] == ["loading", "ready", "unloading", "failed"]
+    assert SlotState.READY == "ready" and repr(SlotState.FAILED) == "'failed'"
+    assert STATE_TO_PB["ready"] == STATE_TO_PB[SlotState.READY] == mpb.LOAD_STATE_READY
+    assert all(s in STATE_TO_PB for s in SlotState)  # every state has its proto value
