@@ -24,6 +24,7 @@ from edged import errors as e
 from edged.logs import setup_logging
 from edged.sdnotify import Heartbeat, Liveness, Notifier, extending_start_timeout
 from edged.units import format_size
+from edged.values import Budgets
 
 log = logging.getLogger("edged")
 
@@ -385,7 +386,7 @@ def discrete_gpu_memory(device: Any) -> int:
     return int(totals[0]) if totals else 0
 
 
-def build_parts(cfg: cfgmod.Config, budgets: cfgmod.Budgets, sampler: Any,
+def build_parts(cfg: cfgmod.Config, budgets: Budgets, sampler: Any,
                 events: Any) -> Parts:
     """Store → manifests → catalog → engines → residency → serving → manager."""
     from dataclasses import replace
@@ -422,7 +423,7 @@ def build_parts(cfg: cfgmod.Config, budgets: cfgmod.Budgets, sampler: Any,
 
     catalog = Catalog(store, manifests, inspect=lambda p, f, warm=None: inspect(
         p, f, costs.options(EngineOptions(warmup_shapes=warm or {}))),
-                      tier_check=budget_tier_check(budgets.ram, budgets.swap, budgets.reserve),
+                      tier_check=budget_tier_check(budgets),
                       storage_budget=budgets.storage)
     policy = LockedPolicy(make_policy(cfg.preload.policy,
                                       tz_offset_s=time.localtime().tm_gmtoff))
@@ -489,7 +490,7 @@ def build_parts(cfg: cfgmod.Config, budgets: cfgmod.Budgets, sampler: Any,
         me = next((v for v in views if f"{v.name}:{v.version}" == key), None)
         if me is None:
             return 0
-        budget = budgets.ram if me.tier == "ram" else budgets.swap
+        budget = budgets.of(me.tier)
         others = sum(v.footprint_bytes for v in views if v.tier == me.tier and v is not me)
         return runtime_cap(budget, others, me.footprint_bytes)
 
@@ -516,9 +517,7 @@ def build_parts(cfg: cfgmod.Config, budgets: cfgmod.Budgets, sampler: Any,
                               daemon_rss_bytes=snap.process_rss_bytes)
 
     residency = Residency(
-        pool=pool, budgets=planner.Budgets(budgets.ram, budgets.swap, budgets.reserve,
-                                           edged_bytes=budgets.memory_total - budgets.reserve,
-                                           gpu_bytes=budgets.gpu),
+        pool=pool, budgets=budgets,
         memory=memory, events=events, policy=policy,
         on_measured=lambda n, v, b, s, variant: catalog.record_measurement(n, v, b, s, variant),
         queue_limit=cfg.engines.queue_depth + cfg.engines.per_model_concurrency,

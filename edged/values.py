@@ -1,4 +1,4 @@
-"""Value types every part of edged shares: the tiers and a loaded model's slot states.
+"""Value types every part of edged shares: the tiers, a loaded model's slot states, the budgets.
 
 A neutral module: it imports nothing from edged, so the catalog (what is installed), the memory
 side (what is loaded), the config, the service, the client and the CLI can all use it without
@@ -15,6 +15,7 @@ only as a file name, never as a value.)
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import StrEnum
 
 
@@ -49,3 +50,39 @@ class SlotState(StrEnum):
 
     def __repr__(self) -> str:
         return repr(self.value)
+
+
+@dataclass(frozen=True)
+class Budgets:
+    """The budgets in bytes, resolved against the device (``config.resolve_budgets``, from the
+    ``budgets`` section as written): what the planner admits loads against, what the catalog's
+    tier check and the status report use. One value for all of them, so that they can never
+    disagree about a number.
+
+    ``memory_total`` 0 (a bare planner: the replay tool, planner tests) turns the whole-edged
+    rule off (planner rule 4); ``gpu`` 0 means no discrete GPU (CPU, Jetson)."""
+
+    ram: int
+    swap: int
+    reserve: int
+    memory_total: int = 0  # the device's memory, or the simulated budgets.memory_total
+    storage: int = 0  # disk for installed artifacts
+    gpu: int = 0  # a discrete GPU's device memory for models (planner rule 5)
+    gpu_total: int = 0  # that GPU's memory (NVML)
+
+    def of(self, tier: str) -> int:
+        """The budget of ``tier`` (any of the three)."""
+        if tier == Tier.RAM:
+            return self.ram
+        if tier == Tier.SWAP:
+            return self.swap
+        if tier == Tier.STORAGE:
+            return self.storage
+        raise ValueError(f"unknown tier {tier!r} (expected one of {', '.join(TIERS)})")
+
+    @property
+    def edged(self) -> int:
+        """``memory_total - reserve``: what edged as a whole (every tier's models and the
+        daemon's own RSS) may hold, so that the reserve stays whole for the OS and the robot;
+        0: not checked."""
+        return max(0, self.memory_total - self.reserve) if self.memory_total else 0

@@ -57,6 +57,7 @@ from edged.manager.memory.capacity import plan_demand, plan_preload
 from edged.manager.memory.policy import CachePolicy, make_policy
 from edged.manager.memory.traces import ModelCost, TraceEntry, TraceError, read_models, read_trace
 from edged.units import format_size, parse_size
+from edged.values import Budgets
 
 MAX_EXACT_MODELS = 24
 MAX_STATES = 20_000
@@ -95,7 +96,7 @@ class Simulator:
         self.models, self.policy, self.order = models, policy, order
         self.on_request = on_request
         self.preload, self.interval_s = preload, interval_s
-        self.budgets = planner.Budgets(ram_bytes=0, swap_bytes=budget, reserve_bytes=0)
+        self.budgets = Budgets(ram=0, swap=budget, reserve=0)
         self.slots: dict[str, _Slot] = {}
         self.loading: tuple[str, bool, float, float] | None = None  # model, preload, start, end
         self.next_pass = 0.0  # the preloader's next pass
@@ -115,7 +116,7 @@ class Simulator:
 
     def memory(self) -> planner.Memory:
         used = sum(s.size for s in self.slots.values())
-        return planner.Memory(self.budgets.swap_bytes - used, 0, swap_total_bytes=0)
+        return planner.Memory(self.budgets.swap - used, 0, swap_total_bytes=0)
 
     def evict(self, victims: Sequence[str]) -> None:
         for v in victims:

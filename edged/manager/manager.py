@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Any
 
 from edged import __version__
 from edged import errors as e
-from edged.config import Budgets
 from edged.manager import installs
 from edged.manager.catalog import engine_compat
 from edged.manager.catalog.artifacts import MissingArtifacts
@@ -33,7 +32,7 @@ from edged.manager.memory import variants
 from edged.manager.transitions import Transition, apply_reload, plan_reload
 from edged.manager.views import InstallSpec, LoadedView, StatusView, StoreUsage, TierUsage
 from edged.units import format_size
-from edged.values import TIERS
+from edged.values import TIERS, Budgets
 
 if TYPE_CHECKING:
     from edged.manager.memory.residency import LoadSpec, Residency
@@ -159,12 +158,12 @@ class ModelManager:
 
     def _gpu_budget(self, loaded: list[LoadedView]) -> tuple[int, int, int] | None:
         """(budget, used by loaded GPU models, device total) of a discrete GPU, else None."""
-        budget = getattr(self.budgets, "gpu", 0)
+        budget = self.budgets.gpu
         if not budget:
             return None
         used = sum(m.footprint_bytes for m in loaded if not m.evicting
                    and any(p != "CPUExecutionProvider" for p in m.providers))
-        return budget, used, getattr(self.budgets, "gpu_total", 0)
+        return budget, used, self.budgets.gpu_total
 
     def loaded(self) -> list[LoadedView]:
         views = self.residency.views() if self.residency is not None else []
@@ -182,15 +181,13 @@ class ModelManager:
                 if model.tier == "storage" or number != model.active:
                     held.update(v.artifacts)
         disk = sum(held.values())
-        budgets = {"ram": self.budgets.ram, "swap": self.budgets.swap,
-                   "storage": self.budgets.storage}
         usage = []
         for tier in TIERS:
             # a victim on its way out is not counted: its bytes went to the load it made
             # room for (counting both would show a tier over its budget for a moment)
             mine = [m for m in loaded if m.tier == tier and not m.evicting]
             used = disk if tier == "storage" else sum(m.footprint_bytes for m in mine)
-            usage.append(TierUsage(tier, budgets[tier], used, counts[tier], len(mine)))
+            usage.append(TierUsage(tier, self.budgets.of(tier), used, counts[tier], len(mine)))
         return tuple(usage)
 
     def reload(self) -> tuple[bool, str, int]:

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
+from edged.config import BudgetsConfig, resolve_budgets
+from edged.manager.memory.planner import tier_budget
 from edged.service.messages import STATE_TO_PB
 from edged.v1 import errors_pb2
 from edged.v1 import models_pb2 as mpb
-from edged.values import MEMORY_TIERS, TIERS, SlotState, Tier
+from edged.values import MEMORY_TIERS, TIERS, Budgets, SlotState, Tier
 
 
 def test_a_tier_is_its_string() -> None:
@@ -25,3 +29,15 @@ def test_slot_states_are_the_status_strings() -> None:
     assert SlotState.READY == "ready" and repr(SlotState.FAILED) == "'failed'"
     assert STATE_TO_PB["ready"] == STATE_TO_PB[SlotState.READY] == mpb.LOAD_STATE_READY
     assert all(s in STATE_TO_PB for s in SlotState)  # every state has its proto value
+
+
+def test_one_budgets_value_from_the_config_to_the_planner() -> None:
+    b = resolve_budgets(BudgetsConfig(memory_total=8 << 30, reserve=1 << 30, ram="40%",
+                                      swap="30%", storage=20 << 30), 16 << 30, 100 << 30)
+    assert isinstance(b, Budgets)  # the very value the planner and the catalog take
+    assert [b.of(t) for t in TIERS] == [b.ram, b.swap, b.storage] == [
+        int(0.4 * (7 << 30)), int(0.3 * (7 << 30)), 20 << 30]
+    assert b.edged == (8 << 30) - (1 << 30)  # the whole-edged rule (planner rule 4)
+    assert Budgets(ram=1, swap=2, reserve=0).edged == 0  # a bare planner: the rule is off
+    with pytest.raises(ValueError, match="holds no memory"):
+        tier_budget(b, Tier.STORAGE)  # the planner plans ram and swap loads only

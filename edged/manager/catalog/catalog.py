@@ -40,7 +40,7 @@ from edged.manager.catalog.names import MAX_VERSION, check_name, check_version
 from edged.manager.catalog.store import Blob, Store
 from edged.manager.catalog.tier_yaml import VARIANT_NAME_RE
 from edged.units import format_size
-from edged.values import TIERS, Tier
+from edged.values import TIERS, Budgets, Tier
 
 log = logging.getLogger("edged.catalog")
 
@@ -60,30 +60,27 @@ class BudgetTierCheck:
     """ram: the whole ram tier must fit at once (it is all loaded); swap: the model alone must
     fit (swap models load on demand and are evicted, so their sum may exceed the budget)."""
 
-    ram_budget: int
-    swap_budget: int
-    reserve: int = 0  # only reported in the numbers
+    budgets: Budgets  # the reserve is only reported in the numbers
 
     def __call__(self, name: str, state: TierState, tier: str, entry: VersionEntry) -> None:
+        ram, swap, reserve = self.budgets.ram, self.budgets.swap, self.budgets.reserve
         if tier == Tier.RAM:
             total = sum(footprint(m.versions[m.active]) for m in state.models.values()
                         if m.tier == Tier.RAM)
-            if total > self.ram_budget:
+            if total > ram:
                 others = total - footprint(entry)
                 raise e.CapacityExceeded(
                     f"putting '{name}' in the ram tier would need {total} bytes for the whole "
                     "tier (ram models are all loaded at once)",
-                    e.CapacityNumbers(Tier.RAM, total, self.ram_budget, others,
-                                      self.ram_budget - others, self.reserve))
-        elif tier == Tier.SWAP and footprint(entry) > self.swap_budget:
+                    e.CapacityNumbers(Tier.RAM, total, ram, others, ram - others, reserve))
+        elif tier == Tier.SWAP and footprint(entry) > swap:
             raise e.CapacityExceeded(
                 f"'{name}' alone needs more than the whole swap budget",
-                e.CapacityNumbers(Tier.SWAP, footprint(entry), self.swap_budget, 0,
-                                  self.swap_budget, self.reserve))
+                e.CapacityNumbers(Tier.SWAP, footprint(entry), swap, 0, swap, reserve))
 
 
-def budget_tier_check(ram_budget: int, swap_budget: int, reserve: int = 0) -> BudgetTierCheck:
-    return BudgetTierCheck(ram_budget, swap_budget, reserve)
+def budget_tier_check(budgets: Budgets) -> BudgetTierCheck:
+    return BudgetTierCheck(budgets)
 
 
 FOOTPRINT_CHANGE = 0.05  # a measured footprint this far from the saved one is committed

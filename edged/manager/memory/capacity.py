@@ -17,10 +17,11 @@ from dataclasses import replace
 from edged.manager.memory import planner
 from edged.manager.memory.planner import Resident
 from edged.manager.memory.policy import CachePolicy, model_name
+from edged.values import Budgets
 
 
 def plan_demand(policy: CachePolicy, req: planner.LoadRequest,
-                residents: Sequence[Resident], budgets: planner.Budgets,
+                residents: Sequence[Resident], budgets: Budgets,
                 memory: planner.Memory, now: float) -> planner.Decision:
     """A demand load's decision: the planner with the policy's order and victim costs.
 
@@ -47,7 +48,7 @@ def plan_demand(policy: CachePolicy, req: planner.LoadRequest,
 
 
 def plan_preload(policy: CachePolicy, req: planner.LoadRequest,
-                 residents: Sequence[Resident], budgets: planner.Budgets,
+                 residents: Sequence[Resident], budgets: Budgets,
                  memory: planner.Memory, now: float, margin: float = 0.5,
                  min_gain_s: float = 2.0) -> planner.Decision:
     """The preloader's capacity rule: fit as things are, or evict only what is worth less.
@@ -69,8 +70,8 @@ def plan_preload(policy: CachePolicy, req: planner.LoadRequest,
     lost = policy.eviction_loss(model_name(req.key), now, at_least=gain)
     # the tier budget alone needs this much freed: give up as soon as what is still affordable
     # cannot free it (most passes end here, having priced a few recently used residents)
-    need = sum(r.bytes for r in residents if r.tier == req.tier) + req.bytes - budgets.of(
-        req.tier)
+    need = sum(r.bytes for r in residents if r.tier == req.tier) + req.bytes - planner.tier_budget(
+        budgets, req.tier)
     candidates = [r for r in residents if planner.evictable(r, req.key)]
     reachable = sum(r.bytes for r in candidates if r.tier == req.tier)
     for r in sorted(candidates, key=lambda r: (-policy.last.get(model_name(r.key), -math.inf),

@@ -80,7 +80,7 @@ from dataclasses import dataclass
 
 from edged.errors import CapacityExceeded, CapacityNumbers
 from edged.units import format_size
-from edged.values import MEMORY_TIERS, Tier
+from edged.values import MEMORY_TIERS, Budgets, Tier
 
 
 @dataclass(frozen=True)
@@ -96,25 +96,13 @@ class Resident:
     gpu_bytes: int = 0  # a discrete GPU's device memory it holds (rule 5)
 
 
-@dataclass(frozen=True)
-class Budgets:
-    ram_bytes: int
-    swap_bytes: int
-    reserve_bytes: int
-    # memory_total - reserve: what edged as a whole (every tier's models and the daemon's own
-    # RSS) may hold, so that the reserve stays whole for the OS and the robot (rule 4); 0 = not
-    # checked (a bare planner, the replay tool).
-    edged_bytes: int = 0
-    # A discrete GPU's device memory budget (budgets.gpu, rule 5); 0: none (CPU, Jetson).
-    gpu_bytes: int = 0
-
-    def of(self, tier: str) -> int:
-        if tier == Tier.RAM:
-            return self.ram_bytes
-        if tier == Tier.SWAP:
-            return self.swap_bytes
+def tier_budget(budgets: Budgets, tier: str) -> int:
+    """The budget a load into ``tier`` is planned against: ram or swap only (a storage-tier
+    model holds no memory; callers refuse it before they plan)."""
+    if tier not in MEMORY_TIERS:
         raise ValueError(f"tier {tier!r} holds no memory "
                          f"(expected one of {', '.join(MEMORY_TIERS)})")
+    return budgets.of(tier)
 
 
 @dataclass(frozen=True)
@@ -226,15 +214,15 @@ def _need(req: LoadRequest, t: _Totals, budgets: Budgets, memory: Memory) -> tup
         else:
             swap_used = max(0, memory.swap_total_bytes - memory.swap_free_bytes)
             ram_held = max(t.unswap_visible, t.visible - swap_used)
-        ram_for_edged = memory.available_bytes - budgets.reserve_bytes + ram_held
+        ram_for_edged = memory.available_bytes - budgets.reserve + ram_held
         unswap = t.unswap_all + req.bytes - ram_for_edged
-    live = req.bytes - (free - budgets.reserve_bytes)
-    if budgets.edged_bytes:  # rule 4: models + the daemon itself within memory_total - reserve
+    live = req.bytes - (free - budgets.reserve)
+    if budgets.edged:  # rule 4: models + the daemon itself within memory_total - reserve
         live = max(live, sum(t.used.values()) + req.bytes + memory.daemon_rss_bytes
-                   - budgets.edged_bytes)
-    gpu = (t.gpu_used + req.gpu_bytes - budgets.gpu_bytes
-           if budgets.gpu_bytes and req.gpu_bytes else 0)
-    need = _Need(tier_bytes=t.used.get(req.tier, 0) + req.bytes - budgets.of(req.tier),
+                   - budgets.edged)
+    gpu = (t.gpu_used + req.gpu_bytes - budgets.gpu
+           if budgets.gpu and req.gpu_bytes else 0)
+    need = _Need(tier_bytes=t.used.get(req.tier, 0) + req.bytes - tier_budget(budgets, req.tier),
                  live_bytes=live, unswap_bytes=unswap, gpu_bytes=gpu)
     return need, free
 
@@ -248,7 +236,7 @@ def plan(req: LoadRequest, residents: Sequence[Resident], budgets: Budgets, memo
     ``victim_cost`` (optional) is what losing a resident costs: the cheapest fitting victim
     set is chosen among the order's prefixes, each completed by its cheapest single finisher.
     """
-    budget = budgets.of(req.tier)
+    budget = tier_budget(budgets, req.tier)
     totals = _Totals.of(residents)
     need, free = _need(req, totals, budgets, memory)
     # the order is only asked for when eviction is on the table (it may be a scored, costlier
@@ -258,11 +246,11 @@ def plan(req: LoadRequest, residents: Sequence[Resident], budgets: Budgets, memo
     candidates = [r for r in ordered if evictable(r, req.key)]
     numbers = CapacityNumbers(tier=req.tier, needed_bytes=req.bytes, budget_bytes=budget,
                               used_bytes=totals.used.get(req.tier, 0), free_bytes=free,
-                              reserve_bytes=budgets.reserve_bytes,
+                              reserve_bytes=budgets.reserve,
                               evict_candidates=tuple(r.key for r in candidates))
     if need.met(0, 0, 0):
         return Admit(numbers)
-    if budgets.gpu_bytes and req.gpu_bytes > budgets.gpu_bytes:
+    if budgets.gpu and req.gpu_bytes > budgets.gpu:
         return Reject(f"{req.key} needs more device memory than the whole GPU budget",
                       _gpu_numbers(req, totals, budgets, candidates))
     if req.bytes > budget:
@@ -278,7 +266,7 @@ def plan(req: LoadRequest, residents: Sequence[Resident], budgets: Budgets, memo
             return Reject(f"{req.key} does not fit the GPU budget even after evicting all "
                           f"{len(candidates)} idle swap models",
                           _gpu_numbers(req, totals, budgets, candidates))
-        return Reject(_why_not(req, candidates, need, memory, budgets.reserve_bytes), numbers)
+        return Reject(_why_not(req, candidates, need, memory, budgets.reserve), numbers)
     return AdmitAfterEvicting(tuple(v.key for v in victims), numbers)
 
 
@@ -309,8 +297,9 @@ def admissible(reqs: Sequence[LoadRequest], residents: Sequence[Resident], budge
         need, _ = _need(req, totals, budgets, memory)
         if need.met(0, 0, 0):
             out.append("admit")
-        elif req.bytes > budgets.of(req.tier) or (req.tier == Tier.RAM and need.tier_bytes > 0) \
-                or (budgets.gpu_bytes and req.gpu_bytes > budgets.gpu_bytes):
+        elif req.bytes > tier_budget(budgets, req.tier) \
+                or (req.tier == Tier.RAM and need.tier_bytes > 0) \
+                or (budgets.gpu and req.gpu_bytes > budgets.gpu):
             out.append("reject")
         else:
             fits = need.met(tier_freed.get(req.tier, 0), all_freed, unswap_freed, gpu_freed)
@@ -322,8 +311,8 @@ def _gpu_numbers(req: LoadRequest, t: _Totals, budgets: Budgets,
                  candidates: Sequence[Resident]) -> CapacityNumbers:
     """A rejection's numbers in the GPU's own currency (tier "gpu": device memory)."""
     return CapacityNumbers(tier="gpu", needed_bytes=req.gpu_bytes,
-                           budget_bytes=budgets.gpu_bytes, used_bytes=t.gpu_used,
-                           free_bytes=max(0, budgets.gpu_bytes - t.gpu_used), reserve_bytes=0,
+                           budget_bytes=budgets.gpu, used_bytes=t.gpu_used,
+                           free_bytes=max(0, budgets.gpu - t.gpu_used), reserve_bytes=0,
                            evict_candidates=tuple(r.key for r in candidates))
 
 

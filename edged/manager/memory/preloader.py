@@ -23,7 +23,7 @@ from edged import errors as e
 from edged.manager.memory import planner
 from edged.manager.memory.capacity import plan_demand, plan_preload
 from edged.manager.memory.policy import CachePolicy
-from edged.values import Tier
+from edged.values import Budgets, Tier
 
 log = logging.getLogger("edged.preloader")
 
@@ -73,7 +73,7 @@ class LockedPolicy:
             return self._p.preload_candidates(resident_keys, self._clock())
 
     def plan(self, req: planner.LoadRequest, residents: Sequence[planner.Resident],
-             budgets: planner.Budgets, memory: planner.Memory) -> planner.Decision:
+             budgets: Budgets, memory: planner.Memory) -> planner.Decision:
         """A demand load's decision (``capacity.plan_demand``: the policy's eviction order and
         victim costs, the same rule the replay tool measures), computed under the lock."""
         with self._lock:
@@ -81,7 +81,7 @@ class LockedPolicy:
             return plan_demand(self._p, req, residents, budgets, memory, self._clock())
 
     def plan_preload(self, req: planner.LoadRequest, residents: Sequence[planner.Resident],
-                     budgets: planner.Budgets, memory: planner.Memory) -> planner.Decision:
+                     budgets: Budgets, memory: planner.Memory) -> planner.Decision:
         with self._lock:
             self._fold()
             return plan_preload(self._p, req, residents, budgets, memory, self._clock())
@@ -117,7 +117,7 @@ class Preloader:
     def refresh_models(self) -> None:
         """Tell the policy every installed model's size and measured load time, and the swap
         budget they share (what its experts' regret is measured against)."""
-        self._policy.set_capacity(self._m.residency.budgets.swap_bytes)
+        self._policy.set_capacity(self._m.residency.budgets.swap)
         for entry in self._m.catalog.list():
             v = entry.versions[entry.active]
             self._policy.set_model(entry.name, v.measured_bytes or v.estimated_bytes,

@@ -22,7 +22,7 @@ from edged import errors as e
 from edged.manager.memory import planner
 from edged.manager.views import LoadedView
 from edged.units import format_size
-from edged.values import MEMORY_TIERS, SlotState
+from edged.values import MEMORY_TIERS, Budgets, SlotState
 
 log = logging.getLogger("edged.residency")
 
@@ -100,7 +100,7 @@ class Slot:
 
 
 class Residency:
-    def __init__(self, *, pool: Any, budgets: planner.Budgets,
+    def __init__(self, *, pool: Any, budgets: Budgets,
                  memory: Callable[[], planner.Memory], events: Any, policy: Any,
                  on_measured: Callable[[str, int, int, float, str], None],
                  queue_limit: int = 64, concurrency: int = 2,
