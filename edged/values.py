@@ -1,4 +1,5 @@
-"""Value types every part of edged shares: the tiers, a loaded model's slot states, the budgets.
+"""Value types every part of edged shares: the tiers, a model version's key, a loaded model's slot
+states, the budgets.
 
 A neutral module: it imports nothing from edged, so the catalog (what is installed), the memory
 side (what is loaded), the config, the service, the client and the CLI can all use it without
@@ -34,6 +35,46 @@ class Tier(StrEnum):
 
 TIERS: tuple[Tier, ...] = (Tier.RAM, Tier.SWAP, Tier.STORAGE)  # every tier, in the SPEC's order
 MEMORY_TIERS: tuple[Tier, ...] = (Tier.RAM, Tier.SWAP)  # the tiers whose models hold memory
+
+
+
+class ModelKey(str):
+    """One model version: ``ModelKey("asr", 3)`` is the string ``"asr:3"``, with ``.name`` and
+    ``.version`` back; ``ModelKey.parse`` is the one place a key's text is taken apart.
+
+    A ``str`` (like the enums above): the key crosses seams that carry strings — the worker
+    pool and its events, the planner's residents, lanes, traces, error messages — and stays
+    the very text it always was there, while the code that builds or reads one does it here.
+    Model names cannot contain ``:`` (``catalog.names``), so the split is unambiguous. The
+    worker pool gets ``str(key)``: its channel uses ``marshal``, which takes only exact
+    builtin types."""
+
+    __slots__ = ()
+
+    def __new__(cls, name: str, version: int) -> ModelKey:
+        return super().__new__(cls, f"{name}:{version}")
+
+    @classmethod
+    def parse(cls, text: str) -> ModelKey:
+        """``"asr:3"`` -> ``ModelKey("asr", 3)``; a ``ValueError`` for anything else."""
+        name, sep, version = text.rpartition(":")
+        if not sep or not name or not version.isdigit():
+            raise ValueError(f"{text!r} is not a model key (name:version)")
+        return cls(name, int(version))
+
+    @property
+    def name(self) -> str:
+        return self.rpartition(":")[0]
+
+    @property
+    def version(self) -> int:
+        return int(self.rpartition(":")[2])
+
+    def __getnewargs__(self) -> tuple[str, int]:  # type: ignore[override]
+        return self.name, self.version  # pickles and copies as itself
+
+    def __repr__(self) -> str:
+        return repr(str(self))
 
 
 class SlotState(StrEnum):

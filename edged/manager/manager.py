@@ -32,7 +32,7 @@ from edged.manager.memory import variants
 from edged.manager.transitions import Transition, apply_reload, plan_reload
 from edged.manager.views import InstallSpec, LoadedView, StatusView, StoreUsage, TierUsage
 from edged.units import format_size
-from edged.values import TIERS, Budgets
+from edged.values import TIERS, Budgets, ModelKey
 
 if TYPE_CHECKING:
     from edged.manager.memory.residency import LoadSpec, Residency
@@ -170,7 +170,7 @@ class ModelManager:
         if self.serving is None:
             return views
         count = self.serving.lane_count
-        return [replace(v, lanes=count(f"{v.name}:{v.version}")) for v in views]
+        return [replace(v, lanes=count(ModelKey(v.name, v.version))) for v in views]
 
     def _tier_usage(self, loaded: list[LoadedView]) -> tuple[TierUsage, ...]:
         counts = dict.fromkeys(TIERS, 0)
@@ -203,7 +203,7 @@ class ModelManager:
             except e.EdgedError as exc:
                 if self.residency is not None:  # moves plan_reload planned: not committed
                     for view in self.residency.views():
-                        self.residency.cancel_move(f"{view.name}:{view.version}")
+                        self.residency.cancel_move(ModelKey(view.name, view.version))
                 self._manifest_error = str(exc)
                 self.events.publish("manifest_reload", message=f"rejected: {exc}", ok="false")
                 return False, str(exc), len(self._catalog().list())
@@ -260,7 +260,7 @@ class ModelManager:
         if v is None or not v.variants:
             return self.load_spec(entry, version, tier)
         res = self._res()
-        view = res.view(f"{entry.name}:{version}")
+        view = res.view(ModelKey(entry.name, version))
         if view is not None:
             return self.load_spec(entry, version, tier, view.variant)
         if v.serve:
@@ -322,7 +322,7 @@ class ModelManager:
         return min(steady + v.size_bytes, max(steady, budget))
 
     def _with_loaded(self, entry: Any) -> tuple[Any, LoadedView | None]:
-        view = self.residency.view(f"{entry.name}:{entry.active}") if self.residency else None
+        view = self.residency.view(ModelKey(entry.name, entry.active)) if self.residency else None
         return self._missing.annotate(self._catalog().state, entry), view
 
     # -- models --------------------------------------------------------------------------
@@ -356,10 +356,10 @@ class ModelManager:
         targets = [version] if version is not None else sorted(entry.versions)
         in_use = {v.version for v in self.loaded() if v.name == name and v.in_flight}
         removed = self._catalog().remove(name, version, force=force,
-                                         in_use=lambda key: int(key.split(":")[1]) in in_use)
+                                         in_use=lambda key: ModelKey.parse(key).version in in_use)
         for number in targets:
-            if self.residency is not None and self.residency.view(f"{name}:{number}"):
-                self.residency.unload(f"{name}:{number}")
+            if self.residency is not None and self.residency.view(ModelKey(name, number)):
+                self.residency.unload(ModelKey(name, number))
         left = self._catalog().state.models.get(name)
         if left is not None and left.tier == "ram" and left.active != entry.active:
             self._load_all([left])  # the ram tier is always loaded
@@ -476,9 +476,9 @@ class ModelManager:
 
     def remove_variant(self, name: str, version: int | None, variant: str) -> Any:
         number = version or self._catalog().get(name).active
-        view = self.residency.view(f"{name}:{number}") if self.residency is not None else None
+        view = self.residency.view(ModelKey(name, number)) if self.residency is not None else None
         if view is not None and view.variant == variant:
-            self.residency.unload(f"{name}:{number}")  # type: ignore[union-attr]
+            self.residency.unload(ModelKey(name, number))  # type: ignore[union-attr]
         return self._catalog().remove_variant(name, version, variant)
 
     def recommend(self, *, name: str | None, artifact_path: str | None,

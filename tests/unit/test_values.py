@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 
 import pytest
 
@@ -11,7 +12,7 @@ from edged.manager.memory.planner import tier_budget
 from edged.service.messages import STATE_TO_PB
 from edged.v1 import errors_pb2
 from edged.v1 import models_pb2 as mpb
-from edged.values import MEMORY_TIERS, TIERS, Budgets, SlotState, Tier
+from edged.values import MEMORY_TIERS, TIERS, Budgets, ModelKey, SlotState, Tier
 
 
 def test_a_tier_is_its_string() -> None:
@@ -41,3 +42,17 @@ def test_one_budgets_value_from_the_config_to_the_planner() -> None:
     assert Budgets(ram=1, swap=2, reserve=0).edged == 0  # a bare planner: the rule is off
     with pytest.raises(ValueError, match="holds no memory"):
         tier_budget(b, Tier.STORAGE)  # the planner plans ram and swap loads only
+
+
+def test_a_model_key_is_the_name_version_string() -> None:
+    k = ModelKey("asr", 3)
+    assert k == "asr:3" and str(k) == "asr:3" and type(str(k)) is str and repr(k) == "'asr:3'"
+    assert (k.name, k.version) == ("asr", 3) and {"asr:3": 1}[k] == 1
+    assert ModelKey.parse("asr:3") == k and ModelKey.parse("asr:3").version == 3
+    back = pickle.loads(pickle.dumps(k))  # as it travels to a worker process
+    assert type(back) is ModelKey and back == k and back.name == "asr"
+    assert json.dumps([k]) == '["asr:3"]'
+    assert errors_pb2.ErrorInfo(metadata={"key": k}).metadata["key"] == "asr:3"
+    for bad in ("asr", "asr:", ":3", "asr:x", "asr:1>swap"):
+        with pytest.raises(ValueError, match="not a model key"):
+            ModelKey.parse(bad)

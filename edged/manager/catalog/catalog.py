@@ -40,7 +40,7 @@ from edged.manager.catalog.names import MAX_VERSION, check_name, check_version
 from edged.manager.catalog.store import Blob, Store
 from edged.manager.catalog.tier_yaml import VARIANT_NAME_RE
 from edged.units import format_size
-from edged.values import TIERS, Budgets, Tier
+from edged.values import TIERS, Budgets, ModelKey, Tier
 
 log = logging.getLogger("edged.catalog")
 
@@ -397,7 +397,7 @@ class Catalog:
             for v in targets:
                 if v not in m.versions:
                     raise e.NotFound(f"model '{name}' has no version {v}", field="version")
-            if m.active in targets and in_use(f"{name}:{m.active}") and not force:
+            if m.active in targets and in_use(ModelKey(name, m.active)) and not force:
                 raise e.FailedPrecondition(f"model '{name}' version {m.active} is active and in "
                                            "use: pass --force to remove it")
             models = dict(self.state.models)

@@ -48,7 +48,7 @@ from edged.manager.catalog.tier_yaml import (  # re-exported: the manager's modu
     parse,
     render,
 )
-from edged.values import TIERS
+from edged.values import TIERS, ModelKey
 
 log = logging.getLogger("edged.manifests")
 
@@ -449,7 +449,7 @@ def _known_to(state: TierState) -> Tolerate:
 
 def dropped(old: TierState, new: TierState) -> list[str]:
     """``name:version`` of every version ``old`` has and ``new`` does not."""
-    return [f"{name}:{num}" for name, m in sorted(old.models.items())
+    return [ModelKey(name, num) for name, m in sorted(old.models.items())
             for num in sorted(m.versions)
             if name not in new.models or num not in new.models[name].versions]
 

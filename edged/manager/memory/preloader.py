@@ -23,7 +23,7 @@ from edged import errors as e
 from edged.manager.memory import planner
 from edged.manager.memory.capacity import plan_demand, plan_preload
 from edged.manager.memory.policy import CachePolicy
-from edged.values import Budgets, Tier
+from edged.values import Budgets, ModelKey, Tier
 
 log = logging.getLogger("edged.preloader")
 
@@ -129,7 +129,7 @@ class Preloader:
         residency = self._m.residency
         present = residency.all_keys()
         done: list[str] = []
-        candidates = self._policy.preload_candidates({k.rpartition(":")[0] for k in present})
+        candidates = self._policy.preload_candidates({ModelKey.parse(k).name for k in present})
         for name in candidates[:self._tries]:
             if len(done) >= self._max or self._stop.is_set():
                 break

@@ -22,7 +22,7 @@ from edged import errors as e
 from edged.manager.memory import planner
 from edged.manager.views import LoadedView
 from edged.units import format_size
-from edged.values import MEMORY_TIERS, Budgets, SlotState
+from edged.values import MEMORY_TIERS, Budgets, ModelKey, SlotState
 
 log = logging.getLogger("edged.residency")
 
@@ -55,8 +55,8 @@ class LoadSpec:
             else accounted
 
     @property
-    def key(self) -> str:
-        return f"{self.name}:{self.version}"
+    def key(self) -> ModelKey:
+        return ModelKey(self.name, self.version)
 
     @property
     def load_bytes(self) -> int:
@@ -95,7 +95,7 @@ class Slot:
     ready: threading.Event = field(default_factory=threading.Event)
 
     @property
-    def key(self) -> str:
+    def key(self) -> ModelKey:
         return self.spec.key
 
 
@@ -107,7 +107,7 @@ class Residency:
                  clock: Callable[[], float] = time.time,
                  metrics: Any = None,
                  verify: Callable[[LoadSpec], None] = lambda spec: None) -> None:
-        self.pool = pool
+        self.pool = pool  # keyed by plain strings: it gets str(key) (marshalled to workers)
         self.budgets = budgets
         self._memory = memory
         self.events = events
@@ -336,7 +336,7 @@ class Residency:
                 if slot.cancelled:  # cancelled before its worker was asked for
                     raise e.Aborted(f"preload of {spec.key} cancelled: a demand load needs "
                                     "the memory")
-                result = self.pool.load(spec.key, spec.artifact, spec.fmt, spec.options,
+                result = self.pool.load(str(spec.key), spec.artifact, spec.fmt, spec.options,
                                         spec.group, max_concurrency=self._concurrency)
             except BaseException:
                 corrupt = check.wait()
@@ -345,10 +345,10 @@ class Residency:
                 raise
             corrupt = check.wait()
             if corrupt is not None:  # never served: it was only mapped and warmed up
-                self.pool.unload(spec.key)
+                self.pool.unload(str(spec.key))
                 raise corrupt
             if slot.cancelled:
-                self.pool.unload(spec.key)
+                self.pool.unload(str(spec.key))
                 raise e.Aborted(f"preload of {spec.key} cancelled: a demand load needs the memory")
         except BaseException as exc:
             if slot.cancelled and not isinstance(exc, e.Aborted):  # its worker was killed
@@ -406,7 +406,7 @@ class Residency:
                     self._count_wasted(victim)
                     abort = getattr(self.pool, "abort_load", None)
                     if abort is not None:  # end it now: a demand load never waits behind it
-                        abort(victim.key, f"preload cancelled: {spec.key} needs the memory")
+                        abort(str(victim.key), f"preload cancelled: {spec.key} needs the memory")
 
                 def gone(r: list[Slot] = running) -> bool:
                     return all(self._slots.get(x.key) is not x for x in r)
@@ -457,7 +457,7 @@ class Residency:
 
     def _finish_unload(self, slot: Slot, reason: str) -> None:
         try:
-            self.pool.unload(slot.key)
+            self.pool.unload(str(slot.key))
         except Exception as exc:  # noqa: BLE001 - the worker may already be gone
             log.warning("unloading %s: %s", slot.key, exc)
         with self._lock:
