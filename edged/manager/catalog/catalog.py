@@ -208,7 +208,7 @@ class Catalog:
                 info = (self._inspect(blob.main, None, warm) if warm
                         else self._inspect(blob.main, None))
                 old = self.state.models.get(name)
-                tier = tier or (old.tier if old is not None else Tier.SWAP)
+                tier = Tier(tier) if tier else (old.tier if old is not None else Tier.SWAP)
                 number = version or (max(old.versions) + 1 if old else 1)
                 if not version and number > MAX_VERSION:
                     raise e.InvalidArgument(
@@ -344,6 +344,7 @@ class Catalog:
                  before_commit: BeforeCommit | None = None) -> ModelEntry:
         if tier not in TIERS:
             raise e.InvalidArgument(f"unknown tier {tier!r} (ram, swap, storage)", field="tier")
+        tier = Tier(tier)
         with self._lock:
             m = self.get(name)
             if m.tier == tier:

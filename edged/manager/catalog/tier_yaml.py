@@ -104,7 +104,7 @@ VARIANT_FIELDS = ("sha256", "artifact", "size_bytes", "format", "precision", "qu
 @dataclass(frozen=True)
 class ModelEntry:
     name: str
-    tier: str
+    tier: Tier
     active: int
     versions: Mapping[int, VersionEntry]
     previous: int | None = None  # the version active before the last switch (for rollback)
@@ -159,7 +159,7 @@ def _model_docs(m: ModelEntry) -> dict[str, dict[str, Any]]:
     entry: dict[str, Any] = {"active": m.active, "versions": {m.active: _version_yaml(act)}}
     if m.previous:
         entry["previous"] = m.previous
-    docs = {m.tier: entry}
+    docs: dict[str, dict[str, Any]] = {m.tier: entry}
     others = {n: _version_yaml(v) for n, v in sorted(m.versions.items()) if n != m.active}
     if others:
         if m.tier == Tier.STORAGE:
