@@ -180,14 +180,16 @@ def micro_benchmarks() -> list[str]:
     import random
 
     from edged.manager.memory import planner
-    from edged.manager.memory.policy import EdgedPolicy, plan_demand
+    from edged.manager.memory.capacity import plan_demand
+    from edged.manager.memory.policy import EdgedPolicy
     from edged.manager.selection import Candidate, select
+    from edged.values import Budgets
 
     rng = random.Random(1)
     residents = [planner.Resident(f"m{i}:1", "ram" if i % 10 == 0 else "swap",
                                   rng.randint(5, 200) << 20, rng.choice([0, 0, 0, 1]), False)
                  for i in range(200)]
-    budgets = planner.Budgets(40 << 30, 40 << 30, 1 << 30)
+    budgets = Budgets(ram=40 << 30, swap=40 << 30, reserve=1 << 30)
     memory = planner.Memory(2 << 30, 0, swap_total_bytes=0)
     req = planner.LoadRequest("new:1", "swap", 3 << 30)  # needs about 2 GiB of evictions
     small = planner.LoadRequest("new:1", "swap", 1 << 30)  # ... and this one fits as is

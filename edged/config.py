@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from edged.units import parse_size
+from edged.values import Budgets
 
 DEFAULT_PATH = Path("/etc/edged/edged.yaml")
 CONFIG_VERSION = 1
@@ -79,7 +80,8 @@ class AuthConfig:
 
 @dataclass(frozen=True)
 class BudgetsConfig:
-    """Sizes stay as written (percentages resolve against the device at start)."""
+    """Sizes stay as written (percentages resolve against the device at start, into an
+    ``edged.values.Budgets``: see ``resolve_budgets``)."""
 
     memory_total: int | None = None  # simulate a smaller device (e.g. 8GiB for an Orin Nano)
     reserve: str | int = 1 << 30
@@ -207,22 +209,11 @@ class Config:
         return cfg
 
 
-@dataclass(frozen=True)
-class Budgets:
-    """Budgets resolved to bytes against the device (or its simulated size)."""
-
-    memory_total: int
-    reserve: int
-    ram: int
-    swap: int
-    storage: int
-    gpu: int = 0  # a discrete GPU's device memory for models; 0: none (CPU, Jetson)
-    gpu_total: int = 0  # that GPU's memory (NVML)
-
-
 def resolve_budgets(b: BudgetsConfig, memory_total: int, disk_total: int,
                     gpu_total: int = 0) -> Budgets:
-    """Budgets in bytes; a ``ConfigError`` (with the numbers) when they cannot all fit.
+    """The budgets as written, in bytes against the device (or its simulated size): the one
+    ``Budgets`` value the planner, the catalog's tier check and the status all use. A
+    ``ConfigError`` (with the numbers) when they cannot all fit.
 
     Checked here as well as when the file is read, because without ``memory_total`` only the
     device tells how much there is."""

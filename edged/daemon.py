@@ -24,6 +24,7 @@ from edged import errors as e
 from edged.logs import setup_logging
 from edged.sdnotify import Heartbeat, Liveness, Notifier, extending_start_timeout
 from edged.units import format_size
+from edged.values import Budgets, ModelKey
 
 log = logging.getLogger("edged")
 
@@ -385,7 +386,7 @@ def discrete_gpu_memory(device: Any) -> int:
     return int(totals[0]) if totals else 0
 
 
-def build_parts(cfg: cfgmod.Config, budgets: cfgmod.Budgets, sampler: Any,
+def build_parts(cfg: cfgmod.Config, budgets: Budgets, sampler: Any,
                 events: Any) -> Parts:
     """Store → manifests → catalog → engines → residency → serving → manager."""
     from dataclasses import replace
@@ -422,7 +423,7 @@ def build_parts(cfg: cfgmod.Config, budgets: cfgmod.Budgets, sampler: Any,
 
     catalog = Catalog(store, manifests, inspect=lambda p, f, warm=None: inspect(
         p, f, costs.options(EngineOptions(warmup_shapes=warm or {}))),
-                      tier_check=budget_tier_check(budgets.ram, budgets.swap, budgets.reserve),
+                      tier_check=budget_tier_check(budgets),
                       storage_budget=budgets.storage)
     policy = LockedPolicy(make_policy(cfg.preload.policy,
                                       tz_offset_s=time.localtime().tm_gmtoff))
@@ -439,10 +440,10 @@ def build_parts(cfg: cfgmod.Config, budgets: cfgmod.Budgets, sampler: Any,
                 manager_ref[0].residency.worker_died(key, str(details.get("message", "")))
         elif kind == "footprint" and manager_ref:
             grown(details["key"], int(details["bytes"]))
-            name, _, version = str(details["key"]).rpartition(":")
+            key = ModelKey.parse(str(details["key"]))
             gpu = int(details.get("gpu_growth", 0) or 0)  # type: ignore[call-overload]
             growth = int(details.get("growth", 0) or 0)  # type: ignore[call-overload]
-            events.publish("footprint", name, int(version or 0),
+            events.publish("footprint", key.name, key.version,
                            f"grew by {format_size(growth)} after real inferences"
                            + (f" ({format_size(gpu)} of it device memory)" if gpu else "")
                            + f": accounted {format_size(int(details['bytes']))}",
@@ -457,8 +458,8 @@ def build_parts(cfg: cfgmod.Config, budgets: cfgmod.Budgets, sampler: Any,
         CPU estimate less the worker's fixed term."""
         from edged.engines.estimate import worker_fixed
 
-        name, _, version = key.rpartition(":")
-        v = catalog.get(name).versions[int(version)]
+        k = ModelKey.parse(key)
+        v = catalog.get(k.name).versions[k.version]
         if v.format != "onnx":  # an engine's estimate is its own measurement: nothing to learn
             raise ValueError(f"{key} is not an ONNX model")
         opts = EngineOptions(warmup_shapes=dict(v.warmup_shapes or {}),
@@ -474,22 +475,22 @@ def build_parts(cfg: cfgmod.Config, budgets: cfgmod.Budgets, sampler: Any,
         if grow is not None:
             grow(key, footprint)
             return
-        name, _, version = key.rpartition(":")
         try:
-            v = catalog.get(name).versions.get(int(version))
+            k = ModelKey.parse(key)
+            v = catalog.get(k.name).versions.get(k.version)
         except (e.EdgedError, ValueError):
             return
         if v is not None and footprint > (v.measured_bytes or 0):
-            catalog.record_measurement(name, int(version), footprint, v.load_seconds or 0.0)
+            catalog.record_measurement(k.name, k.version, footprint, v.load_seconds or 0.0)
 
     def memory_cap(key: str) -> int:
         """The runtime cap of a load (estimate.runtime_cap): its tier's budget less what the
         other models in that tier account, at least its own accounted bytes."""
         views = residency.views()
-        me = next((v for v in views if f"{v.name}:{v.version}" == key), None)
+        me = next((v for v in views if ModelKey(v.name, v.version) == key), None)
         if me is None:
             return 0
-        budget = budgets.ram if me.tier == "ram" else budgets.swap
+        budget = budgets.of(me.tier)
         others = sum(v.footprint_bytes for v in views if v.tier == me.tier and v is not me)
         return runtime_cap(budget, others, me.footprint_bytes)
 
@@ -516,9 +517,7 @@ def build_parts(cfg: cfgmod.Config, budgets: cfgmod.Budgets, sampler: Any,
                               daemon_rss_bytes=snap.process_rss_bytes)
 
     residency = Residency(
-        pool=pool, budgets=planner.Budgets(budgets.ram, budgets.swap, budgets.reserve,
-                                           edged_bytes=budgets.memory_total - budgets.reserve,
-                                           gpu_bytes=budgets.gpu),
+        pool=pool, budgets=budgets,
         memory=memory, events=events, policy=policy,
         on_measured=lambda n, v, b, s, variant: catalog.record_measurement(n, v, b, s, variant),
         queue_limit=cfg.engines.queue_depth + cfg.engines.per_model_concurrency,

@@ -4,8 +4,8 @@
     python tools/replay.py --trace T.jsonl --models M.json --budget 6GiB [--json]
 
 Policies: ``lru``, ``lfu``, ``edged`` (``edged.manager.memory.policy.EdgedPolicy`` with the capacity
-planner, demand victims by :func:`edged.manager.memory.policy.plan_demand` and the preloader rule
-:func:`edged.manager.memory.policy.plan_preload` — the code the daemon runs), ``furthest``
+planner, demand victims by :func:`edged.manager.memory.capacity.plan_demand` and the preloader rule
+:func:`edged.manager.memory.capacity.plan_preload` — the code the daemon runs), ``furthest``
 (evict the model whose next use is furthest away: Belady's rule, offline, only a heuristic when
 sizes differ) and ``optimal`` (the exact offline minimum of cold loads for any policy that loads
 on demand; see ``optimal`` below).
@@ -53,9 +53,11 @@ from pathlib import Path
 import numpy as np
 
 from edged.manager.memory import planner
-from edged.manager.memory.policy import CachePolicy, make_policy, plan_demand, plan_preload
+from edged.manager.memory.capacity import plan_demand, plan_preload
+from edged.manager.memory.policy import CachePolicy, make_policy
 from edged.manager.memory.traces import ModelCost, TraceEntry, TraceError, read_models, read_trace
 from edged.units import format_size, parse_size
+from edged.values import Budgets
 
 MAX_EXACT_MODELS = 24
 MAX_STATES = 20_000
@@ -94,7 +96,7 @@ class Simulator:
         self.models, self.policy, self.order = models, policy, order
         self.on_request = on_request
         self.preload, self.interval_s = preload, interval_s
-        self.budgets = planner.Budgets(ram_bytes=0, swap_bytes=budget, reserve_bytes=0)
+        self.budgets = Budgets(ram=0, swap=budget, reserve=0)
         self.slots: dict[str, _Slot] = {}
         self.loading: tuple[str, bool, float, float] | None = None  # model, preload, start, end
         self.next_pass = 0.0  # the preloader's next pass
@@ -114,7 +116,7 @@ class Simulator:
 
     def memory(self) -> planner.Memory:
         used = sum(s.size for s in self.slots.values())
-        return planner.Memory(self.budgets.swap_bytes - used, 0, swap_total_bytes=0)
+        return planner.Memory(self.budgets.swap - used, 0, swap_total_bytes=0)
 
     def evict(self, victims: Sequence[str]) -> None:
         for v in victims:

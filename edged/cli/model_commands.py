@@ -19,8 +19,7 @@ from edged.cli.pbjson import DECISIONS, loaded_dict, model_dict, plain
 from edged.client import EdgedClient
 from edged.hashing import sha256_file
 from edged.units import format_size, parse_size
-
-TIERS = ("ram", "swap", "storage")
+from edged.values import TIERS
 
 
 def register(sub: Any) -> None:

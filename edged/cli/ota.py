@@ -37,6 +37,7 @@ import numpy as np
 from edged import errors as e
 from edged.cli.installed import installed_as
 from edged.client import DaemonUnreachable, EdgedClient
+from edged.values import TIERS
 
 COMMITTED, FAILED, USAGE, UNREACHABLE, VERIFY, TEST_LOAD, SIGNATURE, HEALTH, ROLLBACK_FAILED = (
     0, 1, 2, 3, 4, 5, 6, 7, 8)
@@ -275,7 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--sha256", required=True, help="expected sha256 of FILE")
     i.add_argument("--version", type=int, default=0,
                    help="the version number (default: the next one)")
-    i.add_argument("--tier", choices=("ram", "swap", "storage"),
+    i.add_argument("--tier", choices=TIERS,
                    help="a first version's tier (default swap); later versions keep the model's")
     i.add_argument("--task", action="append", default=[],
                    help="a task it can do (repeatable; default: the active version's)")

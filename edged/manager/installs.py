@@ -30,9 +30,9 @@ from edged.manager.catalog.store import with_user_names
 from edged.manager.transitions import Transition
 from edged.manager.views import InstallSpec
 from edged.units import format_size
+from edged.values import TIERS
 
 Progress = Callable[[int, int, str], None]
-TIERS = ("ram", "swap", "storage")
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Any
 
 from edged import __version__
 from edged import errors as e
-from edged.config import Budgets
 from edged.manager import installs
 from edged.manager.catalog import engine_compat
 from edged.manager.catalog.artifacts import MissingArtifacts
@@ -33,11 +32,11 @@ from edged.manager.memory import variants
 from edged.manager.transitions import Transition, apply_reload, plan_reload
 from edged.manager.views import InstallSpec, LoadedView, StatusView, StoreUsage, TierUsage
 from edged.units import format_size
+from edged.values import TIERS, Budgets, ModelKey
 
 if TYPE_CHECKING:
     from edged.manager.memory.residency import LoadSpec, Residency
 
-TIERS = ("ram", "swap", "storage")
 # A variant job's memory budget is the swap tier's, but at least this: the converter's own
 # Python, numpy and ONNX Runtime take ~150 MB before the model does.
 JOB_MIN_BYTES = 512 << 20
@@ -159,19 +158,19 @@ class ModelManager:
 
     def _gpu_budget(self, loaded: list[LoadedView]) -> tuple[int, int, int] | None:
         """(budget, used by loaded GPU models, device total) of a discrete GPU, else None."""
-        budget = getattr(self.budgets, "gpu", 0)
+        budget = self.budgets.gpu
         if not budget:
             return None
         used = sum(m.footprint_bytes for m in loaded if not m.evicting
                    and any(p != "CPUExecutionProvider" for p in m.providers))
-        return budget, used, getattr(self.budgets, "gpu_total", 0)
+        return budget, used, self.budgets.gpu_total
 
     def loaded(self) -> list[LoadedView]:
         views = self.residency.views() if self.residency is not None else []
         if self.serving is None:
             return views
         count = self.serving.lane_count
-        return [replace(v, lanes=count(f"{v.name}:{v.version}")) for v in views]
+        return [replace(v, lanes=count(ModelKey(v.name, v.version))) for v in views]
 
     def _tier_usage(self, loaded: list[LoadedView]) -> tuple[TierUsage, ...]:
         counts = dict.fromkeys(TIERS, 0)
@@ -182,15 +181,13 @@ class ModelManager:
                 if model.tier == "storage" or number != model.active:
                     held.update(v.artifacts)
         disk = sum(held.values())
-        budgets = {"ram": self.budgets.ram, "swap": self.budgets.swap,
-                   "storage": self.budgets.storage}
         usage = []
         for tier in TIERS:
             # a victim on its way out is not counted: its bytes went to the load it made
             # room for (counting both would show a tier over its budget for a moment)
             mine = [m for m in loaded if m.tier == tier and not m.evicting]
             used = disk if tier == "storage" else sum(m.footprint_bytes for m in mine)
-            usage.append(TierUsage(tier, budgets[tier], used, counts[tier], len(mine)))
+            usage.append(TierUsage(tier, self.budgets.of(tier), used, counts[tier], len(mine)))
         return tuple(usage)
 
     def reload(self) -> tuple[bool, str, int]:
@@ -206,7 +203,7 @@ class ModelManager:
             except e.EdgedError as exc:
                 if self.residency is not None:  # moves plan_reload planned: not committed
                     for view in self.residency.views():
-                        self.residency.cancel_move(f"{view.name}:{view.version}")
+                        self.residency.cancel_move(ModelKey(view.name, view.version))
                 self._manifest_error = str(exc)
                 self.events.publish("manifest_reload", message=f"rejected: {exc}", ok="false")
                 return False, str(exc), len(self._catalog().list())
@@ -263,7 +260,7 @@ class ModelManager:
         if v is None or not v.variants:
             return self.load_spec(entry, version, tier)
         res = self._res()
-        view = res.view(f"{entry.name}:{version}")
+        view = res.view(ModelKey(entry.name, version))
         if view is not None:
             return self.load_spec(entry, version, tier, view.variant)
         if v.serve:
@@ -325,7 +322,7 @@ class ModelManager:
         return min(steady + v.size_bytes, max(steady, budget))
 
     def _with_loaded(self, entry: Any) -> tuple[Any, LoadedView | None]:
-        view = self.residency.view(f"{entry.name}:{entry.active}") if self.residency else None
+        view = self.residency.view(ModelKey(entry.name, entry.active)) if self.residency else None
         return self._missing.annotate(self._catalog().state, entry), view
 
     # -- models --------------------------------------------------------------------------
@@ -359,10 +356,10 @@ class ModelManager:
         targets = [version] if version is not None else sorted(entry.versions)
         in_use = {v.version for v in self.loaded() if v.name == name and v.in_flight}
         removed = self._catalog().remove(name, version, force=force,
-                                         in_use=lambda key: int(key.split(":")[1]) in in_use)
+                                         in_use=lambda key: ModelKey.parse(key).version in in_use)
         for number in targets:
-            if self.residency is not None and self.residency.view(f"{name}:{number}"):
-                self.residency.unload(f"{name}:{number}")
+            if self.residency is not None and self.residency.view(ModelKey(name, number)):
+                self.residency.unload(ModelKey(name, number))
         left = self._catalog().state.models.get(name)
         if left is not None and left.tier == "ram" and left.active != entry.active:
             self._load_all([left])  # the ram tier is always loaded
@@ -479,9 +476,9 @@ class ModelManager:
 
     def remove_variant(self, name: str, version: int | None, variant: str) -> Any:
         number = version or self._catalog().get(name).active
-        view = self.residency.view(f"{name}:{number}") if self.residency is not None else None
+        view = self.residency.view(ModelKey(name, number)) if self.residency is not None else None
         if view is not None and view.variant == variant:
-            self.residency.unload(f"{name}:{number}")  # type: ignore[union-attr]
+            self.residency.unload(ModelKey(name, number))  # type: ignore[union-attr]
         return self._catalog().remove_variant(name, version, variant)
 
     def recommend(self, *, name: str | None, artifact_path: str | None,

@@ -27,6 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from edged.units import format_size
+from edged.values import ModelKey
 
 PRIORITIES = ("speed", "quality", "balanced")
 MODES = ("auto", "manual", "hybrid")
@@ -53,8 +54,8 @@ class Candidate:
         return self.loaded or self.fit == "now"
 
     @property
-    def key(self) -> str:
-        return f"{self.name}:{self.version}"
+    def key(self) -> ModelKey:
+        return ModelKey(self.name, self.version)
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from edged.manager.memory import planner, variants
 from edged.manager.memory.residency import LoadSpec, Residency
 from edged.manager.shm import ShmRegistry
 from edged.manager.views import CheckView, LoadedView
+from edged.values import MEMORY_TIERS, ModelKey
 
 log = logging.getLogger("edged.serving")
 
@@ -59,7 +60,7 @@ class Serving:
         if v != entry.active:
             if v not in entry.versions:
                 raise e.NotFound(f"model '{name}' has no version {v}", field="model_version")
-            if self._res.view(f"{name}:{v}") is None:
+            if self._res.view(ModelKey(name, v)) is None:
                 raise e.FailedPrecondition(
                     f"model '{name}' version {v} is not active (active: {entry.active}); "
                     "inactive versions are kept in the storage tier", reason="STORAGE_TIER")
@@ -107,7 +108,7 @@ class Serving:
         t_run = time.perf_counter()
         ok = False
         try:
-            results = self._pool.infer(slot.key, ins, outputs, output_shm=out_refs or None,
+            results = self._pool.infer(str(slot.key), ins, outputs, output_shm=out_refs or None,
                                        timeout_s=timeout_s)
             ok = True
         finally:
@@ -132,11 +133,11 @@ class Serving:
         for attempt in range(LANE_OPEN_ATTEMPTS):
             slot = self._res.acquire(spec, timeout_s)
             try:
-                return v, self._pool.open_lane(slot.key, pid, size)
+                return v, self._pool.open_lane(str(slot.key), pid, size)
             except e.Unavailable:
                 # its worker died and the crash has not reached the residency yet (a client
                 # whose lane broke asks again at once): once it has, the next acquire reloads
-                if attempt + 1 == LANE_OPEN_ATTEMPTS or self._pool.is_loaded(slot.key):
+                if attempt + 1 == LANE_OPEN_ATTEMPTS or self._pool.is_loaded(str(slot.key)):
                     raise
             finally:
                 self._res.release(slot)
@@ -146,7 +147,7 @@ class Serving:
     def lane_count(self, key: str) -> int:
         """Open direct lanes on ``key`` (0 for a pool without lanes)."""
         count = getattr(self._pool, "lane_count", None)
-        return int(count(key)) if count is not None else 0
+        return int(count(str(key))) if count is not None else 0
 
     def lane_requests(self, records: list[tuple[float, str, float, bool]]) -> None:
         """Requests served on lanes (collected about once a second, in time order): observed,
@@ -161,8 +162,8 @@ class Serving:
             view = self._res.view(key)
             variant[key] = view.variant if view is not None else ""
         for t, key, seconds, ok in records:
-            name, _, version = key.rpartition(":")
-            v = int(version)
+            parsed = ModelKey.parse(key)
+            name, v = parsed.name, parsed.version
             self._observe(name, t)
             if self._trace is not None:
                 try:
@@ -215,7 +216,7 @@ class Serving:
         freed = 0
         for view in self._res.views():
             if view.name == entry.name and (version is None or view.version == version):
-                freed += self._res.unload(f"{view.name}:{view.version}")
+                freed += self._res.unload(ModelKey(view.name, view.version))
         return freed
 
     # -- capacity dry run ----------------------------------------------------------------
@@ -268,7 +269,7 @@ class Serving:
                                         field="artifact_path")
             info = self._inspect(path, None)
             label, own, home = path.name, "file", "swap"
-            for tier in ("ram", "swap"):
+            for tier in MEMORY_TIERS:
                 rows.append(("file", LoadSpec(
                     name="(artifact)", version=1, tier=tier, artifact=path, fmt=info.format,
                     options=None, group=None, bytes=info.estimate_bytes), None,
@@ -278,10 +279,10 @@ class Serving:
             top = entry.versions[entry.active]
             label, own = entry.name, top.variant_name
             home = entry.tier if entry.tier != "storage" else "swap"
-            loaded = self._res.view(f"{entry.name}:{entry.active}")
+            loaded = self._res.view(ModelKey(entry.name, entry.active))
             for vname in top.variant_names:
                 v = top.variant(vname)
-                for tier in ("ram", "swap"):
+                for tier in MEMORY_TIERS:
                     spec = self._m.load_spec(entry, entry.active, tier, vname)
                     here = loaded is not None and loaded.variant == vname and \
                         loaded.tier == tier
@@ -331,7 +332,7 @@ class Serving:
             v = entry.versions[entry.active]
             if task not in v.tasks:  # selection only ever mentions models that do the task
                 continue
-            key, problem = f"{entry.name}:{entry.active}", ""
+            key, problem = ModelKey(entry.name, entry.active), ""
             if entry.tier != "storage" and key not in loaded:
                 try:
                     able.append(self._m.serving_spec(entry, entry.active, announce=False))
@@ -356,7 +357,7 @@ class Serving:
             entry, v = self._servable(name, version)
         except e.EdgedError:
             return False
-        return entry.tier in ("ram", "swap") or self._res.view(f"{name}:{v}") is not None
+        return entry.tier in MEMORY_TIERS or self._res.view(ModelKey(name, v)) is not None
 
     def model_metadata(self, name: str, version: int | None) -> Any:
         from edged.manager.manager import ModelMetadata
@@ -375,7 +376,7 @@ class Serving:
         loaded = self._res.loaded_keys()
         rows = []
         for entry in self._m.catalog.list():
-            key = f"{entry.name}:{entry.active}"
+            key = ModelKey(entry.name, entry.active)
             if key in loaded:
                 rows.append(IndexRow(entry.name, entry.active, "READY", ""))
             elif not ready_only:

@@ -19,6 +19,7 @@ from typing import Any
 
 from edged import errors as e
 from edged.manager.catalog.manifests import ModelEntry, TierState
+from edged.values import MEMORY_TIERS, ModelKey
 
 log = logging.getLogger("edged.manager")
 
@@ -36,17 +37,18 @@ class Transition:
         if res is None:
             return
         before = self._before
-        key = f"{planned.name}:{planned.active}"
+        key = ModelKey(planned.name, planned.active)
         view = res.view(key)
         if view is not None:
-            if planned.tier != view.tier and planned.tier in ("ram", "swap"):
+            if planned.tier != view.tier and planned.tier in MEMORY_TIERS:
                 # in memory already: only its new tier's budget has to hold it too (a
                 # model leaving ram may make idle swap models go; into ram nothing is evicted)
                 res.plan_retier(key, planned.tier)
                 self.moved.append(key)
             return
         switching = before is not None and planned.active != before.active
-        old_loaded = before is not None and res.view(f"{before.name}:{before.active}") is not None
+        old_loaded = before is not None and \
+            res.view(ModelKey(before.name, before.active)) is not None
         if planned.tier == "ram" or (switching and old_loaded):
             # (the spec only here: a version that cannot load may still move to storage)
             view, _, seconds = res.load(self._m.serving_spec(planned, planned.active))
@@ -71,8 +73,8 @@ class Transition:
             return
         before = self._before
         if before is not None and before.active != entry.active:
-            res.retire(f"{before.name}:{before.active}")
-        key = f"{entry.name}:{entry.active}"
+            res.retire(ModelKey(before.name, before.active))
+        key = ModelKey(entry.name, entry.active)
         view = res.view(key)
         if view is None:
             return
@@ -94,8 +96,8 @@ def plan_reload(manager: Any, old: TierState, new: TierState) -> None:
     for view in res.views():
         m = new.models.get(view.name)
         if m is not None and m.active == view.version and m.tier != view.tier and \
-                m.tier in ("ram", "swap"):
-            res.plan_retier(f"{view.name}:{view.version}", m.tier)
+                m.tier in MEMORY_TIERS:
+            res.plan_retier(ModelKey(view.name, view.version), m.tier)
 
 
 def apply_reload(manager: Any, old: TierState, new: TierState) -> list[Any]:
@@ -108,7 +110,7 @@ def apply_reload(manager: Any, old: TierState, new: TierState) -> list[Any]:
     for view in res.views():
         m = new.models.get(view.name)
         was = old.models.get(view.name)
-        key = f"{view.name}:{view.version}"
+        key = ModelKey(view.name, view.version)
         if m is None or (was is not None and was.active == view.version
                          and m.active != view.version):
             res.retire(key)  # removed by hand, or no longer the active version
@@ -118,4 +120,4 @@ def apply_reload(manager: Any, old: TierState, new: TierState) -> list[Any]:
             res.retier(key, m.tier)
     loaded = res.all_keys()
     return [m for m in new.models.values()
-            if m.tier == "ram" and f"{m.name}:{m.active}" not in loaded]
+            if m.tier == "ram" and ModelKey(m.name, m.active) not in loaded]

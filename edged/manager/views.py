@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from edged.values import SlotState
+
 
 @dataclass(frozen=True)
 class TierUsage:
@@ -32,7 +34,7 @@ class LoadedView:
     name: str
     version: int
     tier: str
-    state: str  # "loading" | "ready" | "unloading" | "failed"
+    state: SlotState
     footprint_bytes: int
     in_flight: int
     requests: int

@@ -6,14 +6,16 @@ from typing import Any
 
 from edged.manager.views import LoadedView, StatusView
 from edged.v1 import models_pb2, system_pb2
+from edged.values import SlotState
 
 TIER_TO_PB: dict[str, models_pb2.Tier] = {"ram": models_pb2.TIER_RAM, "swap": models_pb2.TIER_SWAP,
               "storage": models_pb2.TIER_STORAGE}
 TIER_FROM_PB: dict[int, str] = {v: k for k, v in TIER_TO_PB.items()}
 STATE_TO_PB: dict[str, models_pb2.LoadState] = {
-    "unloaded": models_pb2.LOAD_STATE_UNLOADED, "loading": models_pb2.LOAD_STATE_LOADING,
-    "ready": models_pb2.LOAD_STATE_READY, "unloading": models_pb2.LOAD_STATE_UNLOADING,
-    "failed": models_pb2.LOAD_STATE_FAILED,
+    "unloaded": models_pb2.LOAD_STATE_UNLOADED, SlotState.LOADING: models_pb2.LOAD_STATE_LOADING,
+    SlotState.READY: models_pb2.LOAD_STATE_READY,
+    SlotState.UNLOADING: models_pb2.LOAD_STATE_UNLOADING,
+    SlotState.FAILED: models_pb2.LOAD_STATE_FAILED,
 }
 FORMAT_TO_PB: dict[str, models_pb2.ModelFormat] = {
     "onnx": models_pb2.MODEL_FORMAT_ONNX, "tensorrt": models_pb2.MODEL_FORMAT_TENSORRT}

@@ -17,6 +17,7 @@ from edged.manager.catalog.catalog import Catalog, budget_tier_check
 from edged.manager.catalog.manifests import ManifestError, Manifests
 from edged.manager.catalog.names import MAX_VERSION, check_name
 from edged.manager.catalog.store import Store
+from edged.values import Budgets
 
 MB = 1 << 20
 
@@ -32,8 +33,7 @@ def make(state: Path, ram: int = 1 << 30, swap: int = 1 << 30, reserve: int = 0)
     manifests = Manifests(state, blob_exists=store.has)
     manifests.load()
     return Catalog(store, manifests, inspect=lambda p, f: inspect(p, f),
-                   tier_check=budget_tier_check(ram_budget=ram, swap_budget=swap,
-                                                reserve=reserve))
+                   tier_check=budget_tier_check(Budgets(ram=ram, swap=swap, reserve=reserve)))
 
 
 def files_under(root: Path) -> set[str]:

@@ -12,7 +12,6 @@ import modelgen
 import pytest
 
 from edged import errors as e
-from edged.config import Budgets
 from edged.engines.base import EngineOptions, detect_format, inspect
 from edged.manager.catalog import engine_compat as ec
 from edged.manager.catalog.catalog import Catalog
@@ -20,6 +19,7 @@ from edged.manager.catalog.manifests import Manifests
 from edged.manager.catalog.store import Store
 from edged.manager.events import EventBus
 from edged.manager.manager import ModelManager
+from edged.values import Budgets
 
 
 @pytest.mark.parametrize(("built", "installed", "same"), [

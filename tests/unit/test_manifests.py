@@ -23,6 +23,7 @@ from edged.manager.catalog.manifests import (
 )
 from edged.manager.catalog.store import Store
 from edged.manager.catalog.tier_yaml import _HEADER, _model_docs
+from edged.values import Budgets
 
 
 @pytest.fixture
@@ -31,7 +32,7 @@ def catalog(tmp_path: Path) -> Catalog:
     manifests = Manifests(tmp_path / "state", blob_exists=store.has)
     manifests.load()
     cat = Catalog(store, manifests, inspect=lambda p, f: inspect(p, f),
-                  tier_check=budget_tier_check(ram_budget=1 << 20, swap_budget=1 << 30))
+                  tier_check=budget_tier_check(Budgets(ram=1 << 20, swap=1 << 30, reserve=0)))
     cat.install("adder", store.put_file(modelgen.add_model(tmp_path / "a.onnx")),
                 quality=0.5, tasks=["demo"])
     return cat
@@ -145,7 +146,7 @@ def _whole_dump(state: TierState) -> dict[str, str]:
     for name in sorted(state.models):
         for t, d in _model_docs(state.models[name]).items():
             docs[t][name] = d
-    return {t: _HEADER + yaml.safe_dump({"version": 1, "tier": t, "models": docs[t]},
+    return {t: _HEADER + yaml.safe_dump({"version": 1, "tier": str(t), "models": docs[t]},
                                         sort_keys=False, default_flow_style=None, width=100)
             for t in TIERS}
 

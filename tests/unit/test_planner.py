@@ -8,7 +8,6 @@ from edged.errors import CapacityExceeded
 from edged.manager.memory.planner import (
     Admit,
     AdmitAfterEvicting,
-    Budgets,
     LoadRequest,
     Memory,
     Reject,
@@ -16,9 +15,10 @@ from edged.manager.memory.planner import (
     plan,
     raise_if_rejected,
 )
+from edged.values import Budgets
 
 MiB = 1 << 20
-BUDGETS = Budgets(ram_bytes=1000 * MiB, swap_bytes=1000 * MiB, reserve_bytes=100 * MiB)
+BUDGETS = Budgets(ram=1000 * MiB, swap=1000 * MiB, reserve=100 * MiB)
 PLENTY = Memory(available_bytes=10_000 * MiB, swap_free_bytes=0, swap_total_bytes=0)
 
 
@@ -142,7 +142,7 @@ def test_ram_tier_model_gets_no_swap_credit() -> None:
 def test_gpu_load_does_not_count_swapped_out_victims_as_ram() -> None:
     # device already swapping: 'cpu' holds 1100 MiB of which 900 MiB sit in swap
     mem = Memory(available_bytes=0, swap_free_bytes=100 * MiB, swap_total_bytes=1000 * MiB)
-    budgets = Budgets(ram_bytes=2000 * MiB, swap_bytes=3000 * MiB, reserve_bytes=100 * MiB)
+    budgets = Budgets(ram=2000 * MiB, swap=3000 * MiB, reserve=100 * MiB)
     residents = [res("g:1", 800, tier="ram", gpu=True), res("cpu:1", 1100)]
     # naive arithmetic would say 0 - 100 + 1100 freed >= 900; but only 200 MiB of RAM come back
     d = plan(req("big-gpu:1", 900, gpu=True), residents, budgets, mem)
@@ -208,7 +208,7 @@ def test_raise_if_rejected_carries_the_numbers() -> None:
 
 
 def test_victim_cost_prefers_a_cheap_small_victim_to_a_big_one() -> None:
-    budgets = Budgets(ram_bytes=0, swap_bytes=1250 * MiB, reserve_bytes=0)
+    budgets = Budgets(ram=0, swap=1250 * MiB, reserve=0)
     residents = [res("big:1", 1000), res("mid:1", 200), res("small:1", 50)]
     cost = {"big:1": 5.0, "mid:1": 1.0, "small:1": 0.5}
     d = plan(req("x:1", 150), residents, budgets, PLENTY)
@@ -241,8 +241,8 @@ def test_the_daemons_rss_counts_against_the_reserves_edge() -> None:
     + 600 (ram) MiB; a 300 MiB load fits beside a 100 MiB daemon (1700), but a daemon grown
     to 300 MiB takes the room (1900 > 1800): the idle 'a' (400 MiB) must go, and with it
     pinned, nothing can go and the load is rejected, naming the daemon."""
-    budgets = Budgets(ram_bytes=1000 * MiB, swap_bytes=1000 * MiB, reserve_bytes=100 * MiB,
-                      edged_bytes=1800 * MiB)
+    budgets = Budgets(ram=1000 * MiB, swap=1000 * MiB, reserve=100 * MiB,
+                      memory_total=1900 * MiB)
     residents = [res("a:1", 400), res("b:1", 300, in_flight=1), res("p:1", 600, tier="ram")]
     small = Memory(available_bytes=10_000 * MiB, swap_free_bytes=0, swap_total_bytes=0,
                    daemon_rss_bytes=100 * MiB)
@@ -252,10 +252,10 @@ def test_the_daemons_rss_counts_against_the_reserves_edge() -> None:
     d = plan(req("new:1", 300), residents, budgets, grown)
     assert isinstance(d, AdmitAfterEvicting) and d.victims == ("a:1",)
     d = plan(req("new:1", 300), [residents[1], residents[2]], Budgets(
-        1000 * MiB, 1000 * MiB, 100 * MiB, edged_bytes=1100 * MiB), grown)
+        1000 * MiB, 1000 * MiB, 100 * MiB, memory_total=1200 * MiB), grown)
     assert isinstance(d, Reject)
     assert "the daemon itself holds" in d.reason
-    # Without edged_bytes (a bare planner) the rule is off.
+    # Without memory_total (a bare planner) the rule is off.
     assert isinstance(plan(req("new:1", 300), residents, BUDGETS, grown), Admit)
 
 
@@ -263,8 +263,8 @@ def test_a_discrete_gpus_memory_is_its_own_budget() -> None:
     """Rule 5: a 1000 MiB GPU budget; GPU residents hold 500 + 300 MiB of it (their RAM side
     is small and RAM is plentiful). A 300 MiB GPU load must evict the idle 300 MiB GPU model
     (the CPU model frees no device memory); a 1200 MiB one is rejected with the GPU's numbers."""
-    budgets = Budgets(ram_bytes=10_000 * MiB, swap_bytes=10_000 * MiB, reserve_bytes=100 * MiB,
-                      gpu_bytes=1000 * MiB)
+    budgets = Budgets(ram=10_000 * MiB, swap=10_000 * MiB, reserve=100 * MiB,
+                      gpu=1000 * MiB)
     residents = [Resident("cpu:1", "swap", 400 * MiB, 0, False),
                  Resident("g1:1", "swap", 330 * MiB, 0, True, gpu_bytes=300 * MiB),
                  Resident("g2:1", "swap", 530 * MiB, 1, True, gpu_bytes=500 * MiB)]
@@ -287,5 +287,5 @@ def test_a_discrete_gpus_memory_is_its_own_budget() -> None:
         raise_if_rejected(d)
     assert exc.value.numbers.budget_bytes == 1000 * MiB
     # No GPU budget (a Jetson, a CPU box): rule 5 is off.
-    no_gpu = Budgets(ram_bytes=10_000 * MiB, swap_bytes=10_000 * MiB, reserve_bytes=100 * MiB)
+    no_gpu = Budgets(ram=10_000 * MiB, swap=10_000 * MiB, reserve=100 * MiB)
     assert isinstance(plan(big, residents, no_gpu, PLENTY), Admit)

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from edged.manager.memory.planner import (
     Admit,
     AdmitAfterEvicting,
-    Budgets,
     LoadRequest,
     Memory,
     Reject,
@@ -27,9 +26,10 @@ from edged.manager.memory.planner import (
     evictable,
     plan,
 )
+from edged.values import Budgets
 
 MiB, GiB = 1 << 20, 1 << 30
-BUDGETS = Budgets(ram_bytes=3 * GiB, swap_bytes=3 * GiB, reserve_bytes=1 * GiB)
+BUDGETS = Budgets(ram=3 * GiB, swap=3 * GiB, reserve=1 * GiB)
 BUSY = (0, 0, 0, 0, 0, 1, 1, 3)  # in_flight drawn from this: mostly idle
 
 
@@ -50,9 +50,9 @@ class Device:
         for tier in ("ram", "swap"):
             assert sum(r.bytes for r in residents if r.tier == tier) <= BUDGETS.of(tier)
         unswappable = sum(r.bytes for r in residents if r.gpu or r.tier == "ram")
-        assert unswappable <= self.ram_for_models - BUDGETS.reserve_bytes
+        assert unswappable <= self.ram_for_models - BUDGETS.reserve
         total = sum(r.bytes for r in residents)
-        assert total <= self.ram_for_models + self.swap_total - BUDGETS.reserve_bytes
+        assert total <= self.ram_for_models + self.swap_total - BUDGETS.reserve
 
 
 def fits_by_the_rules(req: LoadRequest, after: list[Resident], before: list[Resident],
@@ -65,7 +65,7 @@ def fits_by_the_rules(req: LoadRequest, after: list[Resident], before: list[Resi
     unswappable = req.gpu or req.tier == "ram"
     pending = sum(r.bytes for r in before if r.loading)
     credit = 0 if unswappable else mem.swap_free_bytes
-    if req.bytes + pending - freed > mem.available_bytes - BUDGETS.reserve_bytes + credit:
+    if req.bytes + pending - freed > mem.available_bytes - BUDGETS.reserve + credit:
         return False
     if not unswappable:
         return True
@@ -74,7 +74,7 @@ def fits_by_the_rules(req: LoadRequest, after: list[Resident], before: list[Resi
     held = max(sum(r.bytes for r in visible if r.gpu or r.tier == "ram"),
                sum(r.bytes for r in visible) - swap_used)
     unswap_after = sum(r.bytes for r in after if r.gpu or r.tier == "ram") + req.bytes
-    return unswap_after <= mem.available_bytes - BUDGETS.reserve_bytes + held
+    return unswap_after <= mem.available_bytes - BUDGETS.reserve + held
 
 
 def random_request(rng: random.Random, n: int) -> LoadRequest:

@@ -7,16 +7,16 @@ import random
 import pytest
 
 from edged.manager.memory import planner
-from edged.manager.memory.planner import Budgets, LoadRequest, Memory, Resident
+from edged.manager.memory.capacity import plan_demand, plan_preload
+from edged.manager.memory.planner import LoadRequest, Memory, Resident
 from edged.manager.memory.policy import (
     EdgedPolicy,
     FrequencyPolicy,
     LruPolicy,
     make_policy,
     model_name,
-    plan_demand,
-    plan_preload,
 )
+from edged.values import Budgets
 
 MiB = 1 << 20
 
@@ -168,7 +168,7 @@ def test_deterministic() -> None:
         assert 0.0 <= prob <= 1.0
 
 
-BUDGETS = Budgets(ram_bytes=0, swap_bytes=1000 * MiB, reserve_bytes=0)
+BUDGETS = Budgets(ram=0, swap=1000 * MiB, reserve=0)
 
 
 def mem(used_mib: int) -> Memory:

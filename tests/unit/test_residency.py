@@ -21,6 +21,7 @@ from edged.manager.memory import planner
 from edged.manager.memory.policy import LruPolicy
 from edged.manager.memory.preloader import LockedPolicy
 from edged.manager.memory.residency import LoadSpec, Residency
+from edged.values import Budgets
 
 MB = 1 << 20
 X = {"x": np.ones((1, 64), np.float32)}
@@ -49,7 +50,7 @@ def spec(models: dict[str, Path], name: str, tier: str = "swap") -> LoadSpec:
 def make(pool: WorkerPool, swap_mb: int, ram_mb: int = 200) -> tuple[Residency, EventBus]:
     events = EventBus(1000)
     res = Residency(
-        pool=pool, budgets=planner.Budgets(ram_mb * MB, swap_mb * MB, 64 * MB),
+        pool=pool, budgets=Budgets(ram_mb * MB, swap_mb * MB, 64 * MB),
         memory=lambda: planner.Memory(available_bytes=16 << 30, swap_free_bytes=0),
         events=events, policy=LockedPolicy(LruPolicy()), on_measured=lambda *a: None)
     return res, events
@@ -74,7 +75,7 @@ def test_eviction_is_lru_and_never_under_a_request(pool: WorkerPool,
     for n in ("a", "b"):
         res.load(spec(models, n))
     sizes = {v.name: v.footprint_bytes for v in res.views()}
-    res.budgets = planner.Budgets(200 * MB, sizes["a"] + sizes["b"] + MB, 64 * MB)
+    res.budgets = Budgets(200 * MB, sizes["a"] + sizes["b"] + MB, 64 * MB)
     busy = res.acquire(spec(models, "a"))  # a is older but busy
     res.load(spec(models, "c"))
     assert {v.name for v in res.views()} == {"a", "c"}
@@ -85,7 +86,7 @@ def test_eviction_is_lru_and_never_under_a_request(pool: WorkerPool,
     assert info.value.numbers.tier == "swap" and info.value.numbers.needed_bytes > 300 * MB
     reject = next(ev for ev in events.recent() if ev.kind == "reject")
     assert reject.model == "big" and int(reject.details["needed_bytes"]) > 300 * MB
-    assert int(reject.details["budget_bytes"]) == res.budgets.swap_bytes
+    assert int(reject.details["budget_bytes"]) == res.budgets.swap
     assert {"used_bytes", "free_bytes", "reserve_bytes"} <= set(reject.details)
 
 
@@ -140,7 +141,7 @@ def test_preload_does_not_evict_and_demand_cancels_it(pool: WorkerPool,
     res, events = make(gated, swap_mb=500)  # type: ignore[arg-type]
     res.load(spec(models, "a"))
     size = res.views()[0].footprint_bytes
-    res.budgets = planner.Budgets(200 * MB, size + 10 * MB, 64 * MB)
+    res.budgets = Budgets(200 * MB, size + 10 * MB, 64 * MB)
     with pytest.raises(e.Aborted):  # would need to evict 'a', which LRU values no lower
         res.load(spec(models, "b"), preload=True)
     assert {v.name for v in res.views()} == {"a"}
@@ -219,7 +220,7 @@ def test_demand_load_kills_a_running_preload_instead_of_waiting(
     res.load(c)
     c_alone = time.monotonic() - t
     res.unload("c:1")
-    res.budgets = planner.Budgets(200 * MB, slow.bytes + c.bytes - 1, 64 * MB)
+    res.budgets = Budgets(200 * MB, slow.bytes + c.bytes - 1, 64 * MB)
     outcome: list[BaseException | None] = []
 
     def preload() -> None:
@@ -256,13 +257,13 @@ def test_a_model_that_grows_past_its_tier_budget_evicts_an_idle_one(
     res.load(spec(models, "a"))
     res.load(spec(models, "b"))
     sizes = {v.name: v.footprint_bytes for v in res.views()}
-    res.budgets = planner.Budgets(200 * MB, sizes["a"] + sizes["b"] + MB, 64 * MB)
+    res.budgets = Budgets(200 * MB, sizes["a"] + sizes["b"] + MB, 64 * MB)
     res.remeasured("b:1", sizes["b"] + 10 * MB)
     assert {v.name for v in res.views()} == {"b"}
     assert any(ev.kind == "evict" and ev.model == "a" and "grew" in ev.message
                for ev in events.recent())
     used = sum(v.footprint_bytes for v in res.views())
-    assert used <= res.budgets.swap_bytes
+    assert used <= res.budgets.swap
 
 
 def _swallow(fn, *a, **kw):  # type: ignore[no-untyped-def]
@@ -280,7 +281,7 @@ def test_a_growth_with_nothing_idle_drains_a_busy_model(
     res.load(spec(models, "a"))
     res.load(spec(models, "b"))
     sizes = {v.name: v.footprint_bytes for v in res.views()}
-    res.budgets = planner.Budgets(200 * MB, sizes["a"] + sizes["b"] + MB, 64 * MB)
+    res.budgets = Budgets(200 * MB, sizes["a"] + sizes["b"] + MB, 64 * MB)
     busy = res.acquire(spec(models, "a"))  # a request is running on a
     res.remeasured("b:1", sizes["b"] + 10 * MB)
     assert {v.name: v.state for v in res.views()} == {"a": "unloading", "b": "ready"}
@@ -290,9 +291,9 @@ def test_a_growth_with_nothing_idle_drains_a_busy_model(
     assert set(out) and all(v.shape[0] == 1 for v in out.values())  # type: ignore[union-attr]
     res.release(busy)
     assert {v.name for v in res.views()} == {"b"}
-    assert sum(v.footprint_bytes for v in res.views()) <= res.budgets.swap_bytes
+    assert sum(v.footprint_bytes for v in res.views()) <= res.budgets.swap
     # the grown model itself is never its own victim, even when nothing else can go
-    res.remeasured("b:1", res.budgets.swap_bytes + MB)
+    res.remeasured("b:1", res.budgets.swap + MB)
     assert {v.name for v in res.views()} == {"b"}
 
 
@@ -304,8 +305,8 @@ def test_a_planned_tier_move_holds_its_room_until_committed(
     res.load(spec(models, "a", tier="ram"))
     moving = next(v.footprint_bytes for v in res.views())
     b = spec(models, "b")
-    res.budgets = planner.Budgets(200 * MB, b.load_bytes + MB, 64 * MB)  # b alone, or a alone
-    assert moving + b.load_bytes > res.budgets.swap_bytes
+    res.budgets = Budgets(200 * MB, b.load_bytes + MB, 64 * MB)  # b alone, or a alone
+    assert moving + b.load_bytes > res.budgets.swap
     assert res.plan_retier("a:1", "swap") == []  # swap is empty: a fits there
     with pytest.raises(e.CapacityExceeded):
         res.load(b)  # a's room is held: b no longer fits beside it
@@ -313,10 +314,10 @@ def test_a_planned_tier_move_holds_its_room_until_committed(
     assert [(v.name, v.tier) for v in res.views()] == [("a", "swap")]
     assert all(">" not in r.key for r in res.residents())
     # a move that is not committed lets its room go
-    res.budgets = planner.Budgets(200 * MB, moving + b.load_bytes + MB, 64 * MB)
+    res.budgets = Budgets(200 * MB, moving + b.load_bytes + MB, 64 * MB)
     res.plan_retier("a:1", "ram")
     assert any(r.key == "a:1>ram" and r.tier == "ram" for r in res.residents())
     res.cancel_move("a:1")
     assert [r.key for r in res.residents()] == ["a:1"]
     res.load(b)
-    assert sum(v.footprint_bytes for v in res.views()) <= res.budgets.swap_bytes
+    assert sum(v.footprint_bytes for v in res.views()) <= res.budgets.swap

@@ -18,6 +18,7 @@ from edged.engines.base import detect_format, inspect
 from edged.manager.catalog.catalog import Catalog, budget_tier_check
 from edged.manager.catalog.manifests import Manifests
 from edged.manager.catalog.store import Store
+from edged.values import Budgets
 
 MB = 1 << 20
 
@@ -53,7 +54,7 @@ def make(state: Path, reserve: int) -> Catalog:
     manifests = Manifests(state, blob_exists=store.has)
     manifests.load()
     return Catalog(store, manifests, inspect=lambda p, f: inspect(p, f),
-                   tier_check=budget_tier_check(1 << 30, 1 << 30))
+                   tier_check=budget_tier_check(Budgets(ram=1 << 30, swap=1 << 30, reserve=0)))
 
 
 def test_enospc_while_streaming_is_disk_full_and_leaves_nothing(disk: Path) -> None:

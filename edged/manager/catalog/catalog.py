@@ -40,10 +40,10 @@ from edged.manager.catalog.names import MAX_VERSION, check_name, check_version
 from edged.manager.catalog.store import Blob, Store
 from edged.manager.catalog.tier_yaml import VARIANT_NAME_RE
 from edged.units import format_size
+from edged.values import TIERS, Budgets, ModelKey, Tier
 
 log = logging.getLogger("edged.catalog")
 
-TIERS = ("ram", "swap", "storage")
 TierCheck = Callable[[str, TierState, str, VersionEntry], None]
 BeforeCommit = Callable[[ModelEntry], None]
 
@@ -60,30 +60,27 @@ class BudgetTierCheck:
     """ram: the whole ram tier must fit at once (it is all loaded); swap: the model alone must
     fit (swap models load on demand and are evicted, so their sum may exceed the budget)."""
 
-    ram_budget: int
-    swap_budget: int
-    reserve: int = 0  # only reported in the numbers
+    budgets: Budgets  # the reserve is only reported in the numbers
 
     def __call__(self, name: str, state: TierState, tier: str, entry: VersionEntry) -> None:
-        if tier == "ram":
+        ram, swap, reserve = self.budgets.ram, self.budgets.swap, self.budgets.reserve
+        if tier == Tier.RAM:
             total = sum(footprint(m.versions[m.active]) for m in state.models.values()
-                        if m.tier == "ram")
-            if total > self.ram_budget:
+                        if m.tier == Tier.RAM)
+            if total > ram:
                 others = total - footprint(entry)
                 raise e.CapacityExceeded(
                     f"putting '{name}' in the ram tier would need {total} bytes for the whole "
                     "tier (ram models are all loaded at once)",
-                    e.CapacityNumbers("ram", total, self.ram_budget, others,
-                                      self.ram_budget - others, self.reserve))
-        elif tier == "swap" and footprint(entry) > self.swap_budget:
+                    e.CapacityNumbers(Tier.RAM, total, ram, others, ram - others, reserve))
+        elif tier == Tier.SWAP and footprint(entry) > swap:
             raise e.CapacityExceeded(
                 f"'{name}' alone needs more than the whole swap budget",
-                e.CapacityNumbers("swap", footprint(entry), self.swap_budget, 0,
-                                  self.swap_budget, self.reserve))
+                e.CapacityNumbers(Tier.SWAP, footprint(entry), swap, 0, swap, reserve))
 
 
-def budget_tier_check(ram_budget: int, swap_budget: int, reserve: int = 0) -> BudgetTierCheck:
-    return BudgetTierCheck(ram_budget, swap_budget, reserve)
+def budget_tier_check(budgets: Budgets) -> BudgetTierCheck:
+    return BudgetTierCheck(budgets)
 
 
 FOOTPRINT_CHANGE = 0.05  # a measured footprint this far from the saved one is committed
@@ -152,7 +149,7 @@ class Catalog:
             for name, m in sorted(new.models.items()):
                 old = current.models.get(name)
                 v = m.versions[m.active]
-                if m.tier == "storage" or self._tier_check is None or (
+                if m.tier == Tier.STORAGE or self._tier_check is None or (
                         old is not None and (old.tier, old.active) == (m.tier, m.active)
                         and footprint(old.versions[old.active]) == footprint(v)):
                     continue
@@ -211,7 +208,7 @@ class Catalog:
                 info = (self._inspect(blob.main, None, warm) if warm
                         else self._inspect(blob.main, None))
                 old = self.state.models.get(name)
-                tier = tier or (old.tier if old is not None else "swap")
+                tier = Tier(tier) if tier else (old.tier if old is not None else Tier.SWAP)
                 number = version or (max(old.versions) + 1 if old else 1)
                 if not version and number > MAX_VERSION:
                     raise e.InvalidArgument(
@@ -239,7 +236,7 @@ class Catalog:
                 def derive(state: TierState) -> ModelEntry:
                     cur = state.models.get(name)
                     if cur is None:
-                        return ModelEntry(name, tier if activate else "storage", number,
+                        return ModelEntry(name, tier if activate else Tier.STORAGE, number,
                                           {number: entry})
                     versions = {**cur.versions, number: entry}
                     if not activate:
@@ -347,6 +344,7 @@ class Catalog:
                  before_commit: BeforeCommit | None = None) -> ModelEntry:
         if tier not in TIERS:
             raise e.InvalidArgument(f"unknown tier {tier!r} (ram, swap, storage)", field="tier")
+        tier = Tier(tier)
         with self._lock:
             m = self.get(name)
             if m.tier == tier:
@@ -400,7 +398,7 @@ class Catalog:
             for v in targets:
                 if v not in m.versions:
                     raise e.NotFound(f"model '{name}' has no version {v}", field="version")
-            if m.active in targets and in_use(f"{name}:{m.active}") and not force:
+            if m.active in targets and in_use(ModelKey(name, m.active)) and not force:
                 raise e.FailedPrecondition(f"model '{name}' version {m.active} is active and in "
                                            "use: pass --force to remove it")
             models = dict(self.state.models)
@@ -489,7 +487,7 @@ class Catalog:
             raise e.CapacityExceeded(
                 f"installing '{name}' would take the installed artifacts past the storage "
                 f"budget: remove old versions (`edgectl remove`) or raise budgets.storage{hint}",
-                e.CapacityNumbers("storage", needed, self._storage_budget, used,
+                e.CapacityNumbers(Tier.STORAGE, needed, self._storage_budget, used,
                                   self._storage_budget - used, 0))
 
     def unreferenced(self) -> dict[str, int]:

@@ -26,6 +26,7 @@ from edged.manager.catalog.download import stale_partials
 from edged.manager.catalog.manifests import ManifestError, Manifests
 from edged.manager.catalog.store import Store
 from edged.units import format_size
+from edged.values import ModelKey
 
 
 @dataclass
@@ -110,7 +111,7 @@ def fsck(state_dir: Path, *, repair: bool = False, deep: bool = True,
     referenced = set(state.artifacts())
     for sha in sorted(referenced):
         problems = store.verify(sha, deep=deep) if sha in blobs else [f"{sha[:12]}: missing"]
-        users = [f"{m.name}:{n}" for m in state.models.values() for n, v in m.versions.items()
+        users = [ModelKey(m.name, n) for m in state.models.values() for n, v in m.versions.items()
                  if sha in v.artifacts]
         report.corrupt += [f"{p} (used by {', '.join(users)})" for p in problems]
     report.orphans = sorted(blobs - referenced)

@@ -39,7 +39,6 @@ from pathlib import Path
 from edged.manager.catalog import crashpoints, diskfull
 from edged.manager.catalog.store import fsync_dir
 from edged.manager.catalog.tier_yaml import (  # re-exported: the manager's modules import them here
-    TIERS,
     ManifestError,
     ModelEntry,
     Renderer,
@@ -49,6 +48,7 @@ from edged.manager.catalog.tier_yaml import (  # re-exported: the manager's modu
     parse,
     render,
 )
+from edged.values import TIERS, ModelKey
 
 log = logging.getLogger("edged.manifests")
 
@@ -110,7 +110,7 @@ class Manifests:
         if not gdir.is_dir():
             raise ManifestError("tiers", None, "(generation)",
                                 f"{gdir.name} is not a directory of manifests")
-        files = {}
+        files: dict[str, str] = {}
         for t in TIERS:
             try:
                 files[t] = (gdir / f"{t}.yaml").read_text()
@@ -449,7 +449,7 @@ def _known_to(state: TierState) -> Tolerate:
 
 def dropped(old: TierState, new: TierState) -> list[str]:
     """``name:version`` of every version ``old`` has and ``new`` does not."""
-    return [f"{name}:{num}" for name, m in sorted(old.models.items())
+    return [ModelKey(name, num) for name, m in sorted(old.models.items())
             for num in sorted(m.versions)
             if name not in new.models or num not in new.models[name].versions]
 

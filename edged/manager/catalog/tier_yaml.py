@@ -19,8 +19,8 @@ from edged import errors as e
 from edged.engines.base import Signature, TensorSpec
 from edged.manager.catalog.names import is_valid_name
 from edged.manager.catalog.store import is_sha256
+from edged.values import TIERS, Tier
 
-TIERS = ("ram", "swap", "storage")
 SCHEMA = 1
 VARIANT_NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,30}")
 # (model, version, artifact id) -> True when a missing artifact is tolerated (reported instead)
@@ -104,7 +104,7 @@ VARIANT_FIELDS = ("sha256", "artifact", "size_bytes", "format", "precision", "qu
 @dataclass(frozen=True)
 class ModelEntry:
     name: str
-    tier: str
+    tier: Tier
     active: int
     versions: Mapping[int, VersionEntry]
     previous: int | None = None  # the version active before the last switch (for rollback)
@@ -159,13 +159,13 @@ def _model_docs(m: ModelEntry) -> dict[str, dict[str, Any]]:
     entry: dict[str, Any] = {"active": m.active, "versions": {m.active: _version_yaml(act)}}
     if m.previous:
         entry["previous"] = m.previous
-    docs = {m.tier: entry}
+    docs: dict[str, dict[str, Any]] = {m.tier: entry}
     others = {n: _version_yaml(v) for n, v in sorted(m.versions.items()) if n != m.active}
     if others:
-        if m.tier == "storage":
+        if m.tier == Tier.STORAGE:
             entry["versions"].update(others)
         else:
-            docs["storage"] = {"versions": others}
+            docs[Tier.STORAGE] = {"versions": others}
     return docs
 
 
@@ -204,7 +204,7 @@ class Renderer:
     def __call__(self, state: TierState) -> dict[str, str]:
         parts = {name: self._parts_of(state.models[name]) for name in sorted(state.models)}
         self._parts = parts  # only the models of this state stay cached
-        out = {}
+        out: dict[str, str] = {}
         for t in TIERS:
             body = "".join(p[1].get(t, "") for p in parts.values())
             out[t] = (f"{_HEADER}version: {SCHEMA}\ntier: {t}\n"
@@ -389,7 +389,7 @@ def parse(files: Mapping[str, str], generation: int = 0,
                 slot["tier"] = tier
                 slot["active"] = _check(doc, (*p, "active"), m["active"], int, "a version")
                 slot["previous"] = m.get("previous")
-            elif tier != "storage":
+            elif tier != Tier.STORAGE:
                 doc.fail(p, "needs an active version here (inactive versions belong in "
                             "storage.yaml)")
             for num, v in (m.get("versions") or {}).items():

@@ -63,7 +63,7 @@ few small, cheaper ones suffice. The order is only asked for when eviction is on
 numbers' ``evict_candidates`` are the evictable residents, in that order when it was asked for.
 
 A **preload never evicts**: it is admitted only if it fits as things are (the daemon's preloader
-may still evict *strictly less valuable* models through ``policy.plan_preload``, which calls this
+may still evict *strictly less valuable* models through ``capacity.plan_preload``, which calls this
 planner with a restricted eviction order). A request is **rejected** only when it would not fit
 even after evicting every evictable resident; the reject carries the real numbers.
 
@@ -80,8 +80,7 @@ from dataclasses import dataclass
 
 from edged.errors import CapacityExceeded, CapacityNumbers
 from edged.units import format_size
-
-TIERS = ("ram", "swap")
+from edged.values import MEMORY_TIERS, Budgets, Tier
 
 
 @dataclass(frozen=True)
@@ -89,7 +88,7 @@ class Resident:
     """A loaded (or loading) model version as the planner sees it."""
 
     key: str  # "name:version"
-    tier: str  # "ram" | "swap"
+    tier: str  # Tier.RAM | Tier.SWAP
     bytes: int  # measured footprint if known, else the estimate
     in_flight: int  # requests running on it: never evicted under them
     gpu: bool  # GPU-executed: cannot be backed by swap
@@ -97,24 +96,13 @@ class Resident:
     gpu_bytes: int = 0  # a discrete GPU's device memory it holds (rule 5)
 
 
-@dataclass(frozen=True)
-class Budgets:
-    ram_bytes: int
-    swap_bytes: int
-    reserve_bytes: int
-    # memory_total - reserve: what edged as a whole (every tier's models and the daemon's own
-    # RSS) may hold, so that the reserve stays whole for the OS and the robot (rule 4); 0 = not
-    # checked (a bare planner, the replay tool).
-    edged_bytes: int = 0
-    # A discrete GPU's device memory budget (budgets.gpu, rule 5); 0: none (CPU, Jetson).
-    gpu_bytes: int = 0
-
-    def of(self, tier: str) -> int:
-        if tier == "ram":
-            return self.ram_bytes
-        if tier == "swap":
-            return self.swap_bytes
-        raise ValueError(f"tier {tier!r} holds no memory (expected one of {', '.join(TIERS)})")
+def tier_budget(budgets: Budgets, tier: str) -> int:
+    """The budget a load into ``tier`` is planned against: ram or swap only (a storage-tier
+    model holds no memory; callers refuse it before they plan)."""
+    if tier not in MEMORY_TIERS:
+        raise ValueError(f"tier {tier!r} holds no memory "
+                         f"(expected one of {', '.join(MEMORY_TIERS)})")
+    return budgets.of(tier)
 
 
 @dataclass(frozen=True)
@@ -166,7 +154,7 @@ def lru_order(residents: Sequence[Resident]) -> Sequence[Resident]:
 
 def evictable(resident: Resident, key: str = "") -> bool:
     """Only idle, unpinned, fully loaded models other than the request itself can be evicted."""
-    return (resident.tier == "swap" and resident.in_flight == 0 and not resident.loading
+    return (resident.tier == Tier.SWAP and resident.in_flight == 0 and not resident.loading
             and resident.key != key)
 
 
@@ -198,7 +186,7 @@ class _Totals:
 
     @classmethod
     def of(cls, residents: Sequence[Resident]) -> _Totals:
-        used = dict.fromkeys(TIERS, 0)
+        used: dict[str, int] = dict.fromkeys(MEMORY_TIERS, 0)
         pending = unswap_all = unswap_visible = visible = 0
         for r in residents:
             used[r.tier] = used.get(r.tier, 0) + r.bytes
@@ -216,7 +204,7 @@ class _Totals:
 
 def _need(req: LoadRequest, t: _Totals, budgets: Budgets, memory: Memory) -> tuple[_Need, int]:
     """What ``req`` needs freed under the module's rules, and the live free bytes."""
-    unswappable_req = req.gpu or req.tier == "ram"
+    unswappable_req = req.gpu or req.tier == Tier.RAM
     swap_credit = 0 if unswappable_req else memory.swap_free_bytes
     free = memory.available_bytes - t.pending + swap_credit
     unswap = 0
@@ -226,15 +214,15 @@ def _need(req: LoadRequest, t: _Totals, budgets: Budgets, memory: Memory) -> tup
         else:
             swap_used = max(0, memory.swap_total_bytes - memory.swap_free_bytes)
             ram_held = max(t.unswap_visible, t.visible - swap_used)
-        ram_for_edged = memory.available_bytes - budgets.reserve_bytes + ram_held
+        ram_for_edged = memory.available_bytes - budgets.reserve + ram_held
         unswap = t.unswap_all + req.bytes - ram_for_edged
-    live = req.bytes - (free - budgets.reserve_bytes)
-    if budgets.edged_bytes:  # rule 4: models + the daemon itself within memory_total - reserve
+    live = req.bytes - (free - budgets.reserve)
+    if budgets.edged:  # rule 4: models + the daemon itself within memory_total - reserve
         live = max(live, sum(t.used.values()) + req.bytes + memory.daemon_rss_bytes
-                   - budgets.edged_bytes)
-    gpu = (t.gpu_used + req.gpu_bytes - budgets.gpu_bytes
-           if budgets.gpu_bytes and req.gpu_bytes else 0)
-    need = _Need(tier_bytes=t.used.get(req.tier, 0) + req.bytes - budgets.of(req.tier),
+                   - budgets.edged)
+    gpu = (t.gpu_used + req.gpu_bytes - budgets.gpu
+           if budgets.gpu and req.gpu_bytes else 0)
+    need = _Need(tier_bytes=t.used.get(req.tier, 0) + req.bytes - tier_budget(budgets, req.tier),
                  live_bytes=live, unswap_bytes=unswap, gpu_bytes=gpu)
     return need, free
 
@@ -248,7 +236,7 @@ def plan(req: LoadRequest, residents: Sequence[Resident], budgets: Budgets, memo
     ``victim_cost`` (optional) is what losing a resident costs: the cheapest fitting victim
     set is chosen among the order's prefixes, each completed by its cheapest single finisher.
     """
-    budget = budgets.of(req.tier)
+    budget = tier_budget(budgets, req.tier)
     totals = _Totals.of(residents)
     need, free = _need(req, totals, budgets, memory)
     # the order is only asked for when eviction is on the table (it may be a scored, costlier
@@ -258,16 +246,16 @@ def plan(req: LoadRequest, residents: Sequence[Resident], budgets: Budgets, memo
     candidates = [r for r in ordered if evictable(r, req.key)]
     numbers = CapacityNumbers(tier=req.tier, needed_bytes=req.bytes, budget_bytes=budget,
                               used_bytes=totals.used.get(req.tier, 0), free_bytes=free,
-                              reserve_bytes=budgets.reserve_bytes,
+                              reserve_bytes=budgets.reserve,
                               evict_candidates=tuple(r.key for r in candidates))
     if need.met(0, 0, 0):
         return Admit(numbers)
-    if budgets.gpu_bytes and req.gpu_bytes > budgets.gpu_bytes:
+    if budgets.gpu and req.gpu_bytes > budgets.gpu:
         return Reject(f"{req.key} needs more device memory than the whole GPU budget",
                       _gpu_numbers(req, totals, budgets, candidates))
     if req.bytes > budget:
         return Reject(f"{req.key} needs more than the whole {req.tier} budget", numbers)
-    if req.tier == "ram" and need.tier_bytes > 0:
+    if req.tier == Tier.RAM and need.tier_bytes > 0:
         return Reject(f"the {req.tier} tier is full of pinned models", numbers)
     if req.preload:
         return Reject(f"preload of {req.key} would need evicting; preloads never evict",
@@ -278,7 +266,7 @@ def plan(req: LoadRequest, residents: Sequence[Resident], budgets: Budgets, memo
             return Reject(f"{req.key} does not fit the GPU budget even after evicting all "
                           f"{len(candidates)} idle swap models",
                           _gpu_numbers(req, totals, budgets, candidates))
-        return Reject(_why_not(req, candidates, need, memory, budgets.reserve_bytes), numbers)
+        return Reject(_why_not(req, candidates, need, memory, budgets.reserve), numbers)
     return AdmitAfterEvicting(tuple(v.key for v in victims), numbers)
 
 
@@ -297,7 +285,8 @@ def admissible(reqs: Sequence[LoadRequest], residents: Sequence[Resident], budge
     all_freed = sum(r.bytes for r in victims)
     unswap_freed = sum(r.bytes for r in victims if _unswappable(r))
     gpu_freed = sum(r.gpu_bytes for r in victims)
-    tier_freed = {t: sum(r.bytes for r in victims if r.tier == t) for t in TIERS}
+    tier_freed: dict[str, int] = {t: sum(r.bytes for r in victims if r.tier == t)
+                                  for t in MEMORY_TIERS}
     out = []
     for req in reqs:
         if req.key in keys or req.preload:
@@ -308,8 +297,9 @@ def admissible(reqs: Sequence[LoadRequest], residents: Sequence[Resident], budge
         need, _ = _need(req, totals, budgets, memory)
         if need.met(0, 0, 0):
             out.append("admit")
-        elif req.bytes > budgets.of(req.tier) or (req.tier == "ram" and need.tier_bytes > 0) \
-                or (budgets.gpu_bytes and req.gpu_bytes > budgets.gpu_bytes):
+        elif req.bytes > tier_budget(budgets, req.tier) \
+                or (req.tier == Tier.RAM and need.tier_bytes > 0) \
+                or (budgets.gpu and req.gpu_bytes > budgets.gpu):
             out.append("reject")
         else:
             fits = need.met(tier_freed.get(req.tier, 0), all_freed, unswap_freed, gpu_freed)
@@ -321,13 +311,13 @@ def _gpu_numbers(req: LoadRequest, t: _Totals, budgets: Budgets,
                  candidates: Sequence[Resident]) -> CapacityNumbers:
     """A rejection's numbers in the GPU's own currency (tier "gpu": device memory)."""
     return CapacityNumbers(tier="gpu", needed_bytes=req.gpu_bytes,
-                           budget_bytes=budgets.gpu_bytes, used_bytes=t.gpu_used,
-                           free_bytes=max(0, budgets.gpu_bytes - t.gpu_used), reserve_bytes=0,
+                           budget_bytes=budgets.gpu, used_bytes=t.gpu_used,
+                           free_bytes=max(0, budgets.gpu - t.gpu_used), reserve_bytes=0,
                            evict_candidates=tuple(r.key for r in candidates))
 
 
 def _unswappable(r: Resident) -> bool:
-    return r.gpu or r.tier == "ram"
+    return r.gpu or r.tier == Tier.RAM
 
 
 def _victims(req: LoadRequest, candidates: Sequence[Resident], need: _Need,
@@ -391,7 +381,7 @@ def _why_not(req: LoadRequest, candidates: Sequence[Resident], need: _Need,
     evictable_bytes = sum(r.bytes for r in candidates)
     where = (f"the {req.tier} tier's budget" if need.tier_bytes > evictable_bytes
              else "RAM (GPU memory cannot be swapped)" if req.gpu
-             else "RAM (the ram tier is never swapped)" if req.tier == "ram"
+             else "RAM (the ram tier is never swapped)" if req.tier == Tier.RAM
              else "live memory")
     n = len(candidates)
     evicting = (f"even after evicting all {n} idle swap-tier model{'s' if n != 1 else ''}"

@@ -1,10 +1,10 @@
 """Cache policies: what to evict first and what to preload, learned from the request stream.
 
 :class:`LruPolicy`, :class:`FrequencyPolicy` (LFU) and the predictive :class:`EdgedPolicy` share
-one interface (:class:`CachePolicy`); :func:`plan_demand` (a demand load's victims) and
-:func:`plan_preload` (the preloader's rule) are the capacity decisions built on it, so the daemon
-and ``tools/replay.py`` run the very same code. Policies are plain single-threaded objects — the
-caller serializes ``observe`` and the queries (the daemon wraps one in a lock) — and
+one interface (:class:`CachePolicy`); the capacity decisions built on it (a demand load's
+victims, the preloader's rule) live beside the planner, in ``edged.manager.memory.capacity``, so
+the daemon and ``tools/replay.py`` run the very same code. Policies are plain single-threaded
+objects — the caller serializes ``observe`` and the queries (the daemon wraps one in a lock) — and
 deterministic: the same calls give the same answers, ties go by name.
 
 EdgedPolicy's P(model requested within h seconds) is the largest of three estimates, each O(1)
@@ -44,7 +44,7 @@ Decisions (tuned on seeded traces, see ``bench/replay_results.md``):
   ``s`` seconds it waits less (a *partial* preload: half a load is half a stall), integrated
   over the predicted arrival — so a load that cannot finish before its request still starts
   when the wait it saves beats what its victims are expected to cost.
-  :func:`plan_preload` lets one in where memory is free, or where the victims' expected loss —
+  ``capacity.plan_preload`` lets one in where memory is free, or where the victims' expected loss —
   P(victim needed again before the candidate, within ``keep_s``) x its (load_s + miss cost),
   Belady's rule in expectation — is below the gain / (1 + margin).
 """
@@ -54,10 +54,9 @@ from __future__ import annotations
 import bisect
 import math
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Protocol
 
-from edged.manager.memory import planner
 from edged.manager.memory.planner import Resident
 
 _B0, _R, _NB = 0.05, 1.5, 21  # short-gap bins: [0, 0.05), then x1.5 each ...
@@ -647,77 +646,3 @@ def make_policy(name: str, tz_offset_s: float = 0.0) -> CachePolicy:
     if name not in makers:
         raise ValueError(f"unknown policy {name!r} (expected edged, lru or lfu)")
     return makers[name]()
-
-
-def plan_demand(policy: CachePolicy, req: planner.LoadRequest,
-                residents: Sequence[Resident], budgets: planner.Budgets,
-                memory: planner.Memory, now: float) -> planner.Decision:
-    """A demand load's decision: the planner with the policy's order and victim costs.
-
-    The planner's victim search is greedy along one order. By value per byte one big model
-    (the LLM) comes first and alone makes room, hiding cheaper sets of smaller models; so with
-    victim costs the search also runs along the order by cost, and the cheaper set wins.
-    """
-    cost = policy.victim_cost(now)
-    first = planner.plan(req, residents, budgets, memory,
-                         eviction_order=lambda rs: policy.eviction_order(rs, now),
-                         victim_cost=cost)
-    if cost is None or not isinstance(first, planner.AdmitAfterEvicting):
-        return first
-    second = planner.plan(req, residents, budgets, memory,
-                          eviction_order=lambda rs: sorted(rs, key=lambda r: (cost(r), r.key)),
-                          victim_cost=cost)
-    if not isinstance(second, planner.AdmitAfterEvicting):
-        return first
-    by_key = {r.key: r for r in residents}
-
-    def total(d: planner.AdmitAfterEvicting) -> float:
-        return sum(cost(by_key[v]) for v in d.victims)
-    return second if total(second) < total(first) else first
-
-
-def plan_preload(policy: CachePolicy, req: planner.LoadRequest,
-                 residents: Sequence[Resident], budgets: planner.Budgets,
-                 memory: planner.Memory, now: float, margin: float = 0.5,
-                 min_gain_s: float = 2.0) -> planner.Decision:
-    """The preloader's capacity rule: fit as things are, or evict only what is worth less.
-
-    First the planner's own preload rule (never evict). If that rejects, the preload may evict
-    idle swap models whose expected loss (:meth:`EdgedPolicy.eviction_loss`) is, all together,
-    below the preload's gain / (1 + ``margin``): a preload never pushes out what is needed
-    before it, nor what is worth as much as it brings; and one worth less than ``min_gain_s``
-    (the LLM at night, wanted only by stray requests) evicts nothing. The daemon's preloader
-    and the replay tool both call this.
-    """
-    first = planner.plan(replace(req, preload=True), residents, budgets, memory,
-                         eviction_order=lambda rs: policy.eviction_order(rs, now))
-    if not isinstance(first, planner.Reject):
-        return first
-    gain = policy.preload_gain(model_name(req.key), now) / (1.0 + margin)
-    if gain <= min_gain_s:
-        return first
-    lost = policy.eviction_loss(model_name(req.key), now, at_least=gain)
-    # the tier budget alone needs this much freed: give up as soon as what is still affordable
-    # cannot free it (most passes end here, having priced a few recently used residents)
-    need = sum(r.bytes for r in residents if r.tier == req.tier) + req.bytes - budgets.of(
-        req.tier)
-    candidates = [r for r in residents if planner.evictable(r, req.key)]
-    reachable = sum(r.bytes for r in candidates if r.tier == req.tier)
-    for r in sorted(candidates, key=lambda r: (-policy.last.get(model_name(r.key), -math.inf),
-                                               r.key)):
-        if lost(r) >= gain and r.tier == req.tier:
-            reachable -= r.bytes
-            if reachable < need:
-                return first
-
-    def affordable(rs: Sequence[Resident]) -> list[Resident]:
-        return sorted((r for r in rs if lost(r) < gain), key=lambda r: (lost(r) / r.bytes, r.key))
-
-    second = planner.plan(replace(req, preload=False), residents, budgets, memory,
-                          eviction_order=affordable, victim_cost=lost)
-    if not isinstance(second, planner.AdmitAfterEvicting):
-        return first
-    by_key = {r.key: r for r in residents}
-    if sum(lost(by_key[v]) for v in second.victims) >= gain:
-        return first
-    return second

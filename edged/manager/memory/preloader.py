@@ -4,7 +4,7 @@
 (the request threads observe, the residency asks for eviction orders, the preloader asks for
 candidates). ``Preloader`` wakes every ``interval_s``, asks the policy what is likely next, and
 loads the best candidate through the residency with ``preload=True`` — which admits it only as
-``policy.plan_preload`` allows (fit as things are, or evict strictly less valuable idle models).
+``capacity.plan_preload`` allows (fit as things are, or evict strictly less valuable idle models).
 Demand loads never wait behind it: loads of different models run side by side, and a demand load
 that needs a running preload's memory cancels it (see ``Residency.load``).
 """
@@ -21,7 +21,9 @@ from typing import Any
 
 from edged import errors as e
 from edged.manager.memory import planner
-from edged.manager.memory.policy import CachePolicy, plan_demand, plan_preload
+from edged.manager.memory.capacity import plan_demand, plan_preload
+from edged.manager.memory.policy import CachePolicy
+from edged.values import Budgets, ModelKey, Tier
 
 log = logging.getLogger("edged.preloader")
 
@@ -71,15 +73,15 @@ class LockedPolicy:
             return self._p.preload_candidates(resident_keys, self._clock())
 
     def plan(self, req: planner.LoadRequest, residents: Sequence[planner.Resident],
-             budgets: planner.Budgets, memory: planner.Memory) -> planner.Decision:
-        """A demand load's decision (``policy.plan_demand``: the policy's eviction order and
+             budgets: Budgets, memory: planner.Memory) -> planner.Decision:
+        """A demand load's decision (``capacity.plan_demand``: the policy's eviction order and
         victim costs, the same rule the replay tool measures), computed under the lock."""
         with self._lock:
             self._fold()
             return plan_demand(self._p, req, residents, budgets, memory, self._clock())
 
     def plan_preload(self, req: planner.LoadRequest, residents: Sequence[planner.Resident],
-                     budgets: planner.Budgets, memory: planner.Memory) -> planner.Decision:
+                     budgets: Budgets, memory: planner.Memory) -> planner.Decision:
         with self._lock:
             self._fold()
             return plan_preload(self._p, req, residents, budgets, memory, self._clock())
@@ -115,7 +117,7 @@ class Preloader:
     def refresh_models(self) -> None:
         """Tell the policy every installed model's size and measured load time, and the swap
         budget they share (what its experts' regret is measured against)."""
-        self._policy.set_capacity(self._m.residency.budgets.swap_bytes)
+        self._policy.set_capacity(self._m.residency.budgets.swap)
         for entry in self._m.catalog.list():
             v = entry.versions[entry.active]
             self._policy.set_model(entry.name, v.measured_bytes or v.estimated_bytes,
@@ -127,7 +129,7 @@ class Preloader:
         residency = self._m.residency
         present = residency.all_keys()
         done: list[str] = []
-        candidates = self._policy.preload_candidates({k.rpartition(":")[0] for k in present})
+        candidates = self._policy.preload_candidates({ModelKey.parse(k).name for k in present})
         for name in candidates[:self._tries]:
             if len(done) >= self._max or self._stop.is_set():
                 break
@@ -135,7 +137,7 @@ class Preloader:
                 entry = self._m.catalog.get(name)
             except e.NotFound:
                 continue
-            if entry.tier != "swap":
+            if entry.tier != Tier.SWAP:
                 continue
             try:
                 spec = self._m.serving_spec(entry, entry.active)

@@ -22,6 +22,7 @@ from edged import errors as e
 from edged.manager.memory import planner
 from edged.manager.views import LoadedView
 from edged.units import format_size
+from edged.values import MEMORY_TIERS, Budgets, ModelKey, SlotState
 
 log = logging.getLogger("edged.residency")
 
@@ -54,8 +55,8 @@ class LoadSpec:
             else accounted
 
     @property
-    def key(self) -> str:
-        return f"{self.name}:{self.version}"
+    def key(self) -> ModelKey:
+        return ModelKey(self.name, self.version)
 
     @property
     def load_bytes(self) -> int:
@@ -75,7 +76,7 @@ class LoadSpec:
 @dataclass
 class Slot:
     spec: LoadSpec
-    state: str = "loading"
+    state: SlotState = SlotState.LOADING
     footprint: int = 0
     in_flight: int = 0
     requests: int = 0
@@ -94,19 +95,19 @@ class Slot:
     ready: threading.Event = field(default_factory=threading.Event)
 
     @property
-    def key(self) -> str:
+    def key(self) -> ModelKey:
         return self.spec.key
 
 
 class Residency:
-    def __init__(self, *, pool: Any, budgets: planner.Budgets,
+    def __init__(self, *, pool: Any, budgets: Budgets,
                  memory: Callable[[], planner.Memory], events: Any, policy: Any,
                  on_measured: Callable[[str, int, int, float, str], None],
                  queue_limit: int = 64, concurrency: int = 2,
                  clock: Callable[[], float] = time.time,
                  metrics: Any = None,
                  verify: Callable[[LoadSpec], None] = lambda spec: None) -> None:
-        self.pool = pool
+        self.pool = pool  # keyed by plain strings: it gets str(key) (marshalled to workers)
         self.budgets = budgets
         self._memory = memory
         self.events = events
@@ -139,7 +140,7 @@ class Residency:
 
     def loaded_keys(self) -> set[str]:
         with self._lock:
-            return {k for k, s in self._slots.items() if s.state == "ready"}
+            return {k for k, s in self._slots.items() if s.state == SlotState.READY}
 
     def _view(self, s: Slot) -> LoadedView:
         return LoadedView(s.spec.name, s.spec.version, s.spec.tier, s.state, s.footprint,
@@ -159,7 +160,7 @@ class Residency:
         slots = sorted(self._slots.values(), key=lambda s: s.last_used or s.loaded_at)
         out = [planner.Resident(key=s.key, tier=s.spec.tier, bytes=s.footprint,
                                 in_flight=s.in_flight, gpu=s.spec.gpu,
-                                loading=s.state in ("loading", "unloading"),
+                                loading=s.state in (SlotState.LOADING, SlotState.UNLOADING),
                                 gpu_bytes=s.spec.device_bytes(s.footprint))
                for s in slots]
         out += [planner.Resident(key=f"{s.key}>{s.moving_to}", tier=s.moving_to,
@@ -212,7 +213,7 @@ class Residency:
                 if self._closed:
                     raise e.Unavailable("edged is stopping", reason="STOPPING")
                 slot = self._slots.get(spec.key)
-                if slot is not None and slot.state == "ready":
+                if slot is not None and slot.state == SlotState.READY:
                     if slot.in_flight >= self._queue_limit:
                         raise e.ResourceExhausted(
                             f"model '{spec.key}' has {slot.in_flight} requests queued "
@@ -227,7 +228,7 @@ class Residency:
                             self._metrics.preload_hit()
                     return slot
                 waiting_for = slot
-                if slot is not None and slot.state == "loading":
+                if slot is not None and slot.state == SlotState.LOADING:
                     # a burst to a cold model must not hold every RPC thread while it loads
                     if slot.waiting >= self._queue_limit:
                         raise e.ResourceExhausted(
@@ -240,14 +241,14 @@ class Residency:
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
             if remaining == 0.0:
                 raise e.DeadlineExceeded(f"model '{spec.key}' did not become ready in time")
-            if waiting_for.state == "loading":
+            if waiting_for.state == SlotState.LOADING:
                 try:
                     waiting_for.ready.wait(remaining)
                 finally:
                     with self._lock:
                         waiting_for.waiting -= 1
                 err = waiting_for.error
-                if err is not None and waiting_for.state == "failed" and not isinstance(
+                if err is not None and waiting_for.state == SlotState.FAILED and not isinstance(
                         err, e.Aborted):  # a cancelled preload: load it on demand instead
                     raise err
             else:  # unloading: wait until it is gone, then load afresh
@@ -269,7 +270,7 @@ class Residency:
         with self._lock:
             slot.in_flight -= 1
             slot.last_used = self._clock()
-            idle_unloading = slot.state == "unloading" and slot.in_flight == 0
+            idle_unloading = slot.state == SlotState.UNLOADING and slot.in_flight == 0
             self._lock.notify_all()
         if idle_unloading:
             self._finish_unload(slot, reason="released")
@@ -280,9 +281,9 @@ class Residency:
             slot = self._slots.get(key)
             if slot is None:
                 return
-            if slot.state in ("ready", "unloading"):
+            if slot.state in (SlotState.READY, SlotState.UNLOADING):
                 del self._slots[key]
-                slot.state = "failed"
+                slot.state = SlotState.FAILED
                 self._lock.notify_all()
         self.events.publish("worker_crash", slot.spec.name, slot.spec.version, message)
         if self._metrics:
@@ -294,7 +295,7 @@ class Residency:
         """Load ``spec`` if the planner admits it; returns (view, evicted keys, seconds)."""
         with self._lock:
             existing = self._slots.get(spec.key)
-            if existing is not None and existing.state in ("ready", "loading"):
+            if existing is not None and existing.state in (SlotState.READY, SlotState.LOADING):
                 wait_for = existing
             else:
                 wait_for = None
@@ -314,7 +315,7 @@ class Residency:
                 victims = list(decision.victims) if isinstance(
                     decision, planner.AdmitAfterEvicting) else []
                 for key in victims:
-                    self._slots[key].state = "unloading"
+                    self._slots[key].state = SlotState.UNLOADING
                     self._slots[key].evicting = True
                 slot = Slot(spec=spec, footprint=spec.load_bytes, preloaded=preload,
                             last_used=self._clock())
@@ -335,7 +336,7 @@ class Residency:
                 if slot.cancelled:  # cancelled before its worker was asked for
                     raise e.Aborted(f"preload of {spec.key} cancelled: a demand load needs "
                                     "the memory")
-                result = self.pool.load(spec.key, spec.artifact, spec.fmt, spec.options,
+                result = self.pool.load(str(spec.key), spec.artifact, spec.fmt, spec.options,
                                         spec.group, max_concurrency=self._concurrency)
             except BaseException:
                 corrupt = check.wait()
@@ -344,17 +345,17 @@ class Residency:
                 raise
             corrupt = check.wait()
             if corrupt is not None:  # never served: it was only mapped and warmed up
-                self.pool.unload(spec.key)
+                self.pool.unload(str(spec.key))
                 raise corrupt
             if slot.cancelled:
-                self.pool.unload(spec.key)
+                self.pool.unload(str(spec.key))
                 raise e.Aborted(f"preload of {spec.key} cancelled: a demand load needs the memory")
         except BaseException as exc:
             if slot.cancelled and not isinstance(exc, e.Aborted):  # its worker was killed
                 exc = e.Aborted(f"preload of {spec.key} cancelled: a demand load needs the "
                                 "memory")
             with self._lock:
-                slot.state, slot.error = "failed", exc
+                slot.state, slot.error = SlotState.FAILED, exc
                 self._slots.pop(spec.key, None)
                 self._lock.notify_all()
             slot.ready.set()
@@ -364,7 +365,7 @@ class Residency:
             raise exc from None
         seconds = time.monotonic() - started
         with self._lock:
-            slot.state = "ready"
+            slot.state = SlotState.READY
             slot.footprint = result.footprint_bytes or spec.bytes
             slot.pid, slot.providers = result.pid, tuple(result.providers)
             slot.load_seconds = result.load_seconds
@@ -393,7 +394,7 @@ class Residency:
             decision = self._plan(spec, False)
             for _ in range(3):
                 running = [s for s in self._slots.values()
-                           if s.preloaded and s.state == "loading"]
+                           if s.preloaded and s.state == SlotState.LOADING]
                 if not isinstance(decision, planner.Reject) or not running:
                     break
                 for victim in running:
@@ -405,7 +406,7 @@ class Residency:
                     self._count_wasted(victim)
                     abort = getattr(self.pool, "abort_load", None)
                     if abort is not None:  # end it now: a demand load never waits behind it
-                        abort(victim.key, f"preload cancelled: {spec.key} needs the memory")
+                        abort(str(victim.key), f"preload cancelled: {spec.key} needs the memory")
 
                 def gone(r: list[Slot] = running) -> bool:
                     return all(self._slots.get(x.key) is not x for x in r)
@@ -421,7 +422,7 @@ class Residency:
             slot = self._slots.get(key)
             if slot is None:
                 return
-            slot.state = "unloading"
+            slot.state = SlotState.UNLOADING
             busy = slot.in_flight > 0
         self.events.publish("evict", slot.spec.name, slot.spec.version, reason)
         if self._metrics:
@@ -444,19 +445,19 @@ class Residency:
             slot = self._slots.get(key)
             if slot is None:
                 raise e.NotFound(f"model '{key}' is not loaded")
-            if slot.state == "loading":
-                self._lock.wait_for(lambda: slot.state != "loading", timeout=wait_s)
-            slot.state = "unloading"
+            if slot.state == SlotState.LOADING:
+                self._lock.wait_for(lambda: slot.state != SlotState.LOADING, timeout=wait_s)
+            slot.state = SlotState.UNLOADING
             self._lock.wait_for(lambda: slot.in_flight == 0, timeout=wait_s)
             if slot.in_flight:
-                slot.state = "ready"
+                slot.state = SlotState.READY
                 raise e.Unavailable(f"model '{key}' still has {slot.in_flight} requests")
         self._finish_unload(slot, reason="unload")
         return slot.footprint
 
     def _finish_unload(self, slot: Slot, reason: str) -> None:
         try:
-            self.pool.unload(slot.key)
+            self.pool.unload(str(slot.key))
         except Exception as exc:  # noqa: BLE001 - the worker may already be gone
             log.warning("unloading %s: %s", slot.key, exc)
         with self._lock:
@@ -471,7 +472,7 @@ class Residency:
         the larger footprint from now on, and record it for the next load."""
         with self._lock:
             slot = self._slots.get(key)
-            if slot is None or slot.state != "ready" or footprint <= slot.footprint:
+            if slot is None or slot.state != SlotState.READY or footprint <= slot.footprint:
                 return
             slot.footprint = footprint
             name, version, seconds = slot.spec.name, slot.spec.version, slot.load_seconds
@@ -493,7 +494,7 @@ class Residency:
         loading): they are drained, not cut off — their running requests finish, and
         ``release`` unloads them after the last (the next request for one reloads it through
         the planner, which evicts or refuses). Empty if the tier is within budget."""
-        if tier not in planner.TIERS:
+        if tier not in MEMORY_TIERS:
             return []
         nothing = planner.LoadRequest(key=grown, tier=tier, bytes=0)
         residents, mem = self._residents(), self._memory()
@@ -506,7 +507,7 @@ class Residency:
         if not isinstance(decision, planner.AdmitAfterEvicting):
             return []
         for v in decision.victims:
-            self._slots[v].state = "unloading"
+            self._slots[v].state = SlotState.UNLOADING
             self._slots[v].evicting = True
         return list(decision.victims)
 
@@ -518,7 +519,7 @@ class Residency:
             slot = self._slots.get(key)
             if slot is not None:
                 slot.moving_to = None  # a second plan for the same model replaces the first
-            if slot is None or slot.spec.tier == tier or tier not in planner.TIERS:
+            if slot is None or slot.spec.tier == tier or tier not in MEMORY_TIERS:
                 return []
             req = planner.LoadRequest(key=key, tier=tier, bytes=slot.footprint,
                                       gpu=slot.spec.gpu)
@@ -537,7 +538,7 @@ class Residency:
             victims = list(decision.victims) if isinstance(
                 decision, planner.AdmitAfterEvicting) else []
             for v in victims:
-                self._slots[v].state = "unloading"
+                self._slots[v].state = SlotState.UNLOADING
                 self._slots[v].evicting = True
             slot.moving_to = tier
         for v in victims:
@@ -563,9 +564,9 @@ class Residency:
         """Version switch: no new requests for ``key``; unload it once its requests finish."""
         with self._lock:
             slot = self._slots.get(key)
-            if slot is None or slot.state != "ready":
+            if slot is None or slot.state != SlotState.READY:
                 return
-            slot.state = "unloading"
+            slot.state = SlotState.UNLOADING
             idle = slot.in_flight == 0
         if idle:
             self._finish_unload(slot, reason="version switch")

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 from edged.manager.memory import planner
 from edged.manager.memory.residency import LoadSpec
+from edged.values import Tier
 
 DEFAULT_MAX_QUALITY_DROP = 0.05
 MAX_BATCH = 1024
@@ -130,12 +131,12 @@ def max_batch(estimate_at: Callable[[Mapping[str, Sequence[int]]], int],
 
 
 def pick(fits: Sequence[Fit], own: str, max_quality_drop: float,
-         tier: str = "swap") -> tuple[Fit | None, str]:
+         tier: str = Tier.SWAP) -> tuple[Fit | None, str]:
     """One recommended (variant, tier), by the rule ``choose`` serves with: the model's own
     ``tier`` before the other one (then swap before ram: ram pins memory for good); there,
     the version itself where it fits now, else a variant within the quality drop that fits
     now, else what fits after evicting."""
-    order = {tier: -1, "swap": 0, "ram": 1}
+    order = {tier: -1, Tier.SWAP: 0, Tier.RAM: 1}
     base = next((f.quality for f in fits if f.variant == own), 0.0)
     ok = [f for f in fits if f.variant == own or _allowed(f.quality, base, max_quality_drop)]
     for wanted in ("admit", "admit_after_evicting"):
