@@ -395,6 +395,7 @@ def build_parts(cfg: cfgmod.Config, budgets: cfgmod.Budgets, sampler: Any,
     from edged.engines.gpumem import open_meter
     from edged.engines.workers import WorkerPool
     from edged.manager.catalog import quarantine
+    from edged.manager.catalog.artifacts import MissingArtifacts
     from edged.manager.catalog.catalog import Catalog, budget_tier_check
     from edged.manager.catalog.fsck import fsck
     from edged.manager.catalog.manifests import Manifests
@@ -407,6 +408,7 @@ def build_parts(cfg: cfgmod.Config, budgets: cfgmod.Budgets, sampler: Any,
     from edged.manager.memory.traces import TraceRecorder
     from edged.manager.serving import Serving
     from edged.manager.shm import ShmRegistry
+    from edged.manager.specs import Specs
 
     report = fsck(cfg.state_dir, repair=True, deep=False)  # never deletes an artifact
     if not report.ok:
@@ -546,9 +548,12 @@ def build_parts(cfg: cfgmod.Config, budgets: cfgmod.Budgets, sampler: Any,
                        if gpu else 0)
 
     trace = TraceRecorder(cfg.trace.path, cfg.trace.max_bytes) if cfg.trace.path else None
+    missing = MissingArtifacts(store)
+    specs = Specs(artifact_path=store.path, engine_options=engine_options, budgets=budgets,
+                  placement=residency, events=events, missing=missing)
     manager = ModelManager(state_dir=cfg.state_dir, budgets=budgets, sampler=sampler,
                            events=events, catalog=catalog, residency=residency, store=store,
-                           engine_options=engine_options, inspect=inspect,
+                           specs=specs, missing=missing,
                            allow_local_paths=cfg.install.allow_local_paths)
     manager_ref.append(manager)
     manager.fixed_costs = costs.status

@@ -5,9 +5,8 @@ residency (what is loaded, reference counts, capacity decisions), telemetry and 
 every caller goes through the same decisions. Methods return domain objects; the service layer
 turns them into protos.
 
-A version that cannot run here is refused when its load spec is made, before any worker
-starts: a missing artifact (``DATA_LOSS``, see ``artifacts``) or a TensorRT engine built with
-another TensorRT (``FAILED_PRECONDITION``, see ``engine_compat``). Version switches, tier moves
+A version that cannot run here is refused when its load spec is made (``specs``), before any
+worker starts. Version switches, tier moves
 and hand-edited reloads go through ``transitions``: what they need loaded is loaded before the
 catalog commits, so a failure leaves the old version active.
 """
@@ -26,10 +25,9 @@ from edged import __version__
 from edged import errors as e
 from edged.config import Budgets
 from edged.manager import installs
-from edged.manager.catalog import engine_compat
 from edged.manager.catalog.artifacts import MissingArtifacts
 from edged.manager.events import EventBus
-from edged.manager.memory import variants
+from edged.manager.specs import Specs
 from edged.manager.transitions import Transition, apply_reload, plan_reload
 from edged.manager.views import InstallSpec, LoadedView, StatusView, StoreUsage, TierUsage
 from edged.units import format_size
@@ -63,13 +61,9 @@ class IndexRow:
 class ModelManager:
     def __init__(self, *, state_dir: Path, budgets: Budgets, sampler: Any, events: EventBus,
                  catalog: Any = None, residency: Residency | None = None, store: Any = None,
-                 engine_options: Callable[[Any], Any] | None = None,
-                 inspect: Callable[[Path, str | None], Any] | None = None,
+                 specs: Specs, missing: MissingArtifacts,
                  serving: Any = None, clock: Callable[[], float] = time.time,
-                 allow_local_paths: bool = True,
-                 tensorrt_version: Callable[[], str | None] =
-                 engine_compat.installed_tensorrt_version,
-                 max_quality_drop: float = variants.DEFAULT_MAX_QUALITY_DROP) -> None:
+                 allow_local_paths: bool = True) -> None:
         self.state_dir = state_dir
         self.budgets = budgets
         self.sampler = sampler
@@ -80,8 +74,7 @@ class ModelManager:
         self.serving = serving
         # This device's measured worker costs for status (set by the daemon); None: unknown.
         self.fixed_costs: Callable[[], Mapping[str, Any]] | None = None
-        self._engine_options = engine_options
-        self._inspect = inspect
+        self.specs = specs
         self._clock = clock
         self._allow_local = allow_local_paths
         self._started = time.monotonic()
@@ -90,11 +83,7 @@ class ModelManager:
         self._manifest_error = str(getattr(getattr(catalog, "manifests", None),
                                            "fallback_note", "") or "")
         self._switch_lock = threading.Lock()
-        self._specs: dict[tuple[str, int, str | None, str], tuple[Any, Any]] = {}
-        self._missing = MissingArtifacts(store)
-        self._trt_probe = tensorrt_version
-        self._trt: list[str | None] = []  # the installed TensorRT, looked up once
-        self._max_quality_drop = max_quality_drop
+        self._missing = missing
 
     # -- lifecycle -----------------------------------------------------------------------
     def set_state(self, state: str) -> None:
@@ -242,87 +231,11 @@ class ModelManager:
 
     def load_spec(self, entry: Any, version: int, tier: str | None = None,
                   variant: str = "") -> LoadSpec:
-        """The load spec of one version (in one of its variants; "": the version itself, or
-        the one pinned); cached per catalog entry (entries are immutable, a change makes a
-        new one), because the inference path asks for it on every request."""
-        key = (entry.name, version, tier, variant)
-        hit = self._specs.get(key)
-        if hit is not None and hit[0] is entry:
-            return hit[1]  # type: ignore[no-any-return]
-        spec = self._make_spec(entry, version, tier, variant)
-        self._specs[key] = (entry, spec)
-        return spec
+        return self.specs.load_spec(entry, version, tier, variant)
 
     def serving_spec(self, entry: Any, version: int, tier: str | None = None,
                      announce: bool = True) -> LoadSpec:
-        """The spec a request or a load of ``version`` uses: its loaded variant if it is
-        loaded, else the variant ``variants.choose`` picks now (an event says which, when
-        it is not the version itself). Without variants: ``load_spec`` (the request path
-        pays nothing for them)."""
-        v = entry.versions.get(version)
-        if v is None or not v.variants:
-            return self.load_spec(entry, version, tier)
-        res = self._res()
-        view = res.view(f"{entry.name}:{version}")
-        if view is not None:
-            return self.load_spec(entry, version, tier, view.variant)
-        if v.serve:
-            return replace(self.load_spec(entry, version, tier, v.serve),
-                           variant_reason=f"variant {v.serve} is pinned")
-        specs = {n: self.load_spec(entry, version, tier, n) for n in v.variant_names}
-        choice = variants.choose(specs, {n: v.variant(n).quality for n in specs},
-                                 v.variant_name, res.plan,
-                                 max_quality_drop=self._max_quality_drop)
-        if announce and choice.spec.variant != v.variant_name:
-            self.events.publish("variant", entry.name, version,
-                                f"serving {choice.spec.variant}: {choice.reason}",
-                                variant=choice.spec.variant)
-        return replace(choice.spec, variant_reason=choice.reason)
-
-    def unservable(self, entry: Any, version: int) -> e.EdgedError | None:
-        """What ``load_spec`` would refuse ``version`` with (a missing artifact, another
-        TensorRT), or None — for callers that skip such versions (selection, preloads)."""
-        try:
-            self.load_spec(entry, version)
-        except e.EdgedError as exc:
-            return exc
-        return None
-
-    def _make_spec(self, entry: Any, version: int, tier: str | None,
-                   variant: str = "") -> LoadSpec:
-        top = entry.versions.get(version)
-        if top is None:
-            raise e.NotFound(f"model '{entry.name}' has no version {version}", field="version")
-        v = top.variant(variant or top.serve)
-        if self._engine_options is None or self.store is None:
-            raise e.Unimplemented("engines are not available in this edged build")
-        from edged.manager.memory.residency import LoadSpec
-
-        self._missing.check(entry.name, version, v)
-        if v.format == "tensorrt":
-            if not self._trt:
-                self._trt.append(self._trt_probe())
-            engine_compat.check_tensorrt(entry.name, version, v.engine_info, self._trt[0])
-        options = self._engine_options(v)
-        tier = tier or (entry.tier if version == entry.active and entry.tier != "storage"
-                        else "swap")
-        return LoadSpec(name=entry.name, version=version, tier=tier,
-                        artifact=self.store.path(v.store_id), fmt=v.format, options=options,
-                        group=v.group, bytes=v.measured_bytes or v.estimated_bytes,
-                        gpu=bool(getattr(options, "uses_gpu", False))
-                        or engine_compat.uses_gpu(v.format, v.providers),
-                        peak=self._load_peak(v, tier), variant=v.variant_name)
-
-    def _load_peak(self, v: Any, tier: str) -> int:
-        """An ONNX load holds one more copy of the weights for a moment (the parsed protobuf
-        and the initialized tensors); the artifact's size stands for the weights. It never
-        exceeds the larger of the footprint and the tier's budget, so a model that fits its
-        tier once loaded is never refused for its load alone."""
-        steady = v.measured_bytes or v.estimated_bytes
-        if v.format != "onnx":
-            return steady
-        budget = self.budgets.ram if tier == "ram" else self.budgets.swap
-        return min(steady + v.size_bytes, max(steady, budget))
+        return self.specs.serving_spec(entry, version, tier, announce)
 
     def _with_loaded(self, entry: Any) -> tuple[Any, LoadedView | None]:
         view = self.residency.view(f"{entry.name}:{entry.active}") if self.residency else None
@@ -487,7 +400,8 @@ class ModelManager:
     def recommend(self, *, name: str | None, artifact_path: str | None,
                   shapes: Mapping[str, tuple[int, ...]] | None = None) -> Any:
         return self._serving().recommend(name=name, artifact_path=artifact_path,
-                                         shapes=shapes, max_quality_drop=self._max_quality_drop)
+                                         shapes=shapes,
+                                         max_quality_drop=self.specs.max_quality_drop)
 
     # -- serving: loads, capacity checks, selection, inference (edged.manager.serving) ------
     def _serving(self) -> Any:
