@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from edged import errors as e
-from edged.config import Budgets
+from edged.config import Budgets, EnginesConfig
 from edged.manager.catalog import engine_compat
 from edged.manager.catalog.artifacts import MissingArtifacts
 from edged.manager.catalog.manifests import ModelEntry, VersionEntry
@@ -30,6 +30,43 @@ if TYPE_CHECKING:
     from edged.engines.base import EngineOptions
 
 
+class VersionOptions:
+    """The engine options a catalog version is opened with: its providers, precision and
+    warm-up shapes, the config's threads and cuDNN settings, this device's measured fixed
+    costs (``calibrate``), and for a GPU model the CUDA arena cap (its admitted bytes plus
+    ``engines.gpu_mem_headroom``)."""
+
+    def __init__(self, engines: EnginesConfig,
+                 calibrate: Callable[[EngineOptions], EngineOptions],
+                 ort_providers: tuple[str, ...]) -> None:
+        """``ort_providers``: what the installed onnxruntime ships (found from its files:
+        onnxruntime stays out of the daemon)."""
+        self._cfg = engines
+        self._calibrate = calibrate
+        self._ort_providers = ort_providers
+
+    def __call__(self, v: VersionEntry) -> EngineOptions:
+        from edged.engines.base import EngineOptions
+        from edged.engines.estimate import choose_providers, gpu_mem_limit
+
+        cfg = self._cfg
+        opts = EngineOptions(
+            providers=tuple(v.providers), precision=v.precision or "fp32",
+            tensorrt_ep="TensorrtExecutionProvider" in v.providers,
+            intra_op_threads=cfg.intra_op_threads, inter_op_threads=cfg.inter_op_threads,
+            warmup_shapes={k: tuple(s) for k, s in (v.warmup_shapes or {}).items()},
+            engine_info=dict(v.engine_info or {}),
+            cudnn_conv_algo_search=cfg.cudnn_conv_algo_search,
+            cudnn_conv_use_max_workspace=cfg.cudnn_conv_use_max_workspace)
+        opts = self._calibrate(opts)
+        gpu = v.format == "tensorrt" or any(
+            p != "CPUExecutionProvider" for p in choose_providers(self._ort_providers, opts))
+        return replace(opts, uses_gpu=gpu,
+                       gpu_mem_limit_bytes=gpu_mem_limit(v.measured_bytes or v.estimated_bytes,
+                                                         cfg.gpu_mem_headroom)
+                       if gpu else 0)
+
+
 class Placement(Protocol):
     """What the residency tells the variant choice: what is loaded, what a load would get."""
 
@@ -37,6 +74,14 @@ class Placement(Protocol):
 
     def plan(self, spec: LoadSpec, preload: bool = False,
              memory: planner.Memory | None = None) -> planner.Decision: ...
+
+
+class CatalogReader(Protocol):
+    """The catalog as the preloader's view reads it (``catalog.catalog.Catalog``)."""
+
+    def get(self, name: str) -> ModelEntry: ...
+
+    def list(self) -> list[ModelEntry]: ...
 
 
 class Specs:
@@ -137,3 +182,32 @@ class Specs:
             return steady
         budget = self._budgets.ram if tier == "ram" else self._budgets.swap
         return min(steady + v.size_bytes, max(steady, budget))
+
+
+class CatalogModels:
+    """The installed models as the preloader sees them (``memory.preloader.PreloadModels``):
+    the memory side never reads the catalog itself."""
+
+    def __init__(self, catalog: CatalogReader, specs: Specs) -> None:
+        self._catalog = catalog
+        self._specs = specs
+
+    def sizes(self) -> list[tuple[str, int, float]]:
+        out = []
+        for entry in self._catalog.list():
+            v = entry.versions[entry.active]
+            out.append((entry.name, v.measured_bytes or v.estimated_bytes,
+                        v.load_seconds or 1.0))
+        return out
+
+    def preload_spec(self, name: str) -> LoadSpec | None:
+        try:
+            entry = self._catalog.get(name)
+        except e.NotFound:
+            return None
+        if entry.tier != "swap":
+            return None
+        try:
+            return self._specs.serving_spec(entry, entry.active)
+        except e.EdgedError:  # missing artifact, another TensorRT: nothing to preload
+            return None
