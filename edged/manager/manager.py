@@ -128,15 +128,16 @@ class ModelManager:
     def status(self) -> StatusView:
         snap = self.sampler.snapshot()
         loaded = self.loaded()
+        notes, store = self._store_status()
         return StatusView(
             version=__version__, uptime_s=time.monotonic() - self._started, state=self._state,
             state_dir=str(self.state_dir), snapshot=snap, reserve_bytes=self.budgets.reserve,
             tiers=self._tier_usage(loaded), loaded=tuple(loaded),
             models_installed=len(self.catalog.list()), manifest_error=self._manifest_error,
             fixed_costs=self.fixed_costs(),
-            gpu_budget=self._gpu_budget(loaded), **self._store_status())
+            gpu_budget=self._gpu_budget(loaded), notes=notes, store=store)
 
-    def _store_status(self) -> dict[str, Any]:
+    def _store_status(self) -> tuple[tuple[str, ...], StoreUsage]:
         """The store's line of status and the notes an operator must act on."""
         loose = self.catalog.unreferenced()
         store = StoreUsage(self.catalog.stored_bytes(), self.budgets.storage, len(loose),
@@ -146,7 +147,7 @@ class ModelManager:
             notes.append(f"{len(loose)} artifact(s) that no manifest references are kept "
                          f"({format_size(store.unreferenced_bytes)}): `edged fsck` lists them, "
                          "`edged fsck --gc` deletes them")
-        return {"notes": tuple(notes), "store": store}
+        return tuple(notes), store
 
     def _gpu_budget(self, loaded: list[LoadedView]) -> tuple[int, int, int] | None:
         """(budget, used by loaded GPU models, device total) of a discrete GPU, else None."""

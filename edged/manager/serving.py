@@ -17,9 +17,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from edged import errors as e
+from edged.engines.base import Signature
 from edged.manager import selection
+from edged.manager.catalog.manifests import ModelEntry, VersionEntry
 from edged.manager.memory import planner, variants
 from edged.manager.memory.residency import LoadSpec, Residency
+from edged.manager.memory.traces import TraceRecorder
 from edged.manager.shm import Region, ShmRegistry
 from edged.manager.specs import CatalogReader, Specs
 from edged.manager.views import CheckView, LoadedView
@@ -27,7 +30,7 @@ from edged.manager.views import CheckView, LoadedView
 if TYPE_CHECKING:
     import numpy as np
 
-    from edged.engines.base import ShmRef
+    from edged.engines.base import Inspection, ShmRef
     from edged.engines.lanes import LaneGrant
 
 log = logging.getLogger("edged.serving")
@@ -42,7 +45,7 @@ class ModelMetadata:
     name: str
     versions: tuple[int, ...]
     platform: str
-    signature: Any
+    signature: Signature
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,12 @@ class IndexRow:
     version: int
     state: str
     reason: str
+
+
+class RequestMetrics(Protocol):
+    """What serving counts (``edged.metrics.Metrics``, when metrics are on)."""
+
+    def observe_request(self, model: str, seconds: float, ok: bool) -> None: ...
 
 
 class ServingPool(Protocol):
@@ -72,9 +81,9 @@ class ServingPool(Protocol):
 class Serving:
     def __init__(self, *, catalog: CatalogReader, specs: Specs, residency: Residency,
                  pool: ServingPool, shm: ShmRegistry,
-                 inspect: Callable[[Path, str | None], Any], observe: Callable[[str, float], None],
-                 trace: Any = None,
-                 metrics: Any = None, clock: Callable[[], float] = time.time,
+                 inspect: Callable[[Path, str | None], Inspection],
+                 observe: Callable[[str, float], None], trace: TraceRecorder | None = None,
+                 metrics: RequestMetrics | None = None, clock: Callable[[], float] = time.time,
                  select_mode: str = "hybrid", pins: Mapping[str, str] | None = None,
                  estimate_at: Callable[[Path, Mapping[str, Sequence[int]]], int] | None = None
                  ) -> None:
@@ -97,7 +106,7 @@ class Serving:
         self._pins = dict(pins or {})
 
     # -- inference -----------------------------------------------------------------------
-    def _servable(self, name: str, version: int | None) -> tuple[Any, int]:
+    def _servable(self, name: str, version: int | None) -> tuple[ModelEntry, int]:
         entry = self._catalog.get(name)
         v = version or entry.active
         if v != entry.active:
@@ -230,6 +239,8 @@ class Serving:
     def _finish_trace(self, ticket: int, name: str, version: int,
                       seconds: float | None) -> None:
         """Recording is best effort: a full disk must never fail a request that succeeded."""
+        if self._trace is None:
+            return
         try:
             self._trace.finish(ticket, name, version, seconds)
         except OSError as exc:
@@ -303,7 +314,9 @@ class Serving:
     def recommend(self, *, name: str | None, artifact_path: str | None,
                   shapes: Mapping[str, tuple[int, ...]] | None,
                   max_quality_drop: float) -> variants.Recommendation:
-        rows: list[tuple[str, LoadSpec, Any, Mapping[str, tuple[int, ...]], Path]] = []
+        # (variant, spec, its catalog entry (None: a file), loaded now, warm-up shapes, path)
+        rows: list[tuple[str, LoadSpec, VersionEntry | None, bool,
+                         Mapping[str, tuple[int, ...]], Path]] = []
         if artifact_path:
             path = Path(artifact_path)
             if not path.is_absolute() or not path.is_file():
@@ -314,7 +327,7 @@ class Serving:
             for tier in ("ram", "swap"):
                 rows.append(("file", LoadSpec(
                     name="(artifact)", version=1, tier=tier, artifact=path, fmt=info.format,
-                    options=None, group=None, bytes=info.estimate_bytes), None,
+                    options=None, group=None, bytes=info.estimate_bytes), None, False,
                     dict(shapes or {}), path))
         else:
             entry = self._catalog.get(str(name))
@@ -328,24 +341,23 @@ class Serving:
                     spec = self._specs.load_spec(entry, entry.active, tier, vname)
                     here = loaded is not None and loaded.variant == vname and \
                         loaded.tier == tier
-                    rows.append((vname, spec, v if not here else (v, "loaded"),
-                                 dict(top.warmup_shapes), spec.artifact))
+                    rows.append((vname, spec, v, here, dict(top.warmup_shapes),
+                                 spec.artifact))
         budgets = self._res.budgets
         fits = []
-        for vname, spec, v, warm, path in rows:
-            already = isinstance(v, tuple)
-            v = v[0] if already else v
+        for vname, spec, ver, already, warm, path in rows:
             budget = budgets.of(spec.tier)
             decision, evict, why = variants.fit_of(self._res.plan(spec), budget, spec.load_bytes)
             if already:
                 decision, evict, why = "admit", (), "loaded now"
-            measured = v.measured_bytes if v is not None else None
+            measured = ver.measured_bytes if ver is not None else None
             batch = self._max_batch(path, warm, measured, budget)
             fits.append(variants.Fit(
                 variant=vname, tier=spec.tier, decision=decision, evict=evict,
-                estimated_bytes=v.estimated_bytes if v is not None else spec.bytes,
-                measured_bytes=measured, load_seconds=v.load_seconds if v is not None else None,
-                quality=v.quality if v is not None else 0.0, max_batch=batch, reason=why,
+                estimated_bytes=ver.estimated_bytes if ver is not None else spec.bytes,
+                measured_bytes=measured,
+                load_seconds=ver.load_seconds if ver is not None else None,
+                quality=ver.quality if ver is not None else 0.0, max_batch=batch, reason=why,
                 latency_ms=self._variant_ms.get((label, vname))))
         choice, reason = variants.pick(fits, own, max_quality_drop, home)
         return variants.Recommendation(label, tuple(fits), choice, reason)
@@ -368,7 +380,7 @@ class Serving:
         """Rank the models that can do ``task``; ``mode``/``pinned`` default to the
         configuration's (``selection.mode``, ``selection.pins``)."""
         loaded = self._res.loaded_keys()
-        rows: list[tuple[Any, Any, str, str]] = []  # (entry, version, key, problem)
+        rows: list[tuple[ModelEntry, VersionEntry, str, str]] = []  # (entry, version, key, problem)
         able: list[LoadSpec] = []
         for entry in self._catalog.list():
             v = entry.versions[entry.active]
