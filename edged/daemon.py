@@ -329,7 +329,7 @@ def build_parts(cfg: cfgmod.Config, budgets: cfgmod.Budgets, sampler: Sampler,
     from edged.manager.memory import planner
     from edged.manager.memory.policy import make_policy
     from edged.manager.memory.preloader import LockedPolicy, Preloader
-    from edged.manager.memory.residency import Residency
+    from edged.manager.memory.residency import Residency, SampledMemory
     from edged.manager.memory.traces import TraceRecorder
     from edged.manager.serving import Serving
     from edged.manager.shm import ShmRegistry
@@ -378,20 +378,12 @@ def build_parts(cfg: cfgmod.Config, budgets: cfgmod.Budgets, sampler: Sampler,
 
         metrics = Metrics()
 
-    def memory() -> planner.Memory:
-        snap = sampler.sample_now()
-        m = snap.memory
-        return planner.Memory(available_bytes=m.available_bytes,
-                              swap_free_bytes=m.swap_free_bytes,
-                              nvmap_used_bytes=m.nvmap_used_bytes,
-                              swap_total_bytes=m.swap_total_bytes,
-                              daemon_rss_bytes=snap.process_rss_bytes)
-
     residency = Residency(
         pool=pool, budgets=planner.Budgets(budgets.ram, budgets.swap, budgets.reserve,
                                            edged_bytes=budgets.memory_total - budgets.reserve,
                                            gpu_bytes=budgets.gpu),
-        memory=memory, events=events, policy=policy, on_measured=catalog.record_measurement,
+        memory=SampledMemory(sampler), events=events, policy=policy,
+        on_measured=catalog.record_measurement,
         queue_limit=cfg.engines.queue_depth + cfg.engines.per_model_concurrency,
         concurrency=cfg.engines.per_model_concurrency, metrics=metrics,
         verify=ArtifactVerifier(store, events), runtime_cap=runtime_cap)

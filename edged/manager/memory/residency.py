@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from edged import errors as e
 from edged.manager.memory import planner
-from edged.manager.seams import EventSink
+from edged.manager.seams import EventSink, Sampler
 from edged.manager.views import LoadedView
 from edged.units import format_size
 
@@ -670,3 +670,20 @@ def _numbers(n: CapacityNumbers) -> dict[str, object]:
     return {"tier": n.tier, "needed_bytes": n.needed_bytes, "budget_bytes": n.budget_bytes,
             "used_bytes": n.used_bytes, "free_bytes": n.free_bytes,
             "reserve_bytes": n.reserve_bytes}
+
+
+class SampledMemory:
+    """The planner's memory reading, from a fresh telemetry sample (``Residency(memory=)``):
+    every capacity decision reads the device as it is now."""
+
+    def __init__(self, sampler: Sampler) -> None:
+        self._sampler = sampler
+
+    def __call__(self) -> planner.Memory:
+        snap = self._sampler.sample_now()
+        m = snap.memory
+        return planner.Memory(available_bytes=m.available_bytes,
+                              swap_free_bytes=m.swap_free_bytes,
+                              nvmap_used_bytes=m.nvmap_used_bytes,
+                              swap_total_bytes=m.swap_total_bytes,
+                              daemon_rss_bytes=snap.process_rss_bytes)
