@@ -16,15 +16,22 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from edged import __version__, malloc_tuning
+from edged import __version__, malloc_tuning, offline
 from edged import config as cfgmod
 from edged import errors as e
 from edged.logs import setup_logging
 from edged.sdnotify import Heartbeat, Liveness, Notifier, extending_start_timeout
-from edged.units import format_size
-from edged.values import Budgets, ModelKey
+
+if TYPE_CHECKING:
+    from edged.engines.workers import WorkerPool
+    from edged.manager.events import EventBus
+    from edged.manager.manager import ModelManager
+    from edged.manager.memory.preloader import Preloader
+    from edged.manager.memory.traces import TraceRecorder
+    from edged.metrics import Metrics
+    from edged.telemetry.sampler import Sampler
 
 log = logging.getLogger("edged")
 
@@ -77,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
 
             checked = cfgmod.load(args.file, required=True)
             check_files(checked)
-            for warning in _check_machine(checked):
+            for warning in offline.check_machine(checked):
                 print(f"edged: warning: {warning}", file=sys.stderr)
             print(f"{args.file}: ok")
             return 0
@@ -89,12 +96,12 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(cfgmod.as_dict(cfg), indent=2))
         return 0
     if args.command == "calibrate":
-        return _calibrate(cfg, as_json=args.json)
+        return offline.calibrate(cfg, as_json=args.json)
     if args.command == "fsck":
-        return _fsck(cfg, repair=args.repair or args.gc, gc=args.gc, deep=not args.quick,
-                     as_json=args.json)
+        return offline.fsck(cfg, repair=args.repair or args.gc, gc=args.gc, deep=not args.quick,
+                            as_json=args.json)
     if args.command in ("generations", "restore"):
-        return _generations(cfg, args.generation if args.command == "restore" else None)
+        return offline.generations(cfg, args.generation if args.command == "restore" else None)
     setup_logging(args.log_level or cfg.log_level)
     log.info("malloc: %s", ", ".join(f"{k}={v}" for k, v in tuned.items())
              or "as the environment sets it")
@@ -110,78 +117,6 @@ def main(argv: list[str] | None = None) -> int:
         log.error("cannot start: %s", exc)
         return 1
     return daemon.run()
-
-
-def _check_machine(cfg: cfgmod.Config) -> list[str]:
-    """The budgets against this machine, as a start would resolve them (``ConfigError`` when
-    the daemon would refuse to start); returns the warnings."""
-    import psutil
-
-    memory = psutil.virtual_memory().total
-    where = cfg.state_dir
-    while not where.exists() and where != where.parent:
-        where = where.parent
-    cfgmod.resolve_budgets(cfg.budgets, memory, shutil.disk_usage(where).total)
-    return cfgmod.machine_warnings(cfg, memory)
-
-
-def _generations(cfg: cfgmod.Config, restore: int | None) -> int:
-    """``edged generations`` and ``edged restore N`` (the way back from an edit that dropped
-    models: their artifacts are kept, see ``manager.quarantine``)."""
-    import datetime as dt
-
-    from edged.manager.catalog.manifests import ManifestError, Manifests
-
-    manifests = Manifests(cfg.state_dir)
-    if not cfg.state_dir.is_dir():
-        print(f"edged: {cfg.state_dir}: the state directory does not exist", file=sys.stderr)
-        return 1
-    if restore is None:
-        print("* current, k kept until `edged fsck --gc` (it lists versions an edit dropped)")
-        print(f"{'GEN':>8}  {'WRITTEN (UTC)':<20} {'VERSIONS':>8}  MODELS")
-        for g in manifests.generations():
-            when = dt.datetime.fromtimestamp(g.mtime, dt.timezone.utc).strftime(
-                "%Y-%m-%d %H:%M:%S")
-            count = "invalid" if g.versions is None else str(g.versions)
-            mark = "*" if g.current else ("k" if g.kept else " ")
-            print(f"{g.number:>7}{mark}  {when:<20} {count:>8}  {', '.join(g.models) or '-'}")
-        return 0
-    try:
-        back = manifests.restore(restore)
-    except (ManifestError, OSError) as exc:
-        print(f"edged restore: generation {restore}: {exc}", file=sys.stderr)
-        return 1
-    if not back:
-        print(f"generation {restore} lists nothing the current manifests lack: nothing to do")
-        return 0
-    print(f"put back {', '.join(back)} from generation {restore} into {manifests.link}/*.yaml; "
-          "a running daemon applies it on reload (`systemctl reload edged` or `edgectl "
-          "reload`), a stopped one at its next start")
-    return 0
-
-
-def _fsck(cfg: cfgmod.Config, *, repair: bool, deep: bool, as_json: bool,
-          gc: bool = False) -> int:
-    from edged.manager.catalog.fsck import fsck
-    from edged.statelock import StateDirBusy, lock_state_dir
-
-    lock = None
-    if repair:  # a repair deletes uploads in progress: never under a running daemon
-        try:
-            lock = lock_state_dir(cfg.state_dir)
-        except StateDirBusy as exc:
-            print(f"edged fsck: {exc}", file=sys.stderr)
-            return 1
-    try:
-        report = fsck(cfg.state_dir, repair=repair, deep=deep, gc=gc)
-    finally:
-        if lock is not None:
-            lock.release()
-    if as_json:
-        print(json.dumps(report.as_dict(), indent=2))
-    else:
-        print(report.describe())
-    return 0 if report.ok else 1
 
 
 class Daemon:
@@ -208,6 +143,7 @@ class Daemon:
         from edged.manager.events import EventBus
         from edged.service.wiring import build_server
         from edged.telemetry.sampler import Sampler
+        from edged.telemetry.snapshot import discrete_gpu_memory
 
         cfg = self.cfg
         self.sampler = Sampler(root=cfg.telemetry.root, interval_s=cfg.telemetry.interval_s,
@@ -338,8 +274,9 @@ class Daemon:
 class Parts:
     """The model manager and what runs beside it (worker pool, preloader, trace recorder)."""
 
-    def __init__(self, manager: Any, pool: Any, preloader: Any, trace: Any,
-                 metrics: Any = None, metrics_addr: tuple[str, int] | None = None) -> None:
+    def __init__(self, manager: ModelManager, pool: WorkerPool, preloader: Preloader | None,
+                 trace: TraceRecorder | None, metrics: Metrics | None = None,
+                 metrics_addr: tuple[str, int] | None = None) -> None:
         self.manager, self.pool, self.preloader, self.trace = manager, pool, preloader, trace
         self.metrics, self._metrics_addr = metrics, metrics_addr
         self._metrics_server: Any = None
@@ -371,44 +308,33 @@ class Parts:
             self.trace.close()
 
 
-def gpu_mem_limit(admitted: int, headroom: str | int) -> int:
-    """A GPU model's CUDA arena cap: what it was admitted with plus the headroom (a size, or a
-    percentage of the admitted bytes): never the tier's remainder."""
-    return int(admitted) + cfgmod.parse_size(headroom, percent_of=int(admitted))
-
-
-def discrete_gpu_memory(device: Any) -> int:
-    """Device memory of a discrete GPU (the first NVML device; edged's CUDA sessions run on
-    device 0), or 0 on a Jetson (its GPU allocates from RAM) and on CPU-only devices."""
-    if device.kind != "nvidia-gpu":
-        return 0
-    totals = [g.memory_total_bytes for g in device.gpus if g.memory_total_bytes]
-    return int(totals[0]) if totals else 0
-
-
-def build_parts(cfg: cfgmod.Config, budgets: Budgets, sampler: Any,
-                events: Any) -> Parts:
-    """Store → manifests → catalog → engines → residency → serving → manager."""
-    from dataclasses import replace
-
+def build_parts(cfg: cfgmod.Config, budgets: cfgmod.Budgets, sampler: Sampler,
+                events: EventBus) -> Parts:
+    """Store → manifests → catalog → pool → residency → specs → serving → installs → manager
+    → preloader, each built once from what is built before it."""
     from edged.engines.base import EngineOptions, detect_format, inspect
-    from edged.engines.estimate import choose_providers, installed_ort_providers, runtime_cap
+    from edged.engines.estimate import installed_ort_providers, runtime_cap
+    from edged.engines.fixed_costs import FixedCostsBook
     from edged.engines.gpumem import open_meter
     from edged.engines.workers import WorkerPool
+    from edged.manager import pool_events
     from edged.manager.catalog import quarantine
+    from edged.manager.catalog.artifacts import ArtifactVerifier, MissingArtifacts
     from edged.manager.catalog.catalog import Catalog, budget_tier_check
     from edged.manager.catalog.fsck import fsck
     from edged.manager.catalog.manifests import Manifests
     from edged.manager.catalog.store import Store
+    from edged.manager.installs import Installer
     from edged.manager.manager import ModelManager
-    from edged.manager.memory import planner
     from edged.manager.memory.policy import make_policy
     from edged.manager.memory.preloader import LockedPolicy, Preloader
-    from edged.manager.memory.residency import Residency
+    from edged.manager.memory.residency import Residency, SampledMemory
     from edged.manager.memory.traces import TraceRecorder
     from edged.manager.serving import Serving
     from edged.manager.shm import ShmRegistry
+    from edged.manager.specs import CatalogModels, Specs, VersionOptions
 
+    # what is installed
     report = fsck(cfg.state_dir, repair=True, deep=False)  # never deletes an artifact
     if not report.ok:
         log.warning("store check: %s", report.describe())
@@ -419,86 +345,23 @@ def build_parts(cfg: cfgmod.Config, budgets: Budgets, sampler: Any,
     state = manifests.load()
     quarantine.collect_expired(cfg.state_dir, store, store.blobs() - set(state.artifacts()),
                                cfg.install.unreferenced_retention_days)
-    costs = FixedCostsBook(cfg, sampler.snapshot().device, events)
-
+    costs = FixedCostsBook(cfg.state_dir, sampler.snapshot().device,
+                           cfg.engines.cuda_context_bytes, events)
     catalog = Catalog(store, manifests, inspect=lambda p, f, warm=None: inspect(
         p, f, costs.options(EngineOptions(warmup_shapes=warm or {}))),
                       tier_check=budget_tier_check(budgets),
                       storage_budget=budgets.storage)
-    policy = LockedPolicy(make_policy(cfg.preload.policy,
-                                      tz_offset_s=time.localtime().tm_gmtoff))
-    metrics = None
-    if cfg.metrics.port is not None:
-        from edged.metrics import Metrics  # prometheus-client only when metrics are on
+    missing = MissingArtifacts(store)
 
-        metrics = Metrics()
-    manager_ref: list[Any] = []
-
-    def on_event(kind: str, details: Any) -> None:
-        if kind == "worker_crash" and manager_ref:
-            for key in details.get("keys", [details.get("key", "")]):
-                manager_ref[0].residency.worker_died(key, str(details.get("message", "")))
-        elif kind == "footprint" and manager_ref:
-            grown(details["key"], int(details["bytes"]))
-            key = ModelKey.parse(str(details["key"]))
-            gpu = int(details.get("gpu_growth", 0) or 0)  # type: ignore[call-overload]
-            growth = int(details.get("growth", 0) or 0)  # type: ignore[call-overload]
-            events.publish("footprint", key.name, key.version,
-                           f"grew by {format_size(growth)} after real inferences"
-                           + (f" ({format_size(gpu)} of it device memory)" if gpu else "")
-                           + f": accounted {format_size(int(details['bytes']))}",
-                           growth=growth, gpu_growth=gpu, bytes=int(details["bytes"]))
-        elif kind == "lane_requests" and manager_ref:
-            manager_ref[0].lane_requests(details["records"])
-        elif kind == "worker_measured":
-            costs.first_load(details, model_bytes)
-
-    def model_bytes(key: str) -> int:
-        """A loaded model's own estimated bytes (weights, activations, per-node costs): its
-        CPU estimate less the worker's fixed term."""
-        from edged.engines.estimate import worker_fixed
-
-        k = ModelKey.parse(key)
-        v = catalog.get(k.name).versions[k.version]
-        if v.format != "onnx":  # an engine's estimate is its own measurement: nothing to learn
-            raise ValueError(f"{key} is not an ONNX model")
-        opts = EngineOptions(warmup_shapes=dict(v.warmup_shapes or {}),
-                             providers=("CPUExecutionProvider",))
-        info = inspect(store.path(v.store_id), v.format, opts)
-        return int(info.estimate_bytes) - worker_fixed(opts)
-
-    def grown(key: str, footprint: int) -> None:
-        """A loaded model's worker grew after real inferences (engines/footprint.py): account
-        it. ``Residency.remeasured(key, bytes)`` grows the live slot and records it; until the
-        manager has that, it is recorded in the catalog only (planned from the next load on)."""
-        grow = getattr(manager_ref[0].residency, "remeasured", None)
-        if grow is not None:
-            grow(key, footprint)
-            return
-        try:
-            k = ModelKey.parse(key)
-            v = catalog.get(k.name).versions.get(k.version)
-        except (e.EdgedError, ValueError):
-            return
-        if v is not None and footprint > (v.measured_bytes or 0):
-            catalog.record_measurement(k.name, k.version, footprint, v.load_seconds or 0.0)
-
-    def memory_cap(key: str) -> int:
-        """The runtime cap of a load (estimate.runtime_cap): its tier's budget less what the
-        other models in that tier account, at least its own accounted bytes."""
-        views = residency.views()
-        me = next((v for v in views if ModelKey(v.name, v.version) == key), None)
-        if me is None:
-            return 0
-        budget = budgets.of(me.tier)
-        others = sum(v.footprint_bytes for v in views if v.tier == me.tier and v is not me)
-        return runtime_cap(budget, others, me.footprint_bytes)
-
+    # the engines, and what is loaded on them
+    on_pool_event = pool_events.PoolEvents()
+    on_pool_event.subscribe("worker_measured", pool_events.first_loads(
+        costs.first_load, pool_events.ModelBytes(catalog, store.path, inspect)))
     pool = WorkerPool(start_timeout_s=cfg.engines.start_timeout_s,
                       request_timeout_s=cfg.engines.request_timeout_s,
                       hang_timeout_s=cfg.engines.hang_timeout_s,
-                      shm_threshold_bytes=cfg.engines.shm_threshold_bytes, on_event=on_event,
-                      queue_depth=cfg.engines.queue_depth, memory_cap=memory_cap,
+                      shm_threshold_bytes=cfg.engines.shm_threshold_bytes,
+                      on_event=on_pool_event, queue_depth=cfg.engines.queue_depth,
                       gpu_meter=open_meter(cfg.telemetry.root, use_nvml=cfg.telemetry.nvml),
                       worker_groups={m: g for g, ms in cfg.engines.worker_groups for m in ms},
                       share_worker=cfg.engines.share_worker,
@@ -506,190 +369,50 @@ def build_parts(cfg: cfgmod.Config, budgets: Budgets, sampler: Any,
                       lane_dir=(cfg.listen.unix.with_name(cfg.listen.unix.name + ".lanes")
                                 if cfg.listen.unix else None),
                       lane_mode=cfg.listen.unix_mode, lane_gid=_gid_or_none(_socket_gid(cfg)))
+    policy = LockedPolicy(make_policy(cfg.preload.policy,
+                                      tz_offset_s=time.localtime().tm_gmtoff))
+    metrics = None
+    if cfg.metrics.port is not None:
+        from edged.metrics import Metrics  # prometheus-client only when metrics are on
 
-    def memory() -> planner.Memory:
-        snap = sampler.sample_now()
-        m = snap.memory
-        return planner.Memory(available_bytes=m.available_bytes,
-                              swap_free_bytes=m.swap_free_bytes,
-                              nvmap_used_bytes=m.nvmap_used_bytes,
-                              swap_total_bytes=m.swap_total_bytes,
-                              daemon_rss_bytes=snap.process_rss_bytes)
+        metrics = Metrics()
 
     residency = Residency(
         pool=pool, budgets=budgets,
-        memory=memory, events=events, policy=policy,
-        on_measured=lambda n, v, b, s, variant: catalog.record_measurement(n, v, b, s, variant),
+        memory=SampledMemory(sampler), events=events, policy=policy,
+        on_measured=catalog.record_measurement,
         queue_limit=cfg.engines.queue_depth + cfg.engines.per_model_concurrency,
         concurrency=cfg.engines.per_model_concurrency, metrics=metrics,
-        verify=ArtifactVerifier(store, events))
+        verify=ArtifactVerifier(store, events), runtime_cap=runtime_cap)
+    on_pool_event.subscribe("worker_crash", pool_events.crashes(residency))
+    on_pool_event.subscribe("footprint", pool_events.growth(residency, events))
 
-    ort_providers = installed_ort_providers()  # (from its files: onnxruntime stays out)
-
-    def engine_options(v: Any) -> EngineOptions:
-        opts = EngineOptions(
-            providers=tuple(v.providers), precision=v.precision or "fp32",
-            tensorrt_ep="TensorrtExecutionProvider" in v.providers,
-            intra_op_threads=cfg.engines.intra_op_threads,
-            inter_op_threads=cfg.engines.inter_op_threads,
-            warmup_shapes={k: tuple(s) for k, s in (v.warmup_shapes or {}).items()},
-            engine_info=dict(getattr(v, "engine_info", None) or {}),
-            cudnn_conv_algo_search=cfg.engines.cudnn_conv_algo_search,
-            cudnn_conv_use_max_workspace=cfg.engines.cudnn_conv_use_max_workspace)
-        opts = costs.options(opts)
-        gpu = v.format == "tensorrt" or any(
-            p != "CPUExecutionProvider" for p in choose_providers(ort_providers, opts))
-        return replace(opts, uses_gpu=gpu,
-                       gpu_mem_limit_bytes=gpu_mem_limit(v.measured_bytes or v.estimated_bytes,
-                                                         cfg.engines.gpu_mem_headroom)
-                       if gpu else 0)
-
+    # the bridge, and the parts the manager's facade forwards to
+    specs = Specs(artifact_path=store.path,
+                  engine_options=VersionOptions(cfg.engines, costs.options,
+                                                installed_ort_providers()),
+                  budgets=budgets, placement=residency, events=events, missing=missing)
     trace = TraceRecorder(cfg.trace.path, cfg.trace.max_bytes) if cfg.trace.path else None
-    manager = ModelManager(state_dir=cfg.state_dir, budgets=budgets, sampler=sampler,
-                           events=events, catalog=catalog, residency=residency, store=store,
-                           engine_options=engine_options, inspect=inspect,
-                           allow_local_paths=cfg.install.allow_local_paths)
-    manager_ref.append(manager)
-    manager.fixed_costs = costs.status
-    manager.serving = Serving(
-        manager, residency=residency, pool=pool, shm=ShmRegistry(allowed_gid=_socket_gid(cfg)),
+    serving = Serving(
+        catalog=catalog, specs=specs, residency=residency, pool=pool,
+        shm=ShmRegistry(allowed_gid=_socket_gid(cfg)),
         inspect=lambda p, f: inspect(p, f, costs.options(EngineOptions())),
-        observe=policy.observe,
-        trace=trace,
-        metrics=metrics, select_mode=cfg.selection.mode, pins=dict(cfg.selection.pins),
+        observe=policy.observe, trace=trace, metrics=metrics, select_mode=cfg.selection.mode,
+        pins=dict(cfg.selection.pins),
         estimate_at=lambda p, shapes: inspect(p, None, costs.options(EngineOptions(
             warmup_shapes={k: tuple(v) for k, v in shapes.items()}))).estimate_bytes)
-    preloader = Preloader(manager=manager, policy=policy,
-                          interval_s=cfg.preload.interval_s) if cfg.preload.enabled else None
+    on_pool_event.subscribe("lane_requests", pool_events.lane_requests(serving))
+    installer = Installer(store=store, catalog=catalog, residency=residency, specs=specs,
+                          events=events, allow_local=cfg.install.allow_local_paths)
+    manager = ModelManager(state_dir=cfg.state_dir, budgets=budgets, sampler=sampler,
+                           events=events, store=store, catalog=catalog, missing=missing,
+                           residency=residency, specs=specs, serving=serving,
+                           installer=installer, fixed_costs=costs.status)
+    preloader = Preloader(models=CatalogModels(catalog, specs), residency=residency,
+                          policy=policy, interval_s=cfg.preload.interval_s) \
+        if cfg.preload.enabled else None
     addr = (cfg.metrics.host, cfg.metrics.port) if cfg.metrics.port is not None else None
     return Parts(manager, pool, preloader, trace, metrics, addr)
-
-
-class FixedCostsBook:
-    """This device's measured worker costs (engines/calibration.py) for the daemon: the
-    options every estimate is made with, the first load's measurement, status."""
-
-    def __init__(self, cfg: cfgmod.Config, device: Any, events: Any) -> None:
-        from edged.engines import calibration
-        from edged.engines.gpumem import nvml_driver_version
-
-        self._cal = calibration
-        gpu = device.gpus[0].name if device.gpus else ""
-        driver = device.l4t_release or (nvml_driver_version() if device.kind == "nvidia-gpu"
-                                        else "")
-        self.device = calibration.device_key(device.kind, gpu or (
-            device.model if device.kind == "jetson" else ""), driver or "?", device.cpu_model)
-        self.store = calibration.CalibrationStore(cfg.state_dir)
-        self._override = cfg.engines.cuda_context_bytes
-        self._events = events
-        self._lock = threading.Lock()
-
-    def options(self, opts: Any) -> Any:
-        return self._cal.apply(opts, self.store.get(self.device), self._override)
-
-    def first_load(self, details: Any, model_bytes: Any) -> None:
-        """A fresh worker's first load on a device not calibrated yet (or its first GPU load
-        when only the CPU was): measure from it. ``edged calibrate`` measures exactly."""
-        from edged.engines.estimate import CPU_WORKER_BASE_BYTES, ORT_SESSION_FIXED_BYTES
-
-        gpu = any(p != "CPUExecutionProvider" for p in details.get("providers", ()))
-        with self._lock:
-            prev = self.store.get(self.device)
-            if prev is not None and (prev.gpu_context_bytes or not gpu):
-                return
-            try:
-                own = model_bytes(str(details["key"]))
-            except (e.EdgedError, KeyError, ValueError):
-                return
-            new = self._cal.from_load(self.device, int(details["footprint"]), own, gpu,
-                                      CPU_WORKER_BASE_BYTES + ORT_SESSION_FIXED_BYTES, prev)
-            try:
-                self.store.put(new)
-            except OSError as exc:
-                log.warning("could not keep this device's calibration: %s", exc)
-                return
-        log.info("calibrated on %s from the first load: worker %d bytes, GPU context %d",
-                 self.device, new.worker_bytes, new.gpu_context_bytes)
-        self._events.publish("calibrated", "", 0,
-                             f"worker {format_size(new.worker_bytes)}, GPU context "
-                             f"{format_size(new.gpu_context_bytes)} (first load)",
-                             worker_bytes=str(new.worker_bytes),
-                             gpu_context_bytes=str(new.gpu_context_bytes))
-
-    def status(self) -> dict[str, Any]:
-        from edged.engines.base import EngineOptions
-
-        c = self.store.get(self.device)
-        used = self.options(EngineOptions()).cuda_context_bytes
-        return {"device": self.device, "worker_bytes": c.worker_bytes if c else 0,
-                "gpu_context_bytes": used, "source": c.source if c else "not measured",
-                "measured_at": c.measured_at if c else 0.0,
-                "gpu_context_override": self._override is not None}
-
-
-class ArtifactVerifier:
-    """Re-hash an artifact on every load, so a corrupt blob is never served.
-
-    Start-up only checks that files exist with the right sizes (hashing a whole store would
-    delay readiness by seconds per GB); the full check happens on each load, beside the load
-    itself (residency runs it in parallel with the worker's mapping and warm-up, and the model
-    is not ready until it passed). No cache keyed by size and mtime: bit rot on flash keeps
-    both, and a cached "verified" would let such a blob be served after an unload."""
-
-    def __init__(self, store: Any, events: Any) -> None:
-        self._store, self._events = store, events
-
-    def __call__(self, spec: Any) -> None:
-        sha = spec.artifact.parent.name
-        problems = self._store.verify(sha, deep=True)
-        if problems:
-            self._events.publish("corrupt", spec.name, spec.version, "; ".join(problems))
-            raise e.DataLoss(f"model '{spec.key}' is corrupt in the store and will not be "
-                             f"served: {'; '.join(problems)} (reinstall it; see `edged fsck`)",
-                             reason="CORRUPT_ARTIFACT")
-
-
-def _calibrate(cfg: cfgmod.Config, as_json: bool) -> int:
-    """``edged calibrate``: a probe model in fresh workers, on the CPU and (where the CUDA EP
-    and a GPU are there) on the GPU; the costs go to the state dir, where the daemon (running
-    or not) reads them for every later estimate."""
-    from dataclasses import asdict
-
-    from edged.engines import calibration
-    from edged.engines.estimate import CUDA, installed_ort_providers
-    from edged.engines.gpumem import open_meter
-    from edged.engines.workers import WorkerPool
-    from edged.telemetry.sampler import Sampler
-
-    sampler = Sampler(root=cfg.telemetry.root, interval_s=60,
-                      memory_total_override=cfg.budgets.memory_total,
-                      use_jtop=False, use_nvml=cfg.telemetry.nvml)
-    # start() opens NVML as the daemon's sampler does: without it a GPU box reads as "cpu" and
-    # the costs were kept under another device's key than the daemon's (seen on an H200)
-    sampler.start()
-    try:
-        device = sampler.snapshot().device
-    finally:
-        sampler.stop()
-    book = FixedCostsBook(cfg, device, None)
-    meter = open_meter(cfg.telemetry.root, use_nvml=cfg.telemetry.nvml)
-    gpu = CUDA in installed_ort_providers() and (meter is not None or device.kind == "jetson")
-    pool = WorkerPool(start_timeout_s=cfg.engines.start_timeout_s, gpu_meter=meter)
-    try:
-        costs = calibration.measure(pool, book.device, gpu)
-    except e.EdgedError as exc:
-        print(f"edged: calibrate: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        pool.close()
-    book.store.put(costs)
-    if as_json:
-        print(json.dumps(asdict(costs), indent=2))
-    else:
-        print(f"{costs.device}: worker {format_size(costs.worker_bytes)}, GPU context "
-              f"{format_size(costs.gpu_context_bytes)}" + ("" if gpu else " (no GPU to measure)")
-              + f"; kept in {book.store.path}")
-    return 0
 
 
 def _external_files(path: Path) -> list[str]:

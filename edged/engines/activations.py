@@ -286,7 +286,7 @@ class BfcArena:
     peak on graphs whose tensors change size as they go (ppocr-det: ~1.8x)."""
 
     def __init__(self) -> None:
-        self.regions: list[list[list]] = []  # per region: [offset, size, owner or None]
+        self.regions: list[list[list[Any]]] = []  # per region: [offset, size, owner or None]
         self.where: dict[str, tuple[int, int]] = {}  # owner -> (region, offset)
         self.reserved = 0
         self.live = 0

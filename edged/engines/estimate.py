@@ -140,3 +140,11 @@ def tensorrt_ep_workspace(limit: int, weights_bytes: int) -> int:
     otherwise takes all the device memory it can for tactic selection), at least
     TENSORRT_EP_MIN_WORKSPACE_BYTES unless the cap itself is smaller."""
     return max(min(limit, TENSORRT_EP_MIN_WORKSPACE_BYTES), limit - weights_bytes)
+
+
+def gpu_mem_limit(admitted: int, headroom: str | int) -> int:
+    """A GPU model's CUDA arena cap: what it was admitted with plus the headroom (a size, or a
+    percentage of the admitted bytes): never the tier's remainder."""
+    from edged.units import parse_size
+
+    return int(admitted) + parse_size(headroom, percent_of=int(admitted))

@@ -3,11 +3,11 @@
 It owns no policy of its own; it composes the catalog (what is installed, in which tier), the
 residency (what is loaded, reference counts, capacity decisions), telemetry and events, so that
 every caller goes through the same decisions. Methods return domain objects; the service layer
-turns them into protos.
+turns them into protos. It is built from its parts, every one required (the daemon's
+``build_parts`` builds them in order); none of them holds the manager.
 
-A version that cannot run here is refused when its load spec is made, before any worker
-starts: a missing artifact (``DATA_LOSS``, see ``artifacts``) or a TensorRT engine built with
-another TensorRT (``FAILED_PRECONDITION``, see ``engine_compat``). Version switches, tier moves
+A version that cannot run here is refused when its load spec is made (``specs``), before any
+worker starts. Version switches, tier moves
 and hand-edited reloads go through ``transitions``: what they need loaded is loaded before the
 catalog commits, so a failure leaves the old version active.
 """
@@ -18,24 +18,45 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edged import __version__
 from edged import errors as e
 from edged.manager import installs
-from edged.manager.catalog import engine_compat
 from edged.manager.catalog.artifacts import MissingArtifacts
+from edged.manager.catalog.catalog import Catalog
+from edged.manager.catalog.manifests import ModelEntry
+from edged.manager.catalog.store import Store
 from edged.manager.events import EventBus
 from edged.manager.memory import variants
+from edged.manager.memory.residency import Residency
+from edged.manager.seams import Sampler
+from edged.manager.selection import Selection
+from edged.manager.serving import IndexRow, ModelMetadata, Serving
+from edged.manager.shm import Region
+from edged.manager.specs import Specs
 from edged.manager.transitions import Transition, apply_reload, plan_reload
-from edged.manager.views import InstallSpec, LoadedView, StatusView, StoreUsage, TierUsage
+from edged.manager.views import (
+    CheckView,
+    InstallSpec,
+    LoadedView,
+    StatusView,
+    StoreUsage,
+    TierUsage,
+)
 from edged.units import format_size
 from edged.values import TIERS, Budgets, ModelKey
 
 if TYPE_CHECKING:
-    from edged.manager.memory.residency import LoadSpec, Residency
+    from edged.engines.convert import VariantReport
+    from edged.engines.lanes import LaneGrant
+
+__all__ = ["IndexRow", "ModelManager", "ModelMetadata"]  # the metadata types live in serving
+
+# A catalog change that commits after its ``before_commit`` (``Transition.prepare``) ran.
+Change = Callable[[Callable[[ModelEntry], None]], ModelEntry]
 
 # A variant job's memory budget is the swap tier's, but at least this: the converter's own
 # Python, numpy and ONNX Runtime take ~150 MB before the model does.
@@ -43,57 +64,31 @@ JOB_MIN_BYTES = 512 << 20
 log = logging.getLogger("edged.manager")
 
 
-@dataclass(frozen=True)
-class ModelMetadata:
-    name: str
-    versions: tuple[int, ...]
-    platform: str
-    signature: Any
-
-
-@dataclass(frozen=True)
-class IndexRow:
-    name: str
-    version: int
-    state: str
-    reason: str
-
-
 class ModelManager:
-    def __init__(self, *, state_dir: Path, budgets: Budgets, sampler: Any, events: EventBus,
-                 catalog: Any = None, residency: Residency | None = None, store: Any = None,
-                 engine_options: Callable[[Any], Any] | None = None,
-                 inspect: Callable[[Path, str | None], Any] | None = None,
-                 serving: Any = None, clock: Callable[[], float] = time.time,
-                 allow_local_paths: bool = True,
-                 tensorrt_version: Callable[[], str | None] =
-                 engine_compat.installed_tensorrt_version,
-                 max_quality_drop: float = variants.DEFAULT_MAX_QUALITY_DROP) -> None:
+    def __init__(self, *, state_dir: Path, budgets: Budgets, sampler: Sampler,
+                 events: EventBus, store: Store, catalog: Catalog, missing: MissingArtifacts,
+                 residency: Residency, specs: Specs, serving: Serving,
+                 installer: installs.Installer,
+                 fixed_costs: Callable[[], Mapping[str, object]]) -> None:
+        """``fixed_costs``: this device's measured worker costs, for status
+        (``engines.fixed_costs.FixedCostsBook.status``)."""
         self.state_dir = state_dir
         self.budgets = budgets
         self.sampler = sampler
         self.events = events
+        self.store = store
         self.catalog = catalog
         self.residency = residency
-        self.store = store
+        self.specs = specs
         self.serving = serving
-        # This device's measured worker costs for status (set by the daemon); None: unknown.
-        self.fixed_costs: Callable[[], Mapping[str, Any]] | None = None
-        self._engine_options = engine_options
-        self._inspect = inspect
-        self._clock = clock
-        self._allow_local = allow_local_paths
+        self.installer = installer
+        self.fixed_costs = fixed_costs
+        self._missing = missing
         self._started = time.monotonic()
         self._state = "starting"
         # a start-up fallback from invalid manifests is shown like a rejected reload
-        self._manifest_error = str(getattr(getattr(catalog, "manifests", None),
-                                           "fallback_note", "") or "")
+        self._manifest_error = catalog.manifests.fallback_note
         self._switch_lock = threading.Lock()
-        self._specs: dict[tuple[str, int, str | None, str], tuple[Any, Any]] = {}
-        self._missing = MissingArtifacts(store)
-        self._trt_probe = tensorrt_version
-        self._trt: list[str | None] = []  # the installed TensorRT, looked up once
-        self._max_quality_drop = max_quality_drop
 
     # -- lifecycle -----------------------------------------------------------------------
     def set_state(self, state: str) -> None:
@@ -107,45 +102,42 @@ class ModelManager:
         """Load the ram tier (pinned). Returns problems; a model that fails is reported, and so
         is every version whose artifact is missing (it stays installed, never served)."""
         problems = []
-        state = self._catalog().state
-        dropped = self._catalog().manifests.dropped_note
+        state = self.catalog.state
+        dropped = self.catalog.manifests.dropped_note
         if dropped:
             self.events.publish("manifest_dropped", message=dropped)
         for (name, version), artifact in sorted(self._missing.of(state).items()):
             msg = str(self._missing.error(name, version, artifact))
             log.error("%s", msg)
             self.events.publish("artifact_missing", name, version, msg, artifact=artifact[:12])
-        for entry in self._catalog().list():
+        for entry in self.catalog.list():
             if entry.tier != "ram":
                 continue
             try:
-                self._res().load(self.serving_spec(entry, entry.active))
+                self.residency.load(self.specs.serving_spec(entry, entry.active))
             except e.EdgedError as exc:
                 problems.append(f"{entry.name}: {exc}")
                 self.events.publish("load_failed", entry.name, entry.active, str(exc))
         return problems
 
     def close(self) -> None:
-        if self.residency is not None:
-            self.residency.close()
+        self.residency.close()
 
     # -- status --------------------------------------------------------------------------
     def status(self) -> StatusView:
         snap = self.sampler.snapshot()
         loaded = self.loaded()
+        notes, store = self._store_status()
         return StatusView(
             version=__version__, uptime_s=time.monotonic() - self._started, state=self._state,
             state_dir=str(self.state_dir), snapshot=snap, reserve_bytes=self.budgets.reserve,
             tiers=self._tier_usage(loaded), loaded=tuple(loaded),
-            models_installed=len(self.catalog.list()) if self.catalog is not None else 0,
-            manifest_error=self._manifest_error,
-            fixed_costs=self.fixed_costs() if self.fixed_costs is not None else None,
-            gpu_budget=self._gpu_budget(loaded), **self._store_status())
+            models_installed=len(self.catalog.list()), manifest_error=self._manifest_error,
+            fixed_costs=self.fixed_costs(),
+            gpu_budget=self._gpu_budget(loaded), notes=notes, store=store)
 
-    def _store_status(self) -> dict[str, Any]:
+    def _store_status(self) -> tuple[tuple[str, ...], StoreUsage]:
         """The store's line of status and the notes an operator must act on."""
-        if self.catalog is None:
-            return {}
         loose = self.catalog.unreferenced()
         store = StoreUsage(self.catalog.stored_bytes(), self.budgets.storage, len(loose),
                            sum(loose.values()))
@@ -154,7 +146,7 @@ class ModelManager:
             notes.append(f"{len(loose)} artifact(s) that no manifest references are kept "
                          f"({format_size(store.unreferenced_bytes)}): `edged fsck` lists them, "
                          "`edged fsck --gc` deletes them")
-        return {"notes": tuple(notes), "store": store}
+        return tuple(notes), store
 
     def _gpu_budget(self, loaded: list[LoadedView]) -> tuple[int, int, int] | None:
         """(budget, used by loaded GPU models, device total) of a discrete GPU, else None."""
@@ -166,16 +158,14 @@ class ModelManager:
         return budget, used, self.budgets.gpu_total
 
     def loaded(self) -> list[LoadedView]:
-        views = self.residency.views() if self.residency is not None else []
-        if self.serving is None:
-            return views
+        views = self.residency.views()
         count = self.serving.lane_count
         return [replace(v, lanes=count(ModelKey(v.name, v.version))) for v in views]
 
     def _tier_usage(self, loaded: list[LoadedView]) -> tuple[TierUsage, ...]:
         counts = dict.fromkeys(TIERS, 0)
         held: dict[str, int] = {}  # what the storage tier holds: its models, older versions
-        for model in self.catalog.list() if self.catalog is not None else []:
+        for model in self.catalog.list():
             counts[model.tier] += 1
             for number, v in model.versions.items():
                 if model.tier == "storage" or number != model.active:
@@ -196,20 +186,19 @@ class ModelManager:
         models that left ram become evictable (or unload, to storage), new ram models load
         in the background (the main loop that calls this must keep feeding the watchdog)."""
         with self._switch_lock:
-            old = self._catalog().state
+            old = self.catalog.state
             try:
-                state = self._catalog().reload(
-                    before_commit=lambda new: plan_reload(self, old, new))
+                state = self.catalog.reload(
+                    before_commit=lambda new: plan_reload(self.residency, old, new))
             except e.EdgedError as exc:
-                if self.residency is not None:  # moves plan_reload planned: not committed
-                    for view in self.residency.views():
-                        self.residency.cancel_move(ModelKey(view.name, view.version))
+                for view in self.residency.views():  # moves plan_reload planned: not committed
+                    self.residency.cancel_move(f"{view.name}:{view.version}")
                 self._manifest_error = str(exc)
                 self.events.publish("manifest_reload", message=f"rejected: {exc}", ok="false")
-                return False, str(exc), len(self._catalog().list())
+                return False, str(exc), len(self.catalog.list())
             self._manifest_error = ""
-            to_load = apply_reload(self, old, state)
-            dropped = self._catalog().manifests.dropped_note
+            to_load = apply_reload(self.residency, old, state)
+            dropped = self.catalog.manifests.dropped_note
             if dropped:
                 self.events.publish("manifest_dropped", message=dropped)
         if to_load:
@@ -219,117 +208,22 @@ class ModelManager:
         self.events.publish("manifest_reload", message=f"{count} models", ok="true")
         return True, "", count
 
-    def _load_all(self, entries: list[Any]) -> None:
+    def _load_all(self, entries: list[ModelEntry]) -> None:
         for entry in entries:
             try:
-                self._res().load(self.serving_spec(entry, entry.active))
+                self.residency.load(self.specs.serving_spec(entry, entry.active))
             except e.EdgedError as exc:
                 log.warning("ram tier after reload: %s: %s", entry.name, exc)
 
-    # -- parts ---------------------------------------------------------------------------
-    def _catalog(self) -> Any:
-        if self.catalog is None:
-            raise e.Unimplemented("the model store is not available in this edged build")
-        return self.catalog
-
-    def _res(self) -> Residency:
-        if self.residency is None:
-            raise e.Unimplemented("engines are not available in this edged build")
-        return self.residency
-
-    def load_spec(self, entry: Any, version: int, tier: str | None = None,
-                  variant: str = "") -> LoadSpec:
-        """The load spec of one version (in one of its variants; "": the version itself, or
-        the one pinned); cached per catalog entry (entries are immutable, a change makes a
-        new one), because the inference path asks for it on every request."""
-        key = (entry.name, version, tier, variant)
-        hit = self._specs.get(key)
-        if hit is not None and hit[0] is entry:
-            return hit[1]  # type: ignore[no-any-return]
-        spec = self._make_spec(entry, version, tier, variant)
-        self._specs[key] = (entry, spec)
-        return spec
-
-    def serving_spec(self, entry: Any, version: int, tier: str | None = None,
-                     announce: bool = True) -> LoadSpec:
-        """The spec a request or a load of ``version`` uses: its loaded variant if it is
-        loaded, else the variant ``variants.choose`` picks now (an event says which, when
-        it is not the version itself). Without variants: ``load_spec`` (the request path
-        pays nothing for them)."""
-        v = entry.versions.get(version)
-        if v is None or not v.variants:
-            return self.load_spec(entry, version, tier)
-        res = self._res()
-        view = res.view(ModelKey(entry.name, version))
-        if view is not None:
-            return self.load_spec(entry, version, tier, view.variant)
-        if v.serve:
-            return replace(self.load_spec(entry, version, tier, v.serve),
-                           variant_reason=f"variant {v.serve} is pinned")
-        specs = {n: self.load_spec(entry, version, tier, n) for n in v.variant_names}
-        choice = variants.choose(specs, {n: v.variant(n).quality for n in specs},
-                                 v.variant_name, res.plan,
-                                 max_quality_drop=self._max_quality_drop)
-        if announce and choice.spec.variant != v.variant_name:
-            self.events.publish("variant", entry.name, version,
-                                f"serving {choice.spec.variant}: {choice.reason}",
-                                variant=choice.spec.variant)
-        return replace(choice.spec, variant_reason=choice.reason)
-
-    def unservable(self, entry: Any, version: int) -> e.EdgedError | None:
-        """What ``load_spec`` would refuse ``version`` with (a missing artifact, another
-        TensorRT), or None — for callers that skip such versions (selection, preloads)."""
-        try:
-            self.load_spec(entry, version)
-        except e.EdgedError as exc:
-            return exc
-        return None
-
-    def _make_spec(self, entry: Any, version: int, tier: str | None,
-                   variant: str = "") -> LoadSpec:
-        top = entry.versions.get(version)
-        if top is None:
-            raise e.NotFound(f"model '{entry.name}' has no version {version}", field="version")
-        v = top.variant(variant or top.serve)
-        if self._engine_options is None or self.store is None:
-            raise e.Unimplemented("engines are not available in this edged build")
-        from edged.manager.memory.residency import LoadSpec
-
-        self._missing.check(entry.name, version, v)
-        if v.format == "tensorrt":
-            if not self._trt:
-                self._trt.append(self._trt_probe())
-            engine_compat.check_tensorrt(entry.name, version, v.engine_info, self._trt[0])
-        options = self._engine_options(v)
-        tier = tier or (entry.tier if version == entry.active and entry.tier != "storage"
-                        else "swap")
-        return LoadSpec(name=entry.name, version=version, tier=tier,
-                        artifact=self.store.path(v.store_id), fmt=v.format, options=options,
-                        group=v.group, bytes=v.measured_bytes or v.estimated_bytes,
-                        gpu=bool(getattr(options, "uses_gpu", False))
-                        or engine_compat.uses_gpu(v.format, v.providers),
-                        peak=self._load_peak(v, tier), variant=v.variant_name)
-
-    def _load_peak(self, v: Any, tier: str) -> int:
-        """An ONNX load holds one more copy of the weights for a moment (the parsed protobuf
-        and the initialized tensors); the artifact's size stands for the weights. It never
-        exceeds the larger of the footprint and the tier's budget, so a model that fits its
-        tier once loaded is never refused for its load alone."""
-        steady = v.measured_bytes or v.estimated_bytes
-        if v.format != "onnx":
-            return steady
-        budget = self.budgets.ram if tier == "ram" else self.budgets.swap
-        return min(steady + v.size_bytes, max(steady, budget))
-
-    def _with_loaded(self, entry: Any) -> tuple[Any, LoadedView | None]:
-        view = self.residency.view(ModelKey(entry.name, entry.active)) if self.residency else None
-        return self._missing.annotate(self._catalog().state, entry), view
+    def _with_loaded(self, entry: ModelEntry) -> tuple[ModelEntry, LoadedView | None]:
+        view = self.residency.view(f"{entry.name}:{entry.active}")
+        return self._missing.annotate(self.catalog.state, entry), view
 
     # -- models --------------------------------------------------------------------------
     def list_models(self, tier: str | None = None,
-                    task: str | None = None) -> list[tuple[Any, LoadedView | None]]:
+                    task: str | None = None) -> list[tuple[ModelEntry, LoadedView | None]]:
         rows = []
-        for entry in self._catalog().list():
+        for entry in self.catalog.list():
             if tier and entry.tier != tier:
                 continue
             if task and task not in entry.versions[entry.active].tasks:
@@ -337,68 +231,67 @@ class ModelManager:
             rows.append(self._with_loaded(entry))
         return rows
 
-    def get_model(self, name: str) -> tuple[Any, LoadedView | None]:
-        return self._with_loaded(self._catalog().get(name))
+    def get_model(self, name: str) -> tuple[ModelEntry, LoadedView | None]:
+        return self._with_loaded(self.catalog.get(name))
 
     def install_stream(self, spec: InstallSpec,
                        parts: Iterator[tuple[Any, Iterator[bytes]]]) -> installs.InstallResult:
-        return installs.from_stream(self, spec, parts)
+        return self.installer.from_stream(spec, parts)
 
     def install_from(self, spec: InstallSpec, source: str, sha256: str | None,
                      size: int | None, progress: Callable[[int, int, str], None]
                      ) -> installs.InstallResult:
-        return installs.from_source(self, spec, source, sha256, size, progress,
-                                    allow_local=self._allow_local)
+        return self.installer.from_source(spec, source, sha256, size, progress)
 
     def remove(self, name: str, version: int | None, force: bool = False) -> list[int]:
         """Remove one version (1 or more), or every version when ``version`` is None."""
-        entry = self._catalog().get(name)
+        entry = self.catalog.get(name)
         targets = [version] if version is not None else sorted(entry.versions)
         in_use = {v.version for v in self.loaded() if v.name == name and v.in_flight}
-        removed = self._catalog().remove(name, version, force=force,
-                                         in_use=lambda key: ModelKey.parse(key).version in in_use)
+        removed = self.catalog.remove(name, version, force=force,
+                                         in_use=lambda key: int(key.split(":")[1]) in in_use)
         for number in targets:
-            if self.residency is not None and self.residency.view(ModelKey(name, number)):
-                self.residency.unload(ModelKey(name, number))
-        left = self._catalog().state.models.get(name)
+            if self.residency.view(f"{name}:{number}"):
+                self.residency.unload(f"{name}:{number}")
+        left = self.catalog.state.models.get(name)
         if left is not None and left.tier == "ram" and left.active != entry.active:
             self._load_all([left])  # the ram tier is always loaded
         self.events.publish("remove", name, version or 0, f"versions {targets}")
         return list(removed) if removed is not None else targets
 
-    def set_tier(self, name: str, tier: str) -> tuple[Any, LoadedView | None]:
+    def set_tier(self, name: str, tier: str) -> tuple[ModelEntry, LoadedView | None]:
         """Move a model: into ram it is planned and loaded before the move is committed."""
-        before = self._catalog().get(name)
-        entry = self._transition(name, lambda prepare: self._catalog().set_tier(
+        before = self.catalog.get(name)
+        entry = self._transition(name, lambda prepare: self.catalog.set_tier(
             name, tier, before_commit=prepare))
         if entry.tier != before.tier:  # already there: nothing moved, nothing to report
             self.events.publish("tier", name, entry.active, f"{before.tier} -> {entry.tier}")
         return self._with_loaded(entry)
 
     def activate(self, name: str, version: int,
-                 allow_signature_change: bool = False) -> tuple[Any, LoadedView | None]:
-        return self._switch(name, lambda prepare: self._catalog().activate(
+                 allow_signature_change: bool = False) -> tuple[ModelEntry, LoadedView | None]:
+        return self._switch(name, lambda prepare: self.catalog.activate(
             name, version, allow_signature_change=allow_signature_change,
             before_commit=prepare))
 
-    def rollback(self, name: str) -> tuple[Any, LoadedView | None]:
-        return self._switch(name, lambda prepare: self._catalog().rollback(
+    def rollback(self, name: str) -> tuple[ModelEntry, LoadedView | None]:
+        return self._switch(name, lambda prepare: self.catalog.rollback(
             name, before_commit=prepare))
 
-    def _switch(self, name: str, change: Callable[[Any], Any]) -> tuple[Any, LoadedView | None]:
+    def _switch(self, name: str, change: Change) -> tuple[ModelEntry, LoadedView | None]:
         """Version switch: the new version loads first (when the old one is loaded or the
         tier is ram) and the manifest is committed only once it has; then the old version is
         retired once its requests finish. A failed load leaves the old version active."""
-        before = self._catalog().get(name)
+        before = self.catalog.get(name)
         entry = self._transition(name, change)
         if entry.active != before.active:
             self.events.publish("version_switch", name, entry.active,
                                 f"v{before.active} -> v{entry.active}")
         return self._with_loaded(entry)
 
-    def _transition(self, name: str, change: Callable[[Any], Any]) -> Any:
+    def _transition(self, name: str, change: Change) -> ModelEntry:
         with self._switch_lock:
-            t = Transition(self, self._catalog().get(name))
+            t = Transition(self.residency, self.specs, self.catalog.get(name))
             try:
                 entry = change(t.prepare)
             except BaseException:
@@ -407,14 +300,15 @@ class ModelManager:
             t.settle(entry)
             if t.load_result is not None:
                 view, seconds = t.load_result
-                self._catalog().record_measurement(name, entry.active, view.footprint_bytes,
+                self.catalog.record_measurement(name, entry.active, view.footprint_bytes,
                                                    seconds)
-            return self._catalog().get(name)
+            return self.catalog.get(name)
 
     # -- variants (edged.manager.memory.variants) ----------------------------------------
     def make_variant(self, name: str, version: int | None, kind: str, *,
                      accept_change: float | None, quality: float | None = None,
-                     progress: Callable[[str], None] = lambda stage: None) -> tuple[Any, Any]:
+                     progress: Callable[[str], None] = lambda stage: None
+                     ) -> tuple[VariantReport, ModelEntry | None]:
         """Make the ``kind`` variant of a version in a child process (``engines.convert``;
         its memory budget is the swap tier's, see ``JOB_MIN_BYTES``), and install it only if
         its relative output
@@ -425,7 +319,7 @@ class ModelManager:
 
         from edged.engines import convert
 
-        entry = self._catalog().get(name)
+        entry = self.catalog.get(name)
         number = version or entry.active
         v = entry.versions.get(number)
         if v is None:
@@ -457,7 +351,7 @@ class ModelManager:
                 return report, None
             blob = self.store.put_file(dst)
         derived = round(v.quality * (1 - min(1.0, change)), 4)
-        made = self._catalog().add_variant(
+        made = self.catalog.add_variant(
             name, number, kind, blob, precision=kind,
             quality=derived if quality is None else quality,
             notes=f"made on the device from {v.variant_name}: max output change "
@@ -467,76 +361,68 @@ class ModelManager:
                             variant=kind)
         return report, made
 
-    def set_variant(self, name: str, version: int | None, variant: str) -> Any:
-        entry = self._catalog().set_serve(name, version, variant)
+    def set_variant(self, name: str, version: int | None, variant: str) -> ModelEntry:
+        entry = self.catalog.set_serve(name, version, variant)
         self.events.publish("variant", name, version or entry.active,
                             f"pinned to {variant}" if variant not in ("", "auto")
                             else "edged chooses the variant")
         return entry
 
-    def remove_variant(self, name: str, version: int | None, variant: str) -> Any:
-        number = version or self._catalog().get(name).active
-        view = self.residency.view(ModelKey(name, number)) if self.residency is not None else None
+    def remove_variant(self, name: str, version: int | None, variant: str) -> ModelEntry:
+        number = version or self.catalog.get(name).active
+        view = self.residency.view(f"{name}:{number}")
         if view is not None and view.variant == variant:
-            self.residency.unload(ModelKey(name, number))  # type: ignore[union-attr]
-        return self._catalog().remove_variant(name, version, variant)
+            self.residency.unload(f"{name}:{number}")
+        return self.catalog.remove_variant(name, version, variant)
 
     def recommend(self, *, name: str | None, artifact_path: str | None,
-                  shapes: Mapping[str, tuple[int, ...]] | None = None) -> Any:
-        return self._serving().recommend(name=name, artifact_path=artifact_path,
-                                         shapes=shapes, max_quality_drop=self._max_quality_drop)
+                  shapes: Mapping[str, tuple[int, ...]] | None = None
+                  ) -> variants.Recommendation:
+        return self.serving.recommend(name=name, artifact_path=artifact_path, shapes=shapes,
+                                      max_quality_drop=self.specs.max_quality_drop)
 
     # -- serving: loads, capacity checks, selection, inference (edged.manager.serving) ------
-    def _serving(self) -> Any:
-        if self.serving is None:
-            raise e.Unimplemented("engines are not available in this edged build")
-        return self.serving
-
     def load(self, name: str, version: int | None = None) -> tuple[LoadedView, list[str], float]:
-        return self._serving().load(name, version)  # type: ignore[no-any-return]
+        return self.serving.load(name, version)
 
     def unload(self, name: str, version: int | None = None) -> int:
-        return self._serving().unload(name, version)  # type: ignore[no-any-return]
+        return self.serving.unload(name, version)
 
-    def check(self, *, name: str | None, artifact_path: str | None, tier: str | None) -> Any:
-        return self._serving().check(name=name, artifact_path=artifact_path, tier=tier)
+    def check(self, *, name: str | None, artifact_path: str | None,
+              tier: str | None) -> CheckView:
+        return self.serving.check(name=name, artifact_path=artifact_path, tier=tier)
 
     def select(self, task: str, priority: str, *, max_bytes: int | None,
                max_latency_ms: float | None, mode: str | None = None,
-               pinned: str | None = None) -> Any:
-        return self._serving().select(task, priority, max_bytes=max_bytes,
-                                      max_latency_ms=max_latency_ms, mode=mode, pinned=pinned)
+               pinned: str | None = None) -> Selection:
+        return self.serving.select(task, priority, max_bytes=max_bytes,
+                                   max_latency_ms=max_latency_ms, mode=mode, pinned=pinned)
 
     def infer(self, name: str, version: int | None, inputs: Mapping[str, Any],
               outputs: list[str] | None, output_shm: Mapping[str, Any],
               timeout_s: float | None = None) -> tuple[int, dict[str, Any]]:
-        return self._serving().infer(  # type: ignore[no-any-return]
-            name, version, inputs, outputs, output_shm, timeout_s=timeout_s)
+        return self.serving.infer(name, version, inputs, outputs, output_shm,
+                                  timeout_s=timeout_s)
 
     def is_ready(self, name: str, version: int | None) -> bool:
-        return bool(self._serving().is_ready(name, version))
+        return self.serving.is_ready(name, version)
 
     def model_metadata(self, name: str, version: int | None) -> ModelMetadata:
-        return self._serving().model_metadata(name, version)  # type: ignore[no-any-return]
+        return self.serving.model_metadata(name, version)
 
     def repository_index(self, ready_only: bool = False) -> list[IndexRow]:
-        return self._serving().repository_index(ready_only)  # type: ignore[no-any-return]
+        return self.serving.repository_index(ready_only)
 
     def shm_register(self, name: str, key: str, offset: int, byte_size: int,
                      peer: str = "") -> None:
-        self._serving().shm_register(name, key, offset, byte_size, peer=peer)
+        self.serving.shm_register(name, key, offset, byte_size, peer=peer)
 
     def shm_unregister(self, name: str) -> None:
-        self._serving().shm_unregister(name)
+        self.serving.shm_unregister(name)
 
     def open_lane(self, name: str, version: int | None, pid: int, size: int,
-                  timeout_s: float | None = None) -> tuple[int, Any]:
-        return self._serving().open_lane(  # type: ignore[no-any-return]
-            name, version, pid, size, timeout_s)
+                  timeout_s: float | None = None) -> tuple[int, LaneGrant]:
+        return self.serving.open_lane(name, version, pid, size, timeout_s)
 
-    def lane_requests(self, records: list[tuple[float, str, float, bool]]) -> None:
-        if self.serving is not None:
-            self.serving.lane_requests(records)
-
-    def shm_status(self, name: str = "") -> list[Any]:
-        return self._serving().shm_status(name)  # type: ignore[no-any-return]
+    def shm_status(self, name: str = "") -> list[Region]:
+        return self.serving.shm_status(name)

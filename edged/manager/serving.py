@@ -2,7 +2,9 @@
 OIP metadata and shared-memory references.
 
 Kept apart from ``manager.py`` (installs, tiers, versions, status) so each reads on its own;
-the manager's facade methods forward here.
+the manager's facade methods forward here. It is built on the parts it uses (the catalog as
+``specs.CatalogReader``, the specs bridge, the residency, the pool as ``ServingPool``), never
+on the manager.
 """
 
 from __future__ import annotations
@@ -10,16 +12,27 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from edged import errors as e
+from edged.engines.base import Signature
 from edged.manager import selection
+from edged.manager.catalog.manifests import ModelEntry, VersionEntry
 from edged.manager.memory import planner, variants
 from edged.manager.memory.residency import LoadSpec, Residency
-from edged.manager.shm import ShmRegistry
+from edged.manager.memory.traces import TraceRecorder
+from edged.manager.shm import Region, ShmRegistry
+from edged.manager.specs import CatalogReader, Specs
 from edged.manager.views import CheckView, LoadedView
-from edged.values import MEMORY_TIERS, ModelKey
+from edged.values import MEMORY_TIERS, ModelKey, Tier
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from edged.engines.base import Inspection, ShmRef
+    from edged.engines.lanes import LaneGrant
 
 log = logging.getLogger("edged.serving")
 
@@ -28,15 +41,55 @@ _FIT = {"admit": "now", "evict": "evict", "reject": "no"}
 LANE_OPEN_ATTEMPTS = 4
 
 
+@dataclass(frozen=True)
+class ModelMetadata:
+    name: str
+    versions: tuple[int, ...]
+    platform: str
+    signature: Signature
+
+
+@dataclass(frozen=True)
+class IndexRow:
+    name: str
+    version: int
+    state: str
+    reason: str
+
+
+class RequestMetrics(Protocol):
+    """What serving counts (``edged.metrics.Metrics``, when metrics are on)."""
+
+    def observe_request(self, model: str, seconds: float, ok: bool) -> None: ...
+
+
+class ServingPool(Protocol):
+    """The worker pool as serving uses it (``engines.workers.WorkerPool``): requests and
+    direct lanes on what the residency loaded."""
+
+    def infer(self, key: str, inputs: Mapping[str, np.ndarray | ShmRef],
+              outputs: Sequence[str] | None = None,
+              output_shm: Mapping[str, ShmRef] | None = None,
+              timeout_s: float | None = None) -> dict[str, np.ndarray | ShmRef]: ...
+
+    def open_lane(self, key: str, pid: int, size: int) -> LaneGrant: ...
+
+    def is_loaded(self, key: str) -> bool: ...
+
+    def lane_count(self, key: str) -> int: ...
+
+
 class Serving:
-    def __init__(self, manager: Any, *, residency: Residency, pool: Any, shm: ShmRegistry,
-                 inspect: Callable[[Path, str | None], Any], observe: Callable[[str, float], None],
-                 trace: Any = None,
-                 metrics: Any = None, clock: Callable[[], float] = time.time,
+    def __init__(self, *, catalog: CatalogReader, specs: Specs, residency: Residency,
+                 pool: ServingPool, shm: ShmRegistry,
+                 inspect: Callable[[Path, str | None], Inspection],
+                 observe: Callable[[str, float], None], trace: TraceRecorder | None = None,
+                 metrics: RequestMetrics | None = None, clock: Callable[[], float] = time.time,
                  select_mode: str = "hybrid", pins: Mapping[str, str] | None = None,
                  estimate_at: Callable[[Path, Mapping[str, Sequence[int]]], int] | None = None
                  ) -> None:
-        self._m = manager
+        self._catalog = catalog
+        self._specs = specs
         # an artifact's estimate at given input shapes (recommend's batch sizes); None: the
         # estimate at install (the same for every batch: no batch answer then)
         self._estimate_at = estimate_at
@@ -54,8 +107,8 @@ class Serving:
         self._pins = dict(pins or {})
 
     # -- inference -----------------------------------------------------------------------
-    def _servable(self, name: str, version: int | None) -> tuple[Any, int]:
-        entry = self._m.catalog.get(name)
+    def _servable(self, name: str, version: int | None) -> tuple[ModelEntry, int]:
+        entry = self._catalog.get(name)
         v = version or entry.active
         if v != entry.active:
             if v not in entry.versions:
@@ -94,7 +147,7 @@ class Serving:
               timeout_s: float | None = None) -> tuple[int, dict[str, Any]]:
         entry, v = self._servable(name, version)
         ins, out_refs = self._tensors(inputs, output_shm)
-        spec = self._m.serving_spec(entry, v)
+        spec = self._specs.serving_spec(entry, v)
         started = self._clock()
         self._observe(name, started)  # at arrival, so the preloader learns at once
         ticket = self._trace.start(started) if self._trace is not None else None
@@ -124,12 +177,12 @@ class Serving:
 
     # -- direct lanes (engines/lanes.py) -------------------------------------------------
     def open_lane(self, name: str, version: int | None, pid: int, size: int,
-                  timeout_s: float | None = None) -> tuple[int, Any]:
+                  timeout_s: float | None = None) -> tuple[int, LaneGrant]:
         """A lane to the model's worker for client ``pid``: loaded on demand like a request
         (the slot is held only while the worker opens the lane; the lane itself is revoked
         by whatever unloads the model)."""
         entry, v = self._servable(name, version)
-        spec = self._m.serving_spec(entry, v)
+        spec = self._specs.serving_spec(entry, v)
         for attempt in range(LANE_OPEN_ATTEMPTS):
             slot = self._res.acquire(spec, timeout_s)
             try:
@@ -145,9 +198,8 @@ class Serving:
         raise AssertionError("unreachable")
 
     def lane_count(self, key: str) -> int:
-        """Open direct lanes on ``key`` (0 for a pool without lanes)."""
-        count = getattr(self._pool, "lane_count", None)
-        return int(count(str(key))) if count is not None else 0
+        """Open direct lanes on ``key``."""
+        return self._pool.lane_count(key)
 
     def lane_requests(self, records: list[tuple[float, str, float, bool]]) -> None:
         """Requests served on lanes (collected about once a second, in time order): observed,
@@ -188,6 +240,8 @@ class Serving:
     def _finish_trace(self, ticket: int, name: str, version: int,
                       seconds: float | None) -> None:
         """Recording is best effort: a full disk must never fail a request that succeeded."""
+        if self._trace is None:
+            return
         try:
             self._trace.finish(ticket, name, version, seconds)
         except OSError as exc:
@@ -202,17 +256,17 @@ class Serving:
     # -- load / unload -------------------------------------------------------------------
     def load(self, name: str, version: int | None = None) -> tuple[LoadedView, list[str], float]:
         """Load the active version, or — for an OTA test-load — any installed version."""
-        entry = self._m.catalog.get(name)
+        entry = self._catalog.get(name)
         if version and version != entry.active:
             if version not in entry.versions:
                 raise e.NotFound(f"model '{name}' has no version {version}", field="version")
-            return self._res.load(self._m.serving_spec(entry, version))
+            return self._res.load(self._specs.serving_spec(entry, version))
         entry, v = self._servable(name, None)
-        return self._res.load(self._m.serving_spec(entry, v))
+        return self._res.load(self._specs.serving_spec(entry, v))
 
     def unload(self, name: str, version: int | None = None) -> int:
         """Unload (idempotent: a model that is not loaded frees 0 bytes)."""
-        entry = self._m.catalog.get(name)
+        entry = self._catalog.get(name)
         freed = 0
         for view in self._res.views():
             if view.name == entry.name and (version is None or view.version == version):
@@ -233,7 +287,7 @@ class Serving:
                             bytes=info.estimate_bytes)
             estimated = info.estimate_bytes
         else:
-            entry = self._m.catalog.get(name)
+            entry = self._catalog.get(str(name))
             if entry.tier == "storage" and not tier:
                 # check answers what `load` would do: load refuses a storage-tier model
                 raise e.FailedPrecondition(
@@ -241,7 +295,7 @@ class Serving:
                     f"promoted (edgectl tier {name} swap); `edgectl check {name} --tier swap` "
                     "says whether the promotion fits", reason="STORAGE_TIER")
             target = tier or entry.tier
-            spec = self._m.serving_spec(entry, entry.active, tier=target, announce=False)
+            spec = self._specs.serving_spec(entry, entry.active, tier=target, announce=False)
             estimated = entry.versions[entry.active].estimated_bytes
             if self._res.view(spec.key) is not None:
                 d = self._res.plan(spec)
@@ -261,49 +315,50 @@ class Serving:
     def recommend(self, *, name: str | None, artifact_path: str | None,
                   shapes: Mapping[str, tuple[int, ...]] | None,
                   max_quality_drop: float) -> variants.Recommendation:
-        rows: list[tuple[str, LoadSpec, Any, Mapping[str, tuple[int, ...]], Path]] = []
+        # (variant, spec, its catalog entry (None: a file), loaded now, warm-up shapes, path)
+        rows: list[tuple[str, LoadSpec, VersionEntry | None, bool,
+                         Mapping[str, tuple[int, ...]], Path]] = []
         if artifact_path:
             path = Path(artifact_path)
             if not path.is_absolute() or not path.is_file():
                 raise e.InvalidArgument(f"{artifact_path} is not a file on the device",
                                         field="artifact_path")
             info = self._inspect(path, None)
-            label, own, home = path.name, "file", "swap"
+            label, own, home = path.name, "file", Tier.SWAP
             for tier in MEMORY_TIERS:
                 rows.append(("file", LoadSpec(
                     name="(artifact)", version=1, tier=tier, artifact=path, fmt=info.format,
-                    options=None, group=None, bytes=info.estimate_bytes), None,
+                    options=None, group=None, bytes=info.estimate_bytes), None, False,
                     dict(shapes or {}), path))
         else:
-            entry = self._m.catalog.get(name)
+            entry = self._catalog.get(str(name))
             top = entry.versions[entry.active]
             label, own = entry.name, top.variant_name
-            home = entry.tier if entry.tier != "storage" else "swap"
+            home = entry.tier if entry.tier != Tier.STORAGE else Tier.SWAP
             loaded = self._res.view(ModelKey(entry.name, entry.active))
             for vname in top.variant_names:
                 v = top.variant(vname)
                 for tier in MEMORY_TIERS:
-                    spec = self._m.load_spec(entry, entry.active, tier, vname)
+                    spec = self._specs.load_spec(entry, entry.active, tier, vname)
                     here = loaded is not None and loaded.variant == vname and \
                         loaded.tier == tier
-                    rows.append((vname, spec, v if not here else (v, "loaded"),
-                                 dict(top.warmup_shapes), spec.artifact))
+                    rows.append((vname, spec, v, here, dict(top.warmup_shapes),
+                                 spec.artifact))
         budgets = self._res.budgets
         fits = []
-        for vname, spec, v, warm, path in rows:
-            already = isinstance(v, tuple)
-            v = v[0] if already else v
+        for vname, spec, ver, already, warm, path in rows:
             budget = budgets.of(spec.tier)
             decision, evict, why = variants.fit_of(self._res.plan(spec), budget, spec.load_bytes)
             if already:
                 decision, evict, why = "admit", (), "loaded now"
-            measured = v.measured_bytes if v is not None else None
+            measured = ver.measured_bytes if ver is not None else None
             batch = self._max_batch(path, warm, measured, budget)
             fits.append(variants.Fit(
                 variant=vname, tier=spec.tier, decision=decision, evict=evict,
-                estimated_bytes=v.estimated_bytes if v is not None else spec.bytes,
-                measured_bytes=measured, load_seconds=v.load_seconds if v is not None else None,
-                quality=v.quality if v is not None else 0.0, max_batch=batch, reason=why,
+                estimated_bytes=ver.estimated_bytes if ver is not None else spec.bytes,
+                measured_bytes=measured,
+                load_seconds=ver.load_seconds if ver is not None else None,
+                quality=ver.quality if ver is not None else 0.0, max_batch=batch, reason=why,
                 latency_ms=self._variant_ms.get((label, vname))))
         choice, reason = variants.pick(fits, own, max_quality_drop, home)
         return variants.Recommendation(label, tuple(fits), choice, reason)
@@ -326,16 +381,16 @@ class Serving:
         """Rank the models that can do ``task``; ``mode``/``pinned`` default to the
         configuration's (``selection.mode``, ``selection.pins``)."""
         loaded = self._res.loaded_keys()
-        rows: list[tuple[Any, Any, str, str]] = []  # (entry, version, key, problem)
+        rows: list[tuple[ModelEntry, VersionEntry, str, str]] = []  # (entry, version, key, problem)
         able: list[LoadSpec] = []
-        for entry in self._m.catalog.list():
+        for entry in self._catalog.list():
             v = entry.versions[entry.active]
             if task not in v.tasks:  # selection only ever mentions models that do the task
                 continue
             key, problem = ModelKey(entry.name, entry.active), ""
             if entry.tier != "storage" and key not in loaded:
                 try:
-                    able.append(self._m.serving_spec(entry, entry.active, announce=False))
+                    able.append(self._specs.serving_spec(entry, entry.active, announce=False))
                 except e.EdgedError as exc:  # a missing artifact, another TensorRT
                     problem = exc.message
             rows.append((entry, v, key, problem))
@@ -359,10 +414,8 @@ class Serving:
             return False
         return entry.tier in MEMORY_TIERS or self._res.view(ModelKey(name, v)) is not None
 
-    def model_metadata(self, name: str, version: int | None) -> Any:
-        from edged.manager.manager import ModelMetadata
-
-        entry = self._m.catalog.get(name)
+    def model_metadata(self, name: str, version: int | None) -> ModelMetadata:
+        entry = self._catalog.get(name)
         v = version or entry.active
         if v not in entry.versions:
             raise e.NotFound(f"model '{name}' has no version {v}", field="version")
@@ -370,13 +423,11 @@ class Serving:
         return ModelMetadata(entry.name, tuple(sorted(entry.versions)),
                              PLATFORMS.get(ver.format, ver.format), ver.signature)
 
-    def repository_index(self, ready_only: bool = False) -> list[Any]:
-        from edged.manager.manager import IndexRow
-
+    def repository_index(self, ready_only: bool = False) -> list[IndexRow]:
         loaded = self._res.loaded_keys()
         rows = []
-        for entry in self._m.catalog.list():
-            key = ModelKey(entry.name, entry.active)
+        for entry in self._catalog.list():
+            key = f"{entry.name}:{entry.active}"
             if key in loaded:
                 rows.append(IndexRow(entry.name, entry.active, "READY", ""))
             elif not ready_only:
@@ -395,5 +446,5 @@ class Serving:
     def shm_unregister(self, name: str) -> None:
         self._shm.unregister(name)
 
-    def shm_status(self, name: str = "") -> list[Any]:
+    def shm_status(self, name: str = "") -> list[Region]:
         return self._shm.status(name)

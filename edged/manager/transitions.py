@@ -15,27 +15,28 @@ makes a model that left the ram tier evictable again.
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from edged import errors as e
 from edged.manager.catalog.manifests import ModelEntry, TierState
+from edged.manager.memory.residency import Residency
+from edged.manager.specs import Specs
+from edged.manager.views import LoadedView
 from edged.values import MEMORY_TIERS, ModelKey
 
 log = logging.getLogger("edged.manager")
 
 
 class Transition:
-    def __init__(self, manager: Any, before: ModelEntry | None) -> None:
-        self._m = manager
+    def __init__(self, residency: Residency, specs: Specs, before: ModelEntry | None) -> None:
+        self._res = residency
+        self._specs = specs
         self._before = before
         self.loaded: list[str] = []  # keys ``prepare`` loaded
-        self.load_result: tuple[Any, float] | None = None  # (LoadedView, seconds)
+        self.load_result: tuple[LoadedView, float] | None = None  # (view, seconds)
         self.moved: list[str] = []  # keys whose tier move ``prepare`` planned
 
     def prepare(self, planned: ModelEntry) -> None:
-        res = self._m.residency
-        if res is None:
-            return
+        res = self._res
         before = self._before
         key = ModelKey(planned.name, planned.active)
         view = res.view(key)
@@ -51,14 +52,14 @@ class Transition:
             res.view(ModelKey(before.name, before.active)) is not None
         if planned.tier == "ram" or (switching and old_loaded):
             # (the spec only here: a version that cannot load may still move to storage)
-            view, _, seconds = res.load(self._m.serving_spec(planned, planned.active))
+            view, _, seconds = res.load(self._specs.serving_spec(planned, planned.active))
             self.loaded.append(key)
             self.load_result = (view, seconds)
 
     def abort(self) -> None:
         """The change was not committed after ``prepare``: unload what it loaded, and let go
         of the room a planned tier move held."""
-        res = self._m.residency
+        res = self._res
         for key in self.moved:
             res.cancel_move(key)
         for key in self.loaded:
@@ -68,9 +69,7 @@ class Transition:
                 log.warning("unloading %s after a refused change: %s", key, exc)
 
     def settle(self, entry: ModelEntry) -> None:
-        res = self._m.residency
-        if res is None:
-            return
+        res = self._res
         before = self._before
         if before is not None and before.active != entry.active:
             res.retire(ModelKey(before.name, before.active))
@@ -86,13 +85,10 @@ class Transition:
             res.cancel_move(moved)
 
 
-def plan_reload(manager: Any, old: TierState, new: TierState) -> None:
+def plan_reload(res: Residency, old: TierState, new: TierState) -> None:
     """Before a hand edit is committed: every loaded model the edit moves between ram and
     swap must fit its new tier like a ``tier`` move (raises CapacityExceeded with the
     numbers; the edit is then rejected and nothing changes)."""
-    res = manager.residency
-    if res is None:
-        return
     for view in res.views():
         m = new.models.get(view.name)
         if m is not None and m.active == view.version and m.tier != view.tier and \
@@ -100,13 +96,10 @@ def plan_reload(manager: Any, old: TierState, new: TierState) -> None:
             res.plan_retier(ModelKey(view.name, view.version), m.tier)
 
 
-def apply_reload(manager: Any, old: TierState, new: TierState) -> list[Any]:
+def apply_reload(res: Residency, old: TierState, new: TierState) -> list[ModelEntry]:
     """After an accepted hand edit: settle what is loaded as ``settle`` would for each model
     the edit changed, and return the ram-tier entries that are not loaded yet (the caller
     loads them)."""
-    res = manager.residency
-    if res is None:
-        return []
     for view in res.views():
         m = new.models.get(view.name)
         was = old.models.get(view.name)

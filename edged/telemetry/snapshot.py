@@ -73,3 +73,12 @@ class Snapshot:
     process_rss_bytes: int
     sources: tuple[str, ...]
     errors: tuple[str, ...]
+
+
+def discrete_gpu_memory(device: DeviceInfo) -> int:
+    """Device memory of a discrete GPU (the first NVML device; edged's CUDA sessions run on
+    device 0), or 0 on a Jetson (its GPU allocates from RAM) and on CPU-only devices."""
+    if device.kind != "nvidia-gpu":
+        return 0
+    totals = [g.memory_total_bytes for g in device.gpus if g.memory_total_bytes]
+    return int(totals[0]) if totals else 0

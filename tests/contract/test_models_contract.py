@@ -13,15 +13,14 @@ manager's "no version" is None, the client's is 0.
 from __future__ import annotations
 
 import hashlib
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import modelgen
 import numpy as np
 import pytest
-import yaml
 from daemon_harness import DaemonProcess
+from inprocess import parts_on
 
 from contract.adapters import Api, InProcess, OverSocket
 from edged import errors as e
@@ -32,28 +31,8 @@ CONFIG = {"version": 1, "preload": {"enabled": False}, "telemetry": {"interval_s
 
 
 def _in_process(root: Path) -> Iterator[Api]:
-    from edged import config as cfgmod
-    from edged.daemon import build_parts
-    from edged.manager.events import EventBus
-    from edged.telemetry.sampler import Sampler
-
-    cfg = cfgmod.parse(yaml.safe_dump(CONFIG)).with_overrides(state_dir=root / "state")
-    sampler = Sampler(root=cfg.telemetry.root, interval_s=cfg.telemetry.interval_s,
-                      memory_total_override=cfg.budgets.memory_total, use_jtop=False,
-                      use_nvml=False)
-    sampler.start()
-    budgets = cfgmod.resolve_budgets(cfg.budgets, sampler.snapshot().memory.total_bytes,
-                                     shutil.disk_usage(root).total)
-    events = EventBus(cfg.events_history)
-    parts = build_parts(cfg, budgets, sampler, events)
-    parts.manager.start()
-    parts.manager.set_state("serving")
-    try:
+    with parts_on(root / "state", CONFIG) as parts:
         yield InProcess(parts.manager)
-    finally:
-        parts.close()
-        events.close()
-        sampler.stop()
 
 
 def _over_socket() -> Iterator[Api]:

@@ -236,7 +236,7 @@ def test_worker_sharing_settings() -> None:
 def test_gpu_budget_is_a_fraction_of_a_discrete_gpus_memory() -> None:
     from types import SimpleNamespace
 
-    from edged.daemon import discrete_gpu_memory
+    from edged.telemetry.snapshot import discrete_gpu_memory
 
     cfg = c.Config()
     b = c.resolve_budgets(cfg.budgets, memory_total=64 << 30, disk_total=100 << 30,

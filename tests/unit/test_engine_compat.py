@@ -5,21 +5,20 @@ entries are what an install records from ``TensorRTBackend.inspect``'s details."
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import modelgen
 import pytest
+from inprocess import parts_on
 
 from edged import errors as e
-from edged.engines.base import EngineOptions, detect_format, inspect
+from edged.engines.base import EngineOptions
 from edged.manager.catalog import engine_compat as ec
-from edged.manager.catalog.catalog import Catalog
-from edged.manager.catalog.manifests import Manifests
-from edged.manager.catalog.store import Store
-from edged.manager.events import EventBus
+from edged.manager.catalog.artifacts import MissingArtifacts
 from edged.manager.manager import ModelManager
-from edged.values import Budgets
+from edged.manager.specs import Specs
 
 
 @pytest.mark.parametrize(("built", "installed", "same"), [
@@ -59,45 +58,52 @@ def test_gpu_from_format_and_providers(fmt: str, providers: tuple[str, ...], gpu
 
 
 @pytest.fixture
-def manager(tmp_path: Path) -> ModelManager:
-    state = tmp_path / "state"
-    store = Store(state, detect_format=detect_format)
-    manifests = Manifests(state, blob_exists=store.has)
-    manifests.load()
-    catalog = Catalog(store, manifests, inspect=lambda p, f: inspect(p, f))
-    catalog.install("m", store.put_file(modelgen.add_model(tmp_path / "m.onnx")),
-                    providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
-    catalog.install("cpu", store.put_file(modelgen.add_model(tmp_path / "c.onnx", offset=3.0)))
-    budgets = Budgets(memory_total=8 << 30, reserve=1 << 30, ram=1 << 30, swap=1 << 30,
-                      storage=1 << 30)
-    return ModelManager(state_dir=state, budgets=budgets,
-                        sampler=None, events=EventBus(100), catalog=catalog, store=store,
-                        engine_options=lambda v: EngineOptions(providers=tuple(v.providers)),
-                        tensorrt_version=lambda: "10.3.0")
+def manager(tmp_path: Path) -> Iterator[ModelManager]:
+    """The daemon's real parts on a temp dir, with a CUDA model and a CPU one installed."""
+    with parts_on(tmp_path / "state", {"version": 1, "preload": {"enabled": False}},
+                  start=False) as parts:
+        m = parts.manager
+        m.catalog.install("m", m.store.put_file(modelgen.add_model(tmp_path / "m.onnx")),
+                          providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
+        m.catalog.install("cpu", m.store.put_file(
+            modelgen.add_model(tmp_path / "c.onnx", offset=3.0)))
+        yield m
 
 
-def test_load_spec_plans_cuda_models_as_gpu_models(manager: ModelManager) -> None:
+@pytest.fixture
+def specs(manager: ModelManager) -> Specs:
+    """The bridge as the daemon builds it, on a device whose TensorRT is 10.3.0."""
+    return Specs(artifact_path=manager.store.path,
+                 engine_options=lambda v: EngineOptions(providers=tuple(v.providers)),
+                 budgets=manager.budgets, placement=manager.residency, events=manager.events,
+                 missing=MissingArtifacts(manager.store), tensorrt_version=lambda: "10.3.0")
+
+
+def test_load_spec_plans_cuda_models_as_gpu_models(manager: ModelManager,
+                                                   specs: Specs) -> None:
     m, cpu = manager.catalog.get("m"), manager.catalog.get("cpu")
-    assert manager.load_spec(m, 1).gpu is True  # EngineOptions has no say: the version has
-    assert manager.load_spec(cpu, 1).gpu is False
+    assert specs.load_spec(m, 1).gpu is True  # EngineOptions has no say: the version has
+    assert specs.load_spec(cpu, 1).gpu is False
 
 
-def test_load_spec_refuses_an_engine_for_another_tensorrt(manager: ModelManager) -> None:
+def test_load_spec_refuses_an_engine_for_another_tensorrt(manager: ModelManager,
+                                                          specs: Specs) -> None:
     m = manager.catalog.get("m")
     v = replace(m.versions[1], format="tensorrt",
                 engine_info={"tensorrt_version": "8.6.2", "gpu": "Orin"})
     trt = replace(m, versions={1: v})
     with pytest.raises(e.FailedPrecondition, match="TensorRT 8.6.2.*TensorRT 10.3.0"):
-        manager.load_spec(trt, 1)
+        specs.load_spec(trt, 1)
     ok = replace(m, versions={1: replace(v, engine_info={"tensorrt_version": "10.3.0"})})
-    assert manager.load_spec(ok, 1).gpu is True
+    assert specs.load_spec(ok, 1).gpu is True
+    assert specs.unservable(trt, 1) is not None and specs.unservable(ok, 1) is None
 
 
-def test_load_spec_refuses_a_missing_artifact(manager: ModelManager) -> None:
+def test_load_spec_refuses_a_missing_artifact(manager: ModelManager, specs: Specs) -> None:
     m = manager.catalog.get("cpu")
     manager.store.remove(m.versions[1].store_id)
     with pytest.raises(e.DataLoss, match="missing from the store"):
-        manager.load_spec(m, 1)
+        specs.load_spec(m, 1)
     shown, _ = manager.get_model("cpu")
     assert "ARTIFACT MISSING" in shown.versions[1].notes
     assert "ARTIFACT MISSING" not in (manager.catalog.get("cpu").versions[1].notes or "")

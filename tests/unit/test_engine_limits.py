@@ -165,7 +165,7 @@ def test_an_engine_built_here_or_unknown_passes(info: dict[str, str]) -> None:
 
 
 def test_cuda_cap_is_the_admitted_bytes_plus_headroom_with_bounded_cudnn() -> None:
-    from edged.daemon import gpu_mem_limit
+    from edged.engines.estimate import gpu_mem_limit
     from edged.engines.onnxruntime import cuda_options
 
     limit = gpu_mem_limit(400 * MiB, "25%")

@@ -8,25 +8,29 @@ scripts), and ``DATA_LOSS`` on every load or inference of that version.
 
 The check is a ``stat`` per version, cached per catalog state (a commit makes a new one), so
 listing 200 models does not stat 200 directories on every call.
+
+A present artifact can still be corrupt: ``ArtifactVerifier`` re-hashes it on every load.
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
+from pathlib import Path
+from typing import Protocol
 
 from edged import errors as e
+from edged.manager.catalog.manifests import ModelEntry, TierState, VersionEntry
+from edged.manager.catalog.store import Store
+from edged.manager.seams import EventSink
 
 
 class MissingArtifacts:
-    def __init__(self, store: Any) -> None:
+    def __init__(self, store: Store) -> None:
         self._store = store
-        self._cache: tuple[Any, dict[tuple[str, int], str]] | None = None
+        self._cache: tuple[TierState, dict[tuple[str, int], str]] | None = None
 
-    def of(self, state: Any) -> dict[tuple[str, int], str]:
+    def of(self, state: TierState) -> dict[tuple[str, int], str]:
         """(model, version) -> artifact id, for every version whose artifact is missing."""
-        if self._store is None:
-            return {}
         hit = self._cache
         if hit is not None and hit[0] is state:
             return hit[1]
@@ -42,12 +46,12 @@ class MissingArtifacts:
             "version (see `edged fsck`)", reason="CORRUPT_ARTIFACT",
             metadata={"model": name, "version": str(version), "artifact": artifact})
 
-    def check(self, name: str, version: int, v: Any) -> None:
+    def check(self, name: str, version: int, v: VersionEntry) -> None:
         """DATA_LOSS when version ``v`` of ``name`` has no artifact (a live ``stat``)."""
-        if self._store is not None and not self._store.has(v.store_id):
+        if not self._store.has(v.store_id):
             raise self.error(name, version, v.store_id)
 
-    def annotate(self, state: Any, entry: Any) -> Any:
+    def annotate(self, state: TierState, entry: ModelEntry) -> ModelEntry:
         """``entry`` as shown to clients: each missing version says so in its notes."""
         missing = self.of(state)
         mine = {n: a for (name, n), a in missing.items() if name == entry.name}
@@ -60,3 +64,41 @@ class MissingArtifacts:
             versions[n] = replace(v, notes=f"{problem}. {v.notes}".strip(),
                                   engine_info={**v.engine_info, "problem": problem})
         return replace(entry, versions=versions)
+
+
+class Verifiable(Protocol):
+    """What a load names of its artifact (``memory.residency.LoadSpec``)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def version(self) -> int: ...
+
+    @property
+    def artifact(self) -> Path: ...
+
+    @property
+    def key(self) -> str: ...
+
+
+class ArtifactVerifier:
+    """Re-hash an artifact on every load, so a corrupt blob is never served.
+
+    Start-up only checks that files exist with the right sizes (hashing a whole store would
+    delay readiness by seconds per GB); the full check happens on each load, beside the load
+    itself (residency runs it in parallel with the worker's mapping and warm-up, and the model
+    is not ready until it passed). No cache keyed by size and mtime: bit rot on flash keeps
+    both, and a cached "verified" would let such a blob be served after an unload."""
+
+    def __init__(self, store: Store, events: EventSink) -> None:
+        self._store, self._events = store, events
+
+    def __call__(self, spec: Verifiable) -> None:
+        sha = spec.artifact.parent.name
+        problems = self._store.verify(sha, deep=True)
+        if problems:
+            self._events.publish("corrupt", spec.name, spec.version, "; ".join(problems))
+            raise e.DataLoss(f"model '{spec.key}' is corrupt in the store and will not be "
+                             f"served: {'; '.join(problems)} (reinstall it; see `edged fsck`)",
+                             reason="CORRUPT_ARTIFACT")

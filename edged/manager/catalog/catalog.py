@@ -35,7 +35,7 @@ from typing import Any
 
 from edged import errors as e
 from edged.manager.catalog import engine_compat, quarantine
-from edged.manager.catalog.manifests import ModelEntry, TierState, VersionEntry
+from edged.manager.catalog.manifests import Manifests, ModelEntry, TierState, VersionEntry
 from edged.manager.catalog.names import MAX_VERSION, check_name, check_version
 from edged.manager.catalog.store import Blob, Store
 from edged.manager.catalog.tier_yaml import VARIANT_NAME_RE
@@ -103,7 +103,7 @@ def _now() -> str:
 
 
 class Catalog:
-    def __init__(self, store: Store, manifests: Any, *,
+    def __init__(self, store: Store, manifests: Manifests, *,
                  inspect: Callable[..., Any],  # (path, format[, warm-up shapes])
                  tier_check: TierCheck | None = None,
                  storage_budget: int | None = None,
@@ -121,7 +121,7 @@ class Catalog:
     # -- reads ---------------------------------------------------------------------------
     @property
     def state(self) -> TierState:
-        return self.manifests.current  # type: ignore[no-any-return]
+        return self.manifests.current
 
     def get(self, name: str) -> ModelEntry:
         m = self.state.models.get(name)
@@ -161,7 +161,7 @@ class Catalog:
                     raise
             if before_commit is not None:
                 before_commit(new)
-            return self.manifests.accept(new)  # type: ignore[no-any-return]
+            return self.manifests.accept(new)
 
     # -- writes --------------------------------------------------------------------------
     def _change(self, name: str, derive: Callable[[TierState], ModelEntry], *,

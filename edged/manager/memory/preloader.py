@@ -17,13 +17,14 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Collection, Sequence
-from typing import Any
+from typing import Protocol
 
 from edged import errors as e
 from edged.manager.memory import planner
 from edged.manager.memory.capacity import plan_demand, plan_preload
 from edged.manager.memory.policy import CachePolicy
-from edged.values import Budgets, ModelKey, Tier
+from edged.manager.memory.residency import LoadSpec, Residency
+from edged.values import Budgets, ModelKey
 
 log = logging.getLogger("edged.preloader")
 
@@ -87,10 +88,35 @@ class LockedPolicy:
             return plan_preload(self._p, req, residents, budgets, memory, self._clock())
 
 
+class PreloadModels(Protocol):
+    """The installed models as the preloader sees them (``specs.CatalogModels`` in the
+    daemon: this side never imports the catalog)."""
+
+    def sizes(self) -> list[tuple[str, int, float]]:
+        """(name, bytes, load seconds) of every installed model's active version."""
+        ...
+
+    def preload_spec(self, name: str) -> LoadSpec | None:
+        """The spec a preload of ``name`` loads; None when it is no swap-tier model (or not
+        installed) or cannot be served here (a missing artifact, another TensorRT)."""
+        ...
+
+
+class PreloadPolicy(Protocol):
+    """The policy as the preloader asks it (``LockedPolicy``)."""
+
+    def set_model(self, name: str, size_bytes: int, load_s: float) -> None: ...
+
+    def set_capacity(self, capacity_bytes: int | None) -> None: ...
+
+    def preload_candidates(self, resident_keys: Collection[str]) -> list[str]: ...
+
+
 class Preloader:
-    def __init__(self, *, manager: Any, policy: LockedPolicy, interval_s: float,
-                 max_per_tick: int = 1, tries_per_tick: int = 3) -> None:
-        self._m = manager
+    def __init__(self, *, models: PreloadModels, residency: Residency, policy: PreloadPolicy,
+                 interval_s: float, max_per_tick: int = 1, tries_per_tick: int = 3) -> None:
+        self._models = models
+        self._res = residency
         self._policy = policy
         self._interval = interval_s
         self._max = max_per_tick
@@ -117,33 +143,22 @@ class Preloader:
     def refresh_models(self) -> None:
         """Tell the policy every installed model's size and measured load time, and the swap
         budget they share (what its experts' regret is measured against)."""
-        self._policy.set_capacity(self._m.residency.budgets.swap)
-        for entry in self._m.catalog.list():
-            v = entry.versions[entry.active]
-            self._policy.set_model(entry.name, v.measured_bytes or v.estimated_bytes,
-                                   v.load_seconds or 1.0)
+        self._policy.set_capacity(self._res.budgets.swap)
+        for name, size_bytes, load_s in self._models.sizes():
+            self._policy.set_model(name, size_bytes, load_s)
 
     def tick(self) -> list[str]:
         """One pass: preload up to ``max_per_tick`` likely-next models; returns their keys."""
         self.refresh_models()
-        residency = self._m.residency
+        residency = self._res
         present = residency.all_keys()
         done: list[str] = []
         candidates = self._policy.preload_candidates({ModelKey.parse(k).name for k in present})
         for name in candidates[:self._tries]:
             if len(done) >= self._max or self._stop.is_set():
                 break
-            try:
-                entry = self._m.catalog.get(name)
-            except e.NotFound:
-                continue
-            if entry.tier != Tier.SWAP:
-                continue
-            try:
-                spec = self._m.serving_spec(entry, entry.active)
-            except e.EdgedError:  # missing artifact, another TensorRT: nothing to preload
-                continue
-            if spec.key in present:
+            spec = self._models.preload_spec(name)
+            if spec is None or spec.key in present:
                 continue
             try:
                 residency.load(spec, preload=True)

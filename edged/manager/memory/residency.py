@@ -12,17 +12,22 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Protocol
 
 from edged import errors as e
 from edged.manager.memory import planner
+from edged.manager.seams import EventSink, Sampler
 from edged.manager.views import LoadedView
 from edged.units import format_size
 from edged.values import MEMORY_TIERS, Budgets, ModelKey, SlotState
+
+if TYPE_CHECKING:
+    from edged.engines.base import EngineOptions, LoadResult
+    from edged.errors import CapacityNumbers
 
 log = logging.getLogger("edged.residency")
 
@@ -36,7 +41,7 @@ class LoadSpec:
     tier: str
     artifact: Path
     fmt: str
-    options: Any  # edged.engines.base.EngineOptions
+    options: EngineOptions | None  # None: a dry run's spec of a file (never loaded)
     group: str | None
     bytes: int  # measured footprint if known, else the estimate
     gpu: bool = False
@@ -99,15 +104,58 @@ class Slot:
         return self.spec.key
 
 
+class ResidentPool(Protocol):
+    """The worker pool as the residency drives it (``engines.workers.WorkerPool``)."""
+
+    def load(self, key: str, artifact: Path, fmt: str, options: EngineOptions | None = None,
+             group: str | None = None, max_concurrency: int = 2) -> LoadResult: ...
+
+    def unload(self, key: str, timeout_s: float | None = None) -> None: ...
+
+    def abort_load(self, key: str, cause: str) -> bool: ...
+
+
+class AdmissionPolicy(Protocol):
+    """The capacity decisions as the residency asks them (``preloader.LockedPolicy``: the
+    policy's eviction order and victim costs over the planner's rules)."""
+
+    def plan(self, req: planner.LoadRequest, residents: Sequence[planner.Resident],
+             budgets: Budgets, memory: planner.Memory) -> planner.Decision: ...
+
+    def plan_preload(self, req: planner.LoadRequest, residents: Sequence[planner.Resident],
+                     budgets: Budgets, memory: planner.Memory) -> planner.Decision: ...
+
+
+class ResidencyMetrics(Protocol):
+    """What the residency counts (``edged.metrics.Metrics``, when metrics are on)."""
+
+    def preload_hit(self) -> None: ...
+
+    def preload_wasted(self) -> None: ...
+
+    def rejection(self, tier: str, reason: str = "capacity") -> None: ...
+
+    def worker_restart(self, model: str) -> None: ...
+
+    def count_load(self, model: str, kind: str) -> None: ...
+
+    def eviction(self, model: str, reason: str) -> None: ...
+
+
 class Residency:
-    def __init__(self, *, pool: Any, budgets: Budgets,
-                 memory: Callable[[], planner.Memory], events: Any, policy: Any,
+    def __init__(self, *, pool: ResidentPool, budgets: Budgets,
+                 memory: Callable[[], planner.Memory], events: EventSink,
+                 policy: AdmissionPolicy,
                  on_measured: Callable[[str, int, int, float, str], None],
                  queue_limit: int = 64, concurrency: int = 2,
                  clock: Callable[[], float] = time.time,
-                 metrics: Any = None,
-                 verify: Callable[[LoadSpec], None] = lambda spec: None) -> None:
-        self.pool = pool  # keyed by plain strings: it gets str(key) (marshalled to workers)
+                 metrics: ResidencyMetrics | None = None,
+                 verify: Callable[[LoadSpec], None] = lambda spec: None,
+                 runtime_cap: Callable[[int, int, int], int] | None = None) -> None:
+        """``runtime_cap(tier budget, others' bytes, own bytes)``: the cap on a load's runtime
+        allocations (``engines.estimate.runtime_cap``), set on its options when they bring
+        none; None: no cap from here (the runtime's own fallback applies)."""
+        self.pool = pool
         self.budgets = budgets
         self._memory = memory
         self.events = events
@@ -118,6 +166,7 @@ class Residency:
         self._clock = clock
         self._metrics = metrics
         self._verify = verify  # checks the artifact's sha256 before a worker maps it
+        self._runtime_cap = runtime_cap
         self._slots: dict[str, Slot] = {}
         self._demand_waiting = 0
         self._lock = threading.Condition()
@@ -248,7 +297,9 @@ class Residency:
                     with self._lock:
                         waiting_for.waiting -= 1
                 err = waiting_for.error
-                if err is not None and waiting_for.state == SlotState.FAILED and not isinstance(
+                failed = waiting_for.state == SlotState.FAILED  # type: ignore[comparison-overlap]
+                # (another thread changed the state while this one waited: mypy cannot know)
+                if err is not None and failed and not isinstance(
                         err, e.Aborted):  # a cancelled preload: load it on demand instead
                     raise err
             else:  # unloading: wait until it is gone, then load afresh
@@ -336,7 +387,7 @@ class Residency:
                 if slot.cancelled:  # cancelled before its worker was asked for
                     raise e.Aborted(f"preload of {spec.key} cancelled: a demand load needs "
                                     "the memory")
-                result = self.pool.load(str(spec.key), spec.artifact, spec.fmt, spec.options,
+                result = self.pool.load(spec.key, spec.artifact, spec.fmt, self._capped(spec),
                                         spec.group, max_concurrency=self._concurrency)
             except BaseException:
                 corrupt = check.wait()
@@ -385,6 +436,25 @@ class Residency:
             self._metrics.count_load(spec.name, "preload" if preload else "demand")
         return self._view(slot), victims, seconds
 
+    def _capped(self, spec: LoadSpec) -> EngineOptions | None:
+        """``spec``'s options with the runtime cap of its load: its tier's budget less what
+        the other models in that tier account, at least its own accounted bytes (unless the
+        options bring their own cap)."""
+        options = spec.options
+        if self._runtime_cap is None or options is None or options.memory_limit_bytes:
+            return options
+        with self._lock:
+            me = self._slots.get(spec.key)
+            if me is None:
+                return options
+            tier = me.spec.tier
+            others = sum(s.footprint for s in self._slots.values()
+                         if s.spec.tier == tier and s is not me)
+            mine = me.footprint
+        budget = self.budgets.of(tier)
+        cap = self._runtime_cap(budget, others, mine)
+        return replace(options, memory_limit_bytes=cap) if cap > 0 else options
+
     def _cancel_preloads_for(self, spec: LoadSpec) -> planner.Decision:
         """A demand load that does not fit: cancel running preloads, wait for them, re-plan.
 
@@ -404,9 +474,9 @@ class Residency:
                     self.events.publish("preload_cancelled", victim.spec.name,
                                         victim.spec.version, f"memory needed by {spec.key}")
                     self._count_wasted(victim)
-                    abort = getattr(self.pool, "abort_load", None)
-                    if abort is not None:  # end it now: a demand load never waits behind it
-                        abort(str(victim.key), f"preload cancelled: {spec.key} needs the memory")
+                    # end it now: a demand load never waits behind it
+                    self.pool.abort_load(victim.key,
+                                         f"preload cancelled: {spec.key} needs the memory")
 
                 def gone(r: list[Slot] = running) -> bool:
                     return all(self._slots.get(x.key) is not x for x in r)
@@ -599,7 +669,24 @@ class _Verification:
         return self._error
 
 
-def _numbers(n: Any) -> dict[str, object]:
+def _numbers(n: CapacityNumbers) -> dict[str, object]:
     return {"tier": n.tier, "needed_bytes": n.needed_bytes, "budget_bytes": n.budget_bytes,
             "used_bytes": n.used_bytes, "free_bytes": n.free_bytes,
             "reserve_bytes": n.reserve_bytes}
+
+
+class SampledMemory:
+    """The planner's memory reading, from a fresh telemetry sample (``Residency(memory=)``):
+    every capacity decision reads the device as it is now."""
+
+    def __init__(self, sampler: Sampler) -> None:
+        self._sampler = sampler
+
+    def __call__(self) -> planner.Memory:
+        snap = self._sampler.sample_now()
+        m = snap.memory
+        return planner.Memory(available_bytes=m.available_bytes,
+                              swap_free_bytes=m.swap_free_bytes,
+                              nvmap_used_bytes=m.nvmap_used_bytes,
+                              swap_total_bytes=m.swap_total_bytes,
+                              daemon_rss_bytes=snap.process_rss_bytes)
