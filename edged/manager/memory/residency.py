@@ -387,7 +387,7 @@ class Residency:
                 if slot.cancelled:  # cancelled before its worker was asked for
                     raise e.Aborted(f"preload of {spec.key} cancelled: a demand load needs "
                                     "the memory")
-                result = self.pool.load(spec.key, spec.artifact, spec.fmt, self._capped(spec),
+                result = self.pool.load(str(spec.key), spec.artifact, spec.fmt, self._capped(spec),
                                         spec.group, max_concurrency=self._concurrency)
             except BaseException:
                 corrupt = check.wait()
