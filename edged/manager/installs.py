@@ -28,8 +28,8 @@ from edged import errors as e
 from edged.manager.names import check_name, check_version
 from edged.manager.store import with_user_names
 from edged.manager.transitions import Transition
-from edged.manager.views import InstallSpec
 from edged.units import format_size
+from edged.views import InstallSpec
 
 Progress = Callable[[int, int, str], None]
 TIERS = ("ram", "swap", "storage")

@@ -29,8 +29,8 @@ from edged.manager import engine_compat, installs, variants
 from edged.manager.artifacts import MissingArtifacts
 from edged.manager.events import EventBus
 from edged.manager.transitions import Transition, apply_reload, plan_reload
-from edged.manager.views import InstallSpec, LoadedView, StatusView, StoreUsage, TierUsage
 from edged.units import format_size
+from edged.views import InstallSpec, LoadedView, StatusView, StoreUsage, TierUsage
 
 if TYPE_CHECKING:
     from edged.manager.residency import LoadSpec, Residency

@@ -20,8 +20,8 @@ from typing import Any
 
 from edged import errors as e
 from edged.manager import planner
-from edged.manager.views import LoadedView
 from edged.units import format_size
+from edged.views import LoadedView
 
 log = logging.getLogger("edged.residency")
 

@@ -17,7 +17,7 @@ from edged import errors as e
 from edged.manager import planner, selection, variants
 from edged.manager.residency import LoadSpec, Residency
 from edged.manager.shm import ShmRegistry
-from edged.manager.views import CheckView, LoadedView
+from edged.views import CheckView, LoadedView
 
 log = logging.getLogger("edged.serving")
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from edged.manager.views import LoadedView, StatusView
 from edged.v1 import models_pb2, system_pb2
+from edged.views import LoadedView, StatusView
 
 TIER_TO_PB: dict[str, models_pb2.Tier] = {"ram": models_pb2.TIER_RAM, "swap": models_pb2.TIER_SWAP,
               "storage": models_pb2.TIER_STORAGE}

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from edged import errors as e
-from edged.manager.views import InstallSpec
+from edged.views import InstallSpec
 
 CHUNK = 64 << 10
 

@@ -1,10 +1,20 @@
-"""Read-only views the manager hands to the service layer (which turns them into protos)."""
+"""Read-only views of the daemon's state: what the manager hands to the service layer (which
+turns them into protos) and what ``EdgedClient`` hands back (built from those protos), so that
+the CLI and the contract suite read one set of types on either side of the socket.
+
+Neutral on purpose: this module imports no part of edged but other value modules (the domain
+errors' ``CapacityNumbers``, the telemetry ``Snapshot``), never the manager, the service layer,
+the client or generated code.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from edged.errors import CapacityNumbers
+from edged.telemetry.snapshot import Snapshot
 
 
 @dataclass(frozen=True)
@@ -53,7 +63,7 @@ class StatusView:
     uptime_s: float
     state: str
     state_dir: str
-    snapshot: Any  # edged.telemetry Snapshot
+    snapshot: Snapshot
     reserve_bytes: int
     tiers: tuple[TierUsage, ...]
     loaded: tuple[LoadedView, ...]
@@ -69,7 +79,7 @@ class StatusView:
 class CheckView:
     decision: str  # "admit" | "admit_after_evicting" | "reject"
     evict: tuple[str, ...]
-    numbers: Any  # edged.errors.CapacityNumbers
+    numbers: CapacityNumbers
     reason: str
     estimated_bytes: int
 
