@@ -37,7 +37,7 @@ def test_ota_commits_a_good_version(daemon, tmp_path) -> None:  # type: ignore[n
     assert code == ota.COMMITTED and out["ok"] and out["version"] == 1
     with daemon.client() as c:  # a first version goes to swap (the default), loaded and probed
         m = c.get_model("adder")
-        assert m.tier == 2 and m.active_version == 1
+        assert m.tier == "swap" and m.active_version == 1
         assert any(v.name == "adder" and v.version == 1 for v in c.status().loaded)
         assert any(ev.kind == "load" and ev.model == "adder" for ev in c.events())
     code, out = run_ota(daemon.target, "install", "adder", str(v2), "--sha256", sha(v2))
@@ -55,8 +55,8 @@ def test_ota_first_version_goes_to_the_requested_tier(daemon, tmp_path) -> None:
                         "--tier", "ram")
     assert code == ota.COMMITTED, out
     with daemon.client() as c:
-        assert c.get_model("pinned").tier == 1  # ram
-        assert any(v.name == "pinned" and v.tier == 1 for v in c.status().loaded)
+        assert c.get_model("pinned").tier == "ram"
+        assert any(v.name == "pinned" and v.tier == "ram" for v in c.status().loaded)
 
 
 def test_ota_first_version_that_does_not_load_leaves_nothing(daemon, tmp_path,  # type: ignore[no-untyped-def]
@@ -139,7 +139,7 @@ def test_mender_update_module_with_a_real_artifact(daemon, tmp_path, demo_models
     assert install.returncode == 0, install.stderr
     with daemon.client() as c:
         m = c.get_model("ppocr-cls")
-        assert m.active_version == 1 and m.tier == 2  # the meta-data's tier: swap
+        assert m.active_version == 1 and m.tier == "swap"  # the meta-data's tier
         assert any(v.name == "ppocr-cls" for v in c.status().loaded)  # test-loaded, probed
     assert state("ArtifactCommit").returncode == 0
     assert state("Cleanup").returncode == 0

@@ -294,7 +294,7 @@ def test_start_timeout_is_extended_while_the_ram_tier_loads(daemon_factory, tmp_
     extend = [i for i, line in enumerate(lines) if line.startswith("EXTEND_TIMEOUT_USEC=")]
     assert extend and extend[0] < lines.index("READY=1"), lines
     assert int(lines[extend[0]].split("=")[1]) >= 10_000_000  # a window, in microseconds
-    assert loaded.state == 3 and loaded.worker_pid > 0  # LOAD_STATE_READY at READY=1
+    assert loaded.state == "ready" and loaded.worker_pid > 0  # ready at READY=1
     assert loads and loads[0].time <= ready_at  # loaded before systemd heard READY=1
 
 
