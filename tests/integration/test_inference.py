@@ -71,6 +71,7 @@ def test_bad_tensors_name_the_tensor_and_the_daemon_keeps_serving(client, tmp_pa
     np.testing.assert_array_equal(out["sum"], a * 2)
 
 
+@pytest.mark.slow
 def test_capacity_evicts_then_rejects_with_numbers(daemon_factory, tmp_path) -> None:  # type: ignore[no-untyped-def]
     # each model: ~127 MiB loaded, ~226 MiB for a moment while it loads (two copies of its
     # weights): two fit the swap tier, and a third loads only after one is evicted
@@ -170,6 +171,7 @@ def test_killed_worker_fails_only_its_request(client, tmp_path) -> None:  # type
     assert any(ev.kind == "worker_crash" for ev in client.events())
 
 
+@pytest.mark.slow
 def test_flooded_model_is_bounded_and_other_models_are_served_at_once(
         daemon, tmp_path) -> None:  # type: ignore[no-untyped-def]
     """With the default config, more concurrent requests to one slow model than there are RPC

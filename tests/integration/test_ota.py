@@ -115,6 +115,7 @@ def test_ota_test_load_failure_rolls_back(daemon, tmp_path, demo_models) -> None
 
 @pytest.mark.skipif(shutil.which("mender-artifact") is None and os.environ.get("CI") != "true",
                     reason="mender-artifact (Debian package) is not installed")
+@pytest.mark.slow
 def test_mender_update_module_with_a_real_artifact(daemon, tmp_path, demo_models) -> None:  # type: ignore[no-untyped-def]
     model = demo_models["ppocr-cls"]
     meta = tmp_path / "meta.json"
@@ -206,6 +207,7 @@ def _variant_of(src: Path, dst: Path) -> Path:
     return dst
 
 
+@pytest.mark.slow
 def test_ota_installs_a_version_with_its_variants(daemon, tmp_path) -> None:  # type: ignore[no-untyped-def]
     v1 = modelgen.weights_model(tmp_path / "v1.onnx", 1 << 20, seed=1)
     v2 = modelgen.weights_model(tmp_path / "v2.onnx", 1 << 20, seed=2)

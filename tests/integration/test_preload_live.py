@@ -12,6 +12,7 @@ from pathlib import Path
 
 import modelgen
 import numpy as np
+import pytest
 
 
 def edgectl(target: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -28,6 +29,7 @@ def wait_not_loading(client, name: str, timeout: float = 60.0) -> None:  # type:
         time.sleep(0.05)
 
 
+@pytest.mark.slow
 def test_repeating_pattern_gets_preload_hits(daemon_factory, tmp_path) -> None:  # type: ignore[no-untyped-def]
     mb = 1 << 20
     d = daemon_factory({"budgets": {"swap": "200MiB"},  # room for two of the three

@@ -117,6 +117,7 @@ def _hand_move(state: Path, names: list[str], src: str, dst: str) -> None:
     (tiers / f"{dst}.yaml").write_text(yaml.safe_dump(b))
 
 
+@pytest.mark.slow
 def test_reload_checks_the_ram_budget_and_loads_ram_models(daemon_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     d = daemon_factory({"budgets": {"ram": "200MiB", "swap": "400MiB"},
                         "preload": {"enabled": False}}).start()
@@ -214,6 +215,7 @@ def test_tier_capacity_errors_carry_the_reserve(daemon_factory, tmp_path: Path) 
         assert info.value.numbers.reserve_bytes == 256 * MB
 
 
+@pytest.mark.slow
 def test_a_failed_download_is_not_daemon_unreachable(daemon, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     hits = []
 

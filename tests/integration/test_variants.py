@@ -38,6 +38,7 @@ def wait_for(cond, timeout: float = 60.0) -> None:  # type: ignore[no-untyped-de
         time.sleep(0.05)
 
 
+@pytest.mark.slow
 def test_a_variant_is_reported_then_installed_only_when_accepted(daemon, demo_models) -> None:  # type: ignore[no-untyped-def]
     with daemon.client() as c:
         c.install("rec", demo_models["ppocr-rec"], quality=0.9,
@@ -91,6 +92,7 @@ def test_a_pinned_variant_serves_and_is_measured(daemon, tmp_path: Path) -> None
         assert loaded.variant_reason == "fp32 fits now"
 
 
+@pytest.mark.slow
 def test_a_smaller_variant_serves_where_the_version_cannot(daemon_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     d = daemon_factory({"budgets": {"swap": "60MiB"}, "preload": {"enabled": False}}).start()
     path = modelgen.weights_model(tmp_path / "w.onnx", 40 * MB, seed=2)
