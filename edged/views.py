@@ -175,10 +175,6 @@ class ModelView:
     state: str  # "unloaded" | "loading" | "ready" | "unloading" | "failed"
     loaded: LoadedView | None = None
 
-    def version(self, number: int) -> VersionView | None:
-        """The installed version ``number``, None when there is none."""
-        return next((v for v in self.versions if v.version == number), None)
-
 
 # -- results of calls -----------------------------------------------------------------------
 @dataclass(frozen=True)
