@@ -30,14 +30,14 @@ import numpy as np
 from bench.common import REPO, Section, ms, percentiles
 from bench.latency import demo_inputs
 from edged import errors as e
-from edged.manager.fsck import fsck
-from edged.manager.manifests import Manifests, render
+from edged.manager.catalog.fsck import fsck
+from edged.manager.catalog.manifests import Manifests, render
 
 # The crash-consistency test's mechanism (the store's and the manifests' crash hooks), armed in
 # the real daemon: once the arm file exists, hook call number N SIGKILLs the daemon itself.
 WRAPPER = """
 import os, signal, sys
-from edged.manager import manifests, store
+from edged.manager.catalog import manifests, store
 calls, at = [0], int(os.environ["FAULTS_CRASH_AT"])
 def hook(point):
     if os.path.exists(os.environ["FAULTS_ARM"]):
@@ -362,8 +362,8 @@ def crash_sweep(sec: Section, work: Path, quick: bool) -> None:
     import modelgen
 
     from edged.engines.base import detect_format, inspect
-    from edged.manager.catalog import Catalog
-    from edged.manager.store import Store
+    from edged.manager.catalog.catalog import Catalog
+    from edged.manager.catalog.store import Store
 
     plain, armed = daemons()
     src = [modelgen.add_model(work / f"v{i}.onnx", offset=float(i)) for i in (1, 2, 3)]

@@ -9,6 +9,10 @@ edged over gRPC (plain, and with the shared-memory extension). Small models run 
 alternating blocks of 50 calls, the PP-OCR ones in blocks of 5 (see ``time_alternating``): the
 2-core box is shared and a slow spell must hit every path alike. 8 clients: 8 threads, each
 with its own ``EdgedClient`` (so its own lane), against 8 threads on one in-process session.
+
+On the GPU machine: ``python -m bench.lane --cuda [--quick] [--out FILE]`` runs the same with the
+in-process session on the CUDA EP and the daemon on its default engine settings (it picks the CUDA
+EP itself where onnxruntime has it, and its default per-model concurrency).
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ import numpy as np
 
 from bench.common import REPO, Section, ms, percentiles, time_alternating
 from bench.latency import demo_inputs, floor, session
+
+CUDA = ["CUDAExecutionProvider", "CPUExecutionProvider"]
 
 MODELS = ("silero-vad", "ppocr-cls", "ppocr-rec", "ppocr-det")
 
@@ -79,7 +85,14 @@ def _throughput(fns: list[Callable[[], Any]], seconds: float) -> tuple[float, li
     return len(samples) / (time.perf_counter() - t0), samples
 
 
-def run(quick: bool) -> Section:
+def _cuda_session(path: Path) -> Any:
+    """In-process ONNX Runtime on the CUDA EP, default options (what a hand-written loader does)."""
+    import onnxruntime as ort
+
+    return ort.InferenceSession(str(path), providers=CUDA)
+
+
+def run(quick: bool, cuda: bool = False) -> Section:
     from daemon_harness import DaemonProcess
 
     sec = Section(
@@ -93,19 +106,21 @@ def run(quick: bool) -> Section:
                "in-process session, for a fixed time each.")
     models = {name: REPO / "models" / f"{name}.onnx" for name in MODELS}
     fl50, fl99 = percentiles(floor(200 if quick else 1000))
-    d = DaemonProcess({"engines": {"per_model_concurrency": 2}, "preload": {"enabled": False}})
+    engines: dict[str, Any] = {} if cuda else {"per_model_concurrency": 2}
+    d = DaemonProcess({"engines": engines, "preload": {"enabled": False}})
     d.start()
     rows = []
     conc = []
+    providers: dict[str, str] = {}
     try:
         with d.client() as c, d.client(lanes=False, shm_threshold=None) as plain, \
                 d.client(lanes=False, shm_threshold=0) as shm:
             for name in MODELS:
                 c.install(name, models[name], warmup_shapes=demo_inputs()[name][1])
-                c.load(name)
+                providers[name] = ",".join(c.load(name).model.providers)
             for name in MODELS:
                 feeds = demo_inputs()[name][0]
-                sess = session(models[name])
+                sess = _cuda_session(models[name]) if cuda else session(models[name])
                 zc, zc_close = _zero_copy(c, name, feeds)
                 fns = {"in": lambda s=sess, f=feeds: s.run(None, f), "zc": zc,
                        "lane": lambda m=name, f=feeds: c.infer(m, f),
@@ -173,13 +188,26 @@ def run(quick: bool) -> Section:
                 f"{tl / tin:.2f}x ({tl:.0f}/s vs {tin:.0f}/s)", tl >= 0.8 * tin)
         sec.add(f"{name}: 8 clients over lanes, p99 vs in-process p99", "<= 2x",
                 f"{l99 / i99:.2f}x ({ms(l99)} vs {ms(i99)})", l99 <= 2 * i99)
+    sec.add("engine providers (daemon workers)", "info",
+            "; ".join(f"{k}: {v}" for k, v in providers.items()), None)
+    if cuda:
+        sec.add("in-process providers", "info", ",".join(CUDA), None)
     sec.add("lanes open at the end (edgectl status)", "info",
             ", ".join(f"{k} {v}" for k, v in sorted(lanes_open.items())), None)
     return sec
 
 
 if __name__ == "__main__":
+    import argparse
     import sys
 
     sys.path.insert(0, str(Path(REPO / "tests")))
-    print(run("--quick" in sys.argv).markdown())
+    ap = argparse.ArgumentParser(prog="python -m bench.lane")
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--cuda", action="store_true", help="in-process on the CUDA EP (GPU machine)")
+    ap.add_argument("--out", help="also write the markdown here")
+    args = ap.parse_args()
+    text = run(args.quick, cuda=args.cuda).markdown()
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text)

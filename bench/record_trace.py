@@ -5,7 +5,7 @@
 
 Starts the real daemon (``tests/daemon_harness.py``: its own state dir and socket) with
 ``trace.path`` set — the daemon then appends every inference request it serves to that JSONL
-file (``edged.manager.traces.TraceRecorder``) — installs eight ONNX models of 2-48 MB
+file (``edged.manager.memory.traces.TraceRecorder``) — installs eight ONNX models of 2-48 MB
 (``tests/modelgen.py``, real float32 weights that ONNX Runtime allocates), and drives a small
 robot day through the real gRPC API: a VAD every 0.5 s, patrols (detect every ~1 s, depth every
 ~2 s), conversations (wake -> asr -> llm -> tts), reading bursts and one-off calibrations, with

@@ -123,7 +123,7 @@ def working_set(sizes: dict[str, int], counts: dict[str, int]) -> int:
 def run_one(job: tuple[str, str, str, str, tuple[str, ...]]) -> Result:
     name, budget_name, trace_path, models_path, policies = job
     replay = load_replay()
-    from edged.manager.traces import read_models, read_trace
+    from edged.manager.memory.traces import read_models, read_trace
 
     trace, models = read_trace(Path(trace_path)), read_models(Path(models_path))
     counts: dict[str, int] = {}
@@ -136,7 +136,7 @@ def run_one(job: tuple[str, str, str, str, tuple[str, ...]]) -> Result:
     if policies == (NO_TOD,):  # the ablation: edged's policy with its time of day switched off
         from dataclasses import asdict
 
-        from edged.manager.policy import EdgedPolicy
+        from edged.manager.memory.policy import EdgedPolicy
         policy = EdgedPolicy(tod_weight=0.0)
         r = replay.Simulator(models, budget, policy, policy.eviction_order,
                              preload=True).run(trace)
@@ -179,8 +179,8 @@ def micro_benchmarks() -> list[str]:
     import itertools
     import random
 
-    from edged.manager import planner
-    from edged.manager.policy import EdgedPolicy, plan_demand
+    from edged.manager.memory import planner
+    from edged.manager.memory.policy import EdgedPolicy, plan_demand
     from edged.manager.selection import Candidate, select
 
     rng = random.Random(1)

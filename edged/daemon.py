@@ -129,7 +129,7 @@ def _generations(cfg: cfgmod.Config, restore: int | None) -> int:
     models: their artifacts are kept, see ``manager.quarantine``)."""
     import datetime as dt
 
-    from edged.manager.manifests import ManifestError, Manifests
+    from edged.manager.catalog.manifests import ManifestError, Manifests
 
     manifests = Manifests(cfg.state_dir)
     if not cfg.state_dir.is_dir():
@@ -161,7 +161,7 @@ def _generations(cfg: cfgmod.Config, restore: int | None) -> int:
 
 def _fsck(cfg: cfgmod.Config, *, repair: bool, deep: bool, as_json: bool,
           gc: bool = False) -> int:
-    from edged.manager.fsck import fsck
+    from edged.manager.catalog.fsck import fsck
     from edged.statelock import StateDirBusy, lock_state_dir
 
     lock = None
@@ -394,18 +394,19 @@ def build_parts(cfg: cfgmod.Config, budgets: cfgmod.Budgets, sampler: Any,
     from edged.engines.estimate import choose_providers, installed_ort_providers, runtime_cap
     from edged.engines.gpumem import open_meter
     from edged.engines.workers import WorkerPool
-    from edged.manager import planner, quarantine
-    from edged.manager.catalog import Catalog, budget_tier_check
-    from edged.manager.fsck import fsck
+    from edged.manager.catalog import quarantine
+    from edged.manager.catalog.catalog import Catalog, budget_tier_check
+    from edged.manager.catalog.fsck import fsck
+    from edged.manager.catalog.manifests import Manifests
+    from edged.manager.catalog.store import Store
     from edged.manager.manager import ModelManager
-    from edged.manager.manifests import Manifests
-    from edged.manager.policy import make_policy
-    from edged.manager.preloader import LockedPolicy, Preloader
-    from edged.manager.residency import Residency
+    from edged.manager.memory import planner
+    from edged.manager.memory.policy import make_policy
+    from edged.manager.memory.preloader import LockedPolicy, Preloader
+    from edged.manager.memory.residency import Residency
+    from edged.manager.memory.traces import TraceRecorder
     from edged.manager.serving import Serving
     from edged.manager.shm import ShmRegistry
-    from edged.manager.store import Store
-    from edged.manager.traces import TraceRecorder
 
     report = fsck(cfg.state_dir, repair=True, deep=False)  # never deletes an artifact
     if not report.ok:
@@ -664,7 +665,13 @@ def _calibrate(cfg: cfgmod.Config, as_json: bool) -> int:
     sampler = Sampler(root=cfg.telemetry.root, interval_s=60,
                       memory_total_override=cfg.budgets.memory_total,
                       use_jtop=False, use_nvml=cfg.telemetry.nvml)
-    device = sampler.sample_now().device
+    # start() opens NVML as the daemon's sampler does: without it a GPU box reads as "cpu" and
+    # the costs were kept under another device's key than the daemon's (seen on an H200)
+    sampler.start()
+    try:
+        device = sampler.snapshot().device
+    finally:
+        sampler.stop()
     book = FixedCostsBook(cfg, device, None)
     meter = open_meter(cfg.telemetry.root, use_nvml=cfg.telemetry.nvml)
     gpu = CUDA in installed_ort_providers() and (meter is not None or device.kind == "jetson")

@@ -42,7 +42,7 @@ without them is unchanged):
   instead of NVMe): at X of about 6-10 the loader is busy most of the time at the trace's
   native pace.
 
-Output: a JSONL trace (``edged.manager.traces`` format, with durations) and ``models.json``
+Output: a JSONL trace (``edged.manager.memory.traces`` format, with durations) and ``models.json``
 (name -> size_bytes, load_s) with realistic sizes, from a 2 MB VAD to a 1.5 GB LLM; load times
 grow with size (disk read plus engine build / warm-up).
 
@@ -58,7 +58,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import NamedTuple
 
-from edged.manager.traces import ModelCost, TraceEntry, write_models, write_trace
+from edged.manager.memory.traces import ModelCost, TraceEntry, write_models, write_trace
 
 MB = 1 << 20
 

@@ -3,12 +3,12 @@
 
     python tools/replay.py --trace T.jsonl --models M.json --budget 6GiB [--json]
 
-Policies: ``lru``, ``lfu``, ``edged`` (``edged.manager.policy.EdgedPolicy`` with the capacity
-planner, demand victims by :func:`edged.manager.policy.plan_demand` and the preloader rule
-:func:`edged.manager.policy.plan_preload` — the code the daemon runs), ``furthest`` (evict the
-model whose next use is furthest away: Belady's rule, offline, only a heuristic when sizes differ)
-and ``optimal`` (the exact offline minimum of cold loads for any policy that loads on demand; see
-``optimal`` below).
+Policies: ``lru``, ``lfu``, ``edged`` (``edged.manager.memory.policy.EdgedPolicy`` with the capacity
+planner, demand victims by :func:`edged.manager.memory.policy.plan_demand` and the preloader rule
+:func:`edged.manager.memory.policy.plan_preload` — the code the daemon runs), ``furthest``
+(evict the model whose next use is furthest away: Belady's rule, offline, only a heuristic when
+sizes differ) and ``optimal`` (the exact offline minimum of cold loads for any policy that loads
+on demand; see ``optimal`` below).
 
 Simulated time, honestly: a load takes the model's ``load_s``; there is one loader, so loads run
 one at a time; requests are served in trace order. A request whose model is ready is a hit.
@@ -52,9 +52,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edged.manager import planner
-from edged.manager.policy import CachePolicy, make_policy, plan_demand, plan_preload
-from edged.manager.traces import ModelCost, TraceEntry, TraceError, read_models, read_trace
+from edged.manager.memory import planner
+from edged.manager.memory.policy import CachePolicy, make_policy, plan_demand, plan_preload
+from edged.manager.memory.traces import ModelCost, TraceEntry, TraceError, read_models, read_trace
 from edged.units import format_size, parse_size
 
 MAX_EXACT_MODELS = 24

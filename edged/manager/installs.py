@@ -25,8 +25,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from edged import errors as e
-from edged.manager.names import check_name, check_version
-from edged.manager.store import with_user_names
+from edged.manager.catalog.names import check_name, check_version
+from edged.manager.catalog.store import with_user_names
 from edged.manager.transitions import Transition
 from edged.units import format_size
 from edged.views import InstallSpec
@@ -150,7 +150,7 @@ def from_source(manager: Any, spec: InstallSpec, source: str, sha256: str | None
         if not sha256:
             raise e.InvalidArgument("installing from a URL needs the expected sha256",
                                     field="sha256")
-        from edged.manager.download import download
+        from edged.manager.catalog.download import download
 
         display = _display(urllib.parse.urlsplit(source).path) or source
         blob = download(manager.store, source, sha256, size,

@@ -25,15 +25,17 @@ from typing import TYPE_CHECKING, Any
 from edged import __version__
 from edged import errors as e
 from edged.config import Budgets
-from edged.manager import engine_compat, installs, variants
-from edged.manager.artifacts import MissingArtifacts
+from edged.manager import installs
+from edged.manager.catalog import engine_compat
+from edged.manager.catalog.artifacts import MissingArtifacts
 from edged.manager.events import EventBus
+from edged.manager.memory import variants
 from edged.manager.transitions import Transition, apply_reload, plan_reload
 from edged.units import format_size
 from edged.views import InstallSpec, LoadedView, StatusView, StoreUsage, TierUsage
 
 if TYPE_CHECKING:
-    from edged.manager.residency import LoadSpec, Residency
+    from edged.manager.memory.residency import LoadSpec, Residency
 
 TIERS = ("ram", "swap", "storage")
 # A variant job's memory budget is the swap tier's, but at least this: the converter's own
@@ -294,7 +296,7 @@ class ModelManager:
         v = top.variant(variant or top.serve)
         if self._engine_options is None or self.store is None:
             raise e.Unimplemented("engines are not available in this edged build")
-        from edged.manager.residency import LoadSpec
+        from edged.manager.memory.residency import LoadSpec
 
         self._missing.check(entry.name, version, v)
         if v.format == "tensorrt":
@@ -412,7 +414,7 @@ class ModelManager:
                                                    seconds)
             return self._catalog().get(name)
 
-    # -- variants (edged.manager.variants) ----------------------------------------------------
+    # -- variants (edged.manager.memory.variants) ----------------------------------------
     def make_variant(self, name: str, version: int | None, kind: str, *,
                      accept_change: float | None, quality: float | None = None,
                      progress: Callable[[str], None] = lambda stage: None) -> tuple[Any, Any]:

@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from edged import errors as e
-from edged.manager import planner, selection, variants
-from edged.manager.residency import LoadSpec, Residency
+from edged.manager import selection
+from edged.manager.memory import planner, variants
+from edged.manager.memory.residency import LoadSpec, Residency
 from edged.manager.shm import ShmRegistry
 from edged.views import CheckView, LoadedView
 
@@ -255,7 +256,7 @@ class Serving:
                              f"fits after evicting {', '.join(d.victims)}", estimated)
         return CheckView("admit", (), d.numbers, "fits now", estimated)
 
-    # -- what fits this device: every variant in every tier (edged.manager.variants) --------
+    # -- what fits this device: every variant in every tier (edged.manager.memory.variants) --------
     def recommend(self, *, name: str | None, artifact_path: str | None,
                   shapes: Mapping[str, tuple[int, ...]] | None,
                   max_quality_drop: float) -> variants.Recommendation:

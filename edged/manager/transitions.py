@@ -18,7 +18,7 @@ import logging
 from typing import Any
 
 from edged import errors as e
-from edged.manager.manifests import ModelEntry, TierState
+from edged.manager.catalog.manifests import ModelEntry, TierState
 
 log = logging.getLogger("edged.manager")
 

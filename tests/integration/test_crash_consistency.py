@@ -5,7 +5,7 @@ Two sweeps. In the first, each operation runs on ``Catalog`` in a child process 
 prepared state directory; the store's and the manifests' crash hooks ``os._exit(137)`` (what
 SIGKILL leaves: no cleanup, no flush) at the Nth hook call, for N = 1, 2, ... until the
 operation completes without reaching N. In the second, the real daemon runs with
-``EDGED_CRASH_AT=POINT[:N]`` (``edged.manager.crashpoints``), so the same hooks SIGKILL the
+``EDGED_CRASH_AT=POINT[:N]`` (``edged.manager.catalog.crashpoints``), so the same hooks SIGKILL the
 daemon itself while a client drives install, activate, tier and remove over its socket; a
 restarted daemon must come up in the old or the new state and serve the active version.
 """
@@ -26,18 +26,18 @@ import modelgen
 import pytest
 
 from edged.engines.base import detect_format, inspect
-from edged.manager.catalog import Catalog
-from edged.manager.fsck import fsck
-from edged.manager.manifests import Manifests, TierState, render
-from edged.manager.store import Store
+from edged.manager.catalog.catalog import Catalog
+from edged.manager.catalog.fsck import fsck
+from edged.manager.catalog.manifests import Manifests, TierState, render
+from edged.manager.catalog.store import Store
 
 CHILD = textwrap.dedent("""
     import os, sys
     from pathlib import Path
     from edged.engines.base import detect_format, inspect
-    from edged.manager.catalog import Catalog
-    from edged.manager.manifests import Manifests
-    from edged.manager.store import Store
+    from edged.manager.catalog.catalog import Catalog
+    from edged.manager.catalog.manifests import Manifests
+    from edged.manager.catalog.store import Store
 
     state, op = Path(sys.argv[1]), sys.argv[2]
     crash_at, model_dir = int(sys.argv[3]), Path(sys.argv[4])
@@ -179,7 +179,7 @@ def test_sigkill_sweep_of_the_real_daemon(base: tuple[Path, Path], tmp_path: Pat
     import numpy as np
     from daemon_harness import DaemonProcess
 
-    from edged.manager import crashpoints
+    from edged.manager.catalog import crashpoints
 
     assert crashpoints.env_hook() is None  # inert without the variable
     state0, models = base

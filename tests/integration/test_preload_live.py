@@ -158,7 +158,7 @@ def test_recording_under_concurrent_clients_fails_nothing(daemon_factory, tmp_pa
     and every trace file the daemon leaves reads back in time order."""
     import threading
 
-    from edged.manager.traces import read_trace
+    from edged.manager.memory.traces import read_trace
 
     trace = tmp_path / "live.jsonl"
     d = daemon_factory({"trace": {"path": str(trace), "max_bytes": 400}}).start()

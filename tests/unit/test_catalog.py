@@ -13,10 +13,10 @@ import pytest
 
 from edged import errors as e
 from edged.engines.base import detect_format, inspect
-from edged.manager.catalog import Catalog, budget_tier_check
-from edged.manager.manifests import ManifestError, Manifests
-from edged.manager.names import MAX_VERSION, check_name
-from edged.manager.store import Store
+from edged.manager.catalog.catalog import Catalog, budget_tier_check
+from edged.manager.catalog.manifests import ManifestError, Manifests
+from edged.manager.catalog.names import MAX_VERSION, check_name
+from edged.manager.catalog.store import Store
 
 MB = 1 << 20
 
@@ -296,7 +296,7 @@ def test_small_measurement_changes_stay_in_memory(tmp_path: Path) -> None:
 
 def test_warmup_shapes_are_checked_against_the_signature() -> None:
     from edged.engines.base import Signature, TensorSpec
-    from edged.manager.catalog import check_warmup
+    from edged.manager.catalog.catalog import check_warmup
 
     sig = Signature((TensorSpec("x", "FP32", (-1, 3, 64, -1)), TensorSpec("sr", "INT64", ())),
                     ())
@@ -312,8 +312,8 @@ def test_warmup_shapes_are_checked_against_the_signature() -> None:
 
 def test_inherit_metadata_takes_only_what_is_unsaid_and_fits() -> None:
     from edged.engines.base import Signature, TensorSpec
-    from edged.manager.catalog import inherit_metadata
-    from edged.manager.manifests import VersionEntry
+    from edged.manager.catalog.catalog import inherit_metadata
+    from edged.manager.catalog.manifests import VersionEntry
 
     wide = Signature((TensorSpec("x", "FP32", (-1, 8)),), ())
     old = VersionEntry("a" * 64, 1, tasks=("vad",), quality=0.9, providers=("CPU",),

@@ -22,7 +22,7 @@ from edged.cli import viewjson
 from edged.client import convert
 from edged.engines.base import Signature, TensorSpec
 from edged.errors import CapacityNumbers
-from edged.manager.tier_yaml import ModelEntry, VersionEntry
+from edged.manager.catalog.tier_yaml import ModelEntry, VersionEntry
 from edged.service import messages
 from edged.telemetry.snapshot import DeviceInfo, GpuInfo, MemoryInfo, Snapshot, frozen_map
 from edged.v1 import errors_pb2, system_pb2

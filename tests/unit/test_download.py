@@ -19,9 +19,9 @@ import modelgen
 import pytest
 
 from edged import errors as e
-from edged.manager.download import download
-from edged.manager.fsck import fsck
-from edged.manager.store import Store
+from edged.manager.catalog.download import download
+from edged.manager.catalog.fsck import fsck
+from edged.manager.catalog.store import Store
 
 
 @pytest.fixture

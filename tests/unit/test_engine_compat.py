@@ -14,12 +14,12 @@ import pytest
 from edged import errors as e
 from edged.config import Budgets
 from edged.engines.base import EngineOptions, detect_format, inspect
-from edged.manager import engine_compat as ec
-from edged.manager.catalog import Catalog
+from edged.manager.catalog import engine_compat as ec
+from edged.manager.catalog.catalog import Catalog
+from edged.manager.catalog.manifests import Manifests
+from edged.manager.catalog.store import Store
 from edged.manager.events import EventBus
 from edged.manager.manager import ModelManager
-from edged.manager.manifests import Manifests
-from edged.manager.store import Store
 
 
 @pytest.mark.parametrize(("built", "installed", "same"), [

@@ -12,10 +12,17 @@ import yaml
 
 from edged import errors as e
 from edged.engines.base import detect_format, inspect
-from edged.manager.catalog import Catalog, budget_tier_check
-from edged.manager.manifests import TIERS, ManifestError, Manifests, TierState, parse, render
-from edged.manager.store import Store
-from edged.manager.tier_yaml import _HEADER, _model_docs
+from edged.manager.catalog.catalog import Catalog, budget_tier_check
+from edged.manager.catalog.manifests import (
+    TIERS,
+    ManifestError,
+    Manifests,
+    TierState,
+    parse,
+    render,
+)
+from edged.manager.catalog.store import Store
+from edged.manager.catalog.tier_yaml import _HEADER, _model_docs
 
 
 @pytest.fixture

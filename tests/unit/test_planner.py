@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from edged.errors import CapacityExceeded
-from edged.manager.planner import (
+from edged.manager.memory.planner import (
     Admit,
     AdmitAfterEvicting,
     Budgets,

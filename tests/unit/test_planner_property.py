@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from edged.manager.planner import (
+from edged.manager.memory.planner import (
     Admit,
     AdmitAfterEvicting,
     Budgets,

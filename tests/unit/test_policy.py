@@ -6,9 +6,9 @@ import random
 
 import pytest
 
-from edged.manager import planner
-from edged.manager.planner import Budgets, LoadRequest, Memory, Resident
-from edged.manager.policy import (
+from edged.manager.memory import planner
+from edged.manager.memory.planner import Budgets, LoadRequest, Memory, Resident
+from edged.manager.memory.policy import (
     EdgedPolicy,
     FrequencyPolicy,
     LruPolicy,

@@ -15,8 +15,8 @@ from types import ModuleType
 
 import pytest
 
-from edged.manager.policy import LruPolicy
-from edged.manager.traces import ModelCost, TraceEntry, read_models, read_trace, write_models
+from edged.manager.memory.policy import LruPolicy
+from edged.manager.memory.traces import ModelCost, TraceEntry, read_models, read_trace, write_models
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -16,11 +16,11 @@ import pytest
 from edged import errors as e
 from edged.engines.base import EngineOptions, inspect
 from edged.engines.workers import WorkerPool
-from edged.manager import planner
 from edged.manager.events import EventBus
-from edged.manager.policy import LruPolicy
-from edged.manager.preloader import LockedPolicy
-from edged.manager.residency import LoadSpec, Residency
+from edged.manager.memory import planner
+from edged.manager.memory.policy import LruPolicy
+from edged.manager.memory.preloader import LockedPolicy
+from edged.manager.memory.residency import LoadSpec, Residency
 
 MB = 1 << 20
 X = {"x": np.ones((1, 64), np.float32)}

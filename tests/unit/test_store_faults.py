@@ -15,9 +15,9 @@ import pytest
 
 from edged import errors as e
 from edged.engines.base import detect_format, inspect
-from edged.manager.catalog import Catalog, budget_tier_check
-from edged.manager.manifests import Manifests
-from edged.manager.store import Store
+from edged.manager.catalog.catalog import Catalog, budget_tier_check
+from edged.manager.catalog.manifests import Manifests
+from edged.manager.catalog.store import Store
 
 MB = 1 << 20
 
@@ -148,7 +148,7 @@ def test_a_download_onto_a_full_disk_is_disk_full_not_retried(disk: Path) -> Non
     import http.server
     import threading
 
-    from edged.manager.download import download
+    from edged.manager.catalog.download import download
 
     body, seen = os.urandom(12 * MB), []
 
@@ -184,7 +184,7 @@ def test_a_download_onto_a_full_disk_is_disk_full_not_retried(disk: Path) -> Non
 
 def test_fsck_removes_a_half_written_generation(tmp_path: Path) -> None:
     """What a crash (or a full disk, before this was handled) leaves in tiers.d."""
-    from edged.manager.fsck import fsck
+    from edged.manager.catalog.fsck import fsck
 
     cat = make(tmp_path / "state", reserve=0)
     cat.install("m", cat.store.put_file(modelgen.add_model(tmp_path / "a.onnx")))

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from edged.manager.traces import (
+from edged.manager.memory.traces import (
     ModelCost,
     TraceEntry,
     TraceError,

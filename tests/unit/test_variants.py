@@ -9,9 +9,7 @@ import pytest
 
 from edged import errors as e
 from edged.errors import CapacityNumbers
-from edged.manager import planner, variants
-from edged.manager.residency import LoadSpec
-from edged.manager.tier_yaml import (
+from edged.manager.catalog.tier_yaml import (
     ManifestError,
     ModelEntry,
     TierState,
@@ -19,6 +17,8 @@ from edged.manager.tier_yaml import (
     parse,
     render,
 )
+from edged.manager.memory import planner, variants
+from edged.manager.memory.residency import LoadSpec
 
 N = CapacityNumbers("swap", 1, 1, 0, 1, 0)
 

@@ -1,12 +1,12 @@
 """Predictive preloading in the daemon: the same policy the replay tool measures, run live.
 
-``LockedPolicy`` serialises the single-threaded policy objects of ``edged.manager.policy`` (the
-request threads observe, the residency asks for eviction orders, the preloader asks for
+``LockedPolicy`` serialises the single-threaded policy objects of ``edged.manager.memory.policy``
+(the request threads observe, the residency asks for eviction orders, the preloader asks for
 candidates). ``Preloader`` wakes every ``interval_s``, asks the policy what is likely next, and
 loads the best candidate through the residency with ``preload=True`` — which admits it only as
 ``policy.plan_preload`` allows (fit as things are, or evict strictly less valuable idle models).
-Demand loads never wait behind it: loads of different models run side by side, and a demand
-load that needs a running preload's memory cancels it (see ``Residency.load``).
+Demand loads never wait behind it: loads of different models run side by side, and a demand load
+that needs a running preload's memory cancels it (see ``Residency.load``).
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 from edged import errors as e
-from edged.manager import planner
-from edged.manager.policy import CachePolicy, plan_demand, plan_preload
+from edged.manager.memory import planner
+from edged.manager.memory.policy import CachePolicy, plan_demand, plan_preload
 
 log = logging.getLogger("edged.preloader")
 

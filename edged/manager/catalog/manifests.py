@@ -36,9 +36,9 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from edged.manager import crashpoints, diskfull
-from edged.manager.store import fsync_dir
-from edged.manager.tier_yaml import (  # re-exported: the manager's modules import them here
+from edged.manager.catalog import crashpoints, diskfull
+from edged.manager.catalog.store import fsync_dir
+from edged.manager.catalog.tier_yaml import (  # re-exported: the manager's modules import them here
     TIERS,
     ManifestError,
     ModelEntry,

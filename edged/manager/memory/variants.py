@@ -21,8 +21,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from edged.manager import planner
-from edged.manager.residency import LoadSpec
+from edged.manager.memory import planner
+from edged.manager.memory.residency import LoadSpec
 
 DEFAULT_MAX_QUALITY_DROP = 0.05
 MAX_BATCH = 1024

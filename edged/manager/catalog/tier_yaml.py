@@ -17,8 +17,8 @@ import yaml
 
 from edged import errors as e
 from edged.engines.base import Signature, TensorSpec
-from edged.manager.names import is_valid_name
-from edged.manager.store import is_sha256
+from edged.manager.catalog.names import is_valid_name
+from edged.manager.catalog.store import is_sha256
 
 TIERS = ("ram", "swap", "storage")
 SCHEMA = 1

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from edged import errors as e
-from edged.manager import planner
+from edged.manager.memory import planner
 from edged.units import format_size
 from edged.views import LoadedView
 

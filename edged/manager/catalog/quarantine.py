@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from edged import errors as e
-from edged.manager.store import Store, fsync_dir
+from edged.manager.catalog.store import Store, fsync_dir
 
 log = logging.getLogger("edged.quarantine")
 

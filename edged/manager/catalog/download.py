@@ -29,8 +29,8 @@ from typing import Any, BinaryIO
 
 from edged import errors as e
 from edged.hashing import sha256_file
-from edged.manager import diskfull
-from edged.manager.store import Blob, Store, is_sha256
+from edged.manager.catalog import diskfull
+from edged.manager.catalog.store import Blob, Store, is_sha256
 
 CHUNK = 1 << 20
 ATTEMPTS = 5

@@ -57,8 +57,8 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
-from edged.manager import planner
-from edged.manager.planner import Resident
+from edged.manager.memory import planner
+from edged.manager.memory.planner import Resident
 
 _B0, _R, _NB = 0.05, 1.5, 21  # short-gap bins: [0, 0.05), then x1.5 each ...
 _SPLIT = _B0 * _R ** (_NB - 1)  # ... up to ~166 s; longer gaps are "between sessions"

@@ -55,7 +55,7 @@ residents, in the order ``eviction_order`` returns (least valuable first). The p
 shortest prefix of that order that makes the request fit, then drops from it (most valuable
 first) every victim the request turns out not to need — a big victim late in the order can make
 earlier small ones unnecessary, and keeping a model costs nothing now. The default order is the
-identity: callers pass residents oldest-first, which makes it LRU; ``edged.manager.policy``
+identity: callers pass residents oldest-first, which makes it LRU; ``edged.manager.memory.policy``
 supplies scored orders, and optionally ``victim_cost`` (what losing each resident costs): then
 each shorter prefix completed by the cheapest single victim that makes it fit competes too, and
 the cheapest set wins — an order by value per byte alone would throw out one big model where a

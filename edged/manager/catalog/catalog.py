@@ -34,11 +34,11 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from edged import errors as e
-from edged.manager import engine_compat, quarantine
-from edged.manager.manifests import ModelEntry, TierState, VersionEntry
-from edged.manager.names import MAX_VERSION, check_name, check_version
-from edged.manager.store import Blob, Store
-from edged.manager.tier_yaml import VARIANT_NAME_RE
+from edged.manager.catalog import engine_compat, quarantine
+from edged.manager.catalog.manifests import ModelEntry, TierState, VersionEntry
+from edged.manager.catalog.names import MAX_VERSION, check_name, check_version
+from edged.manager.catalog.store import Blob, Store
+from edged.manager.catalog.tier_yaml import VARIANT_NAME_RE
 from edged.units import format_size
 
 log = logging.getLogger("edged.catalog")

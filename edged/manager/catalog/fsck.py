@@ -21,10 +21,10 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edged.manager import quarantine
-from edged.manager.download import stale_partials
-from edged.manager.manifests import ManifestError, Manifests
-from edged.manager.store import Store
+from edged.manager.catalog import quarantine
+from edged.manager.catalog.download import stale_partials
+from edged.manager.catalog.manifests import ManifestError, Manifests
+from edged.manager.catalog.store import Store
 from edged.units import format_size
 
 

@@ -38,8 +38,8 @@ from typing import Any, BinaryIO
 
 from edged import errors as e
 from edged.hashing import sha256_file
-from edged.manager import crashpoints, diskfull
-from edged.manager.names import check_relpath
+from edged.manager.catalog import crashpoints, diskfull
+from edged.manager.catalog.names import check_relpath
 
 log = logging.getLogger("edged.store")
 
