@@ -28,9 +28,7 @@ import psutil
 from bench.common import Section, ms, percentiles
 
 MiB = 1 << 20
-RAM, SWAP = 1, 2  # edged.v1.Tier values
-TIER = {RAM: "ram", SWAP: "swap"}
-STATE = {1: "unloaded", 2: "loading", 3: "ready", 4: "unloading"}  # edged.v1.LoadState
+RAM, SWAP = "ram", "swap"  # the tiers whose budgets hold loaded models
 
 
 def workers(pid: int) -> list[psutil.Process]:
@@ -104,9 +102,9 @@ class Peaks:
             for t in tiers:
                 self.tier_peak[t.tier] = max(self.tier_peak[t.tier], t.used_bytes)
                 if t.used_bytes > t.budget_bytes and len(self.over) < 3:
-                    snap = (f"{TIER[t.tier]} used {t.used_bytes / MiB:.0f} > "
+                    snap = (f"{t.tier} used {t.used_bytes / MiB:.0f} > "
                             f"{t.budget_bytes / MiB:.0f} MiB with " + ", ".join(
-                                f"{m.name} {TIER.get(m.tier, '?')} {STATE.get(m.state, '?')} "
+                                f"{m.name} {m.tier or '?'} {m.state or '?'} "
                                 f"{m.footprint_bytes / MiB:.0f}" for m in st.loaded))
                     if snap not in self.over:
                         self.over.append(snap)

@@ -65,7 +65,7 @@ def _run(env: dict[str, str], n: int, clients: int) -> tuple[float, float, float
             time.sleep(2)
             after = proc.memory_info().rss
             status = c.status()
-            shown = float(getattr(status.memory, "daemon_rss_bytes", 0) or 0)
+            shown = float(status.snapshot.process_rss_bytes)
         return idle, after, max(peak[0], after), shown
     finally:
         d.stop()

@@ -162,7 +162,8 @@ def worker_kills(sec: Section, c: Any, k: int) -> None:
         good += clean(err, e.Code.UNAVAILABLE, e.Code.INTERNAL)
         notes.add("HANG" if err is None else re.sub(r"pid \d+", "pid N", err.message[:70]))
         t0 = time.perf_counter()
-        if not serve(c, ["rec"]) and c.get_model("rec").loaded.worker_pid not in (0, pid):
+        back = c.get_model("rec").loaded if not serve(c, ["rec"]) else None
+        if back is not None and back.worker_pid not in (0, pid):
             back_s.append(time.perf_counter() - t0)
         if hit == k:
             break

@@ -181,8 +181,13 @@ def edged_models(refs: dict[str, dict[str, Any]], share: bool, quick: bool
                              f"{estimate / MB:.0f}", f"{loaded.footprint_bytes / MB:.0f}",
                              f"{accounted / MB:.0f}", _mb(dev0), _mb(dev_n), str(pid)])
             status = c.status()
-            notes.append("status fixed costs: " + str(status.fixed_costs).replace("\n", "; "))
-            notes.append("status gpu budget: " + str(status.gpu_budget).replace("\n", "; "))
+            notes.append("status fixed costs: " + "; ".join(
+                f"{k}: {v}" for k, v in (status.fixed_costs or {}).items()))
+            budget = status.gpu_budget
+            notes.append("status gpu budget: " + (
+                "none" if budget is None else
+                f"budget_bytes: {budget[0]}; used_bytes: {budget[1]}; "
+                f"device_total_bytes: {budget[2]}"))
             if share:
                 pid = status.loaded[0].worker_pid
                 total = sum(m.footprint_bytes for m in status.loaded)

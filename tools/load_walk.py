@@ -33,8 +33,8 @@ import modelgen  # noqa: E402
 from edged import config as cfgmod  # noqa: E402
 from edged.daemon import build_parts  # noqa: E402
 from edged.manager.events import EventBus  # noqa: E402
-from edged.manager.views import InstallSpec  # noqa: E402
 from edged.telemetry.sampler import Sampler  # noqa: E402
+from edged.views import InstallSpec  # noqa: E402
 
 ROOT = str(REPO / "edged")
 PARTS = ("daemon.py", "manager/manager.py", "manager/serving.py", "manager/specs.py",

@@ -10,7 +10,7 @@ from typing import Any
 
 from edged import errors as e
 from edged.cli import model_commands, output, variant_commands
-from edged.cli.pbjson import event_dict, status_dict
+from edged.cli.viewjson import event_dict, status_dict
 from edged.client import EdgedClient
 from edged.units import format_size
 

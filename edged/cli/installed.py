@@ -7,12 +7,12 @@ same bytes); both tools answer "already installed as version N" instead and chan
 
 from __future__ import annotations
 
-from typing import Any
+from edged.views import ModelView
 
 
-def installed_as(model: Any, sha256: str, size_bytes: int | None, *,
+def installed_as(model: ModelView, sha256: str, size_bytes: int | None, *,
                  active_only: bool = False) -> int:
-    """The version of ``model`` (an ``edged.v1.Model``) that holds these very bytes (the active
+    """The version of ``model`` that holds these very bytes (the active
     one first), else 0. ``size_bytes`` None: not known here (a URL), the sha256 decides.
     ``active_only``: only the active version counts (edged-ota, whose job is to make the file
     active)."""

@@ -15,7 +15,7 @@ from edged import errors as e
 from edged.cli import output
 from edged.cli.exitcodes import LocalError
 from edged.cli.installed import installed_as
-from edged.cli.pbjson import DECISIONS, loaded_dict, model_dict, plain
+from edged.cli.viewjson import check_dict, loaded_dict, model_dict, select_dict
 from edged.client import EdgedClient
 from edged.hashing import sha256_file
 from edged.units import format_size, parse_size
@@ -347,10 +347,10 @@ def cmd_tier(client: EdgedClient, args: argparse.Namespace) -> int:
         verb = f"already in {args.tier}; nothing changed"
     else:
         verb = f"moved from {was} to {args.tier}"
-        if before.HasField("loaded") and not after.HasField("loaded"):
+        if before.loaded is not None and after.loaded is None:
             verb += (f"; unloaded (it was loaded, {output.size(before.loaded.footprint_bytes)}"
                      ": the storage tier holds nothing in memory)")
-        elif after.HasField("loaded") and not before.HasField("loaded"):
+        elif after.loaded is not None and before.loaded is None:
             verb += f"; loaded ({output.size(after.loaded.footprint_bytes)})"
     return _model_result(args, after, verb)
 
@@ -377,26 +377,24 @@ def cmd_load(client: EdgedClient, args: argparse.Namespace) -> int:
 
 
 def cmd_unload(client: EdgedClient, args: argparse.Namespace) -> int:
-    was_loaded = client.get_model(args.name).HasField("loaded")
-    r = client.unload(args.name)
+    was_loaded = client.get_model(args.name).loaded is not None
+    freed = client.unload(args.name)
     if args.json:
         output.emit_json({"name": args.name, "was_loaded": was_loaded,
-                          "freed_bytes": r.freed_bytes})
-    elif not was_loaded and not r.freed_bytes:
+                          "freed_bytes": freed})
+    elif not was_loaded and not freed:
         print(f"{args.name} was not loaded; nothing to unload")
     else:
-        print(f"unloaded {args.name}, its worker ended (freed {output.size(r.freed_bytes)})")
+        print(f"unloaded {args.name}, its worker ended (freed {output.size(freed)})")
     return 0
 
 
 def cmd_check(client: EdgedClient, args: argparse.Namespace) -> int:
     path = str(Path(args.file).absolute()) if args.file else None
     r = client.check(args.name, artifact_path=path, tier=args.tier)
-    decision = DECISIONS.get(r.decision, "")
+    decision = r.decision
     if args.json:
-        d = plain(r)
-        d["decision"] = decision
-        output.emit_json(d)
+        output.emit_json(check_dict(r))
     else:
         n = r.numbers
         what = args.name or args.file
@@ -414,10 +412,11 @@ def cmd_check(client: EdgedClient, args: argparse.Namespace) -> int:
 def cmd_select(client: EdgedClient, args: argparse.Namespace) -> int:
     r = client.select(args.task, args.priority, args.max_bytes, args.max_latency_ms,
                       mode=args.mode or "", pinned=args.pin)
+    found = r.choice is not None and r.choice.name
     if args.json:
-        output.emit_json(plain(r))
-        return 0 if r.choice.name else 5
-    if not r.choice.name:
+        output.emit_json(select_dict(r))
+        return 0 if found else 5
+    if r.choice is None or not r.choice.name:
         print(f"no installed model can do {args.task!r} now")
     else:
         print(f"{r.choice.name} v{r.choice.version}: {r.choice.reason} ({r.mode} mode)")
@@ -425,7 +424,7 @@ def cmd_select(client: EdgedClient, args: argparse.Namespace) -> int:
         print(f"  - {reason}")
     for c in r.runners_up:
         print(f"  runner-up {c.name} v{c.version}: {c.reason}")
-    return 0 if r.choice.name else 5
+    return 0 if found else 5
 
 
 def cmd_infer(client: EdgedClient, args: argparse.Namespace) -> int:

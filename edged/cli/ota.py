@@ -30,7 +30,6 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -38,6 +37,7 @@ from edged import errors as e
 from edged.cli.installed import installed_as
 from edged.client import DaemonUnreachable, EdgedClient
 from edged.values import TIERS
+from edged.views import ModelView
 
 COMMITTED, FAILED, USAGE, UNREACHABLE, VERIFY, TEST_LOAD, SIGNATURE, HEALTH, ROLLBACK_FAILED = (
     0, 1, 2, 3, 4, 5, 6, 7, 8)
@@ -64,7 +64,7 @@ class Outcome:
             print(f"edged-ota: {text}", file=sys.stderr)
 
 
-def _signature(model: Any, version: int) -> list[tuple[str, str, str, tuple[int, ...]]]:
+def _signature(model: ModelView, version: int) -> list[tuple[str, str, str, tuple[int, ...]]]:
     for v in model.versions:
         if v.version == version:
             return sorted([(kind, t.name, t.datatype, tuple(t.shape))
@@ -92,7 +92,7 @@ def signature_diff(old: Sequence[tuple[str, str, str, tuple[int, ...]]],
     return "; ".join(parts)
 
 
-def _already_active(prev: Any, args: argparse.Namespace) -> int:
+def _already_active(prev: ModelView, args: argparse.Namespace) -> int:
     """The active version when it is this very file (same sha256 and size), else 0."""
     path = Path(args.file)
     if not path.is_file():
@@ -105,7 +105,7 @@ def run_install(client: EdgedClient, args: argparse.Namespace, out: Outcome) -> 
     try:
         prev = client.get_model(args.name)
         out.previous_version = prev.active_version
-        tier = args.tier or {1: "ram", 2: "swap", 3: "storage"}.get(prev.tier, "swap")
+        tier = args.tier or prev.tier or "swap"
     except e.NotFound:
         prev, tier = None, args.tier or "swap"
     if prev is not None and (same := _already_active(prev, args)):
@@ -211,7 +211,7 @@ def _probe(client: EdgedClient, args: argparse.Namespace) -> None:
     if client.health() != "SERVING":
         raise Step(HEALTH, "health", "daemon is not SERVING")
     model = client.get_model(args.name)
-    if model.tier in (1, 2):  # ram or swap: it must load and answer
+    if model.tier in ("ram", "swap"):  # it must load and answer
         client.load(args.name)
         if args.probe_input:
             inputs = {}

@@ -15,7 +15,7 @@ from typing import Any
 
 from edged import errors as e
 from edged.cli import output
-from edged.cli.pbjson import TIER_NAMES, plain
+from edged.cli.viewjson import recommend_dict, variant_job_dict
 from edged.client import EdgedClient
 
 
@@ -61,7 +61,7 @@ def cmd_make(client: EdgedClient, args: argparse.Namespace) -> int:
         quality=args.quality,
         progress=None if args.json else lambda stage: print(f"  {stage} ...", flush=True))
     if args.json:
-        output.emit_json(plain(last))
+        output.emit_json(variant_job_dict(last))
         return 0
     print(f"{args.kind} variant of {args.name}: {output.size(last.size_bytes)} "
           f"(from {output.size(last.source_bytes)}) in {last.seconds:.1f}s")
@@ -115,12 +115,9 @@ def cmd_recommend(client: EdgedClient, args: argparse.Namespace) -> int:
         raise e.InvalidArgument("give a model name or --file", field="name")
     r = client.recommend(args.name, artifact_path=args.file, warmup_shapes=_warmup(args.warmup))
     if args.json:
-        d = plain(r)
-        for f in [*d.get("fits", []), *([d["choice"]] if d.get("choice") else [])]:
-            f["tier"] = TIER_NAMES.get(f["tier"], "")
-        output.emit_json(d)
+        output.emit_json(recommend_dict(r))
         return 0
-    rows = [[f.variant, TIER_NAMES.get(f.tier, ""), f.decision.replace("_", " ")
+    rows = [[f.variant, f.tier, f.decision.replace("_", " ")
              + (f" {', '.join(f.evict)}" if f.evict else ""),
              output.size(f.estimated_bytes), output.size(f.measured_bytes) if f.measured_bytes
              else "-", f"{f.latency_ms:.2f} ms" if f.latency_ms else "-", f"{f.quality:g}",

@@ -19,7 +19,7 @@ import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from edged import errors as e
-from edged.client import tensors
+from edged.client import convert, tensors
 from edged.client.lane import LaneHandle, LaneRevoked, Lanes, LaneTooSmall, lent
 from edged.client.shm import DEFAULT_THRESHOLD, ShmTransport, message_size_hint
 from edged.client.target import Target, parse_target
@@ -29,6 +29,18 @@ from edged.oip import grpc_service_pb2_grpc as oip_grpc
 from edged.rpc_errors import from_rpc_error
 from edged.v1 import models_pb2 as mpb
 from edged.v1 import models_pb2_grpc, system_pb2, system_pb2_grpc
+from edged.views import (
+    CheckView,
+    EventView,
+    InstallView,
+    LoadView,
+    ModelView,
+    RecommendView,
+    ReloadView,
+    SelectView,
+    StatusView,
+    VariantJobView,
+)
 
 T = TypeVar("T")
 CHUNK = 1 << 20
@@ -151,30 +163,30 @@ class EdgedClient:
         resp = self._call(self._health.Check, health_pb2.HealthCheckRequest(service=service))
         return str(health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status))
 
-    def status(self) -> system_pb2.StatusResponse:
-        return self._call(self.system.Status, system_pb2.StatusRequest())
+    def status(self) -> StatusView:
+        return convert.status(self._call(self.system.Status, system_pb2.StatusRequest()))
 
-    def reload(self) -> system_pb2.ReloadResponse:
-        return self._call(self.system.Reload, system_pb2.ReloadRequest())
+    def reload(self) -> ReloadView:
+        return convert.reload(self._call(self.system.Reload, system_pb2.ReloadRequest()))
 
     def events(self, follow: bool = False, since_seq: int = 0,
-               kinds: Sequence[str] = ()) -> Iterator[system_pb2.Event]:
+               kinds: Sequence[str] = ()) -> Iterator[EventView]:
         req = system_pb2.EventsRequest(follow=follow, since_seq=since_seq, kinds=list(kinds))
         it = self.system.Events(req, timeout=None if follow else self.timeout,
                                 metadata=self._metadata)
-        return self._stream(it)
+        return (convert.event(ev) for ev in self._stream(it))
 
     # -- models --------------------------------------------------------------------------
-    def list_models(self, tier: str | None = None, task: str = "") -> list[mpb.Model]:
+    def list_models(self, tier: str | None = None, task: str = "") -> list[ModelView]:
         req = mpb.ListModelsRequest(tier=TIERS.get(tier or "", mpb.TIER_UNSPECIFIED), task=task)
-        return list(self._call(self.models.ListModels, req).models)
+        return [convert.model(m) for m in self._call(self.models.ListModels, req).models]
 
-    def get_model(self, name: str) -> mpb.Model:
-        return self._call(self.models.GetModel, mpb.GetModelRequest(name=name))
+    def get_model(self, name: str) -> ModelView:
+        return convert.model(self._call(self.models.GetModel, mpb.GetModelRequest(name=name)))
 
     def install(self, name: str, path: Path, *, sha256: str | None = None,
                 extra_files: Sequence[Path] = (), progress: Progress | None = None,
-                timeout: float | None = None, **header: Any) -> mpb.InstallResponse:
+                timeout: float | None = None, **header: Any) -> InstallView:
         """Stream ``path`` (and ONNX external-data ``extra_files``) to the daemon in chunks."""
         files = [Path(path), *map(Path, extra_files)]
         for f in files:
@@ -197,12 +209,12 @@ class EdgedClient:
                         if progress:
                             progress(done, total)
 
-        return self._call(self.models.Install, requests(), timeout=timeout or max(
-            self.timeout, 600.0))
+        return convert.install(self._call(self.models.Install, requests(),
+                                          timeout=timeout or max(self.timeout, 600.0)))
 
     def install_from(self, name: str, source: str, *, sha256: str = "", size_bytes: int = 0,
                      progress: Progress | None = None, timeout: float | None = None,
-                     **header: Any) -> mpb.InstallResponse:
+                     **header: Any) -> InstallView:
         """Install from a path on the device or an http(s) URL the daemon downloads."""
         req = mpb.InstallFromRequest(header=self._header(name, **header), source=source,
                                      sha256=sha256, size_bytes=size_bytes)
@@ -216,7 +228,7 @@ class EdgedClient:
                 result = msg.result
         if result is None:
             raise e.Internal("install stream ended without a result")
-        return result
+        return convert.install(result)
 
     @staticmethod
     def _header(name: str, *, version: int = 0, tier: str = "", tasks: Sequence[str] = (),
@@ -243,7 +255,7 @@ class EdgedClient:
     def make_variant(self, name: str, kind: str, *, version: int = 0,
                      accept_change: float | None = None, quality: float = 0.0,
                      progress: Callable[[str], None] | None = None,
-                     timeout: float | None = None) -> mpb.MakeVariantProgress:
+                     timeout: float | None = None) -> VariantJobView:
         """Make the ``kind`` variant (int8, fp16) on the device; installed only when its
         relative output change is at most ``accept_change`` (None: report only). Returns the
         last message: the report (and the model when installed)."""
@@ -259,53 +271,57 @@ class EdgedClient:
             last = msg
         if last is None:
             raise e.Internal("the daemon ended the variant job without a report")
-        return last
+        return convert.variant_job(last)
 
-    def set_variant(self, name: str, variant: str, version: int = 0) -> mpb.Model:
-        return self._call(self.models.SetVariant, mpb.SetVariantRequest(
-            name=name, version=version, variant=variant))
+    def set_variant(self, name: str, variant: str, version: int = 0) -> ModelView:
+        return convert.model(self._call(self.models.SetVariant, mpb.SetVariantRequest(
+            name=name, version=version, variant=variant)))
 
-    def remove_variant(self, name: str, variant: str, version: int = 0) -> mpb.Model:
-        return self._call(self.models.RemoveVariant, mpb.RemoveVariantRequest(
-            name=name, version=version, variant=variant))
+    def remove_variant(self, name: str, variant: str, version: int = 0) -> ModelView:
+        return convert.model(self._call(self.models.RemoveVariant, mpb.RemoveVariantRequest(
+            name=name, version=version, variant=variant)))
 
     def recommend(self, name: str | None = None, *, artifact_path: str | None = None,
                   warmup_shapes: Mapping[str, Sequence[int]] | None = None
-                  ) -> mpb.RecommendResponse:
-        return self._call(self.models.Recommend, mpb.RecommendRequest(
+                  ) -> RecommendView:
+        return convert.recommend(self._call(self.models.Recommend, mpb.RecommendRequest(
             name=name or "", artifact_path=artifact_path or "",
-            warmup_shapes={k: "x".join(map(str, v)) for k, v in (warmup_shapes or {}).items()}))
+            warmup_shapes={k: "x".join(map(str, v)) for k, v in (warmup_shapes or {}).items()})))
 
     def remove(self, name: str, version: int = 0, force: bool = False) -> list[int]:
         req = mpb.RemoveRequest(name=name, version=version, force=force)
         return list(self._call(self.models.Remove, req).removed_versions)
 
-    def set_tier(self, name: str, tier: str) -> mpb.Model:
+    def set_tier(self, name: str, tier: str) -> ModelView:
         if tier not in TIERS:
             raise e.InvalidArgument(f"unknown tier {tier!r} (ram, swap, storage)", field="tier")
-        return self._call(self.models.SetTier, mpb.SetTierRequest(name=name, tier=TIERS[tier]))
+        return convert.model(self._call(self.models.SetTier,
+                                        mpb.SetTierRequest(name=name, tier=TIERS[tier])))
 
     def activate(self, name: str, version: int,
-                 allow_signature_change: bool = False) -> mpb.Model:
+                 allow_signature_change: bool = False) -> ModelView:
         req = mpb.ActivateRequest(name=name, version=version,
                                   allow_signature_change=allow_signature_change)
-        return self._call(self.models.Activate, req)
+        return convert.model(self._call(self.models.Activate, req))
 
-    def rollback(self, name: str) -> mpb.Model:
-        return self._call(self.models.Rollback, mpb.RollbackRequest(name=name))
+    def rollback(self, name: str) -> ModelView:
+        return convert.model(self._call(self.models.Rollback, mpb.RollbackRequest(name=name)))
 
-    def load(self, name: str, version: int = 0, timeout: float | None = None) -> mpb.LoadResponse:
-        return self._call(self.models.Load, mpb.LoadRequest(name=name, version=version),
-                          timeout=timeout or max(self.timeout, 120.0))
+    def load(self, name: str, version: int = 0, timeout: float | None = None) -> LoadView:
+        return convert.load(self._call(self.models.Load,
+                                       mpb.LoadRequest(name=name, version=version),
+                                       timeout=timeout or max(self.timeout, 120.0)))
 
-    def unload(self, name: str) -> mpb.UnloadResponse:
-        return self._call(self.models.Unload, mpb.UnloadRequest(name=name))
+    def unload(self, name: str) -> int:
+        """The bytes freed (0: it was not loaded), as the manager's ``unload`` answers."""
+        return int(self._call(self.models.Unload, mpb.UnloadRequest(name=name)).freed_bytes)
 
-    def unload_version(self, name: str, version: int) -> mpb.UnloadResponse:
-        return self._call(self.models.Unload, mpb.UnloadRequest(name=name, version=version))
+    def unload_version(self, name: str, version: int) -> int:
+        return int(self._call(self.models.Unload,
+                              mpb.UnloadRequest(name=name, version=version)).freed_bytes)
 
     def check(self, name: str | None = None, *, artifact_path: str | None = None,
-              tier: str | None = None) -> mpb.CheckResponse:
+              tier: str | None = None) -> CheckView:
         req = mpb.CheckRequest(tier=TIERS.get(tier or "", mpb.TIER_UNSPECIFIED))
         if artifact_path:
             req.artifact_path = artifact_path
@@ -313,11 +329,11 @@ class EdgedClient:
             req.name = name
         else:
             raise e.InvalidArgument("give a model name or an artifact path", field="target")
-        return self._call(self.models.Check, req)
+        return convert.check(self._call(self.models.Check, req))
 
     def select(self, task: str, priority: str = "balanced", max_bytes: int = 0,
                max_latency_ms: float = 0.0, *, mode: str = "",
-               pinned: str = "") -> mpb.SelectResponse:
+               pinned: str = "") -> SelectView:
         """The model to use for ``task``; ``mode`` (auto|manual|hybrid) and ``pinned``
         override the daemon's ``selection`` config for this call."""
         if priority not in PRIORITIES:
@@ -325,7 +341,7 @@ class EdgedClient:
                                     field="priority")
         req = mpb.SelectRequest(task=task, priority=PRIORITIES[priority], max_bytes=max_bytes,
                                 max_latency_ms=max_latency_ms, mode=mode, pinned=pinned)
-        return self._call(self.models.Select, req)
+        return convert.select(self._call(self.models.Select, req))
 
     # -- inference (Open Inference Protocol) --------------------------------------------
     def infer(self, name: str, inputs: Mapping[str, np.ndarray],

@@ -35,9 +35,9 @@ from edged.manager.memory.residency import Residency
 from edged.manager.seams import EventSink
 from edged.manager.specs import Specs
 from edged.manager.transitions import Transition
-from edged.manager.views import InstallSpec
 from edged.units import format_size
 from edged.values import TIERS
+from edged.views import InstallSpec
 
 Progress = Callable[[int, int, str], None]
 

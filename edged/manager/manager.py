@@ -38,7 +38,9 @@ from edged.manager.serving import IndexRow, ModelMetadata, Serving
 from edged.manager.shm import Region
 from edged.manager.specs import Specs
 from edged.manager.transitions import Transition, apply_reload, plan_reload
-from edged.manager.views import (
+from edged.units import format_size
+from edged.values import TIERS, Budgets, ModelKey
+from edged.views import (
     CheckView,
     InstallSpec,
     LoadedView,
@@ -46,8 +48,6 @@ from edged.manager.views import (
     StoreUsage,
     TierUsage,
 )
-from edged.units import format_size
-from edged.values import TIERS, Budgets, ModelKey
 
 if TYPE_CHECKING:
     from edged.engines.convert import VariantReport

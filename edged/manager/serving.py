@@ -25,8 +25,8 @@ from edged.manager.memory.residency import LoadSpec, Residency
 from edged.manager.memory.traces import TraceRecorder
 from edged.manager.shm import Region, ShmRegistry
 from edged.manager.specs import CatalogReader, Specs
-from edged.manager.views import CheckView, LoadedView
 from edged.values import MEMORY_TIERS, ModelKey, Tier
+from edged.views import CheckView, LoadedView
 
 if TYPE_CHECKING:
     import numpy as np

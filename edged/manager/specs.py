@@ -24,8 +24,8 @@ from edged.manager.catalog.manifests import ModelEntry, VersionEntry
 from edged.manager.memory import planner, variants
 from edged.manager.memory.residency import LoadSpec
 from edged.manager.seams import EventSink
-from edged.manager.views import LoadedView
 from edged.values import Budgets
+from edged.views import LoadedView
 
 if TYPE_CHECKING:
     from edged.engines.base import EngineOptions

@@ -20,8 +20,8 @@ from edged import errors as e
 from edged.manager.catalog.manifests import ModelEntry, TierState
 from edged.manager.memory.residency import Residency
 from edged.manager.specs import Specs
-from edged.manager.views import LoadedView
 from edged.values import MEMORY_TIERS, ModelKey
+from edged.views import LoadedView
 
 log = logging.getLogger("edged.manager")
 

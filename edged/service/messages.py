@@ -1,12 +1,24 @@
-"""Converters between the manager's views and the protos. No logic, no decisions."""
+"""Converters between the manager's views and the protos. No logic, no decisions.
+
+A model goes through its view (``model_view``: catalog entry + loaded view → ``ModelView``),
+so that the proto the client reads and the view the client rebuilds from it
+(``edged.client.convert``) are the same thing by construction."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from edged.manager.views import LoadedView, StatusView
 from edged.v1 import models_pb2, system_pb2
 from edged.values import SlotState
+from edged.views import (
+    LoadedView,
+    ModelView,
+    SignatureView,
+    StatusView,
+    TensorView,
+    VariantView,
+    VersionView,
+)
 
 TIER_TO_PB: dict[str, models_pb2.Tier] = {"ram": models_pb2.TIER_RAM, "swap": models_pb2.TIER_SWAP,
               "storage": models_pb2.TIER_STORAGE}
@@ -89,36 +101,70 @@ def _shape_text(dims: Any) -> str:
     return "x".join(str(int(d)) for d in dims)
 
 
-def signature_pb(sig: Any) -> models_pb2.Signature:
-    out = models_pb2.Signature()
+def signature_view(sig: Any) -> SignatureView:
     if sig is None:
-        return out
+        return SignatureView()
+    return SignatureView(*(tuple(TensorView(t.name, t.datatype, tuple(t.shape))
+                                 for t in getattr(sig, kind)) for kind in ("inputs", "outputs")))
+
+
+def version_view(number: int, v: Any, tier: str, active: bool) -> VersionView:
+    """A catalog version record as the client sees it (numbers not measured yet: 0)."""
+    return VersionView(
+        version=number, sha256=v.sha256, size_bytes=v.size_bytes, format=v.format or "",
+        tier=tier, active=active, tasks=tuple(v.tasks), quality=float(v.quality),
+        providers=tuple(v.providers), precision=v.precision or "", notes=v.notes or "",
+        signature=signature_view(v.signature), estimated_bytes=v.estimated_bytes or 0,
+        measured_bytes=v.measured_bytes or 0, load_seconds=float(v.load_seconds or 0.0),
+        installed_at=v.installed_at or "",
+        engine_info=dict(getattr(v, "engine_info", None) or {}),
+        warmup_shapes={k: _shape_text(s) for k, s in (v.warmup_shapes or {}).items()},
+        group=v.group or "", inherited=tuple(getattr(v, "inherited", ())),
+        inherited_from=getattr(v, "inherited_from", 0), serve=v.serve,
+        variants=tuple(VariantView(
+            name=n, sha256=x.sha256, size_bytes=x.size_bytes, format=x.format or "",
+            precision=x.precision, quality=float(x.quality), notes=x.notes,
+            estimated_bytes=x.estimated_bytes or 0, measured_bytes=x.measured_bytes or 0,
+            load_seconds=float(x.load_seconds or 0.0), installed_at=x.installed_at or "")
+            for n, x in sorted(v.variants.items())))
+
+
+def model_view(entry: Any, loaded: LoadedView | None) -> ModelView:
+    """A catalog entry and what is loaded of it, as ``get_model`` answers. Versions other
+    than the active one are in storage."""
+    return ModelView(
+        name=entry.name, active_version=entry.active, tier=entry.tier,
+        versions=tuple(version_view(n, entry.versions[n],
+                                    entry.tier if n == entry.active else "storage",
+                                    n == entry.active) for n in sorted(entry.versions)),
+        state=loaded.state if loaded else "unloaded", loaded=loaded)
+
+
+def _signature_pb(sig: SignatureView) -> models_pb2.Signature:
+    out = models_pb2.Signature()
     for kind in ("inputs", "outputs"):
         for t in getattr(sig, kind):
             getattr(out, kind).add(name=t.name, datatype=t.datatype, shape=list(t.shape))
     return out
 
 
-def version_pb(name: str, number: int, v: Any, tier: str, active: bool) -> models_pb2.ModelVersion:
+def _version_pb(v: VersionView) -> models_pb2.ModelVersion:
     return models_pb2.ModelVersion(
-        version=number, sha256=v.sha256, size_bytes=v.size_bytes,
+        version=v.version, sha256=v.sha256, size_bytes=v.size_bytes,
         format=FORMAT_TO_PB.get(v.format, models_pb2.MODEL_FORMAT_UNSPECIFIED),
-        tier=TIER_TO_PB.get(tier, models_pb2.TIER_UNSPECIFIED), active=active,
+        tier=TIER_TO_PB.get(v.tier, models_pb2.TIER_UNSPECIFIED), active=v.active,
         tasks=list(v.tasks), quality=v.quality, providers=list(v.providers),
-        precision=v.precision or "", notes=v.notes or "", signature=signature_pb(v.signature),
-        estimated_bytes=v.estimated_bytes or 0, measured_bytes=v.measured_bytes or 0,
-        load_seconds=v.load_seconds or 0.0, installed_at=v.installed_at or "",
-        engine_info=dict(getattr(v, "engine_info", None) or {}),
-        warmup_shapes={k: _shape_text(s) for k, s in (v.warmup_shapes or {}).items()},
-        group=v.group or "", inherited=list(getattr(v, "inherited", ())),
-        inherited_from=getattr(v, "inherited_from", 0), serve=v.serve,
+        precision=v.precision, notes=v.notes, signature=_signature_pb(v.signature),
+        estimated_bytes=v.estimated_bytes, measured_bytes=v.measured_bytes,
+        load_seconds=v.load_seconds, installed_at=v.installed_at,
+        engine_info=dict(v.engine_info), warmup_shapes=dict(v.warmup_shapes), group=v.group,
+        inherited=list(v.inherited), inherited_from=v.inherited_from, serve=v.serve,
         variants=[models_pb2.Variant(
-            name=n, sha256=x.sha256, size_bytes=x.size_bytes,
+            name=x.name, sha256=x.sha256, size_bytes=x.size_bytes,
             format=FORMAT_TO_PB.get(x.format, models_pb2.MODEL_FORMAT_UNSPECIFIED),
             precision=x.precision, quality=x.quality, notes=x.notes,
-            estimated_bytes=x.estimated_bytes or 0, measured_bytes=x.measured_bytes or 0,
-            load_seconds=x.load_seconds or 0.0, installed_at=x.installed_at or "")
-            for n, x in sorted(v.variants.items())])
+            estimated_bytes=x.estimated_bytes, measured_bytes=x.measured_bytes,
+            load_seconds=x.load_seconds, installed_at=x.installed_at) for x in v.variants])
 
 
 def variant_fit_pb(f: Any) -> models_pb2.VariantFit:
@@ -152,15 +198,16 @@ def variant_report_pb(report: Any, model: Any | None,
 
 
 def model_pb(entry: Any, loaded: LoadedView | None) -> models_pb2.Model:
-    m = models_pb2.Model(name=entry.name, active_version=entry.active,
-                         tier=TIER_TO_PB.get(entry.tier, models_pb2.TIER_UNSPECIFIED),
-                         state=STATE_TO_PB[loaded.state if loaded else "unloaded"])
-    for number in sorted(entry.versions):
-        active = number == entry.active
-        tier = entry.tier if active else "storage"
-        m.versions.append(version_pb(entry.name, number, entry.versions[number], tier, active))
-    if loaded is not None:
-        m.loaded.CopyFrom(loaded_pb(loaded))
+    return model_view_pb(model_view(entry, loaded))
+
+
+def model_view_pb(v: ModelView) -> models_pb2.Model:
+    m = models_pb2.Model(name=v.name, active_version=v.active_version,
+                         tier=TIER_TO_PB.get(v.tier, models_pb2.TIER_UNSPECIFIED),
+                         state=STATE_TO_PB[v.state],
+                         versions=[_version_pb(x) for x in v.versions])
+    if v.loaded is not None:
+        m.loaded.CopyFrom(loaded_pb(v.loaded))
     return m
 
 

@@ -12,11 +12,11 @@ import grpc
 from edged import errors as e
 from edged.lanewire import MAX_LANE_BYTES
 from edged.manager.manager import ModelManager
-from edged.manager.views import InstallSpec
 from edged.service import messages
 from edged.service.auth import Transport, transport_of
 from edged.v1 import models_pb2 as mpb
 from edged.v1 import models_pb2_grpc
+from edged.views import InstallSpec
 
 PRIORITY = {mpb.PRIORITY_UNSPECIFIED: "balanced", mpb.PRIORITY_BALANCED: "balanced",
             mpb.PRIORITY_SPEED: "speed", mpb.PRIORITY_QUALITY: "quality"}

@@ -1,10 +1,21 @@
-"""One small interface over the two ways to drive edged, so that one suite runs against both:
-``InProcess`` (a ``ModelManager`` built by ``edged.daemon.build_parts``, the daemon's own
-composition) and ``OverSocket`` (``EdgedClient`` to a real daemon on a real Unix socket).
+"""The two ways to drive edged behind one interface, so that one suite runs against both:
+``EdgedClient`` to a real daemon on a real Unix socket, as it is (``Api`` is the part of its
+interface the suite uses), and ``InProcess``: a ``ModelManager`` built by
+``edged.daemon.build_parts`` (the daemon's own composition), answering with the same view types
+(``edged.views``).
 
-The adapters are thin on purpose: each translates arguments and return values and nothing
-else, so what the suite checks is the two interfaces' behaviour. Where they differ (see the
-README of this folder's tests, ``test_models_contract.py``'s docstring) the adapter says so.
+Both sides return the views; what ``InProcess`` still adapts is the manager's call shapes, which
+are not the client's:
+
+- install takes (file header, chunks) pairs and an ``InstallSpec``, not a path and keywords,
+  and returns the catalog entry (made a ``ModelView`` by the service layer's ``model_view``);
+- the model calls return (catalog entry, loaded view or None): ``model_view`` again, the one
+  function the service layer builds its protos from;
+- load returns (loaded view, evicted, seconds), the client a ``LoadView`` of the same;
+- infer takes a version and output/shared-memory arguments and returns (version, outputs);
+- "no version" is None for the manager, 0 for the client.
+
+``check`` (a ``CheckView``) and ``unload`` (freed bytes) pass through as they are.
 """
 
 from __future__ import annotations
@@ -17,52 +28,28 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from edged import errors as e
-from edged.manager.views import InstallSpec
+from edged.service.messages import model_view
+from edged.views import CheckView, InstallSpec, InstallView, LoadView, ModelView
 
 CHUNK = 64 << 10
 
 
-@dataclass(frozen=True)
-class ModelInfo:
-    name: str
-    active: int
-    tier: str
-    versions: tuple[int, ...]
-    loaded: bool
-
-
-@dataclass(frozen=True)
-class Installed:
-    name: str
-    version: int
-    sha256: str
-    size_bytes: int
-
-
-@dataclass(frozen=True)
-class Check:
-    decision: str  # admit | admit_after_evicting | reject
-    numbers: e.CapacityNumbers
-
-
 class Api(Protocol):
-    def install(self, name: str, path: Path, *, extra: Sequence[Path] = (),
-                tier: str = "swap", version: int | None = None, sha256: str | None = None,
-                activate: bool = True) -> Installed: ...
-    def list(self, tier: str | None = None) -> list[ModelInfo]: ...
-    def show(self, name: str) -> ModelInfo: ...
-    def set_tier(self, name: str, tier: str) -> ModelInfo: ...
-    def activate(self, name: str, version: int) -> ModelInfo: ...
-    def rollback(self, name: str) -> ModelInfo: ...
-    def load(self, name: str) -> int: ...
+    def install(self, name: str, path: Path, *, extra_files: Sequence[Path] = (),
+                tier: str = "", version: int = 0, sha256: str | None = None,
+                activate: bool = True) -> InstallView: ...
+    def list_models(self, tier: str | None = None) -> list[ModelView]: ...
+    def get_model(self, name: str) -> ModelView: ...
+    def set_tier(self, name: str, tier: str) -> ModelView: ...
+    def activate(self, name: str, version: int) -> ModelView: ...
+    def rollback(self, name: str) -> ModelView: ...
+    def load(self, name: str) -> LoadView: ...
     def unload(self, name: str) -> int: ...
-    def check(self, name: str, tier: str | None = None) -> Check: ...
+    def check(self, name: str, *, tier: str | None = None) -> CheckView: ...
     def infer(self, name: str, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]: ...
-    def remove(self, name: str, version: int | None = None) -> list[int]: ...
+    def remove(self, name: str, version: int = 0) -> list[int]: ...
 
 
-# -- in process: the manager's own nouns -----------------------------------------------------
 @dataclass(frozen=True)
 class _FileHeader:
     """What the manager reads of a file header (the servicer hands it the proto)."""
@@ -79,124 +66,55 @@ def _chunks(path: Path) -> Iterator[bytes]:
 
 
 class InProcess:
-    """Differences from the client: install takes (file header, chunks) pairs, not paths;
-    models come back as (catalog entry, loaded view or None); load returns (view, evicted,
-    seconds); unload returns freed bytes; check returns a CheckView; infer takes a version and
-    output/shared-memory arguments and returns (version, outputs)."""
+    """The manager, called as the client is (see the module's docstring for what differs)."""
 
     def __init__(self, manager: Any) -> None:
         self.m = manager
 
-    def install(self, name: str, path: Path, *, extra: Sequence[Path] = (),
-                tier: str = "swap", version: int | None = None, sha256: str | None = None,
-                activate: bool = True) -> Installed:
-        files = [path, *extra]
+    def install(self, name: str, path: Path, *, extra_files: Sequence[Path] = (),
+                tier: str = "", version: int = 0, sha256: str | None = None,
+                activate: bool = True) -> InstallView:
+        files = [path, *extra_files]
         parts = ((_FileHeader(f.name, (sha256 or _sha(f)) if i == 0 else _sha(f),
                               f.stat().st_size), _chunks(f))
                  for i, f in enumerate(files))
-        r = self.m.install_stream(InstallSpec(name=name, version=version, tier=tier,
+        r = self.m.install_stream(InstallSpec(name=name, version=version or None, tier=tier,
                                               activate=activate), parts)
-        return Installed(name, r.version, r.sha256, r.size_bytes)
+        return InstallView(model_view(r.entry, None), r.version, r.sha256, r.size_bytes,
+                           r.seconds)
 
-    @staticmethod
-    def _info(row: tuple[Any, Any]) -> ModelInfo:
-        entry, loaded = row
-        return ModelInfo(entry.name, entry.active, entry.tier, tuple(sorted(entry.versions)),
-                         loaded is not None and loaded.state == "ready")
+    def list_models(self, tier: str | None = None) -> list[ModelView]:
+        return [model_view(*row) for row in self.m.list_models(tier=tier)]
 
-    def list(self, tier: str | None = None) -> list[ModelInfo]:
-        return [self._info(r) for r in self.m.list_models(tier=tier)]
+    def get_model(self, name: str) -> ModelView:
+        return model_view(*self.m.get_model(name))
 
-    def show(self, name: str) -> ModelInfo:
-        return self._info(self.m.get_model(name))
+    def set_tier(self, name: str, tier: str) -> ModelView:
+        return model_view(*self.m.set_tier(name, tier))
 
-    def set_tier(self, name: str, tier: str) -> ModelInfo:
-        return self._info(self.m.set_tier(name, tier))
+    def activate(self, name: str, version: int) -> ModelView:
+        return model_view(*self.m.activate(name, version))
 
-    def activate(self, name: str, version: int) -> ModelInfo:
-        return self._info(self.m.activate(name, version))
+    def rollback(self, name: str) -> ModelView:
+        return model_view(*self.m.rollback(name))
 
-    def rollback(self, name: str) -> ModelInfo:
-        return self._info(self.m.rollback(name))
-
-    def load(self, name: str) -> int:
-        view, _evicted, _seconds = self.m.load(name)
-        return int(view.footprint_bytes)
+    def load(self, name: str) -> LoadView:
+        view, evicted, seconds = self.m.load(name)
+        return LoadView(view, tuple(evicted), seconds)
 
     def unload(self, name: str) -> int:
         return int(self.m.unload(name))
 
-    def check(self, name: str, tier: str | None = None) -> Check:
-        v = self.m.check(name=name, artifact_path=None, tier=tier)
-        return Check(v.decision, v.numbers)
+    def check(self, name: str, *, tier: str | None = None) -> CheckView:
+        view: CheckView = self.m.check(name=name, artifact_path=None, tier=tier)
+        return view
 
     def infer(self, name: str, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         _version, outputs = self.m.infer(name, None, dict(inputs), None, {})
         return dict(outputs)
 
-    def remove(self, name: str, version: int | None = None) -> list[int]:
-        return list(self.m.remove(name, version))
-
-
-# -- over the socket: the client's protos ----------------------------------------------------
-TIER_NAMES = {1: "ram", 2: "swap", 3: "storage"}
-DECISIONS = {1: "admit", 2: "admit_after_evicting", 3: "reject"}
-
-
-class OverSocket:
-    """Differences from the manager: protos (``Model``, ``LoadResponse``, ``CheckResponse``)
-    with enum tiers and decisions; unset means 0 (version 0 = "the next one"); the numbers of a
-    check are a ``CapacityRejection`` message."""
-
-    def __init__(self, client: Any) -> None:
-        self.c = client
-
-    def install(self, name: str, path: Path, *, extra: Sequence[Path] = (),
-                tier: str = "swap", version: int | None = None, sha256: str | None = None,
-                activate: bool = True) -> Installed:
-        r = self.c.install(name, path, extra_files=list(extra), tier=tier,
-                           version=version or 0, sha256=sha256, activate=activate)
-        return Installed(name, r.version, r.sha256, r.size_bytes)
-
-    @staticmethod
-    def _info(m: Any) -> ModelInfo:
-        return ModelInfo(m.name, m.active_version, TIER_NAMES[m.tier],
-                         tuple(v.version for v in m.versions),
-                         m.HasField("loaded") and m.loaded.state == 3)  # LOAD_STATE_READY
-
-    def list(self, tier: str | None = None) -> list[ModelInfo]:
-        return [self._info(m) for m in self.c.list_models(tier=tier)]
-
-    def show(self, name: str) -> ModelInfo:
-        return self._info(self.c.get_model(name))
-
-    def set_tier(self, name: str, tier: str) -> ModelInfo:
-        return self._info(self.c.set_tier(name, tier))
-
-    def activate(self, name: str, version: int) -> ModelInfo:
-        return self._info(self.c.activate(name, version))
-
-    def rollback(self, name: str) -> ModelInfo:
-        return self._info(self.c.rollback(name))
-
-    def load(self, name: str) -> int:
-        return int(self.c.load(name).model.footprint_bytes)
-
-    def unload(self, name: str) -> int:
-        return int(self.c.unload(name).freed_bytes)
-
-    def check(self, name: str, tier: str | None = None) -> Check:
-        r = self.c.check(name, tier=tier)
-        n = r.numbers
-        return Check(DECISIONS[r.decision], e.CapacityNumbers(
-            n.tier, n.needed_bytes, n.budget_bytes, n.used_bytes, n.free_bytes,
-            n.reserve_bytes, tuple(n.evict_candidates)))
-
-    def infer(self, name: str, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return dict(self.c.infer(name, dict(inputs)))
-
-    def remove(self, name: str, version: int | None = None) -> list[int]:
-        return list(self.c.remove(name, version or 0))
+    def remove(self, name: str, version: int = 0) -> list[int]:
+        return list(self.m.remove(name, version or None))
 
 
 def _sha(path: Path) -> str:

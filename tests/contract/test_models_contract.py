@@ -3,11 +3,10 @@
 daemon. Same calls, same answers, same domain errors with the same fields — a difference is a
 bug in the service layer, the error table or the client.
 
-The two interfaces do differ in shape (the adapters in ``adapters.py`` translate, and say how):
-the manager takes (file header, chunks) pairs and an ``InstallSpec``, the client a path and
-keywords; the manager returns domain views and tuples ((entry, loaded), (view, evicted,
-seconds), (version, outputs)), the client protos with enum tiers, states and decisions; the
-manager's "no version" is None, the client's is 0.
+Both sides answer with the same view types (``edged.views``: ``ModelView``, ``LoadView``,
+``CheckView``, ...), compared here as they are. The client is used as it is; the manager's call
+shapes differ (it takes (file header, chunks) pairs and an ``InstallSpec``, returns tuples such
+as (entry, loaded view)), and ``adapters.InProcess`` says how it calls them.
 """
 
 from __future__ import annotations
@@ -22,8 +21,9 @@ import pytest
 from daemon_harness import DaemonProcess
 from inprocess import parts_on
 
-from contract.adapters import Api, InProcess, OverSocket
+from contract.adapters import Api, InProcess
 from edged import errors as e
+from edged.views import ModelView
 
 MiB = 1 << 20
 CONFIG = {"version": 1, "preload": {"enabled": False}, "telemetry": {"interval_s": 0.5},
@@ -39,7 +39,7 @@ def _over_socket() -> Iterator[Api]:
     d = DaemonProcess(CONFIG).start()
     try:
         with d.client(timeout=60) as c:
-            yield OverSocket(c)
+            yield c
     finally:
         try:
             d.stop()
@@ -63,15 +63,24 @@ def adder(tmp_path: Path) -> Path:
 X = np.arange(8, dtype=np.float32).reshape(2, 4)
 
 
+def ready(m: ModelView) -> bool:
+    return m.loaded is not None and m.loaded.state == "ready"
+
+
+def numbers(m: ModelView) -> list[int]:
+    return [v.version for v in m.versions]
+
+
 def test_install_list_show(api: Api, adder: Path) -> None:
     r = api.install("adder", adder, tier="swap")
     assert r.version == 1 and r.sha256 == hashlib.sha256(adder.read_bytes()).hexdigest()
     assert r.size_bytes == adder.stat().st_size
-    assert api.list() == [api.show("adder")]
-    info = api.show("adder")
-    assert (info.name, info.active, info.tier, info.versions, info.loaded) == (
-        "adder", 1, "swap", (1,), False)
-    assert api.list(tier="ram") == []
+    assert api.list_models() == [api.get_model("adder")]
+    info = api.get_model("adder")
+    assert (info.name, info.active_version, info.tier, numbers(info), info.state,
+            info.loaded) == ("adder", 1, "swap", [1], "unloaded", None)
+    assert r.model == info
+    assert api.list_models(tier="ram") == []
 
 
 def test_infer_on_a_generated_model(api: Api, adder: Path) -> None:
@@ -85,10 +94,11 @@ def test_infer_on_a_generated_model(api: Api, adder: Path) -> None:
 
 def test_load_unload(api: Api, adder: Path) -> None:
     api.install("adder", adder)
-    assert api.load("adder") > 0
-    assert api.show("adder").loaded
+    loaded = api.load("adder").model
+    assert loaded.footprint_bytes > 0 and loaded.state == "ready" and loaded.worker_pid > 0
+    assert ready(api.get_model("adder"))
     assert api.unload("adder") > 0
-    assert not api.show("adder").loaded
+    assert not ready(api.get_model("adder"))
     assert api.unload("adder") == 0  # idempotent
 
 
@@ -99,7 +109,7 @@ def test_tier_moves(api: Api, adder: Path) -> None:
         api.infer("adder", {"x": X})
     assert info.value.reason == "STORAGE_TIER"
     assert api.set_tier("adder", "ram").tier == "ram"
-    assert api.show("adder").loaded  # the ram tier is resident
+    assert ready(api.get_model("adder"))  # the ram tier is resident
     assert api.set_tier("adder", "swap").tier == "swap"
     np.testing.assert_array_equal(api.infer("adder", {"x": X})["y"], X + 1)
 
@@ -108,11 +118,11 @@ def test_activate_and_rollback(api: Api, adder: Path, tmp_path: Path) -> None:
     api.install("adder", adder)
     plus2 = modelgen.add_model(tmp_path / "plus2.onnx", offset=2.0)
     assert api.install("adder", plus2).version == 2
-    assert api.show("adder").active == 2
+    assert api.get_model("adder").active_version == 2
     np.testing.assert_array_equal(api.infer("adder", {"x": X})["y"], X + 2)
-    assert api.rollback("adder").active == 1
+    assert api.rollback("adder").active_version == 1
     np.testing.assert_array_equal(api.infer("adder", {"x": X})["y"], X + 1)
-    assert api.activate("adder", 2).active == 2
+    assert api.activate("adder", 2).active_version == 2
     with pytest.raises(e.NotFound) as info:
         api.activate("adder", 9)
     assert info.value.field == "version"
@@ -125,7 +135,7 @@ def test_a_signature_change_needs_consent(api: Api, adder: Path, tmp_path: Path)
         api.install("adder", renamed)
     assert info.value.reason == "SIGNATURE_CHANGED"
     assert info.value.diff and any("image" in d or "x" in d for d in info.value.diff)
-    assert api.show("adder").versions == (1,)  # nothing half-installed
+    assert numbers(api.get_model("adder")) == [1]  # nothing half-installed
 
 
 def test_check_and_capacity_rejection_with_numbers(api: Api, adder: Path,
@@ -134,7 +144,7 @@ def test_check_and_capacity_rejection_with_numbers(api: Api, adder: Path,
     assert api.check("adder").decision == "admit"
     big = modelgen.big_weights_model(tmp_path / "big.onnx", 128 * MiB)
     data = big.with_name(big.name + ".data")
-    api.install("big", big, extra=[data], tier="storage")  # storage: no memory budget
+    api.install("big", big, extra_files=[data], tier="storage")  # storage: no memory budget
     c = api.check("big", tier="swap")
     assert c.decision == "reject"
     assert c.numbers.tier == "swap" and c.numbers.budget_bytes == 96 * MiB
@@ -144,12 +154,12 @@ def test_check_and_capacity_rejection_with_numbers(api: Api, adder: Path,
     assert info.value.numbers.tier == "swap"
     assert info.value.budget_bytes == 96 * MiB
     assert info.value.needed_bytes > 128 * MiB
-    assert api.show("big").tier == "storage"  # the refused move changed nothing
+    assert api.get_model("big").tier == "storage"  # the refused move changed nothing
 
 
 def test_errors_are_the_same_domain_errors(api: Api, adder: Path) -> None:
     with pytest.raises(e.NotFound) as missing:
-        api.show("nope")
+        api.get_model("nope")
     assert missing.value.field == "name"
     with pytest.raises(e.InvalidArgument) as bad:
         api.install("Bad Name!", adder)
@@ -157,7 +167,7 @@ def test_errors_are_the_same_domain_errors(api: Api, adder: Path) -> None:
     with pytest.raises(e.DataLoss) as corrupt:
         api.install("adder", adder, sha256="0" * 64)
     assert corrupt.value.reason == "CHECKSUM_MISMATCH"
-    assert api.list() == []  # a failed install leaves nothing
+    assert api.list_models() == []  # a failed install leaves nothing
     api.install("adder", adder, version=3)
     with pytest.raises(e.AlreadyExists) as dup:
         api.install("adder", adder, version=3)
@@ -168,6 +178,6 @@ def test_remove(api: Api, adder: Path) -> None:
     api.install("adder", adder)
     api.load("adder")
     assert api.remove("adder") == [1]
-    assert api.list() == []
+    assert api.list_models() == []
     with pytest.raises(e.NotFound):
         api.remove("adder")

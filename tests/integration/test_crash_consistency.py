@@ -116,6 +116,7 @@ def run_child(state: Path, op: str, crash_at: int, models: Path) -> bool:
     return False
 
 
+@pytest.mark.slow
 def test_kill9_sweep_leaves_old_or_new_state(base: tuple[Path, Path], tmp_path: Path,
                                              daemon_factory) -> None:  # type: ignore[no-untyped-def]
     state0, models = base
@@ -171,6 +172,7 @@ DAEMON_OPS: dict[str, tuple[Callable[..., object], list[str]]] = {
 }
 
 
+@pytest.mark.slow
 def test_sigkill_sweep_of_the_real_daemon(base: tuple[Path, Path], tmp_path: Path) -> None:
     """EDGED_CRASH_AT makes the daemon SIGKILL itself at each named point of an operation a
     client drives over the socket; a restart must show the old or the new state and serve."""

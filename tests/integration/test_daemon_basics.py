@@ -38,11 +38,12 @@ def test_health_and_reflection(daemon) -> None:  # type: ignore[no-untyped-def]
 def test_status_over_the_socket(client) -> None:  # type: ignore[no-untyped-def]
     st = client.status()
     assert st.version and st.state == "serving" and st.uptime_s >= 0
-    assert st.memory.total_bytes > st.memory.available_bytes > 0
-    assert st.device.kind in ("cpu", "jetson", "nvidia-gpu") and st.device.cpu_count >= 1
-    assert {t.tier for t in st.tiers} == {1, 2, 3}
+    mem, dev = st.snapshot.memory, st.snapshot.device
+    assert mem.total_bytes > mem.available_bytes > 0
+    assert dev.kind in ("cpu", "jetson", "nvidia-gpu") and dev.cpu_count >= 1
+    assert {t.tier for t in st.tiers} == {"ram", "swap", "storage"}
     assert all(t.budget_bytes > 0 for t in st.tiers)
-    assert "procfs" in st.telemetry_sources or "psutil" in st.telemetry_sources
+    assert "procfs" in st.snapshot.sources or "psutil" in st.snapshot.sources
 
 
 def test_edgectl_status_json_has_the_documented_keys(daemon) -> None:  # type: ignore[no-untyped-def]
@@ -71,10 +72,10 @@ def test_simulated_8gb_device(daemon_factory) -> None:  # type: ignore[no-untype
                                     "swap": "25%"}}).start()
     with d.client() as c:
         st = c.status()
-    assert st.memory.simulated and st.memory.total_bytes == 8 << 30
+    assert st.snapshot.memory.simulated and st.snapshot.memory.total_bytes == 8 << 30
     tiers = {t.tier: t for t in st.tiers}
-    assert tiers[1].budget_bytes == (7 << 30) // 2
-    assert tiers[2].budget_bytes == (7 << 30) // 4
+    assert tiers["ram"].budget_bytes == (7 << 30) // 2
+    assert tiers["swap"].budget_bytes == (7 << 30) // 4
 
 
 def test_socket_mode_and_clean_stop(daemon) -> None:  # type: ignore[no-untyped-def]

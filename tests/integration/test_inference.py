@@ -38,7 +38,7 @@ def test_demo_models_match_in_process_onnxruntime(client, demo_models) -> None: 
 
 def test_swap_loads_on_demand_storage_refuses(client, tmp_path) -> None:  # type: ignore[no-untyped-def]
     client.install("adder", modelgen.add_model(tmp_path / "a.onnx"), tier="swap")
-    assert client.get_model("adder").state == 1  # unloaded
+    assert client.get_model("adder").state == "unloaded"
     out = client.infer("adder", {"x": np.ones((2, 4), np.float32)})
     np.testing.assert_array_equal(out["y"], np.full((2, 4), 2.0, np.float32))
     assert client.get_model("adder").loaded.worker_pid > 0
@@ -47,7 +47,7 @@ def test_swap_loads_on_demand_storage_refuses(client, tmp_path) -> None:  # type
         client.infer("adder", {"x": np.ones((1, 4), np.float32)})
     assert info.value.reason == "STORAGE_TIER"
     client.set_tier("adder", "ram")  # ram: loaded at once, pinned
-    assert client.get_model("adder").loaded.state == 3  # ready
+    assert client.get_model("adder").loaded.state == "ready"
 
 
 def test_bad_tensors_name_the_tensor_and_the_daemon_keeps_serving(client, tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -71,6 +71,7 @@ def test_bad_tensors_name_the_tensor_and_the_daemon_keeps_serving(client, tmp_pa
     np.testing.assert_array_equal(out["sum"], a * 2)
 
 
+@pytest.mark.slow
 def test_capacity_evicts_then_rejects_with_numbers(daemon_factory, tmp_path) -> None:  # type: ignore[no-untyped-def]
     # each model: ~127 MiB loaded, ~226 MiB for a moment while it loads (two copies of its
     # weights): two fit the swap tier, and a third loads only after one is evicted
@@ -84,15 +85,15 @@ def test_capacity_evicts_then_rejects_with_numbers(daemon_factory, tmp_path) -> 
         c.infer("w1", {"x": x})
         c.infer("w2", {"x": x})
         check = c.check("w3")
-        assert check.decision == 2 and len(check.evict) == 1  # admit after evicting one
+        assert check.decision == "admit_after_evicting" and len(check.evict) == 1
         victim = check.evict[0].split(":")[0]
         assert victim in ("w1", "w2")
         c.infer("w3", {"x": x})
         assert {m.name for m in c.status().loaded} == {"w1", "w2", "w3"} - {victim}
-        swap = next(t for t in c.status().tiers if t.tier == 2)
+        swap = next(t for t in c.status().tiers if t.tier == "swap")
         assert 0 < swap.used_bytes <= swap.budget_bytes == 400 * mb
         dry = c.check(artifact_path=str(huge))
-        assert dry.decision == 3 and dry.numbers.needed_bytes > 400 * mb  # reject
+        assert dry.decision == "reject" and dry.numbers.needed_bytes > 400 * mb
         assert dry.numbers.budget_bytes == 400 * mb
         with pytest.raises(e.CapacityExceeded) as info:
             c.install("huge", huge)  # a swap model must at least fit the swap budget alone
@@ -170,6 +171,7 @@ def test_killed_worker_fails_only_its_request(client, tmp_path) -> None:  # type
     assert any(ev.kind == "worker_crash" for ev in client.events())
 
 
+@pytest.mark.slow
 def test_flooded_model_is_bounded_and_other_models_are_served_at_once(
         daemon, tmp_path) -> None:  # type: ignore[no-untyped-def]
     """With the default config, more concurrent requests to one slow model than there are RPC

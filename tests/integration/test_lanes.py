@@ -161,6 +161,7 @@ def test_unload_and_version_switch_revoke_lanes_under_load_failing_nothing(
     assert _lane_requests(clients) >= opened + 8
 
 
+@pytest.mark.slow
 def test_eviction_revokes_lanes_under_load_failing_nothing(daemon_factory, tmp_path) -> None:  # type: ignore[no-untyped-def]
     # each model ~127 MiB loaded, ~226 MiB while it loads: the swap tier holds two, so a
     # request to w3 evicts w1 or w2, both serving lane traffic

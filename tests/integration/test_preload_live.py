@@ -12,10 +12,7 @@ from pathlib import Path
 
 import modelgen
 import numpy as np
-
-from edged.v1 import models_pb2
-
-LOADING = models_pb2.LOAD_STATE_LOADING
+import pytest
 
 
 def edgectl(target: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -27,11 +24,12 @@ def wait_not_loading(client, name: str, timeout: float = 60.0) -> None:  # type:
     """Wait (on the daemon's state, not a guessed sleep) until ``name`` is not being loaded:
     a preload still running on a busy box is let finish before its request comes."""
     deadline = time.monotonic() + timeout
-    while any(m.name == name and m.state == LOADING for m in client.status().loaded):
+    while any(m.name == name and m.state == "loading" for m in client.status().loaded):
         assert time.monotonic() < deadline, f"{name} still loading after {timeout} s"
         time.sleep(0.05)
 
 
+@pytest.mark.slow
 def test_repeating_pattern_gets_preload_hits(daemon_factory, tmp_path) -> None:  # type: ignore[no-untyped-def]
     mb = 1 << 20
     d = daemon_factory({"budgets": {"swap": "200MiB"},  # room for two of the three
@@ -56,7 +54,7 @@ def test_repeating_pattern_gets_preload_hits(daemon_factory, tmp_path) -> None: 
                                          for v in m.versions))
             time.sleep(gap)
         events = list(c.events())
-        swap = next(t for t in c.status().tiers if t.tier == 2)
+        swap = next(t for t in c.status().tiers if t.tier == "swap")
     kinds = [ev.kind for ev in events]
     assert kinds.count("preload") >= 3, kinds
     assert kinds.count("preload_hit") >= 3, kinds

@@ -197,6 +197,7 @@ def _flood(d: DaemonProcess, calls: list[tuple[str, dict[str, np.ndarray]]]) -> 
     return outcomes
 
 
+@pytest.mark.slow
 def test_bounded_flood_gets_resource_exhausted(daemon_factory, tmp_path) -> None:  # type: ignore[no-untyped-def]
     d = daemon_factory({"listen": {"max_concurrent_rpcs": 4, "threads": 8},
                         "engines": {"queue_depth": 4, "per_model_concurrency": 2}}).start()
@@ -294,7 +295,7 @@ def test_start_timeout_is_extended_while_the_ram_tier_loads(daemon_factory, tmp_
     extend = [i for i, line in enumerate(lines) if line.startswith("EXTEND_TIMEOUT_USEC=")]
     assert extend and extend[0] < lines.index("READY=1"), lines
     assert int(lines[extend[0]].split("=")[1]) >= 10_000_000  # a window, in microseconds
-    assert loaded.state == 3 and loaded.worker_pid > 0  # LOAD_STATE_READY at READY=1
+    assert loaded.state == "ready" and loaded.worker_pid > 0  # ready at READY=1
     assert loads and loads[0].time <= ready_at  # loaded before systemd heard READY=1
 
 
@@ -314,6 +315,7 @@ def _gone(pid: int) -> bool:
         return True
 
 
+@pytest.mark.slow
 def test_drain_answers_not_serving_and_stopping_while_the_call_in_flight_finishes(
         daemon_factory, tmp_path) -> None:  # type: ignore[no-untyped-def]
     d = daemon_factory({"stop_grace_s": 30}).start()
@@ -370,6 +372,7 @@ def _edgectl(*args: str) -> subprocess.CompletedProcess[str]:
                           text=True, timeout=60, check=False, env=env)
 
 
+@pytest.mark.slow
 def test_edgectl_over_tcp_with_tls_ca_and_token_file(daemon_factory, tmp_path) -> None:  # type: ignore[no-untyped-def]
     from edged.cli import exitcodes
 
@@ -421,6 +424,7 @@ def test_an_oversized_request_is_resource_exhausted_and_the_daemon_serves_on(
         assert c.health() == "SERVING"
 
 
+@pytest.mark.slow
 def test_rejections_are_counted_by_reason(daemon_factory, tmp_path) -> None:  # type: ignore[no-untyped-def]
     # Four models, each admitting 2 requests (1 running + 1 queued) that last about a second.
     # First three at once to one model: grpc takes all three (6 RPCs at once), the model's

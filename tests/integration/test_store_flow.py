@@ -110,7 +110,8 @@ def test_versions_activate_rollback_and_signature_guard(client, tmp_path) -> Non
     client.install("adder", v2)
     m = client.get_model("adder")
     assert m.active_version == 2
-    assert {(v.version, v.active, v.tier) for v in m.versions} == {(1, False, 3), (2, True, 2)}
+    assert {(v.version, v.active, v.tier) for v in m.versions} == {(1, False, "storage"),
+                                                                 (2, True, "swap")}
     assert client.rollback("adder").active_version == 1
     assert client.activate("adder", 2).active_version == 2
     client.install("adder", v3, activate=False)
@@ -279,7 +280,7 @@ def test_ram_to_swap_move_keeps_the_swap_budget(daemon_factory, tmp_path) -> Non
         assert {m.name for m in c.status().loaded} == {"a", "b"}
         c.set_tier("b", "swap")
         st = c.status()
-        swap = next(t for t in st.tiers if t.tier == 2)
+        swap = next(t for t in st.tiers if t.tier == "swap")
         assert swap.used_bytes <= swap.budget_bytes
         assert {m.name for m in st.loaded} == {"b"}
         assert any(ev.kind == "evict" and ev.model == "a" for ev in c.events())

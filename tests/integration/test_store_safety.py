@@ -179,7 +179,7 @@ def test_installs_past_the_storage_budget_are_refused(daemon_factory, tmp_path: 
         assert n.needed_bytes > 8 * MB and n.used_bytes > 8 * MB
         assert [m.name for m in c.list_models()] == ["a"]
         st = c.status()
-        storage = next(t for t in st.tiers if t.tier == 3)
+        storage = next(t for t in st.tiers if t.tier == "storage")
         assert storage.used_bytes == st.store.installed_bytes > 8 * MB
         assert st.store.budget_bytes == 12 * MB
     assert len(blobs(d)) == 1  # the refused upload left nothing
@@ -188,10 +188,10 @@ def test_installs_past_the_storage_budget_are_refused(daemon_factory, tmp_path: 
 def test_the_storage_tier_counts_what_it_holds(client, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     client.install("m", modelgen.weights_model(tmp_path / "a.onnx", 2 * MB, seed=1))
     st = client.status()
-    storage = next(t for t in st.tiers if t.tier == 3)
+    storage = next(t for t in st.tiers if t.tier == "storage")
     assert storage.used_bytes == 0  # its only version is active in swap
     assert st.store.installed_bytes > 2 * MB
     client.install("m", modelgen.weights_model(tmp_path / "b.onnx", 2 * MB, seed=2))
     st = client.status()
-    storage = next(t for t in st.tiers if t.tier == 3)
+    storage = next(t for t in st.tiers if t.tier == "storage")
     assert 2 * MB < storage.used_bytes < st.store.installed_bytes  # v1 is kept for rollback

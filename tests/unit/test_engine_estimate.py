@@ -47,6 +47,7 @@ def _per_cpu_free() -> int:
                    if line.strip().startswith("count:")) * os.sysconf("SC_PAGE_SIZE")
 
 
+@pytest.mark.slow
 def test_estimate_within_15_percent_of_measured(demo_models: dict[str, Path],
                                                 big_models: dict[str, Path],
                                                 capsys: pytest.CaptureFixture[str]) -> None:
@@ -136,6 +137,7 @@ REALISTIC = [("ppocr-det", {"x": (1, 3, 640, 640)}, TOLERANCE, TOLERANCE),
              ("gen-mlp", {"x": (512, 1024)}, TOLERANCE, TOLERANCE)]
 
 
+@pytest.mark.slow
 def test_activation_aware_estimate_at_realistic_shapes(
         demo_models: dict[str, Path], tmp_path: Path,
         capsys: pytest.CaptureFixture[str]) -> None:

@@ -15,6 +15,8 @@ import math
 import random
 from dataclasses import dataclass
 
+import pytest
+
 from edged.manager.memory.planner import (
     Admit,
     AdmitAfterEvicting,
@@ -132,6 +134,7 @@ def run_sequence(seed: int, steps: int = 30) -> None:
         device.assert_sound(residents)
 
 
+@pytest.mark.slow
 def test_random_sequences_are_safe_and_never_reject_what_would_fit() -> None:
     for seed in range(2000):
         run_sequence(seed)

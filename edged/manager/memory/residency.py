@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Protocol
 from edged import errors as e
 from edged.manager.memory import planner
 from edged.manager.seams import EventSink, Sampler
-from edged.manager.views import LoadedView
 from edged.units import format_size
 from edged.values import MEMORY_TIERS, Budgets, ModelKey, SlotState
+from edged.views import LoadedView
 
 if TYPE_CHECKING:
     from edged.engines.base import EngineOptions, LoadResult
