@@ -25,9 +25,10 @@ from edged.engines import channel as ch
 from edged.engines.worker_protocol import ERR, Cancel, ErrorReply, Wire
 
 T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
 
 
-class Call(Generic[T]):
+class Call(Generic[T_co]):
     """One request in flight, whose reply makes a ``T``: either ``on_done`` sets ``result``
     (it runs on whichever thread reads the reply, and also when the call fails: inference.py
     releases what the request held there), or the waiter decodes ``reply`` with ``decode``.
@@ -37,10 +38,10 @@ class Call(Generic[T]):
     __slots__ = ("abandoned", "data", "decode", "done", "error", "exempt", "key", "lock",
                  "on_done", "reply", "result", "rid", "sent_at", "signaled", "waiting")
 
-    result: T  # (set by ``on_done``)
+    result: T_co  # (set by ``on_done``)
 
-    def __init__(self, rid: int, key: str, decode: Callable[[Wire], T] | None,
-                 on_done: Callable[[Call[T]], None] | None, exempt: bool) -> None:
+    def __init__(self, rid: int, key: str, decode: Callable[[Wire], T_co] | None,
+                 on_done: Callable[[Call[T_co]], None] | None, exempt: bool) -> None:
         self.rid, self.key, self.decode, self.on_done, self.exempt = (
             rid, key, decode, on_done, exempt)
         self.lock = threading.Lock()
@@ -64,7 +65,7 @@ class CallTable:
         self.open = True
         self.sent = 0
         self._gone, self._on_end, self._exited = gone, on_end, exited
-        self._pending: dict[int, Call] = {}
+        self._pending: dict[int, Call[object]] = {}
         self._rids = itertools.count(1)
         self._reader = threading.Lock()  # the reader role
         self._sig = threading.Lock()  # guards Call.signaled

@@ -22,7 +22,6 @@ import struct
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 
@@ -154,9 +153,9 @@ class Channel:
         self._sock.close()
 
 
-def _sendall(sock: socket.socket, parts: list[Any]) -> None:
+def _sendall(sock: socket.socket, parts: list[bytes | Buffer]) -> None:
     """``sendmsg`` until every part is out (a large frame can be sent in pieces)."""
-    views = [memoryview(p).cast("B") for p in parts]
+    views = [memoryview(p).cast("B") for p in parts]  # type: ignore[arg-type]  # (see send)
     while views:
         sent = sock.sendmsg(views)
         while views and sent >= views[0].nbytes:

@@ -45,7 +45,7 @@ from edged import lanewire as lw
 from edged.datatypes import NUMPY_TO_OIP, OIP_TO_NUMPY
 from edged.engines import validate
 from edged.engines.base import datatype_of_numpy, numpy_of_datatype
-from edged.engines.session import Session
+from edged.engines.session import RunHandle, Session
 from edged.engines.worker_protocol import LaneRecord, LaneRow
 
 log = logging.getLogger("edged.lane")
@@ -69,7 +69,7 @@ class _Lane:
     revoked: bool = False
     closed: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)  # held while a request runs
-    handle: Any = None
+    handle: RunHandle | None = None
     deadline: float = 0.0  # of the running request (0: none running / no deadline)
     requests: int = 0
     records: list[LaneRecord] = field(default_factory=list)
@@ -77,10 +77,10 @@ class _Lane:
     # The last request's input layout and feeds, and the last outputs' layout (views in the
     # lane and the reply's encoded descriptors): a stream of like requests (a camera's frames)
     # is checked and laid out once.
-    last_ins: Any = None
-    last_outputs: Any = None
+    last_ins: object = None  # (as decoded: compared only)
+    last_outputs: object = None
     feeds: dict[str, np.ndarray] = field(default_factory=dict)
-    out_key: Any = None
+    out_key: tuple[object, ...] | None = None
     out_views: list[np.ndarray] = field(default_factory=list)
     out_descs: bytes = b""
 

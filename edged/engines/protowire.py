@@ -103,7 +103,7 @@ class Reader:
         return out
 
     def text(self, span: tuple[int, int]) -> str:
-        s, t = span  # type: ignore[misc]
+        s, t = span
         return self.buf[s:t].decode("utf-8", "replace")
 
 

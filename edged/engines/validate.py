@@ -13,9 +13,9 @@ import mmap
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from edged import errors as e
 from edged.datatypes import NUMPY_TO_OIP, OIP_TO_NUMPY
@@ -63,7 +63,7 @@ class Checker:
         self._threshold = threshold
         self._shm_dir = shm_dir
 
-    def prepare(self, inputs: Mapping[str, Any], outputs: Sequence[str] | None,
+    def prepare(self, inputs: Mapping[str, np.ndarray | ShmRef], outputs: Sequence[str] | None,
                 output_shm: Mapping[str, ShmRef] | None) -> Prepared:
         p = Prepared()
         specs = self._specs
@@ -99,7 +99,7 @@ class Checker:
             self._wanted(p, outputs or (), output_shm or {})
         return p
 
-    def _names(self, inputs: Mapping[str, Any]) -> None:
+    def _names(self, inputs: Mapping[str, object]) -> None:
         for name in inputs:
             if name not in self._specs:
                 raise _bad(name, f"unknown input '{name}' (the model's inputs: "
@@ -121,7 +121,7 @@ class Checker:
             p.outputs = tuple(dict.fromkeys([*outputs, *p.out_shm]))
 
 
-def _array(spec: TensorSpec, value: Any) -> np.ndarray:
+def _array(spec: TensorSpec, value: npt.ArrayLike) -> np.ndarray:
     """The input as a C-contiguous array of the right datatype and shape."""
     arr = value if type(value) is np.ndarray else np.asarray(value)
     if NUMPY_TO_OIP.get(arr.dtype) == spec.datatype and len(arr.shape) == len(spec.shape):

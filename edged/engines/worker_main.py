@@ -247,8 +247,7 @@ class Worker:
 
     def _prepare(self, rid: int, wire: Wire, data: memoryview, turn: _Turn) -> Replied:
         """A spare worker imports its runtime ahead of any load (onnxruntime: ~0.1 s)."""
-        backend = get_backend(Prepare.of(wire).fmt)
-        getattr(backend, "preload", lambda: None)()
+        get_backend(Prepare.of(wire).fmt).preload()
         return Rss(read_status()["RssAnon"]).wire(), ()
 
     # -- direct lanes (lane.py) --------------------------------------------------------------

@@ -95,7 +95,7 @@ class LaneRow(NamedTuple):
     dropped: int  # records dropped since the last report (over lane.MAX_RECORDS)
 
 
-def _flat(records: Iterable[tuple[Any, ...]]) -> tuple[tuple[Any, ...], ...]:
+def _flat(records: Iterable[tuple[object, ...]]) -> tuple[tuple[object, ...], ...]:
     return tuple(map(tuple, records))
 
 
