@@ -73,6 +73,7 @@ if TYPE_CHECKING:  # pragma: no cover - imported when the first lane opens (see 
 
 _ALIGN = 64
 LONG_RUN_S = 0.05  # inferences longer than this (moving average) hand the reader role off
+_SHORT = (Op.INFER, Op.PING)  # requests that keep the reader role (the rest take long)
 
 
 class _Turn:
@@ -194,7 +195,7 @@ class Worker:
         if op == Op.EXIT:
             self._chan.send(rid, Ok().wire())
             os._exit(0)
-        if op != Op.INFER and op != Op.PING:
+        if op not in _SHORT:
             turn.hand_off()  # loads take seconds: let another thread read meanwhile
         try:
             reply, buffers = self._handlers[op](rid, wire, data, turn)

@@ -50,14 +50,13 @@ class Request(Protocol[R_co]):
     def reply(self, wire: Wire) -> R_co: ...
 
 
-
-# -- records inside messages --------------------------------------------------------------
 # -- the inference request and its reply --------------------------------------------------
 # Typed tuples, not NamedTuples: they are made and read on every inference, and NamedTuples
-# there (for the request, the reply and the tensor records) cost ~6 us a request on the 2-core
-# dev box (p50 of an 1x4 add model through WorkerPool.infer: 63 -> 69 us; daemon and worker
-# CPU each +5 us a request), far more than their construction alone measures in a loop. mypy
-# checks every literal and every unpacking of them against these aliases.
+# there (for the request, the reply and the tensor records) cost ~7 us a request on the 2-core
+# dev box (p50 of a 1x4 add model through WorkerPool.infer, median of 10 alternating runs:
+# 61 -> 69 us; daemon and worker CPU each +5 us a request), far more than their construction
+# alone measures in a loop. mypy checks every literal and every unpacking of them against
+# these aliases.
 
 # One tensor: (name, datatype, shape, where, region, offset, nbytes). Its ``nbytes`` bytes are
 # at ``offset`` in the place ``where`` (INLINE | LANE | SHM) names; ``region`` is the client's
@@ -78,6 +77,7 @@ InferRequest: TypeAlias = tuple[str, str, Sequence[TensorDesc], tuple[str, ...] 
 InferReply: TypeAlias = tuple[str, Sequence[TensorDesc]]
 
 
+# -- records inside other messages --------------------------------------------------------
 # (wall time, seconds, ok) of one request on a direct lane. A plain tuple, not a record
 # class: lane.py appends one per lane request (its hot path) and a report may carry 100k.
 LaneRecord: TypeAlias = tuple[float, float, bool]
