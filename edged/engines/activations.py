@@ -286,7 +286,7 @@ class BfcArena:
     peak on graphs whose tensors change size as they go (ppocr-det: ~1.8x)."""
 
     def __init__(self) -> None:
-        self.regions: list[list[list[Any]]] = []  # per region: [offset, size, owner or None]
+        self.regions: list[list[_Chunk]] = []
         self.where: dict[str, tuple[int, int]] = {}  # owner -> (region, offset)
         self.reserved = 0
         self.live = 0
@@ -295,35 +295,43 @@ class BfcArena:
         size = max(_round(size), 256)
         best: tuple[int, int, int] | None = None
         for r, chunks in enumerate(self.regions):
-            for k, (_off, csize, who) in enumerate(chunks):
-                if who is None and csize >= size and (best is None or csize < best[2]):
-                    best = (r, k, csize)
+            for k, c in enumerate(chunks):
+                if c.owner is None and c.size >= size and (best is None or c.size < best[2]):
+                    best = (r, k, c.size)
         if best is None:
-            self.regions.append([[0, size, owner]])
+            self.regions.append([_Chunk(0, size, owner)])
             self.where[owner] = (len(self.regions) - 1, 0)
             self.reserved += size
         else:
             r, k, csize = best
-            off = self.regions[r][k][0]
-            self.regions[r][k] = [off, size, owner]
+            off = self.regions[r][k].offset
+            self.regions[r][k] = _Chunk(off, size, owner)
             if csize >= 2 * size or csize - size >= MAX_DEAD_BYTES:
-                self.regions[r].insert(k + 1, [off + size, csize - size, None])
+                self.regions[r].insert(k + 1, _Chunk(off + size, csize - size, None))
             else:
-                self.regions[r][k][1] = size = csize  # the rest is dead while this is used
+                self.regions[r][k].size = size = csize  # the rest is dead while this is used
             self.where[owner] = (r, off)
         self.live += size
 
     def free(self, owner: str) -> None:
         r, off = self.where.pop(owner)
         chunks = self.regions[r]
-        k = next(i for i, c in enumerate(chunks) if c[0] == off)
-        self.live -= chunks[k][1]
-        chunks[k][2] = None
-        if k + 1 < len(chunks) and chunks[k + 1][2] is None:
-            chunks[k][1] += chunks.pop(k + 1)[1]
-        if k > 0 and chunks[k - 1][2] is None:
-            chunks[k - 1][1] += chunks.pop(k)[1]
+        k = next(i for i, c in enumerate(chunks) if c.offset == off)
+        self.live -= chunks[k].size
+        chunks[k].owner = None
+        if k + 1 < len(chunks) and chunks[k + 1].owner is None:
+            chunks[k].size += chunks.pop(k + 1).size
+        if k > 0 and chunks[k - 1].owner is None:
+            chunks[k - 1].size += chunks.pop(k).size
 
+
+@dataclass(slots=True)
+class _Chunk:
+    """One chunk of an arena region; ``owner`` None: free."""
+
+    offset: int
+    size: int
+    owner: str | None
 
 MLAS_SMALL_SCRATCH = 128 * 128  # floats: MLAS_SGEMM_STRIDEN * MLAS_SGEMM_STRIDEK per thread
 
@@ -759,6 +767,7 @@ class _Declared:
             for name, elem, dims in ir.inputs), ())
         self.dim_names = {name: tuple(d if isinstance(d, str) and d else None for d in dims)
                           for name, _e, dims in ir.inputs}
+        self.preferred_shapes: dict[str, tuple[int, ...]] = {}
 
 
 def warmup_activations(path: Path, overrides: Mapping[str, Sequence[int]]
@@ -766,6 +775,5 @@ def warmup_activations(path: Path, overrides: Mapping[str, Sequence[int]]
     """Peak activations at the shapes the load's warm-up will use (``overrides``, else the
     warm-up's defaults), and those shapes."""
     ir = read_graph(path)
-    shapes = warmup_shapes(_Declared(ir),  # type: ignore[arg-type]
-                           {k: tuple(v) for k, v in overrides.items()})
+    shapes = warmup_shapes(_Declared(ir), {k: tuple(v) for k, v in overrides.items()})
     return peak_activations(ir, shapes), shapes

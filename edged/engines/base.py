@@ -37,6 +37,11 @@ TENSORRT_SUFFIXES = (".engine", ".plan", ".trt")
 TENSORRT_MAGIC = b"ftrt"
 
 
+# A signature as plain tuples: ((name, datatype, shape) per input, the same per output).
+SignatureWire = tuple[tuple[tuple[str, str, tuple[int, ...]], ...],
+                      tuple[tuple[str, str, tuple[int, ...]], ...]]
+
+
 @dataclass(frozen=True)
 class TensorSpec:
     name: str
@@ -81,13 +86,13 @@ class Signature:
                                f"{list(b[name].shape)}")
         return sorted(out)
 
-    def to_wire(self) -> tuple[Any, ...]:
+    def to_wire(self) -> SignatureWire:
         """Plain tuples, so the signature crosses the worker channel through ``marshal``."""
         return (tuple((t.name, t.datatype, t.shape) for t in self.inputs),
                 tuple((t.name, t.datatype, t.shape) for t in self.outputs))
 
     @staticmethod
-    def from_wire(wire: Any) -> Signature:
+    def from_wire(wire: SignatureWire) -> Signature:
         ins, outs = wire
         return Signature(tuple(TensorSpec(n, d, tuple(s)) for n, d, s in ins),
                          tuple(TensorSpec(n, d, tuple(s)) for n, d, s in outs))
@@ -139,7 +144,7 @@ class EngineOptions:
     # engine is deserialised (tensorrt.check_built_for).
     engine_info: Mapping[str, str] = field(default_factory=dict)
 
-    def to_wire(self) -> dict[str, Any]:
+    def to_wire(self) -> dict[str, object]:
         return {"providers": tuple(self.providers), "tensorrt_ep": self.tensorrt_ep,
                 "precision": self.precision, "intra_op_threads": self.intra_op_threads,
                 "inter_op_threads": self.inter_op_threads,
@@ -198,6 +203,9 @@ class Backend(Protocol):
     def inspect(self, path: Path, options: EngineOptions) -> Inspection: ...
 
     def open(self, path: Path, options: EngineOptions) -> Session: ...
+
+    def preload(self) -> None:
+        """Import the runtime now (a spare worker, ahead of any load)."""
 
 
 def datatype_of_numpy(dtype: np.dtype | type) -> str:

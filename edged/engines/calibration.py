@@ -28,9 +28,9 @@ import time
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from edged.engines.base import EngineOptions
+from edged.engines.base import EngineOptions, LoadResult
 
 FILE_NAME = "calibration.json"
 PROBE = Path(__file__).with_name("probe.onnx")  # y = x + 1 over [batch, 4]: no weights
@@ -141,9 +141,18 @@ def from_load(device: str, footprint: int, model_bytes: int, gpu: bool, default_
                       "first load")
 
 
-def measure(pool: Any, device: str, gpu: bool) -> FixedCosts:
+class ProbePool(Protocol):
+    """What ``measure`` needs of the engine pool (workers.WorkerPool)."""
+
+    def load(self, key: str, artifact: Path, fmt: str,
+             options: EngineOptions | None = None) -> LoadResult: ...
+
+    def unload(self, key: str) -> None: ...
+
+
+def measure(pool: ProbePool, device: str, gpu: bool) -> FixedCosts:
     """``edged calibrate``: the probe model in a fresh worker on the CPU, then (``gpu``) on
-    the GPU; the difference is the GPU's fixed cost. ``pool`` is a WorkerPool."""
+    the GPU; the difference is the GPU's fixed cost."""
     cpu_opts = EngineOptions(providers=("CPUExecutionProvider",))
     r = pool.load("calibrate-cpu:1", PROBE, "onnx", cpu_opts)
     pool.unload("calibrate-cpu:1")

@@ -18,29 +18,38 @@ import itertools
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Generic, TypeVar
 
 from edged import errors as e
 from edged.engines import channel as ch
+from edged.engines.worker_protocol import ERR, Cancel, ErrorReply, Wire
+
+T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
 
 
-class Call:
-    """One request in flight. ``lock`` is a binary semaphore: released to wake the waiter
-    (its reply came, or it should take the reader role)."""
+class Call(Generic[T_co]):
+    """One request in flight, whose reply makes a ``T``: either ``on_done`` sets ``result``
+    (it runs on whichever thread reads the reply, and also when the call fails: inference.py
+    releases what the request held there), or the waiter decodes ``reply`` with ``decode``.
+    ``lock`` is a binary semaphore: released to wake the waiter (its reply came, or it should
+    take the reader role)."""
 
-    __slots__ = ("abandoned", "data", "done", "error", "exempt", "key", "lock", "meta",
-                 "on_done", "result", "rid", "sent_at", "signaled", "waiting")
+    __slots__ = ("abandoned", "data", "decode", "done", "error", "exempt", "key", "lock",
+                 "on_done", "reply", "result", "rid", "sent_at", "signaled", "waiting")
 
-    def __init__(self, rid: int, key: str, on_done: Callable[[Call], None] | None,
-                 exempt: bool) -> None:
-        self.rid, self.key, self.on_done, self.exempt = rid, key, on_done, exempt
+    result: T_co  # (set by ``on_done``)
+
+    def __init__(self, rid: int, key: str, decode: Callable[[Wire], T_co] | None,
+                 on_done: Callable[[Call[T_co]], None] | None, exempt: bool) -> None:
+        self.rid, self.key, self.decode, self.on_done, self.exempt = (
+            rid, key, decode, on_done, exempt)
         self.lock = threading.Lock()
         self.lock.acquire()
         self.done = self.abandoned = self.signaled = self.waiting = False
-        self.meta: Any = None
+        self.reply: Wire = ()
         self.data: memoryview | None = None
         self.error: e.EdgedError | None = None
-        self.result: Any = None
         self.sent_at = time.monotonic()
 
 
@@ -56,27 +65,30 @@ class CallTable:
         self.open = True
         self.sent = 0
         self._gone, self._on_end, self._exited = gone, on_end, exited
-        self._pending: dict[int, Call] = {}
+        self._pending: dict[int, Call[object]] = {}
         self._rids = itertools.count(1)
         self._reader = threading.Lock()  # the reader role
         self._sig = threading.Lock()  # guards Call.signaled
 
-    def expect(self, rid: int, key: str) -> Call:
+    def expect(self, rid: int, key: str, decode: Callable[[Wire], T]) -> Call[T]:
         """A call for a message the worker sends unasked (its "ready")."""
-        call = Call(rid, key, None, exempt=True)
+        call = Call(rid, key, decode, None, exempt=True)
         self._pending[rid] = call
         return call
 
-    def send(self, meta: Any, buffers: Sequence[Any] = (), *, key: str,
-             on_done: Callable[[Call], None] | None = None, exempt: bool = False) -> Call:
-        """Send a request; the returned call completes when its reply (or the end) comes."""
-        call = Call(next(self._rids), key, on_done, exempt)
+    def send(self, wire: Wire, buffers: Sequence[ch.Buffer] = (), *, key: str,
+             decode: Callable[[Wire], T] | None = None,
+             on_done: Callable[[Call[T]], None] | None = None,
+             exempt: bool = False) -> Call[T]:
+        """Send a request; the returned call completes when its reply (or the end) comes.
+        One of ``decode`` and ``on_done`` makes the result (see Call)."""
+        call = Call(next(self._rids), key, decode, on_done, exempt)
         if not self.open:
             raise self._gone(key)
         busy = bool(self._pending)
         self._pending[call.rid] = call
         try:
-            self.chan.send(call.rid, meta, buffers)
+            self.chan.send(call.rid, wire, buffers)
         except OSError:
             self._pending.pop(call.rid, None)
             raise self._gone(key) from None
@@ -85,10 +97,10 @@ class CallTable:
         self.sent += 1
         return call
 
-    def wait(self, call: Call, timeout_s: float | None, what: str = "request",
-             budget_s: float | None = None) -> Any:
-        """The reply's metadata (or ``call.result`` if ``on_done`` set it); raises the worker's
-        error, Unavailable if it died, DeadlineExceeded when ``timeout_s`` passes first.
+    def wait(self, call: Call[T], timeout_s: float | None, what: str = "request",
+             budget_s: float | None = None) -> T:
+        """The decoded reply; raises the worker's error (or the decoder's, as Internal),
+        Unavailable if it died, DeadlineExceeded when ``timeout_s`` passes first.
         ``budget_s`` is the caller's whole deadline (``timeout_s`` may be what is left of it),
         named in that error so that the client recognises the deadline it set."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
@@ -118,17 +130,22 @@ class CallTable:
                 f"{timeout_s if budget_s is None else budget_s:.3g} s")
         if call.error is not None:
             raise call.error
-        return call.result if call.on_done is not None else call.meta
+        if call.on_done is not None or call.decode is None:
+            return call.result
+        try:
+            return call.decode(call.reply)
+        except Exception as exc:  # noqa: BLE001 - the caller must hear of it
+            raise e.Internal(f"decoding the reply failed: {exc}") from None
 
     def cancel(self, rid: int) -> None:
         if self.open:
             try:
-                self.chan.send(0, ("cancel", rid))
+                self.chan.send(0, Cancel(rid).wire())
             except OSError:
                 return
             self._nudge()  # the run to cancel may hold the worker's reader role
 
-    def oldest(self) -> Call | None:
+    def oldest(self) -> Call[object] | None:
         calls = [c for c in list(self._pending.values()) if not c.exempt]
         return min(calls, key=lambda c: c.sent_at) if calls else None
 
@@ -154,7 +171,7 @@ class CallTable:
             self._reader.release()
             self._pass_reader_role()
 
-    def fail_all(self, error_for: Callable[[Call], e.EdgedError]) -> None:
+    def fail_all(self, error_for: Callable[[Call[object]], e.EdgedError]) -> None:
         for rid in list(self._pending):
             call = self._pending.pop(rid, None)
             if call is not None:
@@ -162,7 +179,7 @@ class CallTable:
                 self._complete(call)
 
     # -- the reader role -------------------------------------------------------------------
-    def _read_until(self, call: Call, deadline: float | None) -> None:
+    def _read_until(self, call: Call[T], deadline: float | None) -> None:
         if not self.open:  # it ended between our send and now
             if self._pending.pop(call.rid, None) is not None:
                 call.error = self._gone(call.key)
@@ -194,17 +211,17 @@ class CallTable:
             self.open = False
             self._on_end()
 
-    def _dispatch(self, rid: int, meta: Any, data: memoryview) -> None:
+    def _dispatch(self, rid: int, wire: Wire, data: memoryview) -> None:
         call = self._pending.pop(rid, None)
         if call is None:
             return
-        if meta[0] == "err":
-            call.error = ch.decode_error(meta)
+        if wire[0] == ERR:
+            call.error = ErrorReply.of(wire).error()
         else:
-            call.meta, call.data = meta, data
+            call.reply, call.data = wire, data
         self._complete(call)
 
-    def _complete(self, call: Call) -> None:
+    def _complete(self, call: Call[T]) -> None:
         if call.on_done is not None:
             try:
                 call.on_done(call)
@@ -213,7 +230,7 @@ class CallTable:
         call.done = True
         self._signal(call)
 
-    def _signal(self, call: Call) -> None:
+    def _signal(self, call: Call[T]) -> None:
         with self._sig:
             if not call.signaled:
                 call.signaled = True

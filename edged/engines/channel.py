@@ -1,13 +1,13 @@
 """The daemon <-> worker wire: frames over one Unix socketpair.
 
-A frame is a 20-byte header (payload length, metadata length, request id), ``marshal``-ed
-metadata (tuples of names, shapes, offsets: a few microseconds, and both ends run the same
-interpreter) and the raw tensor bytes. Tensors are never pickled: ``send`` hands numpy buffers
-to one ``sendmsg`` call (scatter-gather, no concatenation), and ``recv`` reads whatever the
-kernel has into a reusable buffer, so a small request costs one syscall each way. Why not
-``multiprocessing.connection``: it reads the length and the body in two syscalls and copies on
-send; on the 2-core dev box a ping-pong through it costs ~45 us against ~20 us for a raw
-socket, and the worker hop must stay well under 100 us.
+A frame is a 20-byte header (payload length, metadata length, request id), a ``marshal``-ed
+message (worker_protocol.py: tuples of names, shapes, offsets; a few microseconds, and both
+ends run the same interpreter) and the raw tensor bytes. Tensors are never pickled: ``send``
+hands numpy buffers to one ``sendmsg`` call (scatter-gather, no concatenation), and ``recv``
+reads whatever the kernel has into a reusable buffer, so a small request costs one syscall
+each way. Why not ``multiprocessing.connection``: it reads the length and the body in two
+syscalls and copies on send; on the 2-core dev box a ping-pong through it costs ~45 us against
+~20 us for a raw socket, and the worker hop must stay well under 100 us.
 
 Several request ids can be in flight on one channel; replies carry the id of their request.
 """
@@ -22,22 +22,21 @@ import struct
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 
-from edged import errors as e
-
-# Where a tensor's bytes are, in a tensor descriptor
-# (name, datatype, shape, where, a, b, c):
-INLINE = 0  # in the frame's data: a = offset, b = byte count
-LANE = 1  # in the request's lane: b = offset in the lane, c = byte count
-SHM = 2  # in a client region: a = shm name, b = offset, c = byte count
+from edged.engines.worker_protocol import Wire
 
 _HDR = struct.Struct("<QIQ")  # payload bytes (metadata + data), metadata bytes, request id
 HEADER_BYTES = _HDR.size
 DEFAULT_BUFFER_BYTES = 256 << 10
 SMALL_FRAME_BYTES = 16 << 10
+
+
+# A tensor's bytes as the channel sends them (numpy arrays, or views of their bytes).
+Buffer = np.ndarray | memoryview
+# A received frame: (request id, message, the data after the message).
+Frame = tuple[int, Wire, memoryview]
 
 
 def raw(arr: np.ndarray) -> memoryview:
@@ -70,20 +69,21 @@ class Channel:
     def fileno(self) -> int:
         return self._sock.fileno()
 
-    def send(self, rid: int, meta: Any, buffers: Sequence[memoryview] = ()) -> None:
-        m = marshal.dumps(meta)
+    def send(self, rid: int, wire: Wire, buffers: Sequence[Buffer] = ()) -> None:
+        m = marshal.dumps(wire)
         size = len(m) + sum(b.nbytes for b in buffers) if buffers else len(m)
         head = _HDR.pack(size, len(m), rid)
         if size < SMALL_FRAME_BYTES:  # one small copy beats sendmsg's per-buffer overhead
-            frame = b"".join((head, m, *buffers)) if buffers else head + m
+            # (ndarray has the buffer API; numpy's stubs say so for Python 3.12 on)
+            frame = b"".join((head, m, *buffers)) if buffers else head + m  # type: ignore[arg-type]
             with self._send_lock:
                 self._sock.sendall(frame)
             return
         with self._send_lock:
             _sendall(self._sock, [head, m, *buffers])
 
-    def recv(self, timeout: float | None = None) -> tuple[int, Any, memoryview] | None:
-        """The next frame as (request id, metadata, data), or None if ``timeout`` passed first.
+    def recv(self, timeout: float | None = None) -> Frame | None:
+        """The next frame as (request id, message, data), or None if ``timeout`` passed first.
 
         The data is a fresh buffer owned by the caller (arrays made on it stay valid and
         writable). EOFError when the peer is gone. Only complete frames are consumed, so a
@@ -128,8 +128,7 @@ class Channel:
                 raise EOFError("the other end of the worker channel closed")
             self._end += n
 
-    def _recv_large(self, rid: int, total: int, mlen: int,
-                    body_at: int) -> tuple[int, Any, memoryview]:
+    def _recv_large(self, rid: int, total: int, mlen: int, body_at: int) -> Frame:
         """A frame bigger than the buffer: read it straight into its own buffer (one copy)."""
         body = bytearray(total)
         have = self._end - body_at
@@ -154,9 +153,9 @@ class Channel:
         self._sock.close()
 
 
-def _sendall(sock: socket.socket, parts: list[Any]) -> None:
+def _sendall(sock: socket.socket, parts: list[bytes | Buffer]) -> None:
     """``sendmsg`` until every part is out (a large frame can be sent in pieces)."""
-    views = [memoryview(p).cast("B") for p in parts]
+    views = [memoryview(p).cast("B") for p in parts]  # type: ignore[arg-type]  # (see send)
     while views:
         sent = sock.sendmsg(views)
         while views and sent >= views[0].nbytes:
@@ -165,19 +164,3 @@ def _sendall(sock: socket.socket, parts: list[Any]) -> None:
         if views and sent:
             views[0] = views[0][sent:]
 
-
-# -- errors across the wire -----------------------------------------------------------------
-def encode_error(exc: BaseException) -> tuple[Any, ...]:
-    if isinstance(exc, e.EdgedError):
-        return ("err", type(exc).__name__, exc.message, exc.field, exc.reason, exc.metadata)
-    return ("err", "Internal", f"{type(exc).__name__}: {exc}", None, "INTERNAL", {})
-
-
-def decode_error(meta: Sequence[Any]) -> e.EdgedError:
-    """The worker's error as the same domain error class (Internal for anything unknown)."""
-    _, cls_name, message, field, reason, metadata = meta
-    cls = getattr(e, cls_name, None)
-    if not (isinstance(cls, type) and issubclass(cls, e.EdgedError)) or cls_name in (
-            "CapacityExceeded", "SignatureChanged"):
-        cls = e.Internal
-    return cls(message, field=field, reason=reason, metadata=metadata)

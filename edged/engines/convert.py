@@ -63,7 +63,7 @@ class VariantReport:
     def worst_rel(self) -> float:
         return max((d.max_rel for d in self.diffs), default=0.0)
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> dict[str, object]:
         return {**asdict(self), "worst_rel": self.worst_rel}
 
 
@@ -277,7 +277,7 @@ def _main(argv: list[str] | None = None) -> int:
     if args.parent:
         _end_with(args.parent)
 
-    def say(msg: dict[str, Any]) -> None:
+    def say(msg: dict[str, object]) -> None:
         sys.stdout.write(json.dumps(msg) + "\n")
         sys.stdout.flush()
 

@@ -15,15 +15,41 @@ here; the root is the telemetry root, so a recorded Jetson tree stands in for a 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Protocol
 
 log = logging.getLogger("edged.engines")
 
-# Bytes of device memory as the meter sees them for a worker pid (None: cannot tell now).
-Meter = Callable[[int], int | None]
 CPU_PROVIDERS = ("CPUExecutionProvider",)
+
+
+class Meter(Protocol):
+    """Bytes of device memory as the meter sees them for a worker pid (None: cannot tell now).
+    ``per_process``: whether it tells one process's device memory (NVML, NvMap clients) rather
+    than the system's (NvMap's meminfo line)."""
+
+    per_process: bool
+
+    def __call__(self, pid: int) -> int | None: ...
+
+
+class NvmlProcess(Protocol):
+    """A row of ``nvmlDeviceGetComputeRunningProcesses`` (pynvml's ``c_nvmlProcessInfo_t``)."""
+
+    pid: int
+    usedGpuMemory: int | None  # noqa: N815 - NVML's name; None: not available (e.g. MIG)
+
+
+class Nvml(Protocol):
+    """The pynvml functions the meter calls, on an initialised NVML (pynvml has no types)."""
+
+    def nvmlDeviceGetCount(self) -> int: ...  # noqa: N802 - NVML's names
+
+    def nvmlDeviceGetHandleByIndex(self, index: int) -> object: ...  # noqa: N802
+
+    def nvmlDeviceGetComputeRunningProcesses(  # noqa: N802
+            self, handle: object) -> Sequence[NvmlProcess]: ...
 
 
 def read_nvmap(meminfo: Path) -> int | None:
@@ -38,13 +64,23 @@ def read_nvmap(meminfo: Path) -> int | None:
     return None
 
 
-def nvmap_meter(root: Path) -> Meter | None:
-    """The Jetson meter, if ``root``'s meminfo has NvMap lines (system-wide: good for the
-    growth over one load, not for telling workers apart)."""
+class NvmapMeter:
+    """NvMap's meminfo line: system-wide, good for the growth over one load, not for telling
+    workers apart."""
+
+    per_process = False
+
+    def __init__(self, meminfo: Path) -> None:
+        self._meminfo = meminfo
+
+    def __call__(self, pid: int) -> int | None:
+        return read_nvmap(self._meminfo)
+
+
+def nvmap_meter(root: Path) -> NvmapMeter | None:
+    """The Jetson meter, if ``root``'s meminfo has NvMap lines."""
     meminfo = root / "proc" / "meminfo"
-    if read_nvmap(meminfo) is None:
-        return None
-    return lambda pid: read_nvmap(meminfo)
+    return NvmapMeter(meminfo) if read_nvmap(meminfo) is not None else None
 
 
 NVMAP_CLIENTS = Path("sys/kernel/debug/nvmap/iovmm/clients")
@@ -93,7 +129,7 @@ def nvmap_clients_meter(root: Path) -> NvmapClientsMeter | None:
 def per_process(meter: Meter | None) -> bool:
     """Whether ``meter`` tells one process's device memory (NVML, NvMap clients) rather than
     the system's (NvMap's meminfo line)."""
-    return bool(getattr(meter, "per_process", False))
+    return meter is not None and meter.per_process
 
 
 class NvmlMeter:
@@ -102,7 +138,7 @@ class NvmlMeter:
 
     per_process = True
 
-    def __init__(self, nvml: Any) -> None:
+    def __init__(self, nvml: Nvml) -> None:
         self._nvml = nvml
 
     def __call__(self, pid: int) -> int | None:
@@ -112,9 +148,8 @@ class NvmlMeter:
             for i in range(int(n.nvmlDeviceGetCount())):
                 handle = n.nvmlDeviceGetHandleByIndex(i)
                 for p in n.nvmlDeviceGetComputeRunningProcesses(handle):
-                    used = getattr(p, "usedGpuMemory", None)
-                    if p.pid == pid and used is not None:  # None: not available (e.g. MIG)
-                        total += int(used)
+                    if p.pid == pid and p.usedGpuMemory is not None:
+                        total += int(p.usedGpuMemory)
             return total
         except Exception as exc:  # noqa: BLE001 - NVMLError and friends: no reading now
             log.debug("NVML process memory: %s", exc)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import numpy as np
 
@@ -22,7 +21,11 @@ from edged.engines import channel as ch
 from edged.engines import validate
 from edged.engines.base import ShmRef, Signature
 from edged.engines.calls import Call
+from edged.engines.shm import Lane
 from edged.engines.worker_proc import WorkerProcess
+from edged.engines.worker_protocol import SHM, InferReply, InferRequest, LaneDesc, Op
+
+Outputs = dict[str, np.ndarray | ShmRef]
 
 
 class LoadedModel:
@@ -51,7 +54,7 @@ class LoadedModel:
 
     def infer(self, inputs: Mapping[str, np.ndarray | ShmRef], outputs: Sequence[str] | None,
               output_shm: Mapping[str, ShmRef] | None, timeout: float,
-              queue_depth: int) -> dict[str, np.ndarray | ShmRef]:
+              queue_depth: int) -> Outputs:
         deadline = time.monotonic() + timeout
         req = self.checker.prepare(inputs, outputs, output_shm)
         with self.cond:
@@ -72,8 +75,7 @@ class LoadedModel:
                     raise e.DeadlineExceeded(f"model '{self.key}' was busy for {timeout:.3g} s")
             self.running += 1
         call = self._send(req)  # releases the slot itself if it fails
-        return self.worker.wait(  # type: ignore[no-any-return]
-            call, deadline - time.monotonic(), budget_s=timeout)
+        return self.worker.wait(call, deadline - time.monotonic(), budget_s=timeout)
 
     def wait_idle(self, timeout_s: float | None) -> bool:
         with self.cond:
@@ -83,8 +85,9 @@ class LoadedModel:
             finally:
                 self.waiters -= 1
 
-    def _send(self, req: validate.Prepared) -> Call:
-        worker, lane, lane_desc = self.worker, None, None
+    def _send(self, req: validate.Prepared) -> Call[Outputs]:
+        worker, lane = self.worker, None
+        lane_desc: LaneDesc | None = None
         try:
             if req.lane_bytes or self._out_hint:
                 lane = worker.lanes.acquire(req.lane_bytes + self._out_hint)
@@ -92,13 +95,14 @@ class LoadedModel:
                     lane.mm[offset:offset + arr.nbytes] = ch.raw(arr)
                 lane_desc = (lane.id, "" if lane.announced else lane.path.name, lane.size,
                              req.lane_bytes)
-            meta = ("infer", self.key, req.descs, req.outputs, req.out_shm, lane_desc,
-                    worker.lanes.take_dropped())
+            msg: InferRequest = (Op.INFER, self.key, req.descs, req.outputs, req.out_shm,
+                                 lane_desc, worker.lanes.take_dropped())
             if lane is not None:
                 lane.announced = True
-            return worker.send(meta, req.buffers, key=self.key,
-                               on_done=self._done if lane is None else
-                               lambda call: self._done(call, lane))
+            call: Call[Outputs] = worker.send(
+                msg, req.buffers, key=self.key,
+                on_done=self._done if lane is None else lambda call: self._done(call, lane))
+            return call
         except BaseException:
             if lane is not None:
                 worker.lanes.release(lane)
@@ -106,17 +110,18 @@ class LoadedModel:
                 self._release()
             raise
 
-    def _done(self, call: Call, lane: Any = None) -> None:
+    def _done(self, call: Call[Outputs], lane: Lane | None = None) -> None:
         """Runs on whichever thread reads the reply (or notices the worker's end)."""
         try:
             if call.error is None:
-                descs = call.meta[1]
-                call.result = validate.decode_outputs(descs, call.data,  # type: ignore[arg-type]
+                reply: InferReply = call.reply
+                descs = reply[1]
+                assert call.data is not None
+                call.result = validate.decode_outputs(descs, call.data,
                                                       lane.mm if lane is not None else None)
                 large = 0
-                for _name, _dt, _shape, where, _a, b, c in descs:
-                    n = b if where == ch.INLINE else c
-                    if where != ch.SHM and n >= self._threshold:
+                for _name, _dt, _shape, where, _region, _offset, n in descs:
+                    if where != SHM and n >= self._threshold:
                         large += -(-n // 64) * 64
                 if large > self._out_hint:
                     self._out_hint = large  # the next lane has room for them

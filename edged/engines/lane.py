@@ -45,7 +45,8 @@ from edged import lanewire as lw
 from edged.datatypes import NUMPY_TO_OIP, OIP_TO_NUMPY
 from edged.engines import validate
 from edged.engines.base import datatype_of_numpy, numpy_of_datatype
-from edged.engines.session import Session
+from edged.engines.session import RunHandle, Session
+from edged.engines.worker_protocol import LaneRecord, LaneRow
 
 log = logging.getLogger("edged.lane")
 
@@ -68,18 +69,18 @@ class _Lane:
     revoked: bool = False
     closed: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)  # held while a request runs
-    handle: Any = None
+    handle: RunHandle | None = None
     deadline: float = 0.0  # of the running request (0: none running / no deadline)
     requests: int = 0
-    records: list[tuple[float, float, bool]] = field(default_factory=list)
+    records: list[LaneRecord] = field(default_factory=list)
     dropped: int = 0
     # The last request's input layout and feeds, and the last outputs' layout (views in the
     # lane and the reply's encoded descriptors): a stream of like requests (a camera's frames)
     # is checked and laid out once.
-    last_ins: Any = None
-    last_outputs: Any = None
+    last_ins: object = None  # (as decoded: compared only)
+    last_outputs: object = None
     feeds: dict[str, np.ndarray] = field(default_factory=dict)
-    out_key: Any = None
+    out_key: tuple[object, ...] | None = None
     out_views: list[np.ndarray] = field(default_factory=list)
     out_descs: bytes = b""
 
@@ -146,11 +147,9 @@ class LaneHost:
                 self._checkers.pop(key, None)
         return len(lanes)
 
-    def report(self) -> list[tuple[int, str, int, int, bool, list[tuple[float, float, bool]],
-                                   int]]:
-        """(lane id, key, pid, requests, closed, records since the last report, records
-        dropped) per lane; lanes that ended (client gone, revoked, never connected) are
-        reported one last time, closed."""
+    def report(self) -> list[LaneRow]:
+        """Each lane's requests since the last report; lanes that ended (client gone, revoked,
+        never connected) are reported one last time, closed."""
         out = []
         with self._lock:
             lanes = list(self._lanes.values())
@@ -160,8 +159,8 @@ class LaneHost:
         for lane in lanes:
             records, lane.records = lane.records, []
             dropped, lane.dropped = lane.dropped, 0
-            out.append((lane.id, lane.key, lane.pid, lane.requests, lane.closed, records,
-                        dropped))
+            out.append(LaneRow(lane.id, lane.key, lane.pid, lane.requests, lane.closed, records,
+                               dropped))
         return out
 
     def reopen(self, key: str) -> None:

@@ -20,10 +20,10 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from edged import errors as e
 from edged.engines.worker_proc import WorkerProcess
+from edged.engines.worker_protocol import GetLaneReport, LaneOpen, LaneRevoke, LaneRow
 
 log = logging.getLogger("edged.engines")
 REPORT_TIMEOUT_S = 5.0
@@ -81,9 +81,9 @@ class LaneBook:
             self._next += 1
             lane_id = self._next
         path = self._dir / f"{secrets.token_hex(16)}.lane"
-        call = worker.send(("lane_open", lane_id, key, pid, str(path), size, self._mode,
-                            self._gid), key=key, exempt=True)
-        granted = int(worker.wait(call, self._timeout, what="lane open")[1])
+        call = worker.request(LaneOpen(lane_id, key, pid, str(path), size, self._mode,
+                                       self._gid), key=key, exempt=True)
+        granted = worker.wait(call, self._timeout, what="lane open").size
         with self._lock:
             self._lanes[lane_id] = LaneInfo(lane_id, key, pid, worker, time.time())
         return LaneGrant(lane_id, path, granted)
@@ -101,7 +101,7 @@ class LaneBook:
         # (sent even when the book lists none: a lane being opened right now is not in the
         # book yet; the worker revokes it too, and opens no more for ``key``)
         try:
-            worker.wait(worker.send(("lane_revoke", key), key=key or worker.name, exempt=True),
+            worker.wait(worker.request(LaneRevoke(key), key=key or worker.name, exempt=True),
                         self._timeout, what="lane revoke")
         except e.EdgedError as exc:
             log.warning("revoking lanes of %s on worker %d: %s", key or "all", worker.pid, exc)
@@ -139,31 +139,33 @@ class LaneBook:
             if not w.alive:
                 continue
             try:
-                reply = w.wait(w.send(("lane_report",), exempt=True), REPORT_TIMEOUT_S,
-                               what="lane report")
+                report = w.wait(w.request(GetLaneReport(), exempt=True), REPORT_TIMEOUT_S,
+                                what="lane report")
             except e.EdgedError:
                 continue
-            records += self._take(w, reply[1])
+            records += self._take(w, report.lanes)
         if records:  # one event, in time order across models (the trace file keeps order)
             records.sort()
             self._emit("lane_requests", {"records": records})
 
-    def _take(self, worker: WorkerProcess, rows: Any) -> list[tuple[float, str, float, bool]]:
-        """Rows: (lane id, key, pid, requests, closed, records, dropped) per lane the worker
-        still knows; a lane it no longer knows, or reports closed, is forgotten here."""
+    def _take(self, worker: WorkerProcess, rows: Iterable[LaneRow]
+              ) -> list[tuple[float, str, float, bool]]:
+        """``rows``: the lanes the worker still knows; a lane it no longer knows, or reports
+        closed, is forgotten here."""
         out: list[tuple[float, str, float, bool]] = []
         live = set()
         with self._lock:
-            for lane_id, key, _pid, requests, closed, records, dropped in rows:
-                ln = self._lanes.get(lane_id)
+            for row in rows:
+                ln = self._lanes.get(row.lane_id)
                 if ln is not None:
-                    ln.requests, ln.connected = requests, ln.connected or requests > 0
-                    if not closed:
-                        live.add(lane_id)
-                out += [(t, key, seconds, ok) for t, seconds, ok in records]
-                if dropped:
-                    log.warning("lane %d of %s: %d request records dropped", lane_id, key,
-                                dropped)
+                    ln.requests = row.requests
+                    ln.connected = ln.connected or row.requests > 0
+                    if not row.closed:
+                        live.add(row.lane_id)
+                out += [(t, row.key, seconds, ok) for t, seconds, ok in row.records]
+                if row.dropped:
+                    log.warning("lane %d of %s: %d request records dropped", row.lane_id,
+                                row.key, row.dropped)
             for i in [i for i, ln in self._lanes.items()
                       if ln.worker is worker and i not in live]:
                 del self._lanes[i]

@@ -30,7 +30,8 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -38,6 +39,9 @@ from edged import errors as e
 from edged.engines import activations, onnx_inspect
 from edged.engines import estimate as est
 from edged.engines.base import EngineOptions, Inspection, Signature, TensorSpec
+
+if TYPE_CHECKING:  # pragma: no cover - imported at run time only inside worker processes
+    import onnxruntime as ort
 
 # ONNX Runtime's type strings -> OIP datatype names.
 ORT_TYPES = {"tensor(float)": "FP32", "tensor(float16)": "FP16", "tensor(double)": "FP64",
@@ -79,7 +83,7 @@ class OnnxRuntimeBackend:
 class _Cancel:
     """One inference's RunOptions: setting ``terminate`` makes ORT abandon that run."""
 
-    def __init__(self, run_options: Any) -> None:
+    def __init__(self, run_options: ort.RunOptions) -> None:
         self.run_options = run_options
         self.cancelled = False
 
@@ -130,6 +134,7 @@ class OrtSession:
         self.dim_names: Mapping[str, tuple[str | None, ...]] = {
             i.name: tuple(d if isinstance(d, str) else None for d in (i.shape or ()))
             for i in ins}
+        self.preferred_shapes: Mapping[str, tuple[int, ...]] = {}  # (the defaults suit ORT)
         self._all_outputs = [o.name for o in outs]
         # CPU only: call the binding directly. The Python wrapper re-validates input names (the
         # daemon did) and handles GPU EP fallback (not needed on CPU): ~5 us per inference.
@@ -160,7 +165,7 @@ def _artifact_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.parent.glob(path.name + "*") if p.is_file())
 
 
-def _register_cpu_arena(ort: Any, limit: int) -> bool:
+def _register_cpu_arena(ort: ModuleType, limit: int) -> bool:
     """One capped CPU arena per worker process, shared by the sessions in it (a group worker
     keeps the cap of its first model: ORT cannot resize a registered allocator)."""
     info = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0,
@@ -174,8 +179,8 @@ def _register_cpu_arena(ort: Any, limit: int) -> bool:
 
 
 def _provider_list(chosen: tuple[str, ...], options: EngineOptions, limit: int,
-                   weights: int) -> list[Any]:
-    out: list[Any] = []
+                   weights: int) -> list[str | tuple[str, dict[str, str]]]:
+    out: list[str | tuple[str, dict[str, str]]] = []
     for p in chosen:
         if p == est.CUDA:
             out.append((p, cuda_options(options, limit)))
@@ -206,7 +211,7 @@ def cuda_options(options: EngineOptions, limit: int) -> dict[str, str]:
             "do_copy_in_default_stream": "1"}
 
 
-def _spec(arg: Any) -> TensorSpec:
+def _spec(arg: ort.NodeArg) -> TensorSpec:
     shape = tuple(d if isinstance(d, int) and d >= 0 else -1 for d in (arg.shape or ()))
     return TensorSpec(arg.name, ORT_TYPES.get(arg.type, arg.type), shape)
 

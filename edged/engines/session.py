@@ -27,11 +27,25 @@ class RunHandle(Protocol):
     def cancel(self) -> None: ...
 
 
-class Session(Protocol):
-    signature: Signature
-    providers: tuple[str, ...]
+class Shaped(Protocol):
+    """What the warm-up's shapes are made from (a session, or activations.py's reading of
+    the graph's declared inputs)."""
+
+    @property
+    def signature(self) -> Signature: ...
+
     # Symbolic dimension names per input (None where fixed or anonymous), for the warm-up.
-    dim_names: Mapping[str, tuple[str | None, ...]]
+    @property
+    def dim_names(self) -> Mapping[str, tuple[str | None, ...]]: ...
+
+    # Warm-up shapes the backend knows better than the defaults (TensorRT: its optimization
+    # profile's "opt" shapes); the load's own warmup_shapes still win.
+    @property
+    def preferred_shapes(self) -> Mapping[str, tuple[int, ...]]: ...
+
+
+class Session(Shaped, Protocol):
+    providers: tuple[str, ...]
 
     def run_handle(self) -> RunHandle | None: ...
 
@@ -41,13 +55,12 @@ class Session(Protocol):
     def close(self) -> None: ...
 
 
-def warmup_shapes(session: Session,
+def warmup_shapes(session: Shaped,
                   overrides: Mapping[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
     """Concrete shapes for the warm-up: the overrides, else 1 for a first dynamic dimension and
     for every dimension that shares its symbolic name (``batch`` in both ``input`` and ``state``
     of silero-vad must agree), 64 for the other dynamic ones."""
-    # A backend may know better defaults (TensorRT: its optimization profile's shapes).
-    overrides = {**getattr(session, "preferred_shapes", {}), **overrides}
+    overrides = {**session.preferred_shapes, **overrides}
     named: dict[str, int] = {}
     for name, shape in overrides.items():
         for size, sym in zip(shape, session.dim_names.get(name, ()), strict=False):

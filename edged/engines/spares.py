@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from edged import errors as e
 from edged.engines.worker_proc import WorkerProcess
+from edged.engines.worker_protocol import Prepare
 
 log = logging.getLogger("edged.engines")
 
@@ -75,7 +76,7 @@ class Spares:
                     log.warning("starting a spare engine worker: %s", exc)
                     return
                 try:
-                    worker.wait(worker.send(("prepare", self._fmt), exempt=True),
+                    worker.wait(worker.request(Prepare(self._fmt), exempt=True),
                                 self._timeout, what="prepare")
                 except e.EdgedError as exc:
                     log.warning("spare engine worker %d: %s", worker.pid, exc)

@@ -45,6 +45,7 @@ from edged.engines.base import (
     numpy_of_datatype,
     tensorrt_payload_offset,
 )
+from edged.engines.session import RunHandle
 
 # TensorRT DataType names -> OIP datatype names.
 TRT_TYPES = {"FLOAT": "FP32", "HALF": "FP16", "BF16": "BF16", "INT8": "INT8", "INT32": "INT32",
@@ -130,6 +131,9 @@ class TensorRTBackend:
         require_tensorrt()
         return TrtSession(Path(path), options)
 
+    def preload(self) -> None:
+        """Nothing to import ahead: a spare worker for TensorRT engines stays as it is."""
+
 
 def _modules() -> tuple[Any, Any]:
     import tensorrt as trt
@@ -176,7 +180,7 @@ def _engine(trt: Any, cudart: Any, path: Path,
 
 
 def _logger(trt: Any) -> Any:
-    class Logger(trt.ILogger):  # type: ignore[misc,name-defined]
+    class Logger(trt.ILogger):  # type: ignore[misc]
         def __init__(self) -> None:
             trt.ILogger.__init__(self)
             self.errors: list[str] = []
@@ -230,7 +234,7 @@ class TrtSession:
         self.providers = ("TensorRT",)
         self.dim_names: Mapping[str, tuple[str | None, ...]] = {}
         # The warm-up uses the optimization profile's "opt" shapes for dynamic inputs.
-        self.preferred_shapes = {
+        self.preferred_shapes: Mapping[str, tuple[int, ...]] = {
             t.name: tuple(int(d) for d in self._engine.get_tensor_profile_shape(t.name, 0)[1])
             for t in self.signature.inputs if -1 in t.shape}
         self._buffers: dict[str, tuple[int, int]] = {}  # name -> (device pointer, bytes)
@@ -240,7 +244,7 @@ class TrtSession:
         return _NoCancel()
 
     def run(self, feeds: Mapping[str, np.ndarray], outputs: Sequence[str] | None,
-            handle: Any = None) -> dict[str, np.ndarray]:
+            handle: RunHandle | None = None) -> dict[str, np.ndarray]:
         cudart, ctx, stream = self._cudart, self._context, self._stream
         h2d = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
         d2h = cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost

@@ -9,16 +9,16 @@ expected ("input 'x': expected FP32, got INT64"). The worker re-checks shared-me
 from __future__ import annotations
 
 import math
+import mmap
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from edged import errors as e
 from edged.datatypes import NUMPY_TO_OIP, OIP_TO_NUMPY
-from edged.engines import channel as ch
 from edged.engines.base import (
     UNSUPPORTED_DATATYPES,
     ShmRef,
@@ -28,6 +28,7 @@ from edged.engines.base import (
     numpy_of_datatype,
 )
 from edged.engines.shm import SHM_DIR
+from edged.engines.worker_protocol import INLINE, LANE, SHM, ShmWindow, TensorDesc
 
 _ALIGN = 64
 
@@ -43,12 +44,12 @@ class Prepared:
     __slots__ = ("buffers", "descs", "lane_bytes", "lane_inputs", "out_shm", "outputs")
 
     def __init__(self) -> None:
-        self.descs: list[tuple[Any, ...]] = []
+        self.descs: list[TensorDesc] = []
         self.buffers: list[np.ndarray] = []
         self.lane_inputs: list[tuple[int, np.ndarray]] = []  # (offset in the lane, array)
         self.lane_bytes = 0
         self.outputs: tuple[str, ...] | None = None
-        self.out_shm: dict[str, tuple[str, int, int]] = {}
+        self.out_shm: dict[str, ShmWindow] = {}
 
 
 class Checker:
@@ -62,7 +63,7 @@ class Checker:
         self._threshold = threshold
         self._shm_dir = shm_dir
 
-    def prepare(self, inputs: Mapping[str, Any], outputs: Sequence[str] | None,
+    def prepare(self, inputs: Mapping[str, np.ndarray | ShmRef], outputs: Sequence[str] | None,
                 output_shm: Mapping[str, ShmRef] | None) -> Prepared:
         p = Prepared()
         specs = self._specs
@@ -75,30 +76,30 @@ class Checker:
                     and value.nbytes < self._threshold and value.flags.c_contiguous:
                 _check_shape(spec, value.shape)  # the common case: a small array, inline
                 n = value.nbytes
-                p.descs.append((name, spec.datatype, value.shape, ch.INLINE, inline_at, n, 0))
+                p.descs.append((name, spec.datatype, value.shape, INLINE, "", inline_at, n))
                 p.buffers.append(value)
                 inline_at += n
                 continue
             if isinstance(value, ShmRef):
                 _check_ref(spec, value, self._shm_dir)
-                p.descs.append((name, spec.datatype, tuple(value.shape), ch.SHM,
+                p.descs.append((name, spec.datatype, tuple(value.shape), SHM,
                                 value.name.lstrip("/"), value.offset, value.byte_size))
                 continue
             arr = _array(spec, value)
             n = arr.nbytes
             if n >= self._threshold:
                 p.lane_inputs.append((p.lane_bytes, arr))
-                p.descs.append((name, spec.datatype, arr.shape, ch.LANE, 0, p.lane_bytes, n))
+                p.descs.append((name, spec.datatype, arr.shape, LANE, "", p.lane_bytes, n))
                 p.lane_bytes += -(-n // _ALIGN) * _ALIGN
             else:
-                p.descs.append((name, spec.datatype, arr.shape, ch.INLINE, inline_at, n, 0))
+                p.descs.append((name, spec.datatype, arr.shape, INLINE, "", inline_at, n))
                 p.buffers.append(arr)
                 inline_at += n
         if outputs or output_shm:
             self._wanted(p, outputs or (), output_shm or {})
         return p
 
-    def _names(self, inputs: Mapping[str, Any]) -> None:
+    def _names(self, inputs: Mapping[str, object]) -> None:
         for name in inputs:
             if name not in self._specs:
                 raise _bad(name, f"unknown input '{name}' (the model's inputs: "
@@ -120,7 +121,7 @@ class Checker:
             p.outputs = tuple(dict.fromkeys([*outputs, *p.out_shm]))
 
 
-def _array(spec: TensorSpec, value: Any) -> np.ndarray:
+def _array(spec: TensorSpec, value: npt.ArrayLike) -> np.ndarray:
     """The input as a C-contiguous array of the right datatype and shape."""
     arr = value if type(value) is np.ndarray else np.asarray(value)
     if NUMPY_TO_OIP.get(arr.dtype) == spec.datatype and len(arr.shape) == len(spec.shape):
@@ -181,18 +182,18 @@ def _check_window(name: str, kind: str, ref: ShmRef, shm_dir: Path) -> None:
                          f"outside shared memory {ref.name!r} ({size} bytes)")
 
 
-def decode_outputs(descs: Sequence[Any], data: memoryview, lane_mm: Any
+def decode_outputs(descs: Sequence[TensorDesc], data: memoryview, lane_mm: mmap.mmap | None
                    ) -> dict[str, np.ndarray | ShmRef]:
     """The worker's reply as arrays (inline ones are views on the reply's own buffer; lane
     ones are copied out, since the lane is lent to the next request) and ShmRefs."""
     out: dict[str, np.ndarray | ShmRef] = {}
-    for name, datatype, shape, where, a, b, c in descs:
-        if where == ch.SHM:
-            out[name] = ShmRef(a, b, c, datatype, tuple(shape))
+    for name, datatype, shape, where, region, offset, nbytes in descs:
+        if where == SHM:
+            out[name] = ShmRef(region, offset, nbytes, datatype, tuple(shape))
             continue
         dtype = OIP_TO_NUMPY.get(datatype) or numpy_of_datatype(datatype)
-        if where == ch.INLINE:
-            out[name] = np.ndarray(shape, dtype, data, a)
+        if where == INLINE:
+            out[name] = np.ndarray(shape, dtype, data, offset)
         else:
-            out[name] = np.ndarray(shape, dtype, lane_mm, b).copy()
+            out[name] = np.ndarray(shape, dtype, lane_mm, offset).copy()
     return out

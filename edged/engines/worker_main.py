@@ -20,27 +20,60 @@ own oom_score_adj so that the kernel picks a worker before the daemon.
 from __future__ import annotations
 
 import argparse
+import mmap
 import os
 import signal
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from edged import errors as e
 from edged.datatypes import NUMPY_TO_OIP, OIP_TO_NUMPY
 from edged.engines import channel as ch
-from edged.engines.base import EngineOptions, datatype_of_numpy, get_backend, numpy_of_datatype
+from edged.engines.base import datatype_of_numpy, get_backend, numpy_of_datatype
 from edged.engines.procfs import anon_peak, harden, read_status, reset_peak, trim
-from edged.engines.session import Session, warm_up
+from edged.engines.session import RunHandle, Session, warm_up
 from edged.engines.shm import SHM_DIR, RegionCache, open_map
+from edged.engines.worker_protocol import (
+    INLINE,
+    LANE,
+    OK,
+    SHM,
+    Cancel,
+    ErrorReply,
+    InferReply,
+    InferRequest,
+    LaneDesc,
+    LaneOpen,
+    LaneOpened,
+    LaneReport,
+    LaneRevoke,
+    LanesRevoked,
+    Load,
+    Loaded,
+    Ok,
+    Op,
+    Prepare,
+    Ready,
+    Rss,
+    ShmWindow,
+    Stats,
+    TensorDesc,
+    Unload,
+    Wire,
+)
+
+if TYPE_CHECKING:  # pragma: no cover - imported when the first lane opens (see _lane_open)
+    from edged.engines.lane import LaneHost
 
 _ALIGN = 64
 LONG_RUN_S = 0.05  # inferences longer than this (moving average) hand the reader role off
+_SHORT = (Op.INFER, Op.PING)  # requests that keep the reader role (the rest take long)
 
 
 class _Turn:
@@ -53,7 +86,7 @@ class _Turn:
 
     def __init__(self, lock: threading.Lock, state: threading.Lock) -> None:
         self.lock, self.state = lock, state
-        self.handles: dict[str, Any] = {}  # this thread's run handle per model
+        self.handles: dict[str, RunHandle | None] = {}  # this thread's run handle per model
         lock.acquire()
         self.held = True
 
@@ -77,6 +110,11 @@ class _Model:
         self.run_s = run_s  # moving average of an inference's duration
 
 
+# A handler's reply and the buffers sent after it (inline output tensors).
+Replied = tuple[Wire, Sequence[np.ndarray]]
+Handler = Callable[[int, Wire, memoryview, _Turn], Replied]
+
+
 class Worker:
     def __init__(self, chan: ch.Channel, shm_threshold: int, shm_dir: Path = SHM_DIR) -> None:
         self._chan = chan
@@ -88,16 +126,16 @@ class Worker:
         self._nudged = False  # a nudge came while no inference ran: the next one hands off
         self._load_lock = threading.Lock()
         self._models: dict[str, _Model] = {}
-        self._lanes: dict[int, Any] = {}
+        self._lanes: dict[int, mmap.mmap] = {}  # the daemon's lanes (shm.LanePool), mapped
         self._regions = RegionCache(shm_dir)
-        self._runs: dict[int, Any] = {}
+        self._runs: dict[int, RunHandle | None] = {}  # running inferences, by request id
         self._threads = 0
-        self._direct: Any = None  # direct lanes to clients (lane.py), from the first one on
-        self._handlers: dict[str, Callable[..., Any]] = {
-            "infer": self._infer, "load": self._load, "unload": self._unload,
-            "stats": self._stats, "ping": self._ping, "prepare": self._prepare,
-            "lane_open": self._lane_open, "lane_revoke": self._lane_revoke,
-            "lane_report": self._lane_report}
+        self._direct: LaneHost | None = None  # direct lanes to clients, from the first one
+        self._handlers: dict[str, Handler] = {
+            Op.INFER: self._infer, Op.LOAD: self._load, Op.UNLOAD: self._unload,
+            Op.STATS: self._stats, Op.PING: self._ping, Op.PREPARE: self._prepare,
+            Op.LANE_OPEN: self._lane_open, Op.LANE_REVOKE: self._lane_revoke,
+            Op.LANE_REPORT: self._lane_report}
 
     def serve(self) -> None:
         """Reply "ready", then leave the main thread to the daemon's nudges (SIGUSR1).
@@ -109,7 +147,7 @@ class Worker:
         os.set_blocking(w, False)
         signal.set_wakeup_fd(w, warn_on_full_buffer=False)
         signal.signal(signal.SIGUSR1, lambda signum, frame: None)
-        self._chan.send(0, ("ready", os.getpid(), read_status()["RssAnon"]))
+        self._chan.send(0, Ready(os.getpid(), read_status()["RssAnon"]).wire())
         self._grow(2)
         while True:
             os.read(r, 512)  # one or more nudges
@@ -140,37 +178,37 @@ class Worker:
         turn = _Turn(self._read_lock, self._turn_state)
         while True:
             try:
-                rid, meta, data = self._chan.recv()  # type: ignore[misc]
+                frame = self._chan.recv()
             except (EOFError, OSError):
                 os._exit(0)  # the daemon closed the channel or died
-            self._dispatch(rid, meta, data, turn)
+            assert frame is not None  # (no timeout: a frame, or the end)
+            self._dispatch(*frame, turn)
             turn.take()
 
-    def _dispatch(self, rid: int, meta: Any, data: memoryview, turn: _Turn) -> None:
-        op = meta[0]
-        if op == "cancel":
-            run = self._runs.get(meta[1])
+    def _dispatch(self, rid: int, wire: Wire, data: memoryview, turn: _Turn) -> None:
+        op = wire[0]
+        if op == Op.CANCEL:
+            run = self._runs.get(Cancel.of(wire).rid)
             if run is not None:
                 run.cancel()
             return
-        if op == "exit":
-            self._chan.send(rid, ("ok",))
+        if op == Op.EXIT:
+            self._chan.send(rid, Ok().wire())
             os._exit(0)
-        if op not in ("infer", "ping"):
+        if op not in _SHORT:
             turn.hand_off()  # loads take seconds: let another thread read meanwhile
         try:
-            reply, buffers = self._handlers[op](rid, meta, data, turn)
+            reply, buffers = self._handlers[op](rid, wire, data, turn)
         except Exception as exc:  # noqa: BLE001 - every failure goes back as a domain error
-            reply, buffers = ch.encode_error(exc), ()
+            reply, buffers = ErrorReply.of_exception(exc).wire(), ()
         try:
             self._chan.send(rid, reply, buffers)
         except OSError:
             os._exit(0)
 
     # -- load / unload ---------------------------------------------------------------------
-    def _load(self, rid: int, meta: Any, data: memoryview, handoff: Any) -> tuple[Any, Any]:
-        _, key, artifact, fmt, options_wire, max_concurrency = meta
-        options = EngineOptions.from_wire(options_wire)
+    def _load(self, rid: int, wire: Wire, data: memoryview, turn: _Turn) -> Replied:
+        key, artifact, fmt, options, max_concurrency = Load.of(wire)
         with self._load_lock:  # one at a time, so the RSS delta belongs to this model
             if key in self._models:
                 raise e.AlreadyExists(f"model '{key}' is already loaded in this worker")
@@ -194,59 +232,59 @@ class Worker:
                 self._direct.reopen(key)
             self._grow(max_concurrency)
         peak = anon_peak(status)  # the load's own peak (its transient copies)
-        reply = ("ok", session.signature.to_wire(), session.providers, t1 - t0, t2 - t1,
-                 before, status["RssAnon"], peak)
-        return reply, ()
+        return Loaded(session.signature, tuple(session.providers), t1 - t0, t2 - t1, before,
+                      status["RssAnon"], peak).wire(), ()
 
-    def _unload(self, rid: int, meta: Any, data: memoryview, handoff: Any) -> tuple[Any, Any]:
+    def _unload(self, rid: int, wire: Wire, data: memoryview, turn: _Turn) -> Replied:
+        key = Unload.of(wire).key
         if self._direct is not None:  # (the daemon revoked them already: a safety net)
-            self._direct.revoke(meta[1])
-        model = self._models.pop(meta[1], None)
+            self._direct.revoke(key)
+        model = self._models.pop(key, None)
         if model is not None:
             model.session.close()
             del model
             trim()
-        return ("ok", read_status()["RssAnon"]), ()
+        return Rss(read_status()["RssAnon"]).wire(), ()
 
-    def _prepare(self, rid: int, meta: Any, data: memoryview, handoff: Any) -> tuple[Any, Any]:
+    def _prepare(self, rid: int, wire: Wire, data: memoryview, turn: _Turn) -> Replied:
         """A spare worker imports its runtime ahead of any load (onnxruntime: ~0.1 s)."""
-        backend = get_backend(meta[1])
-        getattr(backend, "preload", lambda: None)()
-        return ("ok", read_status()["RssAnon"]), ()
+        get_backend(Prepare.of(wire).fmt).preload()
+        return Rss(read_status()["RssAnon"]).wire(), ()
 
     # -- direct lanes (lane.py) --------------------------------------------------------------
     def _session_of(self, key: str) -> Session | None:
         model = self._models.get(key)
         return model.session if model is not None else None
 
-    def _lane_open(self, rid: int, meta: Any, data: memoryview, handoff: Any
-                   ) -> tuple[Any, Any]:
-        _, lane_id, key, pid, path, size, mode, gid = meta
+    def _lane_open(self, rid: int, wire: Wire, data: memoryview, turn: _Turn) -> Replied:
+        msg = LaneOpen.of(wire)
         with self._load_lock:  # (lane opens run on several threads: one host for them all)
             if self._direct is None:  # imported only here: a worker without lanes stays small
                 from edged.engines.lane import LaneHost
 
                 self._direct = LaneHost(self._session_of)
-        return ("ok", self._direct.open(lane_id, key, pid, path, size, mode, gid)), ()
+        return LaneOpened(self._direct.open(msg.lane_id, msg.key, msg.pid, msg.path, msg.size,
+                                            msg.mode, msg.gid)).wire(), ()
 
-    def _lane_revoke(self, rid: int, meta: Any, data: memoryview, handoff: Any
-                     ) -> tuple[Any, Any]:
-        return ("ok", self._direct.revoke(meta[1]) if self._direct is not None else 0), ()
+    def _lane_revoke(self, rid: int, wire: Wire, data: memoryview, turn: _Turn) -> Replied:
+        key = LaneRevoke.of(wire).key
+        return LanesRevoked(self._direct.revoke(key) if self._direct is not None else 0).wire(), ()
 
-    def _lane_report(self, rid: int, meta: Any, data: memoryview, handoff: Any
-                     ) -> tuple[Any, Any]:
-        return ("ok", tuple(self._direct.report()) if self._direct is not None else ()), ()
+    def _lane_report(self, rid: int, wire: Wire, data: memoryview, turn: _Turn) -> Replied:
+        return LaneReport(tuple(self._direct.report()) if self._direct is not None
+                          else ()).wire(), ()
 
-    def _ping(self, rid: int, meta: Any, data: memoryview, handoff: Any) -> tuple[Any, Any]:
-        return ("ok",), ()
+    def _ping(self, rid: int, wire: Wire, data: memoryview, turn: _Turn) -> Replied:
+        return Ok().wire(), ()
 
-    def _stats(self, rid: int, meta: Any, data: memoryview, handoff: Any) -> tuple[Any, Any]:
-        return ("ok", {"pid": os.getpid(), "models": sorted(self._models),
-                       "threads": self._threads, **read_status()}), ()
+    def _stats(self, rid: int, wire: Wire, data: memoryview, turn: _Turn) -> Replied:
+        return Stats({"pid": os.getpid(), "models": sorted(self._models),
+                      "threads": self._threads, **read_status()}).wire(), ()
 
     # -- inference -------------------------------------------------------------------------
-    def _infer(self, rid: int, meta: Any, data: memoryview, turn: _Turn) -> tuple[Any, Any]:
-        _, key, ins, outs, out_shm, lane, dropped = meta
+    def _infer(self, rid: int, wire: Wire, data: memoryview, turn: _Turn) -> Replied:
+        msg: InferRequest = wire
+        _, key, ins, outs, out_shm, lane, dropped = msg
         for lane_id in dropped:
             self._lanes.pop(lane_id, None)
         lane_mm = self._lane(lane) if lane else None  # first: the daemon unlinks it after this
@@ -254,14 +292,15 @@ class Worker:
         if model is None:
             raise e.Unavailable(f"model '{key}' is not loaded in this worker")
         feeds = {}
-        for name, datatype, shape, where, a, b, c in ins:
+        for name, datatype, shape, where, region, offset, nbytes in ins:
             dtype = OIP_TO_NUMPY[datatype]  # checked by the daemon
-            if where == ch.INLINE:
-                feeds[name] = np.ndarray(shape, dtype, data, a)
-            elif where == ch.LANE:
-                feeds[name] = np.ndarray(shape, dtype, lane_mm, b)
+            if where == INLINE:
+                feeds[name] = np.ndarray(shape, dtype, data, offset)
+            elif where == LANE:
+                feeds[name] = np.ndarray(shape, dtype, lane_mm, offset)
             else:
-                feeds[name] = np.ndarray(shape, dtype, self._regions.window(a, b, c, name))
+                feeds[name] = np.ndarray(shape, dtype, self._regions.window(
+                    region, offset, nbytes, name))
         session = model.session
         handle = turn.handles.get(key)
         if handle is None or handle.cancelled:  # one per thread and model, reused
@@ -285,11 +324,12 @@ class Worker:
             model.run_s = 0.8 * model.run_s + 0.2 * (time.perf_counter() - t0)
         return self._outputs(results, out_shm, lane, lane_mm)
 
-    def _outputs(self, results: dict[str, np.ndarray], out_shm: dict[str, Any], lane: Any,
-                 lane_mm: Any) -> tuple[Any, list[np.ndarray]]:
-        descs, buffers = [], []
+    def _outputs(self, results: dict[str, np.ndarray], out_shm: dict[str, ShmWindow],
+                 lane: LaneDesc | None, lane_mm: mmap.mmap | None) -> Replied:
+        descs: list[TensorDesc] = []
+        buffers: list[np.ndarray] = []
         inline_at = 0
-        lane_at = lane[3] if lane else 0
+        _lane_id, _path, lane_size, lane_at = lane if lane else (0, "", 0, 0)
         for name, value in results.items():
             arr = value if value.flags.c_contiguous else np.ascontiguousarray(value)
             datatype = NUMPY_TO_OIP.get(arr.dtype) or datatype_of_numpy(arr.dtype)
@@ -297,30 +337,31 @@ class Worker:
             if datatype not in OIP_TO_NUMPY:
                 numpy_of_datatype(datatype)  # refuses BYTES outputs, with the reason
             if name in out_shm:
-                shm_name, offset, capacity = out_shm[name]
+                region, offset, capacity = out_shm[name]
                 if n > capacity:
                     raise e.InvalidArgument(
                         f"output '{name}': {n} bytes ({datatype}{list(arr.shape)}) do not fit "
                         f"the {capacity}-byte shared memory window", field=name,
                         reason="BAD_TENSOR")
-                window = self._regions.window(shm_name, offset, n, name, writable=True)
+                window = self._regions.window(region, offset, n, name, writable=True)
                 window[:] = ch.raw(arr)
-                descs.append((name, datatype, arr.shape, ch.SHM, shm_name, offset, n))
-            elif lane_mm is not None and n >= self._threshold and lane_at + n <= lane[2]:
+                descs.append((name, datatype, arr.shape, SHM, region, offset, n))
+            elif lane_mm is not None and n >= self._threshold and lane_at + n <= lane_size:
                 lane_mm[lane_at:lane_at + n] = ch.raw(arr)
-                descs.append((name, datatype, arr.shape, ch.LANE, 0, lane_at, n))
+                descs.append((name, datatype, arr.shape, LANE, "", lane_at, n))
                 lane_at = -(-(lane_at + n) // _ALIGN) * _ALIGN
             else:
-                descs.append((name, datatype, arr.shape, ch.INLINE, inline_at, n, 0))
+                descs.append((name, datatype, arr.shape, INLINE, "", inline_at, n))
                 buffers.append(arr)
                 inline_at += n
-        return ("ok", tuple(descs)), buffers
+        reply: InferReply = (OK, tuple(descs))
+        return reply, buffers
 
-    def _lane(self, lane: Any) -> Any:
-        lane_id, name, _size, _out_at = lane
+    def _lane(self, lane: LaneDesc) -> mmap.mmap:
+        lane_id, path, _size, _outputs_at = lane
         mm = self._lanes.get(lane_id)
         if mm is None:
-            mm = open_map(self._shm_dir / name)[0]
+            mm = open_map(self._shm_dir / path)[0]
             self._lanes[lane_id] = mm
         return mm
 

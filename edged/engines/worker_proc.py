@@ -15,13 +15,16 @@ import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TypeVar
 
 import edged
 from edged import errors as e
 from edged.engines import channel as ch
 from edged.engines.calls import Call, CallTable
 from edged.engines.shm import SHM_DIR, LanePool
+from edged.engines.worker_protocol import Exit, Ok, Ready, Request, Wire
+
+R = TypeVar("R")
 
 RECV_TICK_S = 0.02  # how late a caller reading the socket may notice its deadline
 
@@ -80,7 +83,7 @@ class WorkerProcess:
         self.calls = CallTable(ch.Channel(parent, recv_tick_s=RECV_TICK_S), gone=self.gone_error,
                                on_end=self._ended, exited=self.exited, nudge=self._nudge)
         try:
-            self.calls.wait(self.calls.expect(0, self.name), timeout_s, what="start")
+            self.calls.wait(self.calls.expect(0, self.name, Ready.of), timeout_s, what="start")
             self._ready = True  # nudges from now on (before, SIGUSR1 could still kill it)
         except e.EdgedError:
             self._stopping = True
@@ -106,13 +109,13 @@ class WorkerProcess:
             except ProcessLookupError:
                 pass
 
-    def request_exit(self) -> Call | None:
+    def request_exit(self) -> Call[Ok] | None:
         """Ask the worker to exit, without waiting (``stop`` waits)."""
         if self._stopping:
             return None
         self._stopping = True
         try:
-            return self.send(("exit",), exempt=True)
+            return self.request(Exit(), exempt=True)
         except e.EdgedError:
             return None
 
@@ -137,19 +140,28 @@ class WorkerProcess:
         return self.proc is not None and self.proc.poll() is not None
 
     # -- requests (see calls.py) -----------------------------------------------------------
-    def send(self, meta: Any, buffers: Sequence[Any] = (), *, key: str = "",
-             on_done: Callable[[Call], None] | None = None, exempt: bool = False) -> Call:
+    def request(self, msg: Request[R], *, key: str = "", exempt: bool = False) -> Call[R]:
+        """Send ``msg``; ``wait`` returns its reply. ``exempt``: not watched for hangs (loads
+        and other requests that may take long)."""
+        return self.send(msg.wire(), key=key, decode=msg.reply, exempt=exempt)
+
+    def send(self, wire: Wire, buffers: Sequence[ch.Buffer] = (), *, key: str = "",
+             decode: Callable[[Wire], R] | None = None,
+             on_done: Callable[[Call[R]], None] | None = None,
+             exempt: bool = False) -> Call[R]:
+        """``request`` for a caller that decodes the reply itself, in ``on_done``
+        (inference.py)."""
         if self.calls is None:
             raise self.gone_error(key or self.name)
-        return self.calls.send(meta, buffers, key=key or self.name, on_done=on_done,
-                               exempt=exempt)
+        return self.calls.send(wire, buffers, key=key or self.name, decode=decode,
+                               on_done=on_done, exempt=exempt)
 
-    def wait(self, call: Call, timeout_s: float | None, what: str = "request",
-             budget_s: float | None = None) -> Any:
+    def wait(self, call: Call[R], timeout_s: float | None, what: str = "request",
+             budget_s: float | None = None) -> R:
         assert self.calls is not None
         return self.calls.wait(call, timeout_s, what, budget_s)
 
-    def oldest_pending(self) -> Call | None:
+    def oldest_pending(self) -> Call[object] | None:
         return self.calls.oldest() if self.calls is not None else None
 
     def reap(self, block: bool = False) -> None:

@@ -39,6 +39,7 @@ from edged.engines.procfs import anon_peak, read_status
 from edged.engines.shm import SHM_DIR
 from edged.engines.spares import Spares
 from edged.engines.worker_proc import WorkerProcess
+from edged.engines.worker_protocol import Load, Ping, Unload
 
 __all__ = ["LoadResult", "ShmRef", "WorkerPool", "WorkerStats"]
 
@@ -182,24 +183,24 @@ class WorkerPool:
                     raise e.Aborted(f"load of '{key}' aborted: {aborted}")
             try:
                 gpu_before = self._gpu(worker.pid)
-                call = worker.send(("load", key, str(artifact), fmt, options.to_wire(),
-                                    max_concurrency), key=key, exempt=True)
-                reply = worker.wait(call, self._start_timeout, what="load")
+                call = worker.request(Load(key, str(artifact), fmt, options, max_concurrency),
+                                      key=key, exempt=True)
+                loaded = worker.wait(call, self._start_timeout, what="load")
             except BaseException:
                 if fresh:
                     self._retire(worker)
                     worker.stop()
                 raise
-            _, sig_wire, providers, session_s, warmup_s, before, after, peak = reply
+            providers = loaded.providers
             gpu = gpumem.gpu_growth(providers, gpu_before, self._gpu(worker.pid))
-            measured = (after if fresh else max(0, after - before)) + gpu
+            measured = (loaded.rss_after if fresh else
+                        max(0, loaded.rss_after - loaded.rss_before)) + gpu
             if fresh:  # a fresh worker's own cost, for this device's calibration
-                self._emit("worker_measured", {"key": key, "worker_bytes": before,
+                self._emit("worker_measured", {"key": key, "worker_bytes": loaded.rss_before,
                                                "footprint": measured, "gpu_bytes": gpu,
-                                               "providers": tuple(providers)})
-            checker = validate.Checker(Signature.from_wire(sig_wire), self._threshold,
-                                       self._shm_dir)
-            model = LoadedModel(key, worker, checker, tuple(providers), max_concurrency,
+                                               "providers": providers})
+            checker = validate.Checker(loaded.signature, self._threshold, self._shm_dir)
+            model = LoadedModel(key, worker, checker, providers, max_concurrency,
                                 measured, self._threshold, gpu_bytes=gpu)
             with self._cv:
                 if not worker.alive:
@@ -214,7 +215,8 @@ class WorkerPool:
                 if worker is not None:
                     worker.loads -= 1
         return LoadResult(key, worker.pid, time.monotonic() - started, measured,
-                          model.signature, model.providers, session_s, warmup_s, peak, fresh,
+                          model.signature, model.providers, loaded.session_s, loaded.warmup_s,
+                          loaded.peak, fresh,
                           options.memory_limit_bytes, gpu)
 
     def _capped(self, key: str, options: EngineOptions) -> EngineOptions:
@@ -381,7 +383,7 @@ class WorkerPool:
         if m is None or not m.worker.alive:
             raise e.Unavailable(f"model '{key}' is not loaded", metadata={"model": key})
         t0 = time.perf_counter()
-        m.worker.wait(m.worker.send(("ping",), key=key), timeout_s)
+        m.worker.wait(m.worker.request(Ping(), key=key), timeout_s)
         return time.perf_counter() - t0
 
     # -- unload / drain / close ------------------------------------------------------------
@@ -417,7 +419,7 @@ class WorkerPool:
             worker.stop()
             return
         try:
-            worker.wait(worker.send(("unload", key), key=key, exempt=True), self._start_timeout,
+            worker.wait(worker.request(Unload(key), key=key, exempt=True), self._start_timeout,
                         what="unload")
         except e.EdgedError as exc:
             log.warning("unloading %s from worker %d: %s", key, worker.pid, exc)

@@ -11,9 +11,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeAlias
 
 JTOP_SOCKET = Path("/run/jtop.sock")
+# One of jtop's ``gpu`` / ``power`` / ``temperature`` properties: nested dicts of documented
+# shapes (see convert_jtop), untyped.
+JtopDict: TypeAlias = Mapping[str, Any]
 _OFFLINE_C = -256.0
 
 
@@ -25,8 +28,7 @@ class JtopReading:
     power_mw: dict[str, float]
 
 
-def convert_jtop(gpu: Mapping[str, Any], power: Mapping[str, Any],
-                 temperature: Mapping[str, Any]) -> JtopReading:
+def convert_jtop(gpu: JtopDict, power: JtopDict, temperature: JtopDict) -> JtopReading:
     """jtop's ``gpu`` / ``power`` / ``temperature`` properties -> edged units.
 
     jtop reports GPU load in %, frequency in kHz, rail power in mW (the total rail, e.g.
@@ -55,10 +57,22 @@ def convert_jtop(gpu: Mapping[str, Any], power: Mapping[str, Any],
     return JtopReading(load, freq, temps, rails)
 
 
+class JtopClient(Protocol):
+    """What the source reads of ``jtop.jtop`` (untyped; its properties are nested dicts)."""
+
+    gpu: JtopDict
+    power: JtopDict
+    temperature: JtopDict
+
+    def ok(self, spin: bool = False) -> bool: ...
+
+    def close(self) -> None: ...
+
+
 class JtopSource:
     """An open jtop client; the service pushes a fresh reading every ``interval_s``."""
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: JtopClient) -> None:
         self._client = client
 
     def read(self) -> JtopReading:
@@ -83,7 +97,7 @@ def open_jtop(interval_s: float, socket_path: Path = JTOP_SOCKET) -> JtopSource 
     if not socket_path.exists():
         return None
     try:
-        from jtop import jtop  # type: ignore[import-not-found]  # optional, AGPL, Jetson-only
+        from jtop import jtop  # optional, AGPL, Jetson-only (untyped: see pyproject)
     except ImportError:
         return None
     client = jtop(interval=max(interval_s, 0.5))

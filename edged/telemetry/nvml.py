@@ -8,15 +8,43 @@ GPU memory from NVML is reported for the operator only: capacity decisions read
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Protocol
 
 from edged.telemetry.snapshot import GpuInfo
+
+
+class _Utilization(Protocol):
+    gpu: int  # percent
+
+
+class _Memory(Protocol):
+    total: int
+    used: int
+
+
+class Nvml(Protocol):
+    """The pynvml names the source uses (pynvml has no types; tests pass a stand-in)."""
+
+    NVMLError: type[Exception]
+    NVML_CLOCK_GRAPHICS: int
+
+    def nvmlDeviceGetHandleByIndex(self, index: int) -> object: ...  # noqa: N802 - NVML's
+
+    def nvmlDeviceGetName(self, handle: object) -> str | bytes: ...  # noqa: N802
+
+    def nvmlDeviceGetUtilizationRates(self, handle: object) -> _Utilization: ...  # noqa: N802
+
+    def nvmlDeviceGetClockInfo(self, handle: object, clock: int) -> int: ...  # noqa: N802
+
+    def nvmlDeviceGetMemoryInfo(self, handle: object) -> _Memory: ...  # noqa: N802
+
+    def nvmlShutdown(self) -> None: ...  # noqa: N802
 
 
 class NvmlSource:
     """An initialised NVML with at least one device; :meth:`close` shuts it down."""
 
-    def __init__(self, nvml: Any, count: int) -> None:
+    def __init__(self, nvml: Nvml, count: int) -> None:
         self._nvml = nvml
         self._count = count
 

@@ -15,6 +15,7 @@ import pytest
 from edged import errors as e
 from edged.engines import channel as ch
 from edged.engines.worker_proc import WorkerProcess
+from edged.engines.worker_protocol import ErrorReply, Ok, Ping
 
 
 @pytest.fixture
@@ -92,12 +93,16 @@ def test_eof(pair: tuple[ch.Channel, ch.Channel]) -> None:
 def test_errors_cross_the_wire_as_the_same_class() -> None:
     err = e.InvalidArgument("input 'x': bad", field="x", reason="BAD_TENSOR",
                             metadata={"tensor": "x"})
-    back = ch.decode_error(ch.encode_error(err))
+    def across(exc: BaseException) -> e.EdgedError:
+        wire = marshal.loads(marshal.dumps(ErrorReply.of_exception(exc).wire()))
+        return ErrorReply.of(wire).error()
+
+    back = across(err)
     assert type(back) is e.InvalidArgument and str(back) == str(err)
     assert (back.field, back.reason, back.metadata) == ("x", "BAD_TENSOR", {"tensor": "x"})
-    other = ch.decode_error(ch.encode_error(ValueError("boom")))
+    other = across(ValueError("boom"))
     assert type(other) is e.Internal and "ValueError: boom" in other.message
-    assert type(ch.decode_error(("err", "os", "x", None, "INTERNAL", {}))) is e.Internal
+    assert type(ErrorReply.of(("err", "os", "x", None, "INTERNAL", {})).error()) is e.Internal
 
 
 def test_reader_role_passes_between_concurrent_callers() -> None:
@@ -110,7 +115,7 @@ def test_reader_role_passes_between_concurrent_callers() -> None:
     try:
         def ping(_: int) -> int:
             for _ in range(200):
-                assert w.wait(w.send(("ping",)), 10) == ("ok",)
+                assert w.wait(w.request(Ping()), 10) == Ok()
             return 1
 
         with ThreadPoolExecutor(16) as ex:
