@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Replay a request trace against a memory budget, through several cache policies.
 
-    python tools/replay.py --trace T.jsonl --models M.json --budget 6GiB [--json]
+    python tools/replay.py --trace T.jsonl --models M.json --budget 6GiB [--json | --explain]
 
 Policies: ``lru``, ``lfu``, ``edged`` (``edged.manager.memory.policy.EdgedPolicy`` with the capacity
 planner, demand victims by :func:`edged.manager.memory.capacity.plan_demand` and the preloader rule
@@ -21,8 +21,13 @@ chosen with what the policy knows when the request comes. The preloader's passes
 the daemon's preloader thread runs them: one every ``--preload-interval`` seconds (the daemon's
 ``preload.interval_s``) from the first request; a pass asks the policy for candidates and starts
 the first (of at most three) that :func:`plan_preload` admits, and then waits for it (the
-daemon's pass loads synchronously) before the next interval; no pass starts a preload while the
-loader is busy. ``loader_busy`` is the share of the trace's span the loader spent loading.
+daemon's pass loads synchronously) before the next interval. A pass that finds the loader busy
+with demand loads waits for it and runs the moment it is free (so a busy loader's gaps are
+used; the policy ranks candidates by the saving that will land before a demand load cancels
+them); a preload never delays a demand load. ``loader_busy`` is the share of the trace's span
+the loader spent loading. ``--explain`` lists, per online policy, which waits cost the stall:
+a model's first load, a preload too late, requests queued behind a load, and the load (demand
+or preload) whose room evicted the model.
 ``wasted_preloads`` counts preloads cancelled, evicted before their first use,
 or never used; ``bytes_loaded`` counts what was read, a cancelled preload's part included. All
 models are ``swap``-tier, CPU, evictable; the budget is all the memory they may use. ``edged``
