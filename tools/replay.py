@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Replay a request trace against a memory budget, through several cache policies.
 
-    python tools/replay.py --trace T.jsonl --models M.json --budget 6GiB [--json]
+    python tools/replay.py --trace T.jsonl --models M.json --budget 6GiB [--json | --explain]
 
 Policies: ``lru``, ``lfu``, ``edged`` (``edged.manager.memory.policy.EdgedPolicy`` with the capacity
 planner, demand victims by :func:`edged.manager.memory.capacity.plan_demand` and the preloader rule
@@ -21,8 +21,13 @@ chosen with what the policy knows when the request comes. The preloader's passes
 the daemon's preloader thread runs them: one every ``--preload-interval`` seconds (the daemon's
 ``preload.interval_s``) from the first request; a pass asks the policy for candidates and starts
 the first (of at most three) that :func:`plan_preload` admits, and then waits for it (the
-daemon's pass loads synchronously) before the next interval; no pass starts a preload while the
-loader is busy. ``loader_busy`` is the share of the trace's span the loader spent loading.
+daemon's pass loads synchronously) before the next interval. A pass that finds the loader busy
+with demand loads waits for it and runs the moment it is free (so a busy loader's gaps are
+used; the policy ranks candidates by the saving that will land before a demand load cancels
+them); a preload never delays a demand load. ``loader_busy`` is the share of the trace's span
+the loader spent loading. ``--explain`` lists, per online policy, which waits cost the stall:
+a model's first load, a preload too late, requests queued behind a load, and the load (demand
+or preload) whose room evicted the model.
 ``wasted_preloads`` counts preloads cancelled, evicted before their first use,
 or never used; ``bytes_loaded`` counts what was read, a cancelled preload's part included. All
 models are ``swap``-tier, CPU, evictable; the budget is all the memory they may use. ``edged``
@@ -78,11 +83,25 @@ class Result:
 
 
 @dataclass
+class Stall:
+    """One request that waited (``--explain``): why its model was not ready."""
+
+    t: float
+    model: str
+    stall_s: float
+    cause: str  # "first" load | "evicted" | "preload late" | "queued" (behind a demand load)
+    by: str = ""  # the load whose room evicted it (when cause is "evicted") ...
+    by_preload: bool = False  # ... and whether that load was a preload
+    evicted_at: float = math.nan
+
+
+@dataclass
 class _Slot:
     size: int
     ready_at: float
     preloaded: bool = False
     used: bool = False
+    why: Stall | None = None  # with ``explain``: why its demand load was needed
 
 
 class Simulator:
@@ -92,8 +111,14 @@ class Simulator:
                  policy: CachePolicy | None, order: Callable[[Sequence[planner.Resident], float],
                                                               Sequence[planner.Resident]],
                  *, preload: bool, interval_s: float = 0.5,
-                 on_request: Callable[[int], None] | None = None) -> None:
+                 on_request: Callable[[int], None] | None = None,
+                 explain: bool = False, busy_waits: bool = True) -> None:
         self.models, self.policy, self.order = models, policy, order
+        self.busy_waits = busy_waits
+        self.explain = explain
+        self.stalls: list[Stall] = []  # with ``explain``: every request that waited
+        self._evicted: dict[str, tuple[str, bool, float]] = {}  # model -> (by, preload, when)
+        self._cause: tuple[str, bool] = ("", False)  # the load whose room is being made
         self.on_request = on_request
         self.preload, self.interval_s = preload, interval_s
         self.budgets = Budgets(ram=0, swap=budget, reserve=0)
@@ -118,9 +143,11 @@ class Simulator:
         used = sum(s.size for s in self.slots.values())
         return planner.Memory(self.budgets.swap - used, 0, swap_total_bytes=0)
 
-    def evict(self, victims: Sequence[str]) -> None:
+    def evict(self, victims: Sequence[str], now: float = math.nan) -> None:
         for v in victims:
             slot = self.slots.pop(v)
+            if self.explain:
+                self._evicted[v] = (*self._cause, now)
             if slot.preloaded and not slot.used:
                 self.r.wasted_preloads = (self.r.wasted_preloads or 0) + 1
 
@@ -152,6 +179,10 @@ class Simulator:
             if self.loading is None and self.try_preload(now):
                 assert self.loading is not None
                 self.next_pass = self.loading[3] + self.interval_s
+            elif self.loading is not None and self.busy_waits:
+                # the loader is busy with demand loads: the pass waits for it to be free and
+                # then starts the best preload at once (before the next interval's pass)
+                self.next_pass = max(now + 1e-6, self.loading[3])
             else:
                 self.next_pass = now + self.interval_s
         self.finish(t)
@@ -172,7 +203,8 @@ class Simulator:
             d = plan_preload(self.policy, req, residents, self.budgets, self.memory(), now)
             if isinstance(d, planner.Reject):
                 continue
-            self.evict(d.victims if isinstance(d, planner.AdmitAfterEvicting) else ())
+            self._cause = (name, True)
+            self.evict(d.victims if isinstance(d, planner.AdmitAfterEvicting) else (), now)
             self.slots[name] = _Slot(cost.size_bytes, now + cost.load_s, preloaded=True)
             self.loading = (name, True, now, now + cost.load_s)
             self.r.preloads = (self.r.preloads or 0) + 1
@@ -194,6 +226,13 @@ class Simulator:
             if slot.preloaded and not slot.used:  # the preload came too late: a cold load
                 self.r.cold_loads = (self.r.cold_loads or 0) + 1
             self.r.stall_s = (self.r.stall_s or 0.0) + slot.ready_at - t
+            if self.explain:
+                late = slot.preloaded and not slot.used
+                first = slot.why
+                self.stalls.append(Stall(t, name, slot.ready_at - t, "preload late" if late
+                                         else f"queued, {first.cause}" if first else "queued",
+                                         *((first.by, first.by_preload, first.evicted_at)
+                                           if first and not late else ())))
             slot.used = True
             return
         self.demand_load(i, t, name)
@@ -208,7 +247,8 @@ class Simulator:
             self.r.bytes_loaded = (self.r.bytes_loaded or 0) - int(
                 self.models[other].size_bytes * (p_end - t) / max(p_end - p_start, 1e-9))
             self.busy_s -= p_end - t
-            self.evict([other])
+            self._cause = (name, False)
+            self.evict([other], t)
             self.loading = None
             self.next_pass = min(self.next_pass, t + self.interval_s)  # the pass gave up
         elif self.loading is not None:
@@ -226,9 +266,15 @@ class Simulator:
         if isinstance(d, planner.Reject):
             self.r.rejected = (self.r.rejected or 0) + 1
             return
-        self.evict(d.victims if isinstance(d, planner.AdmitAfterEvicting) else ())
+        self._cause = (name, False)
+        self.evict(d.victims if isinstance(d, planner.AdmitAfterEvicting) else (), t)
         end = start + cost.load_s
-        self.slots[name] = _Slot(cost.size_bytes, end, used=True)
+        if self.explain:
+            by = self._evicted.get(name)
+            self.stalls.append(Stall(t, name, end - t, "first" if by is None else "evicted",
+                                     *(by or ("", False, math.nan))))
+        self.slots[name] = _Slot(cost.size_bytes, end, used=True,
+                                 why=self.stalls[-1] if self.explain else None)
         self.loading = (name, False, start, end)
         self.r.cold_loads = (self.r.cold_loads or 0) + 1
         self.r.stall_s = (self.r.stall_s or 0.0) + end - t
@@ -413,6 +459,39 @@ def simulate(policy_name: str, trace: Sequence[TraceEntry], models: dict[str, Mo
                      interval_s=interval_s).run(trace)
 
 
+def explain(policy_name: str, trace: Sequence[TraceEntry], models: dict[str, ModelCost],
+            budget: int, *, interval_s: float = 0.5) -> tuple[Result, list[Stall]]:
+    """Run one online policy (``lru`` | ``lfu`` | ``edged``) and return every request that
+    waited, with why: its model's first load, a preload that came too late, a wait behind
+    another load of it, or the load (demand or preload) whose room evicted it."""
+    if policy_name not in ("lru", "lfu", "edged"):
+        raise ValueError(f"--explain needs an online policy, not {policy_name!r}")
+    policy = make_policy(policy_name)
+    sim = Simulator(models, budget, policy, policy.eviction_order,
+                    preload=policy_name == "edged", interval_s=interval_s, explain=True)
+    return sim.run(trace), sim.stalls
+
+
+def explain_table(stalls: Sequence[Stall], top: int = 15) -> str:
+    """Stall summed by model and cause, the largest first."""
+    groups: dict[tuple[str, str], list[float]] = {}
+    for st in stalls:
+        by = f"{st.by} ({'preload' if st.by_preload else 'demand'})" if st.by else ""
+        g = groups.setdefault((st.model, f"{st.cause} {by}".strip()), [0, 0.0])
+        g[0] += 1
+        g[1] += st.stall_s
+    total = sum(st.stall_s for st in stalls) or 1.0
+    lines = [f"{'model':<14}{'why':<36}{'waits':>7}{'stall s':>11}{'share':>8}"]
+    for (model, why), (n, sec) in sorted(groups.items(), key=lambda kv: -kv[1][1])[:top]:
+        lines.append(f"{model:<14}{why:<36}{int(n):>7}{sec:>11.1f}{sec / total:>8.1%}")
+    by_model: dict[str, float] = {}
+    for st in stalls:
+        by_model[st.model] = by_model.get(st.model, 0.0) + st.stall_s
+    lines.append("per model: " + ", ".join(
+        f"{m} {s_:.0f} s" for m, s_ in sorted(by_model.items(), key=lambda kv: -kv[1])))
+    return "\n".join(lines)
+
+
 def table(report: dict[str, object]) -> str:
     cols = ("hit_rate", "cold_loads", "stall_s", "bytes_loaded", "wasted_preloads")
     lines = [f"{'policy':<10}" + "".join(f"{c:>16}" for c in cols)]
@@ -437,6 +516,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--policies", default=",".join(POLICIES), help="comma-separated subset")
     p.add_argument("--preload-interval", type=float, default=0.5, help="seconds (daemon's)")
     p.add_argument("--json", action="store_true", help="print only JSON")
+    p.add_argument("--explain", action="store_true",
+                   help="per online policy: which waits cost the stall, and which load's "
+                        "evictions caused them")
     args = p.parse_args(argv)
     try:
         budget = parse_size(args.budget)
@@ -444,6 +526,16 @@ def main(argv: list[str] | None = None) -> int:
         unknown = set(policies) - set(POLICIES)
         if unknown:
             raise ValueError(f"unknown policies: {', '.join(sorted(unknown))}")
+        if args.explain:
+            trace, models = read_trace(args.trace), read_models(args.models)
+            for name in policies:
+                if name in ("furthest", "optimal"):
+                    continue
+                r, stalls = explain(name, trace, models, budget,
+                                    interval_s=args.preload_interval)
+                print(f"== {name}: {r.cold_loads} cold loads, {r.stall_s} s stall")
+                print(explain_table(stalls))
+            return 0
         report = run_all(read_trace(args.trace), read_models(args.models), budget, policies,
                          args.preload_interval)
     except (OSError, ValueError) as exc:

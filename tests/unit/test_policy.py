@@ -420,3 +420,61 @@ def test_a_partial_preload_does_not_start_when_it_does_not_pay() -> None:
     q, now = partial_setup(4.0)
     d = plan_preload(q, req, [res("vad:1", 800)], BUDGETS, mem(800), now)
     assert isinstance(d, planner.Reject)  # the VAD is due within a second
+
+
+def test_a_preloads_victims_answer_to_the_regret_weights() -> None:
+    # asr came twice, 4 s apart, 5 s ago: its one gap says it is done (predict), while it was
+    # just used (recency). With no evidence the loss is predict's alone; once the trace has
+    # shown recency to predict better, evicting asr to preload loc is priced as recency sees it
+    def setup() -> EdgedPolicy:
+        p = EdgedPolicy()
+        for name in ("asr", "loc"):
+            p.set_model(name, 100 * MiB, 0.5)
+        feed(p, [("loc", 0.0), ("loc", 20.0), ("asr", 30.0), ("asr", 34.0), ("loc", 35.0)])
+        return p
+
+    neutral, favoured = setup(), setup()
+    favoured.regret.update(predict=20.0, recency=0.0, frequency=20.0)
+    assert neutral.weights()["recency"] <= neutral.weights()["predict"]
+    assert favoured.weights()["recency"] > 0.9
+    full = neutral.miss_cost_s + 0.5
+    calm = neutral.eviction_loss("loc", 39.0)(res("asr:1"))
+    alarmed = favoured.eviction_loss("loc", 39.0)(res("asr:1"))
+    assert calm < 0.25 * full < 0.5 * full < alarmed
+    # the same numbers again: no hidden state
+    assert favoured.eviction_loss("loc", 39.0)(res("asr:1")) == alarmed
+
+
+def busy_setup() -> EdgedPolicy:
+    """Two models due in 12 s (every 20 s), ``big`` (3 s to load) and ``small`` (0.5 s), and
+    five others requested every 2 s: when those are not resident, demand loads keep coming."""
+    p = EdgedPolicy()
+    p.set_model("big", 100 * MiB, 3.0)
+    p.set_model("small", 100 * MiB, 0.5)
+    others = [f"o{i}" for i in range(5)]
+    for name in others:
+        p.set_model(name, 10 * MiB, 0.2)
+    events = [(m, float(t)) for t in range(0, 588, 20) for m in ("big", "small")]
+    events += [(o, t + 0.1 * i) for t in range(0, 588, 2) for i, o in enumerate(others)]
+    feed(p, sorted(events, key=lambda e: e[1]))  # the last at 586.4, the next due at 588
+    return p
+
+
+def test_a_busy_loader_ranks_preloads_by_the_saving_that_will_land() -> None:
+    # at 588 (+0.05): big and small are due at ~600. With the others resident (a quiet loader) big's
+    # larger gain (its 3 s load) comes first; with them not resident, demand loads will cancel
+    # a 3 s load before it ends: small first, big's gain discounted by its chance to finish
+    now = 588.05
+    p = busy_setup()
+    quiet = p.preload_candidates([f"o{i}:1" for i in range(5)], now)
+    assert quiet.index("big") < quiet.index("small")
+    quiet_big = p.completes("big", now)
+    gain_quiet = p.preload_gain("big", now)
+    busy = p.preload_candidates([], now)
+    assert busy.index("small") < busy.index("big")
+    assert p.completes("big", now) < 0.05 * quiet_big
+    assert p.completes("big", now) < 0.01 * p.completes("small", now)
+    assert p.preload_gain("big", now) < 0.05 * gain_quiet
+    # before any pass the policy knows nothing of the loader: no discount
+    fresh = busy_setup()
+    assert fresh.completes("big", now) == 1.0

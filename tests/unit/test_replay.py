@@ -276,3 +276,38 @@ def test_edged_adapts_after_a_shift(replay: ModuleType, tmp_path: Path) -> None:
     assert rate(edged, 3 * q, n) >= rate(edged, 2 * q, 3 * q)
     assert rate(edged, 3 * q, n) >= rate(edged, q, 2 * q) - 0.01
     assert rate(edged, 2 * q, n) >= rate(sims["lru"], 2 * q, n)
+
+
+def test_explain_names_the_load_whose_room_evicted_a_model(replay: ModuleType) -> None:
+    # room for two: a, b, then c evicts a (LRU); a comes back: its wait is c's doing, and a
+    # second request of a while it loads waits too, for the same reason
+    models = {m: ModelCost(1, 1.0) for m in "abc"}
+    trace = [TraceEntry(0.0, "a"), TraceEntry(10.0, "b"), TraceEntry(20.0, "c"),
+             TraceEntry(30.0, "a"), TraceEntry(30.5, "a")]
+    r, stalls = replay.explain("lru", trace, models, 2)
+    assert r.cold_loads == 4 and len(stalls) == 5
+    assert [s.cause for s in stalls[:3]] == ["first"] * 3
+    back, queued = stalls[3], stalls[4]
+    assert (back.model, back.cause, back.by, back.by_preload) == ("a", "evicted", "c", False)
+    assert back.evicted_at == 20.0 and back.stall_s == pytest.approx(1.0)
+    assert (queued.cause, queued.by, queued.stall_s) == ("queued, evicted", "c",
+                                                         pytest.approx(0.5))
+    assert sum(s.stall_s for s in stalls) == pytest.approx(r.stall_s)
+    assert "evicted c (demand)" in replay.explain_table(stalls)
+    with pytest.raises(ValueError):
+        replay.explain("optimal", trace, models, 2)
+
+
+def test_a_pass_on_a_busy_loader_preloads_as_soon_as_it_is_free(replay: ModuleType) -> None:
+    # a's demand load runs 0.0-1.2; the pass at 0.5 finds the loader busy: it waits for it and
+    # starts b's preload at 1.2 (ready at 5.2), not at the next interval's pass (1.5, ready at
+    # 5.5), so b asked for at 5.3 is a hit; demand loads never wait behind it
+    models = {"a": ModelCost(10, 1.2), "b": ModelCost(20, 4.0)}
+    trace = [TraceEntry(0.0, "a"), TraceEntry(5.3, "b")]
+    r = stub_run(replay, trace, models, 100, PreloadAt("b", 0.2))
+    assert (r.cold_loads, r.preloads, r.hit_rate) == (1, 1, 0.5)
+    assert r.stall_s == pytest.approx(1.2)
+    sim = replay.Simulator(models, 100, PreloadAt("b", 0.2), LruPolicy().eviction_order,
+                           preload=True, interval_s=0.5, busy_waits=False)
+    late = sim.run(trace)  # the old rule: the pass skips, the preload lands 0.2 s late
+    assert (late.cold_loads, late.stall_s) == (2, pytest.approx(1.2 + 0.2))

@@ -46,7 +46,17 @@ Decisions (tuned on seeded traces, see ``bench/replay_results.md``):
   when the wait it saves beats what its victims are expected to cost.
   ``capacity.plan_preload`` lets one in where memory is free, or where the victims' expected loss —
   P(victim needed again before the candidate, within ``keep_s``) x its (load_s + miss cost),
-  Belady's rule in expectation — is below the gain / (1 + margin).
+  Belady's rule in expectation — is below the gain / (1 + margin). That P is *predict*'s, blended
+  with the recency and frequency experts' estimates by how much their regret weight exceeds
+  predict's, times ``young_n / (young_n + the victim's requests)`` (the less predict has seen
+  of a model, the more the others count): where the trace has shown that recency predicts
+  better, a model just used is not pushed out for a preload because its one or two gaps say
+  it is done (a new phase, a short trace).
+* **a busy loader**: demand loads never wait behind a preload (they cancel it), so a preload
+  saves only if it finishes first. Candidates are ranked, and their gain priced for evictions,
+  by gain x P(no model that is not resident is requested within the candidate's load time)
+  (:meth:`EdgedPolicy.completes`): when demand loads keep coming, the loader's gaps go to the
+  short loads that will land, not to a long one a demand load will cancel.
 """
 
 from __future__ import annotations
@@ -193,7 +203,8 @@ class EdgedPolicy(_Base):
                  tz_offset_s: float = 0.0, tod_weight: float = 0.5,
                  tod_min_s: float = 600.0, probation: float = 1.0,
                  experts: Sequence[str] = EXPERTS, regret_rate: float = 0.5,
-                 regret_decay: float = 0.98, preload_credit: float = 0.5) -> None:
+                 regret_decay: float = 0.98, preload_credit: float = 0.5,
+                 young_n: float = 5.0) -> None:
         super().__init__()
         self.window_s, self.horizon_s = window_s, horizon_s
         self.preload_threshold, self.memory_s = preload_threshold, memory_s
@@ -220,17 +231,20 @@ class EdgedPolicy(_Base):
         self.experts = tuple(experts)
         self.regret_rate, self.regret_decay = regret_rate, regret_decay
         self.preload_credit = preload_credit
+        self.young_n = young_n
         self.regret = dict.fromkeys(self.experts, 0.0)  # discounted misses each expert caused
         self._shadow: dict[str, set[str]] = {e: set() for e in self.experts}  # their caches
         self.counts: dict[str, int] = {}
         self._freq: dict[str, tuple[float, float]] = {}  # decayed request count, as of when
         self._blend: tuple[float, dict[str, float]] = (math.nan, {})
+        self._resident: frozenset[str] | None = None  # as the last preload pass saw it
+        self._demand: tuple[float, dict[str, list[float]]] = (math.nan, {})
 
     # -- learning --------------------------------------------------------------------------
     def set_model(self, name: str, size_bytes: int, load_s: float) -> None:
         super().set_model(name, size_bytes, load_s)
         self._values, self._grid = (math.nan, {}), (math.nan, {})
-        self._blend = (math.nan, {})
+        self._blend, self._demand = (math.nan, {}), (math.nan, {})
 
     def set_capacity(self, capacity_bytes: int | None) -> None:
         super().set_capacity(capacity_bytes)
@@ -308,7 +322,7 @@ class EdgedPolicy(_Base):
         f, since = self._freq.get(model, (0.0, t))
         self._freq[model] = (f * math.exp(-(t - since) / self.memory_s) + 1.0, t)
         self._ctx, self._values, self._grid = None, (math.nan, {}), (math.nan, {})
-        self._blend = (math.nan, {})
+        self._blend, self._demand = (math.nan, {}), (math.nan, {})
         self._roll_day(t)
         if self._now > -math.inf:
             self._expose(self._now, t)
@@ -550,8 +564,40 @@ class EdgedPolicy(_Base):
 
     def preload_gain(self, name: str, now: float) -> float:
         """Expected stall (miss cost included) that preloading ``name`` now saves: a request
-        after the load is done saves the cold load, one during it half the load time."""
-        return self._gain(name, now, self._context(now))[0]
+        after the load is done saves the cold load, one during it half the load time — times
+        the chance that no demand load cancels it first (:meth:`completes`)."""
+        ctx = self._context(now)
+        return self._gain(name, now, ctx)[0] * self.completes(name, now)
+
+    def completes(self, name: str, now: float) -> float:
+        """P(a preload of ``name`` started now finishes before a demand load needs the
+        loader): demand loads never wait behind a preload, they cancel it, and a cancelled
+        preload saves nothing. A demand load comes when a model that is not resident (as the
+        last :meth:`preload_candidates` pass was told; 1 before any pass) is requested: the
+        product over them of P(not requested within ``name``'s load time). So on a busy
+        loader a long load is worth less than a short one of the same gain, and on a quiet
+        one little changes. Each model's P on a fixed grid of horizons (interpolated) is
+        remembered for one instant, as the eviction losses use it."""
+        if self._resident is None:
+            return 1.0
+        if self._demand[0] != now:
+            ctx = self._context(now)
+            self._demand = (now, {n: self._cached((n, 1), now, self._grid_hs, ctx)
+                                  for n in self.stats if n not in self._resident})
+        hs, load = self._grid_hs, self.load_s.get(name, 1.0)
+        k = bisect.bisect_left(hs, load)
+        out = 1.0
+        for n, fs in self._demand[1].items():
+            if n == name:
+                continue
+            if k == 0:
+                f = fs[0] * load / hs[0]
+            elif k == len(hs):
+                f = fs[-1]
+            else:
+                f = fs[k - 1] + (fs[k] - fs[k - 1]) * (load - hs[k - 1]) / (hs[k] - hs[k - 1])
+            out *= max(0.0, 1.0 - f)
+        return out
 
     def _gain(self, name: str, now: float, ctx: Context) -> tuple[float, float]:
         """(preload_gain, P(within horizon_s)), remembered for one instant."""
@@ -595,6 +641,7 @@ class EdgedPolicy(_Base):
         hs = self._grid_hs
         alive_c = [1.0 - p for p in self._cached((name, 1), now, hs, ctx)]
         memo: dict[str, float] = {}
+        weights = self.weights() if len(self.experts) > 1 else {}
 
         def lost(r: Resident) -> float:
             n = model_name(r.key)
@@ -603,27 +650,61 @@ class EdgedPolicy(_Base):
                 return got
             cost = self.miss_cost_s + self.load_s.get(n, 1.0)
             # alive_c only falls, so the loss is at least cost x F_v(keep) x alive_c(keep)
-            bound = cost * self._cached((n, 0), now, hs[-1:], ctx)[0] * alive_c[-1]
+            bound = cost * self._victim_soon(n, now, hs[-1:], ctx, weights, 0)[0] * alive_c[-1]
             if bound >= at_least:
                 memo[n] = bound
                 return bound
             p, prev_f, prev_a = 0.0, 0.0, 1.0
-            for f, a in zip(self._cached((n, 1), now, hs, ctx), alive_c, strict=True):
+            for f, a in zip(self._victim_soon(n, now, hs, ctx, weights, 1), alive_c,
+                            strict=True):
                 p += (f - prev_f) * 0.5 * (prev_a + a)  # victim in (h', h], name not yet
                 prev_f, prev_a = f, a
             memo[n] = got = cost * p
             return got
         return lost
 
+    def _victim_soon(self, name: str, now: float, hs: Sequence[float], ctx: Context,
+                     weights: dict[str, float], key: int) -> list[float]:
+        """P(a resident is requested within h), as the experts see it, weighted by their
+        regret weights: ``predict``'s estimate (``_soon``), ``recency``'s h / (h + time since
+        its last request) (time to the next use like the time since the last: what LRU bets
+        on) and ``frequency``'s 1 - exp(-h x its faded request rate). An expert counts only
+        by how much its weight exceeds ``predict``'s (no evidence, equal weights: ``predict``
+        alone, Belady's rule in expectation), times ``young_n / (young_n + n)`` for a model
+        requested n times (predict's estimate from many gaps is trusted). A preload's
+        evictions then answer to the same regret as the demand victims: where the trace
+        showed that recency predicts better (a new phase, a short trace, models seen once or
+        twice), a model just used is not written off because its few gaps say it is done."""
+        fs = self._cached((name, key), now, hs, ctx)
+        w_p = weights.get("predict", 1.0)
+        young = self.young_n / (self.young_n + self.counts.get(name, 0))
+        w_rec = young * max(0.0, weights.get("recency", 0.0) - w_p)
+        w_freq = young * max(0.0, weights.get("frequency", 0.0) - w_p)
+        if w_rec + w_freq <= 0.0:
+            return fs
+        st = self.stats.get(name)
+        e = max(0.0, now - st.last) if st is not None else math.inf
+        f, since = self._freq.get(name, (0.0, now))
+        rate = f * math.exp(-max(0.0, now - since) / self.memory_s) / self.memory_s
+        w_pred = 1.0 - w_rec - w_freq
+        return [w_pred * p + w_rec * (h / (h + e) if e < math.inf else 0.0)
+                + w_freq * (1.0 - math.exp(-h * rate)) for p, h in zip(fs, hs, strict=True)]
+
     def preload_candidates(self, resident_keys: Collection[str], now: float) -> list[str]:
-        resident = {model_name(k) for k in resident_keys}
+        """The models worth preloading now (P(within ``horizon_s``) at least
+        ``preload_threshold``), the largest expected saving first: the gain times the chance
+        that no demand load cancels the preload (:meth:`completes`), so that a busy loader's
+        few gaps go to the short loads that will finish."""
+        resident = frozenset(model_name(k) for k in resident_keys)
+        if resident != self._resident:
+            self._resident, self._demand = resident, (math.nan, {})
         ctx = self._context(now)
         scored = []
         for n in self.stats:
             if n not in resident:
                 gain, p = self._gain(n, now, ctx)
                 if p >= self.preload_threshold:
-                    scored.append((-gain, n))
+                    scored.append((-gain * self.completes(n, now), n))
         return [n for _, n in sorted(scored)]
 
 
