@@ -101,7 +101,13 @@ def calibrate(cfg: cfgmod.Config, as_json: bool) -> int:
     sampler = Sampler(root=cfg.telemetry.root, interval_s=60,
                       memory_total_override=cfg.budgets.memory_total,
                       use_jtop=False, use_nvml=cfg.telemetry.nvml)
-    device = sampler.sample_now().device
+    # start() opens NVML as the daemon's sampler does: without it a GPU box reads as "cpu" and
+    # the costs were kept under another device's key than the daemon's (seen on an H200)
+    sampler.start()
+    try:
+        device = sampler.snapshot().device
+    finally:
+        sampler.stop()
     key, store = device_key(device), calibration.CalibrationStore(cfg.state_dir)
     meter = open_meter(cfg.telemetry.root, use_nvml=cfg.telemetry.nvml)
     gpu = CUDA in installed_ort_providers() and (meter is not None or device.kind == "jetson")
