@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from edged.manager.memory.traces import TraceRecorder
     from edged.metrics import Metrics
     from edged.telemetry.sampler import Sampler
+    from edged.values import Budgets
 
 log = logging.getLogger("edged")
 
@@ -308,7 +309,7 @@ class Parts:
             self.trace.close()
 
 
-def build_parts(cfg: cfgmod.Config, budgets: cfgmod.Budgets, sampler: Sampler,
+def build_parts(cfg: cfgmod.Config, budgets: Budgets, sampler: Sampler,
                 events: EventBus) -> Parts:
     """Store → manifests → catalog → pool → residency → specs → serving → installs → manager
     → preloader, each built once from what is built before it."""

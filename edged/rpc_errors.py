@@ -117,11 +117,11 @@ def from_rpc_error(exc: grpc.RpcError) -> e.EdgedError:
     if cls is e.CapacityExceeded and info is not None:
         err = e.EdgedError.__new__(e.CapacityExceeded)
         e.ResourceExhausted.__init__(err, text, **kw)  # type: ignore[arg-type]
-        err.numbers = numbers_from(info.capacity)  # type: ignore[attr-defined]
+        err.numbers = numbers_from(info.capacity)
     elif cls is e.SignatureChanged and info is not None:
         err = e.EdgedError.__new__(e.SignatureChanged)
         e.FailedPrecondition.__init__(err, text, **kw)  # type: ignore[arg-type]
-        err.diff = list(info.signature_diff)  # type: ignore[attr-defined]
+        err.diff = list(info.signature_diff)
     else:
         err = cls(text, **kw)  # type: ignore[arg-type]
     err.grpc_code = code  # type: ignore[attr-defined]
@@ -131,7 +131,7 @@ def from_rpc_error(exc: grpc.RpcError) -> e.EdgedError:
 
 def _info_of(exc: grpc.RpcError) -> errors_pb2.ErrorInfo | None:
     try:
-        status = rpc_status.from_call(exc)  # type: ignore[arg-type]
+        status = rpc_status.from_call(exc)
     except (ValueError, AttributeError):
         return None
     if status is None:

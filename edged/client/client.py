@@ -146,7 +146,7 @@ class EdgedClient:
         states: queue.Queue[grpc.ChannelConnectivity] = queue.Queue()
         self._channel.subscribe(states.put, try_to_connect=False)
         try:
-            return states.get(timeout=1.0) == grpc.ChannelConnectivity.READY
+            return bool(states.get(timeout=1.0) == grpc.ChannelConnectivity.READY)
         except queue.Empty:
             return False
         finally:
@@ -417,8 +417,9 @@ class EdgedClient:
                    oip.SystemSharedMemoryUnregisterRequest(name=region))
 
     def model_metadata(self, name: str, version: str = "") -> oip.ModelMetadataResponse:
-        return self._call(self.oip.ModelMetadata,
-                          oip.ModelMetadataRequest(name=name, version=version))
+        reply: oip.ModelMetadataResponse = self._call(
+            self.oip.ModelMetadata, oip.ModelMetadataRequest(name=name, version=version))
+        return reply
 
 
 
