@@ -319,11 +319,7 @@ class ModelManager:
 
         from edged.engines import convert
 
-        entry = self.catalog.get(name)
-        number = version or entry.active
-        v = entry.versions.get(number)
-        if v is None:
-            raise e.NotFound(f"model '{name}' has no version {number}", field="version")
+        number, v = self.catalog.version_of(name, version)
         if kind in v.variant_names:
             raise e.AlreadyExists(f"model '{name}' version {number} already has a variant "
                                   f"{kind!r}", field="kind")

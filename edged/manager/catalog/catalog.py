@@ -252,6 +252,16 @@ class Catalog:
                 raise
 
     # -- variants: other forms of one version (see tier_yaml.VersionEntry.variants) ---------
+    def version_of(self, name: str, version: int | None) -> tuple[int, VersionEntry]:
+        """``(number, entry)`` of one version of ``name`` (None or 0: the active one);
+        ``NotFound`` for an unknown model or version."""
+        m = self.get(name)
+        number = version or m.active
+        v = m.versions.get(number)
+        if v is None:
+            raise e.NotFound(f"model '{name}' has no version {number}", field="version")
+        return number, v
+
     def add_variant(self, name: str, version: int | None, variant: str, blob: Blob, *,
                     precision: str, quality: float | None = None,
                     notes: str = "") -> ModelEntry:
@@ -259,11 +269,7 @@ class Catalog:
         signature must be the version's: a client sends the same tensors to every variant."""
         with self._lock:
             try:
-                m = self.get(name)
-                number = version or m.active
-                v = m.versions.get(number)
-                if v is None:
-                    raise e.NotFound(f"model '{name}' has no version {number}", field="version")
+                number, v = self.version_of(name, version)
                 if not VARIANT_NAME_RE.fullmatch(variant):
                     raise e.InvalidArgument(
                         f"variant name {variant!r} is not allowed: 1-31 characters of a-z, 0-9, "
@@ -299,11 +305,7 @@ class Catalog:
 
     def remove_variant(self, name: str, version: int | None, variant: str) -> ModelEntry:
         with self._lock:
-            m = self.get(name)
-            number = version or m.active
-            v = m.versions.get(number)
-            if v is None:
-                raise e.NotFound(f"model '{name}' has no version {number}", field="version")
+            number, v = self.version_of(name, version)
             if variant == v.variant_name:
                 raise e.FailedPrecondition(
                     f"{variant!r} is the version itself: remove the version (`edgectl remove "
@@ -319,16 +321,12 @@ class Catalog:
     def set_serve(self, name: str, version: int | None, variant: str) -> ModelEntry:
         """Pin the variant a version is served in ("" or "auto": edged chooses)."""
         with self._lock:
-            m = self.get(name)
-            number = version or m.active
-            v = m.versions.get(number)
-            if v is None:
-                raise e.NotFound(f"model '{name}' has no version {number}", field="version")
+            number, v = self.version_of(name, version)
             pin = "" if variant in ("", "auto") else variant
             if pin:
                 v.variant(pin)  # NotFound for an unknown name
             if v.serve == pin:
-                return m
+                return self.get(name)
             return self._change(name, lambda st: replace(st.models[name], versions={
                 **st.models[name].versions, number: replace(v, serve=pin)}), check_tier=False,
                 before_commit=None)
