@@ -159,6 +159,12 @@ class Unavailable(EdgedError):
     default_reason = "UNAVAILABLE"
 
 
+class NotDelivered(Unavailable):
+    """The request never reached an engine worker: the worker had already died (a moment
+    before the daemon heard of it). Nothing ran, so the daemon retries it on a reload; a
+    client only sees it (as UNAVAILABLE) if the retries fail too."""
+
+
 class Unauthenticated(EdgedError):
     code = Code.UNAUTHENTICATED
     default_reason = "UNAUTHENTICATED"

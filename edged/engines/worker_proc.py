@@ -152,7 +152,8 @@ class WorkerProcess:
         """``request`` for a caller that decodes the reply itself, in ``on_done``
         (inference.py)."""
         if self.calls is None:
-            raise self.gone_error(key or self.name)
+            gone = self.gone_error(key or self.name)
+            raise e.NotDelivered(gone.message, reason=gone.reason, metadata=gone.metadata)
         return self.calls.send(wire, buffers, key=key or self.name, decode=decode,
                                on_done=on_done, exempt=exempt)
 

@@ -311,8 +311,12 @@ class WorkerPool:
         """Ask ``key``'s worker for a lane to client ``pid``; the model must be loaded."""
         m = self._models.get(key)
         if m is None or m.draining or not m.worker.alive:
-            raise e.Unavailable(f"model '{key}' is not loaded", metadata={"model": key})
-        return self._lanebook.open(key, m.worker, pid, size)
+            raise e.NotDelivered(f"model '{key}' is not loaded", metadata={"model": key})
+        try:
+            return self._lanebook.open(key, m.worker, pid, size)
+        except e.NotDelivered:
+            m.worker.reap(block=True)  # (as infer: the caller's retry reloads it)
+            raise
 
     def lanes(self) -> list[LaneInfo]:
         return self._lanebook.lanes()
@@ -373,9 +377,15 @@ class WorkerPool:
         ResourceExhausted (QUEUE_FULL) at once."""
         m = self._models.get(key)
         if m is None or m.draining or not m.worker.alive:
-            raise e.Unavailable(f"model '{key}' is not loaded", metadata={"model": key})
+            raise e.NotDelivered(f"model '{key}' is not loaded", metadata={"model": key})
         timeout = self._request_timeout if timeout_s is None else timeout_s
-        return m.infer(inputs, outputs, output_shm, timeout, self._queue_depth)
+        try:
+            return m.infer(inputs, outputs, output_shm, timeout, self._queue_depth)
+        except e.NotDelivered:
+            # its worker died before the request could be sent: hear of the death now (the
+            # residency forgets the model), so that the caller's retry reloads it
+            m.worker.reap(block=True)
+            raise
 
     def ping(self, key: str, timeout_s: float = 5.0) -> float:
         """Seconds for a bare round trip to ``key``'s worker (no inference): a health probe."""

@@ -38,7 +38,9 @@ log = logging.getLogger("edged.serving")
 
 PLATFORMS = {"onnx": "onnxruntime_onnx", "tensorrt": "tensorrt_plan"}
 _FIT = {"admit": "now", "evict": "evict", "reject": "no"}
-LANE_OPEN_ATTEMPTS = 4
+# A request (or lane open) that never reached its worker because the worker had just died
+# (errors.NotDelivered) is tried again, on a reload, this many times in all
+DELIVERY_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -152,25 +154,39 @@ class Serving:
         self._observe(name, started)  # at arrival, so the preloader learns at once
         ticket = self._trace.start(started) if self._trace is not None else None
         t0 = time.perf_counter()
-        try:
-            slot = self._res.acquire(spec, timeout_s)
-        except BaseException:
-            if ticket is not None:  # it arrived, so it is traffic; it just never ran
-                self._finish_trace(ticket, name, v, None)
-            raise
-        t_run = time.perf_counter()
-        ok = False
-        try:
-            results = self._pool.infer(str(slot.key), ins, outputs, output_shm=out_refs or None,
-                                       timeout_s=timeout_s)
-            ok = True
-        finally:
-            self._res.release(slot)
-            now = time.perf_counter()
-            if ticket is not None:
-                self._finish_trace(ticket, name, v, now - t_run)
-            if self._metrics is not None:
-                self._metrics.observe_request(name, now - t0, ok)
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        for attempt in range(1, DELIVERY_ATTEMPTS + 1):
+            try:
+                slot = self._res.acquire(spec, _left(deadline))
+            except BaseException:
+                if ticket is not None:  # it arrived, so it is traffic; it just never ran
+                    self._finish_trace(ticket, name, v, None)
+                raise
+            t_run = time.perf_counter()
+            ok = again = False
+            try:
+                results = self._pool.infer(str(slot.key), ins, outputs,
+                                           output_shm=out_refs or None,
+                                           timeout_s=_left(deadline))
+                ok = True
+            except e.NotDelivered as exc:
+                # its worker had died a moment before and the residency had not heard yet:
+                # nothing ran, so it is served again on a reload, once the death is known
+                again = attempt < DELIVERY_ATTEMPTS
+                if not again:
+                    raise
+                log.info("request on %s not delivered (%s): retrying on a reload", slot.key,
+                         exc)
+            finally:
+                self._res.release(slot)
+                now = time.perf_counter()
+                if not again:
+                    if ticket is not None:
+                        self._finish_trace(ticket, name, v, now - t_run)
+                    if self._metrics is not None:
+                        self._metrics.observe_request(name, now - t0, ok)
+            if ok:
+                break
         # selection's measured latency: the inference alone, not a load it may have waited for
         self._timed(name, spec.variant, (now - t_run) * 1e3)
         return v, {k: self._shm_result(k, val, output_shm) for k, val in results.items()}
@@ -183,18 +199,19 @@ class Serving:
         by whatever unloads the model)."""
         entry, v = self._servable(name, version)
         spec = self._specs.serving_spec(entry, v)
-        for attempt in range(LANE_OPEN_ATTEMPTS):
-            slot = self._res.acquire(spec, timeout_s)
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        for attempt in range(1, DELIVERY_ATTEMPTS + 1):
+            slot = self._res.acquire(spec, _left(deadline))
             try:
                 return v, self._pool.open_lane(str(slot.key), pid, size)
-            except e.Unavailable:
-                # its worker died and the crash has not reached the residency yet (a client
-                # whose lane broke asks again at once): once it has, the next acquire reloads
-                if attempt + 1 == LANE_OPEN_ATTEMPTS or self._pool.is_loaded(str(slot.key)):
+            except e.NotDelivered:
+                # its worker died and the crash had not reached the residency yet (a client
+                # whose lane broke asks again at once): the pool has heard of it now, so the
+                # next acquire reloads
+                if attempt == DELIVERY_ATTEMPTS:
                     raise
             finally:
                 self._res.release(slot)
-            time.sleep(0.1 * (attempt + 1))
         raise AssertionError("unreachable")
 
     def lane_count(self, key: str) -> int:
@@ -448,3 +465,8 @@ class Serving:
 
     def shm_status(self, name: str = "") -> list[Region]:
         return self._shm.status(name)
+
+
+def _left(deadline: float | None) -> float | None:
+    """Seconds left until ``deadline`` (None: no deadline); never below zero."""
+    return None if deadline is None else max(0.0, deadline - time.monotonic())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -184,3 +185,93 @@ def test_workers_exit_when_the_daemon_dies(models: dict[str, Path]) -> None:
     while psutil.pid_exists(worker) and psutil.Process(worker).status() != "zombie":
         assert time.monotonic() < deadline, "the worker outlived the daemon"
         time.sleep(0.02)
+
+
+class _Unheard:
+    """SIGKILL ``key``'s worker and wait until it is dead, while this thread holds the
+    worker's reader role so that nobody (the monitor included) hears of the death: the window
+    between a crash and the daemon noticing it, held open until ``hear()`` (or the end of the
+    ``with``, so that a failed test does not leave the pool unable to close)."""
+
+    def __init__(self, pool: WorkerPool, key: str) -> None:
+        self.worker = pool._models[key].worker
+        self._held = False
+
+    def __enter__(self) -> _Unheard:
+        calls = self.worker.calls
+        assert calls is not None
+        assert calls._reader.acquire(timeout=10)
+        self._held = True
+        os.kill(self.worker.pid, signal.SIGKILL)
+        # dead: its end of the channel is closed (that is when its last thread has exited,
+        # not when the process first shows as a zombie)
+        hup = select.poll()
+        hup.register(calls.chan._sock, select.POLLHUP)
+        assert hup.poll(10_000), "the killed worker's end of the channel never closed"
+        return self
+
+    def hear(self) -> None:
+        if self._held:
+            self._held = False
+            self.worker.calls._reader.release()  # type: ignore[union-attr]
+
+    def __exit__(self, *exc: object) -> None:
+        self.hear()
+
+
+def _wait_in_frame(t: threading.Thread, function: str, what: str) -> None:
+    """Wait until ``t`` is inside a call of ``function``."""
+    deadline = time.monotonic() + 10
+    while True:
+        frame = sys._current_frames().get(t.ident or 0)
+        while frame is not None:
+            if frame.f_code.co_name == function:
+                return
+            frame = frame.f_back
+        assert t.is_alive() and time.monotonic() < deadline, what
+        time.sleep(0.01)
+
+
+def test_a_request_to_a_worker_dead_before_the_send_is_not_delivered(
+        pool: WorkerPool, models: dict[str, Path],
+        events: list[tuple[str, dict[str, object]]]) -> None:
+    """A send to a worker that is already dead fails as NotDelivered (nothing ran: safe to
+    retry), unlike a request the worker had when it died (WORKER_CRASHED, above); the pool
+    hears of the death before the error reaches the caller."""
+    pool.load("a:1", models["add"], "onnx")
+    with _Unheard(pool, "a:1") as crash:
+        assert pool.is_loaded("a:1")  # nobody has heard yet
+        t, box = _in_background(pool.infer, "a:1", {"x": np.ones((1, 4), np.float32)})
+        # its send failed; it waits for the reader role to hear of the death
+        _wait_in_frame(t, "reap", "the request never found its worker gone")
+        crash.hear()
+        t.join(10)
+    err = box["error"]
+    assert isinstance(err, e.NotDelivered) and isinstance(err, e.Unavailable), err
+    assert err.reason == "WORKER_CRASHED" and "a:1" in str(err)
+    assert not pool.is_loaded("a:1")  # heard of, before the caller got its error
+    assert [d["key"] for kind, d in events if kind == "worker_crash"] == ["a:1"]
+
+
+def test_a_request_in_the_window_after_a_crash_is_served_by_a_reload(tmp_path: Path) -> None:
+    """Through the daemon's own parts: a request that reaches the model in the moment between
+    its worker's death and the daemon hearing of it is served, on a reload (it used to fail
+    UNAVAILABLE); the crash is reported as ever."""
+    from inprocess import parts_on
+
+    with parts_on(tmp_path / "state", {"version": 1, "preload": {"enabled": False}}) as parts:
+        m = parts.manager
+        m.catalog.install("a", m.store.put_file(modelgen.add_model(tmp_path / "a.onnx")))
+        x = np.ones((1, 4), np.float32)
+        _, first = m.infer("a", None, {"x": x}, None, {})
+        with _Unheard(parts.pool, "a:1") as crash:
+            t, box = _in_background(m.infer, "a", None, {"x": x}, None, {}, timeout_s=60)
+            _wait_in_frame(t, "reap", "the request never found its worker gone")
+            crash.hear()
+            t.join(60)
+        assert "error" not in box, box.get("error")
+        version, out = box["result"]  # type: ignore[misc]
+        assert version == 1
+        np.testing.assert_array_equal(out["y"], first["y"])
+        assert parts.pool.pid("a:1") not in (None, crash.worker.pid)
+        assert "worker_crash" in [ev.kind for ev in m.events.recent()]
