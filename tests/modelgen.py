@@ -84,6 +84,15 @@ def identity_model(path: Path, dtype: int, shape: list[int | str] | None = None)
     return _save(_model(graph), path)
 
 
+def nonzero_model(path: Path) -> Path:
+    """``y = NonZero(x)``: an output whose shape depends on the input's values, not only on
+    its shape (``[1, count of non-zeros]`` for a 1-D ``x``)."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n"])
+    y = helper.make_tensor_value_info("y", TensorProto.INT64, [1, "k"])
+    graph = helper.make_graph([helper.make_node("NonZero", ["x"], ["y"])], "nonzero", [x], [y])
+    return _save(_model(graph), path)
+
+
 def slow_model(path: Path, size: int = 256, repeats: int = 64) -> Path:
     """A chain of ``repeats`` float32 MatMuls [1,size]x[size,size]: milliseconds per call."""
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, size])

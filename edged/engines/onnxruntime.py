@@ -156,8 +156,40 @@ class OrtSession:
             raise run_error(exc) from None
         return dict(zip(names, values, strict=True))
 
+    def bind(self, feeds: Mapping[str, np.ndarray],
+             outputs: Mapping[str, np.ndarray]) -> _Bound | None:
+        """ONNX Runtime's IO binding, to OrtValues over the arrays' own memory (no copy).
+        On CPU it saves the copy of each output and building the results (~15 us a call for
+        silero-vad on the dev box); on CUDA the outputs' device-to-host copy lands in the
+        arrays (a lane's memory) instead of a buffer copied again, and the inputs are copied
+        to the device straight from them."""
+        ort = self._ort
+        try:
+            binding = self._sess.io_binding()
+            for name, arr in feeds.items():
+                binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(arr))
+            for name, arr in outputs.items():
+                binding.bind_ortvalue_output(name, ort.OrtValue.ortvalue_from_numpy(arr))
+        except Exception:  # noqa: BLE001 - a dtype ORT cannot wrap: run unbound instead
+            return None
+        return _Bound(self._sess, binding, self.providers != (est.CPU,))
+
     def close(self) -> None:
         del self._sess
+
+
+class _Bound:
+    def __init__(self, sess: ort.InferenceSession, binding: ort.IOBinding, sync: bool) -> None:
+        self._sess, self._binding, self._sync = sess, binding, sync
+
+    def run(self, handle: _Cancel | None) -> None:
+        try:
+            self._sess.run_with_iobinding(self._binding,
+                                          handle.run_options if handle is not None else None)
+            if self._sync:  # (device outputs would be copied asynchronously otherwise)
+                self._binding.synchronize_outputs()
+        except Exception as exc:  # noqa: BLE001
+            raise run_error(exc) from None
 
 
 def _artifact_bytes(path: Path) -> int:

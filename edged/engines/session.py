@@ -44,6 +44,13 @@ class Shaped(Protocol):
     def preferred_shapes(self) -> Mapping[str, tuple[int, ...]]: ...
 
 
+class BoundRun(Protocol):
+    """An inference bound to fixed memory: each ``run`` reads the inputs from the arrays it
+    was bound to, as they are now, and writes the outputs into the arrays given for them."""
+
+    def run(self, handle: RunHandle | None) -> None: ...
+
+
 class Session(Shaped, Protocol):
     providers: tuple[str, ...]
 
@@ -51,6 +58,13 @@ class Session(Shaped, Protocol):
 
     def run(self, feeds: Mapping[str, np.ndarray], outputs: Sequence[str] | None,
             handle: RunHandle | None = None) -> dict[str, np.ndarray]: ...
+
+    # Bind inputs and outputs to these arrays' memory (a lane's, shared with its client), so
+    # that repeated runs copy nothing on the host; the output arrays have the shapes the
+    # outputs had last time: a run whose outputs come out otherwise raises. None: the
+    # session cannot bind (the caller runs ``run`` and copies).
+    def bind(self, feeds: Mapping[str, np.ndarray],
+             outputs: Mapping[str, np.ndarray]) -> BoundRun | None: ...
 
     def close(self) -> None: ...
 

@@ -280,6 +280,13 @@ class TrtSession:
             _check(cudart, cudart.cudaStreamSynchronize(stream), "cudaStreamSynchronize")
         return {name: hosts[name] for name in names}
 
+    def bind(self, feeds: Mapping[str, np.ndarray],
+             outputs: Mapping[str, np.ndarray]) -> None:
+        """Not yet: ``run`` copies each output from the device into a fresh host array (the
+        lane then copies it once more). Writing it into the lane's memory is the same copy
+        with another destination, left until it can be run on a TensorRT device."""
+        return None
+
     def _device(self, name: str, nbytes: int) -> int:
         ptr, size = self._buffers.get(name, (0, 0))
         if size < nbytes:

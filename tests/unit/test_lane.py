@@ -27,6 +27,8 @@ def host(tmp_path):  # type: ignore[no-untyped-def]
                                           EngineOptions()),
         "big:1": get_backend("onnx").open(modelgen.identity_model(
             tmp_path / "i.onnx", TensorProto.FLOAT, ["n", 1024]), EngineOptions()),
+        "nz:1": get_backend("onnx").open(modelgen.nonzero_model(tmp_path / "nz.onnx"),
+                                         EngineOptions()),
     }
     h = LaneHost(sessions.get)
     yield h, tmp_path
@@ -65,6 +67,49 @@ def test_zero_copy_round_trip_and_a_stream_of_like_requests(host) -> None:  # ty
             lane.infer({"x": np.ones((1, 5), np.float32)})
         assert info.value.field == "x"
         assert h.report()[0][3] == 7  # requests served on the lane, counted for the daemon
+    finally:
+        lane.close()
+
+
+def test_like_requests_run_bound_to_the_lane_memory(host) -> None:  # type: ignore[no-untyped-def]
+    """From the second like request on, ONNX Runtime reads the inputs from and writes the
+    outputs into the lane itself (IO binding): the results are those of an unbound run, for
+    new values each time, and across changes of layout and back."""
+    h, tmp = host
+    lane = _open(h, tmp)
+    try:
+        worker_side = h._lanes[1]
+        x = lane.inputs({"x": ((2, 4), np.float32)})["x"]
+        for i in range(4):
+            x[...] = np.arange(8, dtype=np.float32).reshape(2, 4) * i
+            out = lane.run(timeout=10)
+            np.testing.assert_array_equal(out["y"], x + 1.0)
+            assert (worker_side.bound is not None) == (i >= 1), i  # bound from the 2nd on
+        for rows in (3, 2, 3):  # another layout is laid out (and bound) afresh
+            got = lane.infer({"x": np.full((rows, 4), rows, np.float32)})
+            np.testing.assert_array_equal(got["y"], np.full((rows, 4), rows + 1.0, np.float32))
+            got = lane.infer({"x": np.full((rows, 4), -rows, np.float32)})
+            np.testing.assert_array_equal(got["y"], np.full((rows, 4), 1.0 - rows, np.float32))
+            assert worker_side.bound is not None and not worker_side.unbound
+    finally:
+        lane.close()
+
+
+def test_outputs_whose_shape_follows_the_values_fall_back_to_unbound_runs(host) -> None:  # type: ignore[no-untyped-def]
+    """NonZero: the same input layout gives outputs of another shape when the values change.
+    The bound run that finds them changed is not an error: the request runs unbound and is
+    answered right, and that layout is not bound again."""
+    h, tmp = host
+    lane = _open(h, tmp, "nz:1")
+    try:
+        worker_side = h._lanes[1]
+        x = lane.inputs({"x": ((6,), np.float32)})["x"]
+        for values in ([1, 0, 2, 0, 0, 3], [1, 0, 2, 0, 0, 3], [0, 0, 0, 0, 5, 0],
+                       [7, 7, 7, 7, 7, 7], [0, 1, 0, 1, 0, 0]):
+            x[...] = values
+            out = lane.run(timeout=10)
+            np.testing.assert_array_equal(out["y"], np.array([np.nonzero(values)[0]]))
+        assert worker_side.unbound and worker_side.bound is None
     finally:
         lane.close()
 
