@@ -43,6 +43,7 @@ import numpy as np
 from edged import errors as e
 from edged import lanewire as lw
 from edged.datatypes import NUMPY_TO_OIP, OIP_TO_NUMPY
+from edged.engines import estimate as est
 from edged.engines import validate
 from edged.engines.base import datatype_of_numpy, numpy_of_datatype
 from edged.engines.session import BoundRun, RunHandle, Session
@@ -93,11 +94,22 @@ class _Lane:
 Models = Callable[[str], Session | None]
 
 
+# Which sessions run bound to their lanes' memory (ONNX Runtime IO binding, ``_run_bound``):
+# "device": those on a GPU execution provider, where it saves a host copy of every output
+# (the device-to-host copy lands in the lane); "always"; "never". Not CPU sessions by
+# default: measured on the dev box (bench/lane_bind.py), a bound run there is 25-60 us
+# *slower* than a plain run plus the copy into the lane (silero-vad, ppocr-cls).
+BIND_WHEN = ("device", "always", "never")
+
+
 class LaneHost:
     """Every lane of one worker process."""
 
-    def __init__(self, session_of: Models) -> None:
+    def __init__(self, session_of: Models, bind: str = "device") -> None:
+        if bind not in BIND_WHEN:
+            raise ValueError(f"bind must be one of {BIND_WHEN}, not {bind!r}")
         self._session_of = session_of
+        self._bind = bind
         self._lanes: dict[int, _Lane] = {}
         self._checkers: dict[str, validate.Checker] = {}
         self._lock = threading.Lock()
@@ -306,8 +318,7 @@ class LaneHost:
             else:
                 lane.dropped += 1
 
-    @staticmethod
-    def _run_bound(lane: _Lane, session: Session, handle: RunHandle | None,
+    def _run_bound(self, lane: _Lane, session: Session, handle: RunHandle | None,
                    out_at: int) -> bool:
         """Run with inputs and outputs bound to the lane's memory when this request repeats
         the last one's layout and that one's outputs fit the lane (a camera's frames: from
@@ -318,6 +329,10 @@ class LaneHost:
                 or lane.last_ins is None):
             return False
         if lane.bound is None:
+            if self._bind == "never" or (self._bind == "device"
+                                         and set(session.providers) <= {est.CPU}):
+                lane.unbound = True
+                return False
             lane.bound = session.bind(lane.feeds, lane.out_views)
             if lane.bound is None:
                 lane.unbound = True

@@ -21,7 +21,7 @@ from edged.engines.lane import LaneHost
 
 
 @pytest.fixture
-def host(tmp_path):  # type: ignore[no-untyped-def]
+def host(tmp_path, request):  # type: ignore[no-untyped-def]
     sessions = {
         "add:1": get_backend("onnx").open(modelgen.add_model(tmp_path / "a.onnx"),
                                           EngineOptions()),
@@ -30,7 +30,7 @@ def host(tmp_path):  # type: ignore[no-untyped-def]
         "nz:1": get_backend("onnx").open(modelgen.nonzero_model(tmp_path / "nz.onnx"),
                                          EngineOptions()),
     }
-    h = LaneHost(sessions.get)
+    h = LaneHost(sessions.get, bind=getattr(request, "param", "always"))
     yield h, tmp_path
     h.revoke(None)
 
@@ -93,6 +93,26 @@ def test_like_requests_run_bound_to_the_lane_memory(host) -> None:  # type: igno
             assert worker_side.bound is not None and not worker_side.unbound
     finally:
         lane.close()
+
+
+@pytest.mark.parametrize("host", ["device", "never"], indirect=True)
+def test_cpu_sessions_run_unbound_by_default(host) -> None:  # type: ignore[no-untyped-def]
+    """Binding is for GPU execution providers (on CPU it measured slower than a plain run and
+    the copy): a CPU session's lanes run unbound unless asked otherwise, with the same
+    results."""
+    h, tmp = host
+    lane = _open(h, tmp)
+    try:
+        x = lane.inputs({"x": ((2, 4), np.float32)})["x"]
+        for i in range(3):
+            x[...] = i
+            np.testing.assert_array_equal(lane.run(timeout=10)["y"],
+                                          np.full((2, 4), i + 1.0, np.float32))
+        assert h._lanes[1].bound is None and h._lanes[1].unbound
+    finally:
+        lane.close()
+    with pytest.raises(ValueError):
+        LaneHost(lambda key: None, bind="sometimes")
 
 
 def test_outputs_whose_shape_follows_the_values_fall_back_to_unbound_runs(host) -> None:  # type: ignore[no-untyped-def]
