@@ -18,8 +18,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +27,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.common import percentiles, time_alternating  # noqa: E402
+from bench.lane import _throughput  # noqa: E402
 from bench.latency import demo_inputs  # noqa: E402
 from edged.client.lane import Lane  # noqa: E402
 
@@ -83,24 +82,6 @@ def _caller(lane: Lane, feeds: dict[str, np.ndarray]) -> Any:
     return call
 
 
-def _throughput(calls: list[Any], seconds: float) -> float:
-    done = [0] * len(calls)
-    stop = time.monotonic() + seconds
-
-    def loop(i: int) -> None:
-        while time.monotonic() < stop:
-            calls[i]()
-            done[i] += 1
-
-    threads = [threading.Thread(target=loop, args=(i,)) for i in range(len(calls))]
-    t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return sum(done) / (time.perf_counter() - t0)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=2000, help="calls per variant (small models)")
@@ -130,7 +111,7 @@ def main() -> None:
                 tput = {}
                 for v in (2, 1, 2, 1):  # (twice each, interleaved: the best of two)
                     calls = [_caller(ln, feeds) for ln in lanes[f"{name}:{v}"][1:][:args.threads]]
-                    tput[v] = max(tput.get(v, 0.0), _throughput(calls, args.seconds))
+                    tput[v] = max(tput.get(v, 0.0), _throughput(calls, args.seconds)[0])
                 rows.append(f"| {name} | {u50 * 1e3:.3f} / {u99 * 1e3:.3f} ms | "
                             f"{b50 * 1e3:.3f} / {b99 * 1e3:.3f} ms | "
                             f"{(b50 - u50) * 1e6:+.0f} us | {tput[2]:.0f} / {tput[1]:.0f} "
