@@ -17,6 +17,8 @@ EP itself where onnxruntime has it, and its default per-model concurrency).
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -31,11 +33,14 @@ from bench.latency import demo_inputs, floor, session
 CUDA = ["CUDAExecutionProvider", "CPUExecutionProvider"]
 
 MODELS = ("silero-vad", "ppocr-cls", "ppocr-rec", "ppocr-det")
+DET_SHAPED = "det-shaped"  # ppocr-det's input and output sizes, next to no compute
 
 
 def _n(name: str, quick: bool) -> int:
     if name in ("ppocr-rec", "ppocr-det"):
         return 20 if quick else 100
+    if name == DET_SHAPED:
+        return 50 if quick else 300
     return 200 if quick else 1000
 
 
@@ -52,6 +57,19 @@ def _zero_copy(c: Any, name: str, feeds: dict[str, np.ndarray]) -> tuple[Callabl
         return lane.run()
 
     return call, lambda: ctx.__exit__(None, None, None)
+
+
+def _written(sess: Any, feeds: dict[str, np.ndarray]) -> Callable[[], Any]:
+    """In-process with each call's inputs written into buffers first (a camera capturing into
+    a buffer): what the lane's zero-copy path does before its run."""
+    bufs = {k: np.empty_like(v) for k, v in feeds.items()}
+
+    def call() -> Any:
+        for k, v in feeds.items():
+            bufs[k][...] = v
+        return sess.run(None, bufs)
+
+    return call
 
 
 def _throughput(fns: list[Callable[[], Any]], seconds: float,
@@ -95,6 +113,19 @@ def _throughput(fns: list[Callable[[], Any]], seconds: float,
     return len(samples) / seconds, samples
 
 
+def _paired(a: list[Callable[[], Any]], b: list[Callable[[], Any]], seconds: float,
+            rounds: int = 4) -> tuple[tuple[float, list[float]], tuple[float, list[float]]]:
+    """``_throughput`` of ``a`` and of ``b``, ``seconds`` each, in alternating rounds: a spell
+    when another job holds a core of the shared box hits both alike (one 8 s run each moved
+    a ratio between 0.5x and 1.1x from one run to the next)."""
+    out: list[tuple[float, list[float]]] = [(0.0, []), (0.0, [])]
+    for r in range(rounds):
+        for i, fns in enumerate((a, b)):
+            _, samples = _throughput(fns, seconds / rounds, 1.0 if r == 0 else 0.2)
+            out[i][1].extend(samples)
+    return ((len(out[0][1]) / seconds, out[0][1]), (len(out[1][1]) / seconds, out[1][1]))
+
+
 def _cuda_session(path: Path) -> Any:
     """In-process ONNX Runtime on the CUDA EP, default options (what a hand-written loader does)."""
     import onnxruntime as ort
@@ -113,8 +144,15 @@ def run(quick: bool, cuda: bool = False) -> Section:
                "infer: `EdgedClient.infer` over a lane (copies the inputs in and the outputs "
                "out); gRPC shm: the shared-memory extension (above the client's threshold "
                "only). 8 clients: 8 threads with an EdgedClient each, vs 8 threads on one "
-               "in-process session, for a fixed time each.")
+               "in-process session, for a fixed time each, in 4 alternating rounds (the "
+               "first after 1 s of the same load untimed).")
+    import modelgen
+
     models = {name: REPO / "models" / f"{name}.onnx" for name in MODELS}
+    tmp = Path(tempfile.mkdtemp(prefix="edged-bench-lane-"))
+    # det's tensors without det's compute: its overhead is measurable on a noisy box
+    models[DET_SHAPED] = modelgen.reduce_model(tmp / "det-shaped.onnx")
+    det_feeds = demo_inputs()["ppocr-det"][0]
     fl50, fl99 = percentiles(floor(200 if quick else 1000))
     engines: dict[str, Any] = {} if cuda else {"per_model_concurrency": 2}
     d = DaemonProcess({"engines": engines, "preload": {"enabled": False}})
@@ -128,26 +166,30 @@ def run(quick: bool, cuda: bool = False) -> Section:
             for name in MODELS:
                 c.install(name, models[name], warmup_shapes=demo_inputs()[name][1])
                 providers[name] = ",".join(c.load(name).model.providers)
-            for name in MODELS:
-                feeds = demo_inputs()[name][0]
+            c.install(DET_SHAPED, models[DET_SHAPED])
+            for name in (*MODELS, DET_SHAPED):
+                feeds = det_feeds if name == DET_SHAPED else demo_inputs()[name][0]
                 sess = _cuda_session(models[name]) if cuda else session(models[name])
                 zc, zc_close = _zero_copy(c, name, feeds)
                 fns = {"in": lambda s=sess, f=feeds: s.run(None, f), "zc": zc,
                        "lane": lambda m=name, f=feeds: c.infer(m, f),
                        "grpc": lambda m=name, f=feeds: plain.infer(m, f),
                        "shm": lambda m=name, f=feeds: shm.infer(m, f)}
-                block = 5 if name in ("ppocr-rec", "ppocr-det") else 50
+                if name == DET_SHAPED:  # in-process, the frame written into its buffer
+                    fns["in_w"] = _written(sess, feeds)  # each call, as the lane path does
+                block = {"ppocr-rec": 5, "ppocr-det": 5, DET_SHAPED: 10}.get(name, 50)
                 got = time_alternating(fns, _n(name, quick), block=block)
                 zc_close()
                 rows.append((name, {k: percentiles(v) for k, v in got.items()}))
-                if quick and name != "ppocr-cls":
+                if name == DET_SHAPED or (quick and name != "ppocr-cls"):
                     continue
                 secs = 3.0 if quick else 8.0
                 clients = [d.client() for _ in range(8)]
                 try:
-                    tin, sin = _throughput([lambda s=sess, f=feeds: s.run(None, f)] * 8, secs)
-                    tl, sl = _throughput([lambda cl=cl, m=name, f=feeds: cl.infer(m, f)
-                                          for cl in clients], secs)
+                    (tin, sin), (tl, sl) = _paired(
+                        [lambda s=sess, f=feeds: s.run(None, f)] * 8,
+                        [lambda cl=cl, m=name, f=feeds: cl.infer(m, f) for cl in clients],
+                        secs)
                 finally:
                     for cl in clients:
                         cl.close()
@@ -157,6 +199,7 @@ def run(quick: bool, cuda: bool = False) -> Section:
     finally:
         d.stop()
         d.cleanup()
+        shutil.rmtree(tmp, ignore_errors=True)
     table = ["| model | in-process p50 / p99 | lane zero-copy p50 / p99 (overhead) | "
              "lane infer p50 / p99 (overhead) | gRPC plain p50 (overhead) | gRPC shm p50 "
              "(overhead) |", "| --- | --- | --- | --- | --- | --- |"]
@@ -184,15 +227,24 @@ def run(quick: bool, cuda: bool = False) -> Section:
         small_over.append(over)
         sec.add(f"{name}: lane overhead vs the floor", "<= 0.5x floor",
                 f"{over / fl50:.2f}x ({ms(over)} vs {ms(fl50)})", over <= 0.5 * fl50)
-    det = dict(rows).get("ppocr-det")
-    if det and small_over:
-        ref = max(min(small_over), 1e-6)
+    ref = max(min(small_over), 1e-6) if small_over else 0.0
+    for name in ("ppocr-det", DET_SHAPED):
+        det = dict(rows).get(name)
+        if not det or not small_over:
+            continue
         over = det["zc"][0] - det["in"][0]
-        sec.add("ppocr-det over the lane (zero-copy): overhead vs the small-model lane "
-                "overhead", "<= 1.5x", f"{over / ref:.2f}x ({ms(over)} vs {ms(ref)})",
-                over <= 1.5 * ref if over > 0 else None,
-                "inconclusive: det's run-to-run noise exceeds the overhead" if over <= 0
-                else "")
+        # the target is judged on det's tensors without det's compute: on the real model a
+        # 0.2 ms difference is lost in a 100+ ms model's run-to-run noise on a shared box
+        judged = name == DET_SHAPED
+        note = "the same tensors without the compute: the rows below"
+        if judged:
+            written = det["zc"][0] - det["in_w"][0]
+            note = (f"against in-process with the frame written into its buffer each call (as "
+                    f"the lane path writes it into the lane): {ms(written)}, "
+                    f"{written / ref:.2f}x")
+        sec.add(f"{name} over the lane (zero-copy): overhead vs the small-model lane overhead",
+                "<= 1.5x" if judged else "info", f"{over / ref:.2f}x ({ms(over)} vs {ms(ref)})",
+                (over <= 1.5 * ref) if judged else None, note)
     for name, tin, (_i50, i99), tl, (_l50, l99) in conc:
         sec.add(f"{name}: 8 clients over lanes, throughput vs 8 threads in-process", ">= 0.8x",
                 f"{tl / tin:.2f}x ({tl:.0f}/s vs {tin:.0f}/s)", tl >= 0.8 * tin)
