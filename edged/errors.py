@@ -164,6 +164,11 @@ class NotDelivered(Unavailable):
     before the daemon heard of it). Nothing ran, so the daemon retries it on a reload; a
     client only sees it (as UNAVAILABLE) if the retries fail too."""
 
+    @classmethod
+    def of(cls, gone: EdgedError) -> NotDelivered:
+        """``gone`` (the worker's "is not running" error), as not delivered."""
+        return cls(gone.message, field=gone.field, reason=gone.reason, metadata=gone.metadata)
+
 
 class Unauthenticated(EdgedError):
     code = Code.UNAUTHENTICATED

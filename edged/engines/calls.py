@@ -84,14 +84,14 @@ class CallTable:
         One of ``decode`` and ``on_done`` makes the result (see Call)."""
         call = Call(next(self._rids), key, decode, on_done, exempt)
         if not self.open:
-            raise self._undelivered(key)
+            raise e.NotDelivered.of(self._gone(key))
         busy = bool(self._pending)
         self._pending[call.rid] = call
         try:
             self.chan.send(call.rid, wire, buffers)
         except OSError:  # the peer is gone (its socket closed with it): nothing was sent
             self._pending.pop(call.rid, None)
-            raise self._undelivered(key) from None
+            raise e.NotDelivered.of(self._gone(key)) from None
         if busy:
             self._nudge()
         self.sent += 1
@@ -136,10 +136,6 @@ class CallTable:
             return call.decode(call.reply)
         except Exception as exc:  # noqa: BLE001 - the caller must hear of it
             raise e.Internal(f"decoding the reply failed: {exc}") from None
-
-    def _undelivered(self, key: str) -> e.NotDelivered:
-        gone = self._gone(key)
-        return e.NotDelivered(gone.message, reason=gone.reason, metadata=gone.metadata)
 
     def cancel(self, rid: int) -> None:
         if self.open:

@@ -97,8 +97,9 @@ Models = Callable[[str], Session | None]
 # Which sessions run bound to their lanes' memory (ONNX Runtime IO binding, ``_run_bound``):
 # "device": those on a GPU execution provider, where it saves a host copy of every output
 # (the device-to-host copy lands in the lane); "always"; "never". Not CPU sessions by
-# default: measured on the dev box (bench/lane_bind.py), a bound run there is 25-60 us
-# *slower* than a plain run plus the copy into the lane (silero-vad, ppocr-cls).
+# default: measured on the dev box (bench/lane_bind.py), a bound run there is 30-80 us
+# *slower* than a plain run plus the copy into the lane (silero-vad, ppocr-cls), and no
+# faster for det's 1.6 MB output (1.63 vs 1.66 ms).
 BIND_WHEN = ("device", "always", "never")
 
 

@@ -159,10 +159,10 @@ class OrtSession:
     def bind(self, feeds: Mapping[str, np.ndarray],
              outputs: Mapping[str, np.ndarray]) -> _Bound | None:
         """ONNX Runtime's IO binding, to OrtValues over the arrays' own memory (no copy).
-        On CPU it saves the copy of each output and building the results (~15 us a call for
-        silero-vad on the dev box); on CUDA the outputs' device-to-host copy lands in the
-        arrays (a lane's memory) instead of a buffer copied again, and the inputs are copied
-        to the device straight from them."""
+        On CUDA the outputs' device-to-host copy lands in the arrays (a lane's memory) instead
+        of a buffer copied again, and the inputs are copied to the device straight from them.
+        On CPU it saves the output copies but ORT's bound path costs more than they do
+        (bench/lane_bind.py): lane.py binds only sessions on a device."""
         ort = self._ort
         try:
             binding = self._sess.io_binding()

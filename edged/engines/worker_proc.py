@@ -152,8 +152,7 @@ class WorkerProcess:
         """``request`` for a caller that decodes the reply itself, in ``on_done``
         (inference.py)."""
         if self.calls is None:
-            gone = self.gone_error(key or self.name)
-            raise e.NotDelivered(gone.message, reason=gone.reason, metadata=gone.metadata)
+            raise e.NotDelivered.of(self.gone_error(key or self.name))
         return self.calls.send(wire, buffers, key=key or self.name, decode=decode,
                                on_done=on_done, exempt=exempt)
 
