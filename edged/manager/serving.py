@@ -41,6 +41,9 @@ _FIT = {"admit": "now", "evict": "evict", "reject": "no"}
 # A request (or lane open) that never reached its worker because the worker had just died
 # (errors.NotDelivered) is tried again, on a reload, this many times in all
 DELIVERY_ATTEMPTS = 3
+# (the pool has heard of the death when it raises NotDelivered after a failed send; where it
+# found the model already gone, the residency hears of it a moment later, in the same thread)
+RETRY_PAUSE_S = 0.01
 
 
 @dataclass(frozen=True)
@@ -187,6 +190,7 @@ class Serving:
                         self._metrics.observe_request(name, now - t0, ok)
             if ok:
                 break
+            time.sleep(RETRY_PAUSE_S * attempt)
         # selection's measured latency: the inference alone, not a load it may have waited for
         self._timed(name, spec.variant, (now - t_run) * 1e3)
         return v, {k: self._shm_result(k, val, output_shm) for k, val in results.items()}
@@ -212,6 +216,7 @@ class Serving:
                     raise
             finally:
                 self._res.release(slot)
+            time.sleep(RETRY_PAUSE_S * attempt)
         raise AssertionError("unreachable")
 
     def lane_count(self, key: str) -> int:
