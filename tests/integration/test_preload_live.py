@@ -55,6 +55,9 @@ def test_repeating_pattern_gets_preload_hits(daemon_factory, tmp_path) -> None: 
             time.sleep(gap)
         events = list(c.events())
         swap = next(t for t in c.status().tiers if t.tier == "swap")
+        # (the requests went over direct lanes, re-opened after each eviction: what the
+        # preloader learned, it learned from lane traffic, reported about once a second)
+        assert c.lanes is not None and c.lanes.opened >= len(order)
     kinds = [ev.kind for ev in events]
     assert kinds.count("preload") >= 3, kinds
     assert kinds.count("preload_hit") >= 3, kinds
