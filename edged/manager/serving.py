@@ -20,6 +20,7 @@ from edged import errors as e
 from edged.engines.base import Signature
 from edged.manager import selection
 from edged.manager.catalog.manifests import ModelEntry, VersionEntry
+from edged.manager.latency import Latencies
 from edged.manager.memory import planner, variants
 from edged.manager.memory.residency import LoadSpec, Residency
 from edged.manager.memory.traces import TraceRecorder
@@ -91,8 +92,8 @@ class Serving:
                  observe: Callable[[str, float], None], trace: TraceRecorder | None = None,
                  metrics: RequestMetrics | None = None, clock: Callable[[], float] = time.time,
                  select_mode: str = "hybrid", pins: Mapping[str, str] | None = None,
-                 estimate_at: Callable[[Path, Mapping[str, Sequence[int]]], int] | None = None
-                 ) -> None:
+                 estimate_at: Callable[[Path, Mapping[str, Sequence[int]]], int] | None = None,
+                 latencies: Latencies | None = None) -> None:
         self._catalog = catalog
         self._specs = specs
         # an artifact's estimate at given input shapes (recommend's batch sizes); None: the
@@ -106,8 +107,7 @@ class Serving:
         self._trace = trace  # a TraceRecorder, or None when traffic is not recorded
         self._metrics = metrics
         self._clock = clock
-        self._latency_ms: dict[str, float] = {}
-        self._variant_ms: dict[tuple[str, str], float] = {}  # (model, variant) -> ms
+        self._latencies = latencies if latencies is not None else Latencies()
         self._select_mode = select_mode
         self._pins = dict(pins or {})
 
@@ -192,7 +192,7 @@ class Serving:
                 break
             time.sleep(RETRY_PAUSE_S * attempt)
         # selection's measured latency: the inference alone, not a load it may have waited for
-        self._timed(name, spec.variant, (now - t_run) * 1e3)
+        self._latencies.timed(name, spec.variant, (now - t_run) * 1e3)
         return v, {k: self._shm_result(k, val, output_shm) for k, val in results.items()}
 
     # -- direct lanes (engines/lanes.py) -------------------------------------------------
@@ -247,17 +247,7 @@ class Serving:
             if self._metrics is not None:
                 self._metrics.observe_request(name, seconds, ok)
             if ok:
-                self._timed(name, variant[key], seconds * 1e3)
-
-    def _timed(self, name: str, variant: str, ms: float) -> None:
-        """An inference's own time (not a load it waited for), smoothed: selection's latency
-        per model, and recommend's per variant."""
-        prev = self._latency_ms.get(name)
-        self._latency_ms[name] = ms if prev is None else 0.9 * prev + 0.1 * ms
-        if variant:
-            vkey = (name, variant)
-            prev = self._variant_ms.get(vkey)
-            self._variant_ms[vkey] = ms if prev is None else 0.9 * prev + 0.1 * ms
+                self._latencies.timed(name, variant[key], seconds * 1e3)
 
     def _finish_trace(self, ticket: int, name: str, version: int,
                       seconds: float | None) -> None:
@@ -381,7 +371,7 @@ class Serving:
                 measured_bytes=measured,
                 load_seconds=ver.load_seconds if ver is not None else None,
                 quality=ver.quality if ver is not None else 0.0, max_batch=batch, reason=why,
-                latency_ms=self._variant_ms.get((label, vname))))
+                latency_ms=self._latencies.of_variant(label, vname)))
         choice, reason = variants.pick(fits, own, max_quality_drop, home)
         return variants.Recommendation(label, tuple(fits), choice, reason)
 
@@ -417,10 +407,9 @@ class Serving:
                     problem = exc.message
             rows.append((entry, v, key, problem))
         fits = self._res.fits(able)  # one telemetry reading for every candidate
-        latency = self._latency_ms
         cands = [selection.Candidate(
             name=entry.name, version=entry.active, tasks=v.tasks, quality=v.quality,
-            latency_ms=latency.get(entry.name),
+            latency_ms=self._latencies.of(entry.name),
             footprint_bytes=v.measured_bytes or v.estimated_bytes, loaded=key in loaded,
             fit="now" if key in loaded else _FIT[fits.get(key, "reject")], tier=entry.tier,
             problem=problem) for entry, v, key, problem in rows]
