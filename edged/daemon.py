@@ -319,6 +319,7 @@ def build_parts(cfg: cfgmod.Config, budgets: Budgets, sampler: Sampler,
     from edged.engines.gpumem import open_meter
     from edged.engines.workers import WorkerPool
     from edged.manager import pool_events
+    from edged.manager.advice import Advice
     from edged.manager.catalog import quarantine
     from edged.manager.catalog.artifacts import ArtifactVerifier, MissingArtifacts
     from edged.manager.catalog.catalog import Catalog, budget_tier_check
@@ -326,6 +327,7 @@ def build_parts(cfg: cfgmod.Config, budgets: Budgets, sampler: Sampler,
     from edged.manager.catalog.manifests import Manifests
     from edged.manager.catalog.store import Store
     from edged.manager.installs import Installer
+    from edged.manager.latency import Latencies
     from edged.manager.manager import ModelManager
     from edged.manager.memory.policy import make_policy
     from edged.manager.memory.preloader import LockedPolicy, Preloader
@@ -394,12 +396,15 @@ def build_parts(cfg: cfgmod.Config, budgets: Budgets, sampler: Sampler,
                                                 installed_ort_providers()),
                   budgets=budgets, placement=residency, events=events, missing=missing)
     trace = TraceRecorder(cfg.trace.path, cfg.trace.max_bytes) if cfg.trace.path else None
+    latencies = Latencies()
     serving = Serving(
         catalog=catalog, specs=specs, residency=residency, pool=pool,
-        shm=ShmRegistry(allowed_gid=_socket_gid(cfg)),
+        shm=ShmRegistry(allowed_gid=_socket_gid(cfg)), observe=policy.observe,
+        latencies=latencies, trace=trace, metrics=metrics)
+    advice = Advice(
+        catalog=catalog, specs=specs, residency=residency,
         inspect=lambda p, f: inspect(p, f, costs.options(EngineOptions())),
-        observe=policy.observe, trace=trace, metrics=metrics, select_mode=cfg.selection.mode,
-        pins=dict(cfg.selection.pins),
+        latencies=latencies, select_mode=cfg.selection.mode, pins=dict(cfg.selection.pins),
         estimate_at=lambda p, shapes: inspect(p, None, costs.options(EngineOptions(
             warmup_shapes={k: tuple(v) for k, v in shapes.items()}))).estimate_bytes)
     on_pool_event.subscribe("lane_requests", pool_events.lane_requests(serving))
@@ -408,7 +413,7 @@ def build_parts(cfg: cfgmod.Config, budgets: Budgets, sampler: Sampler,
     manager = ModelManager(state_dir=cfg.state_dir, budgets=budgets, sampler=sampler,
                            events=events, store=store, catalog=catalog, missing=missing,
                            residency=residency, specs=specs, serving=serving,
-                           installer=installer, fixed_costs=costs.status)
+                           advice=advice, installer=installer, fixed_costs=costs.status)
     preloader = Preloader(models=CatalogModels(catalog, specs), residency=residency,
                           policy=policy, interval_s=cfg.preload.interval_s) \
         if cfg.preload.enabled else None

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from edged import __version__
 from edged import errors as e
 from edged.manager import installs
+from edged.manager.advice import Advice
 from edged.manager.catalog.artifacts import MissingArtifacts
 from edged.manager.catalog.catalog import Catalog
 from edged.manager.catalog.manifests import ModelEntry
@@ -67,7 +68,7 @@ log = logging.getLogger("edged.manager")
 class ModelManager:
     def __init__(self, *, state_dir: Path, budgets: Budgets, sampler: Sampler,
                  events: EventBus, store: Store, catalog: Catalog, missing: MissingArtifacts,
-                 residency: Residency, specs: Specs, serving: Serving,
+                 residency: Residency, specs: Specs, serving: Serving, advice: Advice,
                  installer: installs.Installer,
                  fixed_costs: Callable[[], Mapping[str, object]]) -> None:
         """``fixed_costs``: this device's measured worker costs, for status
@@ -81,6 +82,7 @@ class ModelManager:
         self.residency = residency
         self.specs = specs
         self.serving = serving
+        self.advice = advice
         self.installer = installer
         self.fixed_costs = fixed_costs
         self._missing = missing
@@ -374,10 +376,10 @@ class ModelManager:
     def recommend(self, *, name: str | None, artifact_path: str | None,
                   shapes: Mapping[str, tuple[int, ...]] | None = None
                   ) -> variants.Recommendation:
-        return self.serving.recommend(name=name, artifact_path=artifact_path, shapes=shapes,
-                                      max_quality_drop=self.specs.max_quality_drop)
+        return self.advice.recommend(name=name, artifact_path=artifact_path, shapes=shapes,
+                                     max_quality_drop=self.specs.max_quality_drop)
 
-    # -- serving: loads, capacity checks, selection, inference (edged.manager.serving) ------
+    # -- serving (edged.manager.serving) and advice (edged.manager.advice) ----------------
     def load(self, name: str, version: int | None = None) -> tuple[LoadedView, list[str], float]:
         return self.serving.load(name, version)
 
@@ -386,13 +388,13 @@ class ModelManager:
 
     def check(self, *, name: str | None, artifact_path: str | None,
               tier: str | None) -> CheckView:
-        return self.serving.check(name=name, artifact_path=artifact_path, tier=tier)
+        return self.advice.check(name=name, artifact_path=artifact_path, tier=tier)
 
     def select(self, task: str, priority: str, *, max_bytes: int | None,
                max_latency_ms: float | None, mode: str | None = None,
                pinned: str | None = None) -> Selection:
-        return self.serving.select(task, priority, max_bytes=max_bytes,
-                                   max_latency_ms=max_latency_ms, mode=mode, pinned=pinned)
+        return self.advice.select(task, priority, max_bytes=max_bytes,
+                                  max_latency_ms=max_latency_ms, mode=mode, pinned=pinned)
 
     def infer(self, name: str, version: int | None, inputs: Mapping[str, Any],
               outputs: list[str] | None, output_shm: Mapping[str, Any],
