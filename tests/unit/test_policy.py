@@ -577,3 +577,27 @@ def test_per_model_answers_are_the_all_model_ones() -> None:
         assert getattr(got, "victims", None) == want
         checked += want is not None
     assert checked > 20
+
+
+def test_a_bursting_model_is_kept_beside_a_large_one() -> None:
+    """face comes in bursts of 50 requests at 10 Hz every 5 minutes; anomaly once every 20 s.
+    Between bursts, face's next request is further off than anomaly's, but a cold face is
+    felt by the whole burst queued behind the load (at a tight budget often behind the LLM's
+    7.5 s): with the burst term the LLM's room comes from anomaly, without it from face."""
+    def victims(**kw: float) -> tuple[str, ...]:
+        p = EdgedPolicy(**kw)
+        for n, mib, load_s in (("llm", 1500, 7.5), ("face", 30, 0.3), ("anomaly", 25, 0.25)):
+            p.set_model(n, mib * MiB, load_s)
+        p.set_capacity(1560 * MiB)
+        events = [("face", 300.0 * k + 37.0 + 0.1 * i) for k in range(8) for i in range(50)]
+        events += [("anomaly", 20.0 * k + 5.0) for k in range(125)]
+        events += [("llm", 300.0 * k + 150.0) for k in range(8)]
+        feed(p, sorted(events, key=lambda e: e[1]))
+        d = plan_demand(p, LoadRequest("llm:1", "swap", 1500 * MiB),
+                        [res("face:1", 30), res("anomaly:1", 25)],
+                        Budgets(ram=1 << 30, swap=1540 * MiB, reserve=0),
+                        Memory(8 << 30, 0, swap_total_bytes=0), 2500.0)
+        assert isinstance(d, planner.AdmitAfterEvicting)
+        return d.victims
+    assert victims() == ("anomaly:1",)
+    assert victims(burst_weight=0.0) == ("face:1",)

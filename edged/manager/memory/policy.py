@@ -32,6 +32,12 @@ Decisions (tuned on seeded traces, see ``bench/replay_results.md``):
   count, not only its seconds; ``victim_cost`` (value x bytes) lets the planner prefer a few
   small victims to one big one. A model seen ``n`` times counts ``n / (n + probation)`` of
   that (scan resistance: a one-off model is the first to go, not the hot model LRU would pick).
+* **bursts**: a cold load of a model whose sessions bring many requests at once (a detector
+  hammered at 10 Hz) is felt by every request that queues behind it — and at tight budgets
+  the loader is often busy with the 1.5 GiB LLM, so they queue for seconds. Each model learns
+  the requests within ``burst_s`` of a session's start (a running mean), and its miss costs
+  ``burst_weight`` s more per request past ``burst_min``: the bursting model is kept beside
+  the large one, as LFU keeps it, while streams at 1-2 Hz and one-shot models are unchanged.
 * **experts under pressure** (LeCaR's regret, deterministic): that *predict* value, *recency*
   (LRU, per byte) and *frequency* (faded counts, per byte) each run a shadow cache of the
   budget (``set_capacity``) on the same requests; a request an expert's shadow misses while
@@ -188,6 +194,9 @@ class _Stats:
     since: set[str] = field(default_factory=set)  # models requested since its last onset
     closed: int = 0  # episodes learned from
     today: list[float] = field(default_factory=lambda: [0.0] * 24)  # onsets per hour
+    burst_n: float = 1.0  # requests within burst_s of an onset (a running mean) ...
+    burst_cur: int = 0  # ... and the current onset's so far
+    bursts: int = 0  # onsets learned from
     past: list[float] = field(default_factory=lambda: [0.0] * 24)
 
 
@@ -203,7 +212,8 @@ class EdgedPolicy(_Base):
                  tod_min_s: float = 600.0, probation: float = 1.0,
                  experts: Sequence[str] = EXPERTS, regret_rate: float = 0.5,
                  regret_decay: float = 0.98, preload_credit: float = 0.5,
-                 young_n: float = 5.0) -> None:
+                 young_n: float = 5.0, burst_s: float = 8.0,
+                 burst_weight: float = 8.0, burst_min: float = 10.0) -> None:
         super().__init__()
         self.window_s, self.horizon_s = window_s, horizon_s
         self.preload_threshold, self.memory_s = preload_threshold, memory_s
@@ -231,6 +241,8 @@ class EdgedPolicy(_Base):
         self.regret_rate, self.regret_decay = regret_rate, regret_decay
         self.preload_credit = preload_credit
         self.young_n = young_n
+        self.burst_s, self.burst_weight = burst_s, burst_weight
+        self.burst_min = burst_min
         self.regret = dict.fromkeys(self.experts, 0.0)  # discounted misses each expert caused
         self._shadow: dict[str, set[str]] = {e: set() for e in self.experts}  # their caches
         self.counts: dict[str, int] = {}
@@ -280,8 +292,7 @@ class EdgedPolicy(_Base):
 
     def _expert_values(self, name: str, st: _Stats, now: float, ctx: _Context) -> list[float]:
         """One model's value per byte by each expert, in ``self.experts``' order."""
-        per_byte = (self.load_s.get(name, 1.0) + self.miss_cost_s) / self.sizes.get(
-            name, 1 << 20)
+        per_byte = self._miss(name, st) / self.sizes.get(name, 1 << 20)
         out = []
         for e in self.experts:
             if e == "predict":
@@ -346,13 +357,28 @@ class EdgedPolicy(_Base):
                         self._learn_delay(other, model, t - start)
         s = self.stats.setdefault(model, _Stats())
         if t - s.last >= self.onset_s:
-            s.onset, s.since = t, set()
+            if s.burst_cur:
+                s.bursts += 1
+                a = max(self.follow_alpha, 1.0 / s.bursts)
+                s.burst_n = (1.0 - a) * s.burst_n + a * s.burst_cur
+            s.onset, s.since, s.burst_cur = t, set(), 0
             s.episodes.append((t, set()))
+        if t - s.onset <= self.burst_s:
+            s.burst_cur += 1
         if t - s.last >= _SPLIT:  # a session starts: what the time of day counts
             s.today[self._hour(t)] += 1.0
         if s.last > -math.inf:
             self._learn_gap(s, t - s.last)
         s.last = t
+
+    def _miss(self, name: str, st: _Stats | None) -> float:
+        """What a cold load of ``name`` costs: its load time, the miss cost, and
+        ``burst_weight`` s for each further request a session of it brings within ``burst_s``
+        of its start (they queue behind the load: a streaming or bursting model's miss is felt
+        many times)."""
+        return (self.load_s.get(name, 1.0) + self.miss_cost_s
+                + (self.burst_weight * max(0.0, st.burst_n - self.burst_min)
+                   if st is not None else 0.0))
 
     def _learn_delay(self, s: _Stats, b: str, delay: float) -> None:
         p, d, var = s.follow.get(b, (0.0, delay, (0.5 * delay) ** 2))
@@ -515,7 +541,7 @@ class EdgedPolicy(_Base):
         n = self.counts.get(name, 0)
         if self.probation > 0:  # scan resistance: a model seen once is on probation
             urgency *= n / (n + self.probation)
-        value = urgency * (self.load_s.get(name, 1.0) + self.miss_cost_s) / size
+        value = urgency * self._miss(name, self.stats.get(name)) / size
         self._values[1][name] = value
         return value
 
