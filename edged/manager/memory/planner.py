@@ -330,45 +330,62 @@ def _victims(req: LoadRequest, candidates: Sequence[Resident], need: _Need,
     cheapest single candidate that makes it fit, and keeps the cheapest of all (a greedy, not
     an exact minimum: O(n^2) for n evictable residents).
     """
-    def freed(rs: Sequence[Resident]) -> tuple[int, int, int, int]:
-        return (sum(r.bytes for r in rs if r.tier == req.tier), sum(r.bytes for r in rs),
-                sum(r.bytes for r in rs if _unswappable(r)), sum(r.gpu_bytes for r in rs))
-
-    prefix: list[Resident] = []
-    options: list[list[Resident]] = []
-    for i, r in enumerate(candidates):
-        if victim_cost is not None:
-            t, lv, u, g = freed(prefix)
-            enough = [x for x in candidates[i:]
-                      if need.met(t + (x.bytes if x.tier == req.tier else 0), lv + x.bytes,
-                                  u + (x.bytes if _unswappable(x) else 0), g + x.gpu_bytes)]
-            if enough:
-                options.append([*prefix, min(enough, key=victim_cost)])
-        prefix.append(r)
-        if need.met(*freed(prefix)):
-            options.append(prefix)
+    # what each candidate frees in the four currencies (bytes are ints: every sum is exact);
+    # victims are handled as indices into candidates, and each cost is asked for once
+    frees = [(x.bytes if x.tier == req.tier else 0, x.bytes,
+              x.bytes if _unswappable(x) else 0, x.gpu_bytes) for x in candidates]
+    costs: list[float | None] = [None] * len(candidates)
+    nt, nl, nu, ng = need.tier_bytes, need.live_bytes, need.unswap_bytes, need.gpu_bytes
+    t = lv = u = g = 0  # what the prefix frees
+    options: list[list[int]] = []
+    for i in range(len(candidates)):
+        if victim_cost is not None:  # the cheapest single finisher (the first of equals)
+            best, best_cost = -1, 0.0
+            for j in range(i, len(candidates)):
+                ft, fl, fu, fg = frees[j]
+                if t + ft >= nt and lv + fl >= nl and u + fu >= nu and g + fg >= ng:
+                    c = costs[j]
+                    if c is None:
+                        c = costs[j] = victim_cost(candidates[j])
+                    if best < 0 or c < best_cost:
+                        best, best_cost = j, c
+            if best >= 0:
+                options.append([*range(i), best])
+        ft, fl, fu, fg = frees[i]
+        t, lv, u, g = t + ft, lv + fl, u + fu, g + fg
+        if t >= nt and lv >= nl and u >= nu and g >= ng:
+            options.append(list(range(i + 1)))
             break
     if not options:
         return None
-    pruned = [_prune(req, o, need) for o in options]
+    pruned = [_prune(o, frees, need) for o in options]
     if victim_cost is None:
-        return pruned[-1]
-    return min(pruned, key=lambda o: (sum(victim_cost(r) for r in o), len(o)))
+        return [candidates[j] for j in pruned[-1]]
+
+    def total(o: list[int]) -> float:
+        out: float = 0  # as sum() does: int 0, then the costs
+        for j in o:
+            c = costs[j]
+            if c is None:
+                c = costs[j] = victim_cost(candidates[j])
+            out += c
+        return out
+    return [candidates[j] for j in min(pruned, key=lambda o: (total(o), len(o)))]
 
 
-def _prune(req: LoadRequest, chosen: list[Resident], need: _Need) -> list[Resident]:
-    """Drop victims the request turns out not to need, most valuable (latest) first."""
+def _prune(chosen: list[int], frees: Sequence[tuple[int, int, int, int]],
+           need: _Need) -> list[int]:
+    """Drop victims (indices into ``frees``: what each frees in the four currencies) the
+    request turns out not to need, most valuable (latest) first."""
     chosen = list(chosen)
-    tier = sum(r.bytes for r in chosen if r.tier == req.tier)
-    live = sum(r.bytes for r in chosen)
-    unswap = sum(r.bytes for r in chosen if _unswappable(r))
-    gpu = sum(r.gpu_bytes for r in chosen)
+    tier = live = unswap = gpu = 0
+    for j in chosen:
+        ft, fl, fu, fg = frees[j]
+        tier, live, unswap, gpu = tier + ft, live + fl, unswap + fu, gpu + fg
     for i in range(len(chosen) - 2, -1, -1):
-        r = chosen[i]
-        t2 = tier - (r.bytes if r.tier == req.tier else 0)
-        u2 = unswap - (r.bytes if _unswappable(r) else 0)
-        if need.met(t2, live - r.bytes, u2, gpu - r.gpu_bytes):
-            tier, live, unswap, gpu = t2, live - r.bytes, u2, gpu - r.gpu_bytes
+        ft, fl, fu, fg = frees[chosen[i]]
+        if need.met(tier - ft, live - fl, unswap - fu, gpu - fg):
+            tier, live, unswap, gpu = tier - ft, live - fl, unswap - fu, gpu - fg
             del chosen[i]
     return chosen
 

@@ -32,6 +32,12 @@ Decisions (tuned on seeded traces, see ``bench/replay_results.md``):
   count, not only its seconds; ``victim_cost`` (value x bytes) lets the planner prefer a few
   small victims to one big one. A model seen ``n`` times counts ``n / (n + probation)`` of
   that (scan resistance: a one-off model is the first to go, not the hot model LRU would pick).
+* **bursts**: a cold load of a model whose sessions bring many requests at once (a detector
+  hammered at 10 Hz) is felt by every request that queues behind it — and at tight budgets
+  the loader is often busy with the 1.5 GiB LLM, so they queue for seconds. Each model learns
+  the requests within ``burst_s`` of a session's start (a running mean), and its miss costs
+  ``burst_weight`` s more per request past ``burst_min``: the bursting model is kept beside
+  the large one, as LFU keeps it, while streams at 1-2 Hz and one-shot models are unchanged.
 * **experts under pressure** (LeCaR's regret, deterministic): that *predict* value, *recency*
   (LRU, per byte) and *frequency* (faded counts, per byte) each run a shadow cache of the
   budget (``set_capacity``) on the same requests; a request an expert's shadow misses while
@@ -81,7 +87,6 @@ _SQRT2 = math.sqrt(2.0)
 EXPERTS = ("predict", "recency", "frequency")
 _PARTIAL = (1 / 64, 1 / 16, 1 / 8, 1 / 4, 1 / 2, 3 / 4, 1.0)  # of a load: the partial grid
 
-Context = dict[str, tuple[float, float, float, float]]  # b -> (P still comes, delay, sd, x)
 
 
 def model_name(key: str) -> str:
@@ -189,6 +194,9 @@ class _Stats:
     since: set[str] = field(default_factory=set)  # models requested since its last onset
     closed: int = 0  # episodes learned from
     today: list[float] = field(default_factory=lambda: [0.0] * 24)  # onsets per hour
+    burst_n: float = 1.0  # requests within burst_s of an onset (a running mean) ...
+    burst_cur: int = 0  # ... and the current onset's so far
+    bursts: int = 0  # onsets learned from
     past: list[float] = field(default_factory=lambda: [0.0] * 24)
 
 
@@ -204,7 +212,8 @@ class EdgedPolicy(_Base):
                  tod_min_s: float = 600.0, probation: float = 1.0,
                  experts: Sequence[str] = EXPERTS, regret_rate: float = 0.5,
                  regret_decay: float = 0.98, preload_credit: float = 0.5,
-                 young_n: float = 5.0) -> None:
+                 young_n: float = 5.0, burst_s: float = 8.0,
+                 burst_weight: float = 8.0, burst_min: float = 10.0) -> None:
         super().__init__()
         self.window_s, self.horizon_s = window_s, horizon_s
         self.preload_threshold, self.memory_s = preload_threshold, memory_s
@@ -219,7 +228,7 @@ class EdgedPolicy(_Base):
         self._exposure_past = [0.0] * 24
         self._now = -math.inf
         self._day: int | None = None
-        self._ctx: tuple[float, Context] | None = None  # caches for one instant
+        self._ctx: tuple[float, _Context] | None = None  # caches for one instant
         self._values: tuple[float, dict[str, float]] = (math.nan, {})
         self._grid: tuple[float, dict[tuple[str, int], list[float]]] = (math.nan, {})
         self._base: dict[str, float] = {}  # P(b within window_s of any onset)
@@ -232,11 +241,14 @@ class EdgedPolicy(_Base):
         self.regret_rate, self.regret_decay = regret_rate, regret_decay
         self.preload_credit = preload_credit
         self.young_n = young_n
+        self.burst_s, self.burst_weight = burst_s, burst_weight
+        self.burst_min = burst_min
         self.regret = dict.fromkeys(self.experts, 0.0)  # discounted misses each expert caused
         self._shadow: dict[str, set[str]] = {e: set() for e in self.experts}  # their caches
         self.counts: dict[str, int] = {}
         self._freq: dict[str, tuple[float, float]] = {}  # decayed request count, as of when
         self._blend: tuple[float, dict[str, float]] = (math.nan, {})
+        self._weights: dict[str, float] = {}  # weights() as of _blend's instant
         self._resident: frozenset[str] | None = None  # as the last preload pass saw it
         self._demand: tuple[float, dict[str, list[float]]] = (math.nan, {})
 
@@ -273,16 +285,23 @@ class EdgedPolicy(_Base):
             st = self.stats.get(name)
             if st is None:
                 continue
-            per_byte = (self.load_s.get(name, 1.0) + self.miss_cost_s) / self.sizes.get(
-                name, 1 << 20)
-            if "predict" in out:
-                out["predict"][name] = self._value(name, now, ctx)
-            if "recency" in out:
-                out["recency"][name] = per_byte / (max(0.0, now - st.last) + 1.0)
-            if "frequency" in out:
+            for e, v in zip(self.experts, self._expert_values(name, st, now, ctx),
+                            strict=True):
+                out[e][name] = v
+        return out
+
+    def _expert_values(self, name: str, st: _Stats, now: float, ctx: _Context) -> list[float]:
+        """One model's value per byte by each expert, in ``self.experts``' order."""
+        per_byte = self._miss(name, st) / self.sizes.get(name, 1 << 20)
+        out = []
+        for e in self.experts:
+            if e == "predict":
+                out.append(self._value(name, now, ctx))
+            elif e == "recency":
+                out.append(per_byte / (max(0.0, now - st.last) + 1.0))
+            else:
                 f, since = self._freq.get(name, (0.0, now))
-                out["frequency"][name] = per_byte * f * math.exp(-max(0.0, now - since)
-                                                                 / self.memory_s)
+                out.append(per_byte * f * math.exp(-max(0.0, now - since) / self.memory_s))
         return out
 
     def _learn_regret(self, model: str, t: float) -> None:
@@ -338,13 +357,28 @@ class EdgedPolicy(_Base):
                         self._learn_delay(other, model, t - start)
         s = self.stats.setdefault(model, _Stats())
         if t - s.last >= self.onset_s:
-            s.onset, s.since = t, set()
+            if s.burst_cur:
+                s.bursts += 1
+                a = max(self.follow_alpha, 1.0 / s.bursts)
+                s.burst_n = (1.0 - a) * s.burst_n + a * s.burst_cur
+            s.onset, s.since, s.burst_cur = t, set(), 0
             s.episodes.append((t, set()))
+        if t - s.onset <= self.burst_s:
+            s.burst_cur += 1
         if t - s.last >= _SPLIT:  # a session starts: what the time of day counts
             s.today[self._hour(t)] += 1.0
         if s.last > -math.inf:
             self._learn_gap(s, t - s.last)
         s.last = t
+
+    def _miss(self, name: str, st: _Stats | None) -> float:
+        """What a cold load of ``name`` costs: its load time, the miss cost, and
+        ``burst_weight`` s for each further request a session of it brings within ``burst_s``
+        of its start (they queue behind the load: a streaming or bursting model's miss is felt
+        many times)."""
+        return (self.load_s.get(name, 1.0) + self.miss_cost_s
+                + (self.burst_weight * max(0.0, st.burst_n - self.burst_min)
+                   if st is not None else 0.0))
 
     def _learn_delay(self, s: _Stats, b: str, delay: float) -> None:
         p, d, var = s.follow.get(b, (0.0, delay, (0.5 * delay) ** 2))
@@ -439,41 +473,21 @@ class EdgedPolicy(_Base):
             short = m0 + (m1 - m0) * (x - x0) / (x1 - x0)
         return short + s.long_n + self.tail
 
-    def _context(self, now: float) -> Context:
+    def _context(self, now: float) -> _Context:
         """b -> (P(b still comes because a came), b's delay mean and sd, time since a's onset),
-        from the most telling a.
-
-        Only a whose onset was within ``window_s`` and after which b has not come yet count,
-        and only when P(b | a) is ``lift`` times b's base rate.
-        """
+        from the most telling a (see :class:`_Context`), remembered for one instant."""
         if self._ctx is not None and self._ctx[0] == now:
             return self._ctx[1]
-        ctx: Context = {}
-        for s in self.stats.values():
-            x = now - s.onset
-            if x > self.window_s:
-                continue
-            m = min(float(s.closed), 1.0 / self.follow_alpha)
-            for b, (p, delay, var) in s.follow.items():
-                base = self._base.get(b, 0.0)
-                p = (p * m + self.prior_n * base) / (m + self.prior_n)
-                if b in s.since or p < self.lift * base:
-                    continue
-                d = max(delay, 0.05)
-                sd = max(math.sqrt(var), 0.25 * d, 0.05)
-                late = p * (1.0 - _phi((x - d) / sd))  # Bayes: P(comes | not yet after x)
-                still = late / (1.0 - p + late) if late > 0 else 0.0
-                if still > ctx.get(b, (0.0,))[0]:
-                    ctx[b] = (still, d, sd, x)
+        ctx = _Context(self, now)
         self._ctx = (now, ctx)
         return ctx
 
-    def soon(self, name: str, now: float, h: float, ctx: Context | None = None) -> float:
+    def soon(self, name: str, now: float, h: float, ctx: _Context | None = None) -> float:
         """P(``name`` is requested within ``h`` seconds of ``now``)."""
         return self._soon(name, now, (h,), ctx)[0]
 
     def _soon(self, name: str, now: float, hs: Sequence[float],
-              ctx: Context | None) -> list[float]:
+              ctx: _Context | None) -> list[float]:
         """P(``name`` within h) for each h of ``hs`` (ascending): the largest estimate."""
         s = self.stats.get(name)
         if s is None or s.last == -math.inf:
@@ -510,7 +524,7 @@ class EdgedPolicy(_Base):
             out.append(top)
         return out
 
-    def _value(self, name: str, now: float, ctx: Context) -> float:
+    def _value(self, name: str, now: float, ctx: _Context) -> float:
         """Expected stall saved per byte kept: ~ (load_s + miss cost) / (size x time to use).
 
         ``sum(P(within h) / h)`` over geometric horizons is within a small factor of
@@ -527,7 +541,7 @@ class EdgedPolicy(_Base):
         n = self.counts.get(name, 0)
         if self.probation > 0:  # scan resistance: a model seen once is on probation
             urgency *= n / (n + self.probation)
-        value = urgency * (self.load_s.get(name, 1.0) + self.miss_cost_s) / size
+        value = urgency * self._miss(name, self.stats.get(name)) / size
         self._values[1][name] = value
         return value
 
@@ -538,14 +552,21 @@ class EdgedPolicy(_Base):
         name = model_name(model)
         if len(self.experts) == 1 and self.experts[0] == "predict":
             return self._value(name, now, self._context(now))
-        if self._blend[0] != now:
-            weights = self.weights()
-            logs: dict[str, float] = {}
-            for e, vals in self.expert_values(now).items():
-                for n, v in vals.items():
-                    logs[n] = logs.get(n, 0.0) + weights[e] * math.log(max(v, 1e-300))
-            self._blend = (now, {n: math.exp(x) for n, x in logs.items()})
-        return self._blend[1].get(name, 0.0)  # a model never requested: worth nothing yet
+        if self._blend[0] != now:  # worked out per model when asked: a capacity check
+            self._blend = (now, {})  # prices its residents, not every model ever seen
+            self._weights = self.weights()
+        blend = self._blend[1]
+        got = blend.get(name)
+        if got is None:
+            st = self.stats.get(name)
+            if st is None:
+                return 0.0  # a model never requested: worth nothing yet
+            x, weights = 0.0, self._weights
+            for e, v in zip(self.experts, self._expert_values(name, st, now, self._context(now)),
+                            strict=True):
+                x = x + weights[e] * math.log(max(v, 1e-300))
+            got = blend[name] = math.exp(x)
+        return got
 
     def eviction_order(self, residents: Sequence[Resident], now: float) -> list[Resident]:
         return sorted(residents, key=lambda r: (self.value(r.key, now), r.key))
@@ -554,7 +575,14 @@ class EdgedPolicy(_Base):
         """Expected stall lost by evicting a resident: its value per byte times its bytes."""
         if not self.cost_aware:
             return None
-        return lambda r: self.value(r.key, now) * r.bytes
+        memo: dict[tuple[str, int], float] = {}  # the planner asks for each resident often
+
+        def cost(r: Resident) -> float:
+            got = memo.get((r.key, r.bytes))
+            if got is None:
+                got = memo[(r.key, r.bytes)] = self.value(r.key, now) * r.bytes
+            return got
+        return cost
 
     def predict_next(self, now: float, k: int = 5) -> list[tuple[str, float]]:
         ctx = self._context(now)
@@ -599,7 +627,7 @@ class EdgedPolicy(_Base):
             out *= max(0.0, 1.0 - f)
         return out
 
-    def _gain(self, name: str, now: float, ctx: Context) -> tuple[float, float]:
+    def _gain(self, name: str, now: float, ctx: _Context) -> tuple[float, float]:
         """(preload_gain, P(within horizon_s)), remembered for one instant."""
         load = self.load_s.get(name, 1.0)
         ld = min(load, self.horizon_s)
@@ -617,7 +645,7 @@ class EdgedPolicy(_Base):
         return (self.miss_cost_s + load) * max(0.0, p_h - p_load) + partial, p_h
 
     def _cached(self, key: tuple[str, int], now: float, hs: Sequence[float],
-                ctx: Context) -> list[float]:
+                ctx: _Context) -> list[float]:
         """``_soon`` remembered for one instant: a preloader pass asks for the same models
         once per candidate."""
         if self._grid[0] != now:
@@ -663,7 +691,7 @@ class EdgedPolicy(_Base):
             return got
         return lost
 
-    def _victim_soon(self, name: str, now: float, hs: Sequence[float], ctx: Context,
+    def _victim_soon(self, name: str, now: float, hs: Sequence[float], ctx: _Context,
                      weights: dict[str, float], key: int) -> list[float]:
         """P(a resident is requested within h), as the experts see it, weighted by their
         regret weights: ``predict``'s estimate (``_soon``), ``recency``'s h / (h + time since
@@ -706,6 +734,71 @@ class EdgedPolicy(_Base):
                 if p >= self.preload_threshold:
                     scored.append((-gain * self.completes(n, now), n))
         return [n for _, n in sorted(scored)]
+
+
+class _Context:
+    """b -> (P(b still comes because a came), b's delay mean and sd, time since a's onset),
+    from the most telling a, as of one instant.
+
+    Only a whose onset was within ``window_s`` and after which b has not come yet count, and
+    only when P(b | a) is ``lift`` times b's base rate. Each b is worked out when first asked
+    for: a capacity check over 20 residents asks for 20 of the 200 models, and the SPEC gives
+    it under 1 ms. Each b looks itself up in every a's followers until those lookups would
+    add up to indexing all the followers by b, which is then done once (a preloader pass asks
+    for every model). The policy drops a context on every ``observe``: it reads the policy's
+    state of its instant, not a copy.
+    """
+
+    __slots__ = ("_active", "_base", "_by_b", "_followers", "_follows", "_lift", "_memo",
+                 "_prior_n")
+
+    def __init__(self, policy: EdgedPolicy, now: float) -> None:
+        window, alpha = policy.window_s, policy.follow_alpha
+        # (a's stats, time since a's onset, a's episodes, capped), in the stats' order
+        self._active = [(st, now - st.onset, min(float(st.closed), 1.0 / alpha))
+                        for st in policy.stats.values() if not now - st.onset > window]
+        self._follows = [st.follow for st, _, _ in self._active]
+        self._followers = sum(len(f) for f in self._follows)
+        self._by_b: dict[str, list[tuple[tuple[_Stats, float, float],
+                                         tuple[float, float, float]]]] | None = None
+        self._base, self._lift, self._prior_n = policy._base, policy.lift, policy.prior_n
+        self._memo: dict[str, tuple[float, float, float, float] | None] = {}
+
+    def _entries(self, b: str) -> list[tuple[tuple[_Stats, float, float],
+                                             tuple[float, float, float]]]:
+        """The a that have learned b, with what they learned, in the stats' order."""
+        if self._by_b is None and (len(self._memo) + 1) * len(self._active) <= self._followers:
+            act = self._active
+            return [(act[i], f[b]) for i, f in enumerate(self._follows) if b in f]
+        if self._by_b is None:
+            by_b: dict[str, list[tuple[tuple[_Stats, float, float],
+                                       tuple[float, float, float]]]] = {}
+            for a in self._active:
+                for name, f in a[0].follow.items():
+                    by_b.setdefault(name, []).append((a, f))
+            self._by_b = by_b
+        return self._by_b.get(b, [])
+
+    def get(self, b: str) -> tuple[float, float, float, float] | None:
+        """The strongest a's (P still comes, delay, sd, x) for ``b``, or None."""
+        memo = self._memo
+        if b in memo:
+            return memo[b]
+        best: tuple[float, float, float, float] | None = None
+        top = 0.0
+        base = self._base.get(b, 0.0)
+        for (st, x, m), (p, delay, var) in self._entries(b):
+            p = (p * m + self._prior_n * base) / (m + self._prior_n)
+            if b in st.since or p < self._lift * base:
+                continue
+            d = max(delay, 0.05)
+            sd = max(math.sqrt(var), 0.25 * d, 0.05)
+            late = p * (1.0 - _phi((x - d) / sd))  # Bayes: P(comes | not yet after x)
+            still = late / (1.0 - p + late) if late > 0 else 0.0
+            if still > top:
+                best, top = (still, d, sd, x), still
+        memo[b] = best
+        return best
 
 
 def _phi(z: float) -> float:
