@@ -46,15 +46,20 @@ class Advice:
         self._pins = dict(pins or {})
         self._estimate_at = estimate_at
 
+    def _device_file(self, artifact_path: str) -> tuple[Path, Inspection]:
+        """A model file on the device (not installed) that check / recommend were asked about,
+        inspected."""
+        path = Path(artifact_path)
+        if not path.is_absolute() or not path.is_file():
+            raise e.InvalidArgument(f"{artifact_path} is not a file on the device",
+                                    field="artifact_path")
+        return path, self._inspect(path, None)
+
     # -- capacity dry run ----------------------------------------------------------------
     def check(self, *, name: str | None, artifact_path: str | None,
               tier: str | None) -> CheckView:
         if artifact_path:
-            path = Path(artifact_path)
-            if not path.is_absolute() or not path.is_file():
-                raise e.InvalidArgument(f"{artifact_path} is not a file on the device",
-                                        field="artifact_path")
-            info = self._inspect(path, None)
+            path, info = self._device_file(artifact_path)
             spec = LoadSpec(name="(artifact)", version=1, tier=tier or "swap", artifact=path,
                             fmt=info.format, options=None, group=None,
                             bytes=info.estimate_bytes)
@@ -92,11 +97,7 @@ class Advice:
         rows: list[tuple[str, LoadSpec, VersionEntry | None, bool,
                          Mapping[str, tuple[int, ...]], Path]] = []
         if artifact_path:
-            path = Path(artifact_path)
-            if not path.is_absolute() or not path.is_file():
-                raise e.InvalidArgument(f"{artifact_path} is not a file on the device",
-                                        field="artifact_path")
-            info = self._inspect(path, None)
+            path, info = self._device_file(artifact_path)
             label, own, home = path.name, "file", Tier.SWAP
             for tier in MEMORY_TIERS:
                 rows.append(("file", LoadSpec(
