@@ -228,11 +228,14 @@ def test_flooded_model_is_bounded_and_other_models_are_served_at_once(
     ok = [o for o in outcomes if o[0] == "ok"]
     rejected = [o for o in outcomes if o[0] != "ok"]
     assert len(outcomes) == flood
-    assert max(fast) < 0.5, fast  # the other model did not wait for the flood
     assert all(o[0] == "exhausted:QUEUE_FULL" for o in rejected), rejected
     assert bound <= len(ok) <= bound + 2, (len(ok), bound)
-    assert max(end - t0 for _, t0, end in rejected) < 1.0  # at once, not after queueing
-    assert max(end for _, _, end in ok) > fast_done + 1.0  # ... which was still running
+    # Orders, not wall-clock bounds (a loaded CI box stretches every time alike): the first
+    # accepted request took one ~1 s run; every refusal came before it (at once, not after
+    # queueing), and so did the other model's three answers (it did not wait for the flood)
+    first_run_done = min(end for _, _, end in ok)
+    assert max(end for _, _, end in rejected) < first_run_done, (rejected, first_run_done)
+    assert fast_done < first_run_done, (fast, fast_done, first_run_done)
 
 
 def test_runtime_cap_comes_from_the_tier_budget(daemon_factory, tmp_path) -> None:  # type: ignore[no-untyped-def]
