@@ -379,6 +379,31 @@ def test_a_one_off_model_does_not_flush_a_frequently_used_one() -> None:
     assert once.value("y", 1.0) < 0.6 * trusted.value("y", 1.0)
 
 
+def test_a_preload_does_not_swap_out_a_model_worth_as_much_as_it() -> None:
+    # A conversation's turns, wake -> asr -> tts every 4 s, 1 s apart, in memory that holds
+    # one of them. Just after a tts, wake is due in 1.8 s and asr in 2.8 s: a preload of wake
+    # would push out asr, a model worth more than half as much per byte (the rule's bet: not
+    # against a prediction almost as strong; when the turns stop, such preloads only swap the
+    # models round, each swap a load: the recorded trace). A model worth less goes.
+    p = EdgedPolicy()
+    for name in ("wake", "asr", "tts", "old"):
+        p.set_model(name, 900 * MiB, 0.5)
+    feed(p, [("old", 0.0)] + [(m, 600.0 + 4.0 * i + k) for i in range(20)
+                              for k, m in enumerate(("wake", "asr", "tts"))])
+    now = 600.0 + 4.0 * 19 + 2.2  # just after the last tts
+    req = LoadRequest("wake:1", "swap", 900 * MiB)
+    assert p.preload_gain("wake", now) > 2.0
+    assert p.value("asr", now) >= 0.5 * p.value("wake", now) > p.value("old", now)
+    d = plan_preload(p, req, [res("asr:1", 900)], BUDGETS, mem(900), now)
+    assert isinstance(d, planner.Reject)
+    # without the rule (admit = inf) the preload would push asr out
+    loose = plan_preload(p, req, [res("asr:1", 900)], BUDGETS, mem(900), now, admit=math.inf)
+    assert isinstance(loose, planner.AdmitAfterEvicting) and loose.victims == ("asr:1",)
+    # an old one-off is worth much less: it goes
+    d = plan_preload(p, req, [res("old:1", 900)], BUDGETS, mem(900), now)
+    assert isinstance(d, planner.AdmitAfterEvicting) and d.victims == ("old:1",)
+
+
 def partial_setup(delay: float) -> tuple[EdgedPolicy, float]:
     """wake, then llm ``delay`` s later, every 2-5 minutes among unrelated models; the llm
     takes 7.5 s to load: a preload started at wake cannot finish before its request, it can
@@ -427,8 +452,10 @@ def test_a_preloads_victims_answer_to_the_regret_weights() -> None:
     # asr came twice, 4 s apart, 5 s ago: its one gap says it is done (predict), while it was
     # just used (recency). With no evidence the loss is predict's alone; once the trace has
     # shown recency to predict better, evicting asr to preload loc is priced as recency sees it
+    # (the prior learned from the models' first gaps is off: with it, loc's and asr's short
+    # first gaps would say asr comes back, which is not what this test is about)
     def setup() -> EdgedPolicy:
-        p = EdgedPolicy()
+        p = EdgedPolicy(pool_fade=0.0)
         for name in ("asr", "loc"):
             p.set_model(name, 100 * MiB, 0.5)
         feed(p, [("loc", 0.0), ("loc", 20.0), ("asr", 30.0), ("asr", 34.0), ("loc", 35.0)])
@@ -444,6 +471,45 @@ def test_a_preloads_victims_answer_to_the_regret_weights() -> None:
     assert calm < 0.25 * full < 0.5 * full < alarmed
     # the same numbers again: no hidden state
     assert favoured.eviction_loss("loc", 39.0)(res("asr:1")) == alarmed
+
+
+def test_a_model_seen_once_is_expected_back_as_the_others_came_back() -> None:
+    # The prior of a model with no gaps of its own is learned from the others' first gaps.
+    # A robot whose models came back 2-4 s after their first request (a conversation's
+    # turns): a new model seen once, 1 s ago, is likely back within 10 s. A robot whose new
+    # models were one-offs (each silent for 10 min after its one request): it is not.
+    def policy(pool_fade: float, returners: bool) -> EdgedPolicy:
+        p = EdgedPolicy(pool_fade=pool_fade, experts=("predict",))
+        events: list[tuple[str, float]] = []
+        for i in range(8):
+            t = 600.0 * i
+            events.append((f"m{i}", t))
+            if returners:
+                events.append((f"m{i}", t + 2.0 + i % 3))
+        events.append(("new", 4800.0))
+        for name in {m for m, _ in events}:
+            p.set_model(name, 100 * MiB, 1.0)
+        feed(p, events)
+        return p
+
+    quick, scan, off = policy(0.2, True), policy(0.2, False), policy(0.0, True)
+    assert quick.soon("new", 4801.0, 10.0) > 0.5
+    assert scan.soon("new", 4801.0, 10.0) < 0.05
+    assert off.soon("new", 4801.0, 10.0) < 0.05  # the fixed prior: a gap "between sessions"
+    # so the new model outranks a resident that is not due for minutes, where models come back
+    quick.set_model("idle", 100 * MiB, 1.0)
+    feed(quick, [("idle", t) for t in (4000.0, 4300.0, 4600.0)])
+    assert quick.value("new", 4801.0) > quick.value("idle", 4801.0)
+    # a one-off that came back after its silence was counted once, as the long gap it was;
+    # a model's first short gap is counted when its second request comes
+    pool = scan._pool
+    long_n, short = pool.long_n, sum(pool.hist)
+    assert long_n > 1.0 and short == 0.0  # the one-offs' silences
+    scan.observe("m7", 4900.0)
+    assert (pool.long_n, sum(pool.hist)) == (long_n, short)
+    scan.set_model("z", 100 * MiB, 1.0)
+    feed(scan, [("z", 4901.0), ("z", 4903.0)])
+    assert sum(pool.hist) > 0.0
 
 
 def busy_setup() -> EdgedPolicy:

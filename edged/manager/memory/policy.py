@@ -13,7 +13,13 @@ per model (so every call is O(models)):
 * **renewal** — the model's own gaps between requests (short gaps in log bins, each bin's gaps
   +-25% around their mean; gaps over ~3 min as one memoryless "between sessions" mean), faded by
   the time that passed (``memory_s``): frequency, recency, periodic models (sharp when due) and
-  bursts from one statistic, P(next within h | e s since the last);
+  bursts from one statistic, P(next within h | e s since the last). A model with few gaps
+  leans on a prior of ``tail`` pseudo-gaps, and that prior is learned from the other
+  models (``pool_fade``): it is spread like the *first* gaps of the models seen so far (a
+  model's first request to its second, a model silent for ~3 min after its first request
+  counting as a long one). On a robot whose new models come back within seconds (a
+  conversation's turns) a model seen once is expected back as soon; where new models
+  are one-offs (a scan) it is not;
 * **transitions** — a request of ``a`` after ``onset_s`` of silence (an *onset*: a conversation's
   next turn, not a patrol's thousandth detection) opens an episode of ``window_s``; when it ends,
   P(b follows a) moves towards whether b came (a running mean at first, then ``follow_alpha``),
@@ -52,12 +58,14 @@ Decisions (tuned on seeded traces, see ``bench/replay_results.md``):
   when the wait it saves beats what its victims are expected to cost.
   ``capacity.plan_preload`` lets one in where memory is free, or where the victims' expected loss —
   P(victim needed again before the candidate, within ``keep_s``) x its (load_s + miss cost),
-  Belady's rule in expectation — is below the gain / (1 + margin). That P is *predict*'s, blended
-  with the recency and frequency experts' estimates by how much their regret weight exceeds
-  predict's, times ``young_n / (young_n + the victim's requests)`` (the less predict has seen
-  of a model, the more the others count): where the trace has shown that recency predicts
-  better, a model just used is not pushed out for a preload because its one or two gaps say
-  it is done (a new phase, a short trace).
+  Belady's rule in expectation — is below the gain / (1 + margin), and where no victim is worth
+  half the candidate's value per byte or more (``admit``: not one prediction against another
+  almost as strong, which wasted most preloads where the predictions went stale). That P is
+  *predict*'s, blended with the recency and frequency experts' estimates by how much their
+  regret weight exceeds predict's, times ``young_n / (young_n + the victim's requests)`` (the
+  less predict has seen of a model, the more the others count): where the trace has shown
+  that recency predicts better, a model just used is not pushed out for a preload because its
+  one or two gaps say it is done (a new phase, a short trace).
 * **a busy loader**: demand loads never wait behind a preload (they cancel it), so a preload
   saves only if it finishes first. Candidates are ranked, and their gain priced for evictions,
   by gain x P(no model that is not resident is requested within the candidate's load time)
@@ -198,6 +206,7 @@ class _Stats:
     burst_cur: int = 0  # ... and the current onset's so far
     bursts: int = 0  # onsets learned from
     past: list[float] = field(default_factory=lambda: [0.0] * 24)
+    censored: bool = False  # silent past _SPLIT after its first request: in the pool as long
 
 
 class EdgedPolicy(_Base):
@@ -213,8 +222,13 @@ class EdgedPolicy(_Base):
                  experts: Sequence[str] = EXPERTS, regret_rate: float = 0.5,
                  regret_decay: float = 0.98, preload_credit: float = 0.5,
                  young_n: float = 5.0, burst_s: float = 8.0,
-                 burst_weight: float = 8.0, burst_min: float = 10.0) -> None:
+                 burst_weight: float = 8.0, burst_min: float = 10.0,
+                 pool_fade: float = 0.2) -> None:
         super().__init__()
+        # the models' first gaps (see _pool_add); one pseudo-gap "between sessions" to start
+        self.pool_fade = pool_fade
+        self._pool = _Stats(long_n=1.0, long_sum=prior_gap_s)
+        self._pool_total = 1.0
         self.window_s, self.horizon_s = window_s, horizon_s
         self.preload_threshold, self.memory_s = preload_threshold, memory_s
         self.follow_alpha, self.onset_s, self.prior_n = follow_alpha, onset_s, prior_n
@@ -349,6 +363,10 @@ class EdgedPolicy(_Base):
         for name, other in self.stats.items():
             while other.episodes and t - other.episodes[0][0] > self.window_s:
                 self._close(other, other.episodes.pop(0)[1])
+            if (self.pool_fade > 0 and not other.censored and other.last > -math.inf
+                    and self.counts.get(name, 0) == 1 and t - other.last > _SPLIT):
+                other.censored = True
+                self._pool_add(t - other.last)
             if name != model:
                 other.since.add(model)
                 for start, seen in other.episodes:
@@ -369,7 +387,36 @@ class EdgedPolicy(_Base):
             s.today[self._hour(t)] += 1.0
         if s.last > -math.inf:
             self._learn_gap(s, t - s.last)
+            if self.pool_fade > 0 and self.counts[model] == 2 and not s.censored:
+                self._pool_add(t - s.last)
         s.last = t
+
+    def _pool_add(self, gap: float) -> None:
+        """One model's first gap (the time from its first request to its second; a model
+        silent for ``_SPLIT`` after its first request counts as a long gap then, once) into
+        the population of first gaps, older ones fading by ``pool_fade`` per model."""
+        pool = self._pool
+        self._learn_gap(pool, gap, 1.0 - self.pool_fade)
+        self._pool_total = pool.long_n + sum(pool.hist)
+
+    def _pool_surv(self, x: float) -> float:
+        """The share of the models' first gaps longer than ``x`` (1 with the pool off)."""
+        if self.pool_fade <= 0:
+            return 1.0
+        pool = self._pool
+        if x >= _SPLIT or not pool.knots:
+            short = 0.0
+        else:
+            k = bisect.bisect_right(pool.knots, x)
+            if k == 0:
+                short = pool.knot_mass[0]
+            elif k == len(pool.knots):
+                short = 0.0
+            else:
+                x0, x1 = pool.knots[k - 1], pool.knots[k]
+                m0, m1 = pool.knot_mass[k - 1], pool.knot_mass[k]
+                short = m0 + (m1 - m0) * (x - x0) / (x1 - x0)
+        return (short + pool.long_n) / self._pool_total
 
     def _miss(self, name: str, st: _Stats | None) -> float:
         """What a cold load of ``name`` costs: its load time, the miss cost, and
@@ -401,9 +448,10 @@ class EdgedPolicy(_Base):
             keep = sorted(s.follow.items(), key=lambda kv: (-kv[1][0], kv[0]))
             s.follow = dict(keep[:_MAX_FOLLOWERS])
 
-    def _learn_gap(self, s: _Stats, gap: float) -> None:
+    def _learn_gap(self, s: _Stats, gap: float, fade: float | None = None) -> None:
         """Remember ``gap``; older gaps fade with the time that passed (``memory_s``)."""
-        fade = math.exp(-gap / self.memory_s)
+        if fade is None:
+            fade = math.exp(-gap / self.memory_s)
         s.long_n, s.long_sum = fade * s.long_n, fade * s.long_sum
         s.hist = [fade * w for w in s.hist]
         s.gaps = [fade * g for g in s.gaps]
@@ -461,7 +509,7 @@ class EdgedPolicy(_Base):
     def _survival(self, s: _Stats, x: float, scale: float) -> float:
         """Remembered gaps longer than x: short gaps (see _learn_gap), then an exponential."""
         if x >= _SPLIT:
-            return (s.long_n + self.tail) * math.exp(-(x - _SPLIT) / scale)
+            return (s.long_n + self.tail * self._pool_surv(x)) * math.exp(-(x - _SPLIT) / scale)
         k = bisect.bisect_right(s.knots, x)
         if k == 0:
             short = s.knot_mass[0] if s.knots else 0.0
@@ -471,7 +519,7 @@ class EdgedPolicy(_Base):
             x0, x1 = s.knots[k - 1], s.knots[k]
             m0, m1 = s.knot_mass[k - 1], s.knot_mass[k]
             short = m0 + (m1 - m0) * (x - x0) / (x1 - x0)
-        return short + s.long_n + self.tail
+        return short + s.long_n + self.tail * self._pool_surv(x)
 
     def _context(self, now: float) -> _Context:
         """b -> (P(b still comes because a came), b's delay mean and sd, time since a's onset),
