@@ -311,3 +311,30 @@ def test_a_pass_on_a_busy_loader_preloads_as_soon_as_it_is_free(replay: ModuleTy
                            preload=True, interval_s=0.5, busy_waits=False)
     late = sim.run(trace)  # the old rule: the pass skips, the preload lands 0.2 s late
     assert (late.cold_loads, late.stall_s) == (2, pytest.approx(1.2 + 0.2))
+
+
+@pytest.mark.parametrize("name", ["recorded", "recorded 15 min"])
+def test_committed_recorded_traces_read_back_and_edged_beats_lru_and_lfu_on_them(
+        replay: ModuleType, name: str) -> None:
+    """The traces under bench/traces are the daemon's own trace files: they read back with
+    the daemon's reader (time order, whole lines), their models file prices every model they
+    name, and at half their working set (bench/replay_bench.py's ``half`` budget) edged needs
+    at most 0.95x the cold loads of the better of LRU and LFU (issue 16's first target; the
+    simulation is deterministic, so this guards the policy on real traffic)."""
+    if str(REPO) not in sys.path:  # bench/ is a package of the checkout, not installed
+        sys.path.insert(0, str(REPO))
+    from bench.replay_bench import RECORDED, budget_bytes
+
+    trace, models = (read_trace(RECORDED[name].with_suffix(".jsonl")),
+                     read_models(RECORDED[name].with_suffix(".models.json")))
+    counts: dict[str, int] = {}
+    for e in trace:
+        counts[e.model] = counts.get(e.model, 0) + 1
+    assert len(trace) > 400 and set(counts) <= set(models)
+    sizes = {n: m.size_bytes for n, m in models.items() if n in counts}
+    budget = budget_bytes("half", sizes, counts)
+    assert budget < sum(sizes.values())  # the budget forces evictions
+    report = replay.run_all(trace, models, budget, ("lru", "lfu", "edged", "optimal"))
+    cold = {p: r["cold_loads"] for p, r in report["policies"].items()}  # type: ignore[attr-defined]
+    assert cold["optimal"] <= min(cold["lru"], cold["lfu"])
+    assert cold["edged"] <= 0.95 * min(cold["lru"], cold["lfu"]), cold
