@@ -520,7 +520,15 @@ worse than before" on 5 of 9 (was 2); stall at most the best simple policy's on 
   this budget: on `--tune2` seeds the *old* policy failed idle tight at 1.35x. The 3 days'
   stall rose 13514 -> 14332 s (+6%, cold loads -5%): the admission rule turns away some
   preloads that would have hidden a load. On saturated tight the loader is busy 100% and queues
-  grow without bound (millions of seconds for every policy).
+  grow without bound (millions of seconds for every policy): there the LLM's load takes 90 s
+  and a 1 Hz model (detect) reloaded behind it gathers hundreds of waiting requests, which the
+  daemon would refuse past 64 per loading model (`QUEUE_FULL`, `Residency`'s `queue_limit`)
+  while the replay queues them all. Edged's extra stall there against LFU is the small
+  streaming models (pose, ocr.rec) reloaded behind long queues (tuning seed 64: pose 569k s
+  against LFU's 171k). On **saturated 2 GiB** the cold-load target fails on two seeds of three
+  (1.01-1.08x LFU) by LFU's choice, not edged's: LFU keeps the small models and reloads the
+  1.5 GiB LLM (90 s) every conversation, so its loader is busy 89-100% of the day, it reads
+  1.3-1.5x the bytes, and its stall is 1.4-2.4x edged's on every seed.
 * **Recorded two thirds** (15 cold loads against LRU's 12, the optimum): a 4-minute trace where
   each new phase (conversation, OCR) starts with models seen once; the first LLM load pushes
   out wake/asr instead of the patrol's models. On the **15-minute recorded trace** (added
