@@ -203,6 +203,31 @@ def _crash_and_reload(pool: WorkerPool, holder: list[Residency],
     assert "worker_crash" in [ev.kind for ev in events.recent()]
 
 
+def test_no_preload_starts_beside_a_running_demand_load(
+        pool: WorkerPool, models: dict[str, Path], tmp_path: Path) -> None:
+    """Loads of different models run side by side and share the disk: a preload started beside
+    a demand load would slow it, so it is turned away (Aborted: the preloader tries again at
+    its next pass) until the demand load is done; a demand load is never turned away."""
+    slow_path = modelgen.slow_model(tmp_path / "slow.onnx", size=1024, repeats=800)
+    slow = LoadSpec(name="slow", version=1, tier="swap", artifact=slow_path, fmt="onnx",
+                    options=EngineOptions(), group=None, bytes=inspect(slow_path).estimate_bytes)
+    res, _ = make(pool, swap_mb=500)
+    th = threading.Thread(target=res.load, args=(slow,))
+    th.start()
+    deadline = time.monotonic() + 10
+    while not any(v.name == "slow" and v.state == "loading" for v in res.views()):
+        assert time.monotonic() < deadline, "the demand load never started"
+        time.sleep(0.01)
+    with pytest.raises(e.Aborted, match="yields to a demand load"):
+        res.load(spec(models, "b"), preload=True)
+    still_loading = any(v.name == "slow" and v.state == "loading" for v in res.views())
+    res.load(spec(models, "c"))  # another demand load runs beside it
+    th.join(60)
+    assert still_loading and not th.is_alive()
+    res.load(spec(models, "b"), preload=True)  # the demand loads are done: it starts
+    assert {"slow:1", "b:1", "c:1"} <= res.loaded_keys()
+
+
 def test_demand_load_kills_a_running_preload_instead_of_waiting(
         pool: WorkerPool, models: dict[str, Path], tmp_path: Path) -> None:
     """A preload that takes seconds holds the memory a demand load needs and nothing else can

@@ -350,7 +350,11 @@ class Residency:
                 wait_for = existing
             else:
                 wait_for = None
-                if preload and self._demand_waiting:
+                if preload and (self._demand_waiting or any(
+                        s.state == SlotState.LOADING and not s.preloaded
+                        for s in self._slots.values())):
+                    # loads side by side share the disk: a preload beside a demand load would
+                    # slow it (the preloader tries again at its next pass)
                     raise e.Aborted(f"preload of {spec.key} yields to a demand load")
                 decision = self._plan(spec, preload)
                 if isinstance(decision, planner.Reject) and not preload:
