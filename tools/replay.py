@@ -28,6 +28,8 @@ them); a preload never delays a demand load. ``loader_busy`` is the share of the
 the loader spent loading. ``--explain`` lists, per online policy, which waits cost the stall:
 a model's first load, a preload too late, requests queued behind a load, and the load (demand
 or preload) whose room evicted the model.
+``--loader shared`` replays instead as the daemon loads (``SharedLoaderSimulator``): loads of
+different models side by side, sharing one disk's speed; one loader is the pessimistic default.
 ``wasted_preloads`` counts preloads cancelled, evicted before their first use,
 or never used; ``bytes_loaded`` counts what was read, a cancelled preload's part included. All
 models are ``swap``-tier, CPU, evictable; the budget is all the memory they may use. ``edged``
@@ -54,6 +56,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -161,6 +164,7 @@ class Simulator:
             if self.on_request is not None:
                 self.on_request(i)
             self.serve(i, entry)
+        self.drain()
         self.evict([k for k, s in self.slots.items() if s.preloaded and not s.used])
         n = len(trace)
         self.r.hit_rate = round(self.hits / n, 4) if n else 1.0
@@ -191,6 +195,9 @@ class Simulator:
         if self.loading is not None and self.loading[3] <= t:
             self.loading = None
 
+    def drain(self) -> None:
+        """Loads still running when the trace ends (here their stall is charged already)."""
+
     def try_preload(self, now: float) -> bool:
         assert self.policy is not None
         candidates = self.policy.preload_candidates(list(self.slots), now)[:3]
@@ -205,13 +212,23 @@ class Simulator:
                 continue
             self._cause = (name, True)
             self.evict(d.victims if isinstance(d, planner.AdmitAfterEvicting) else (), now)
-            self.slots[name] = _Slot(cost.size_bytes, now + cost.load_s, preloaded=True)
-            self.loading = (name, True, now, now + cost.load_s)
             self.r.preloads = (self.r.preloads or 0) + 1
-            self.busy_s += cost.load_s
             self.r.bytes_loaded = (self.r.bytes_loaded or 0) + cost.size_bytes
+            self.start_preload(name, cost, now)
             return True
         return False
+
+    def start_preload(self, name: str, cost: ModelCost, now: float) -> None:
+        self.slots[name] = _Slot(cost.size_bytes, now + cost.load_s, preloaded=True)
+        self.loading = (name, True, now, now + cost.load_s)
+        self.busy_s += cost.load_s
+
+    def wait(self, name: str, slot: _Slot, t: float, stall: Stall | None) -> None:
+        """A request at ``t`` waits for ``slot``'s load: its stall is known now (one loader)."""
+        self.r.stall_s = (self.r.stall_s or 0.0) + slot.ready_at - t
+        if stall is not None:
+            stall.stall_s = slot.ready_at - t
+            self.stalls.append(stall)
 
     def serve(self, i: int, entry: TraceEntry) -> None:
         t, name = entry.t, entry.model
@@ -223,24 +240,57 @@ class Simulator:
             slot.used = True
             return
         if slot is not None:  # still loading: wait for the rest of it
-            if slot.preloaded and not slot.used:  # the preload came too late: a cold load
+            late = slot.preloaded and not slot.used
+            if late:  # the preload came too late: a cold load
                 self.r.cold_loads = (self.r.cold_loads or 0) + 1
-            self.r.stall_s = (self.r.stall_s or 0.0) + slot.ready_at - t
-            if self.explain:
-                late = slot.preloaded and not slot.used
-                first = slot.why
-                self.stalls.append(Stall(t, name, slot.ready_at - t, "preload late" if late
-                                         else f"queued, {first.cause}" if first else "queued",
-                                         *((first.by, first.by_preload, first.evicted_at)
-                                           if first and not late else ())))
+            first = slot.why
+            self.wait(name, slot, t, None if not self.explain else Stall(
+                t, name, 0.0, "preload late" if late
+                else f"queued, {first.cause}" if first else "queued",
+                *((first.by, first.by_preload, first.evicted_at) if first and not late else ())))
             slot.used = True
             return
         self.demand_load(i, t, name)
 
-    def demand_load(self, i: int, t: float, name: str) -> None:
+    def cost_of(self, i: int, name: str) -> ModelCost:
         cost = self.models.get(name)
         if cost is None:
             raise TraceError(f"trace request {i + 1}: model {name!r} is not in the models file")
+        return cost
+
+    def plan(self, name: str, cost: ModelCost, start: float, t: float) -> planner.Decision:
+        """A demand load's decision, taken at ``t`` with what the policy knows then, over the
+        residents as they will be at ``start`` (at ``start`` the policy would take the
+        requests queued until then, not observed yet, for silence)."""
+        req = planner.LoadRequest(name, "swap", cost.size_bytes)
+        if self.policy is not None:
+            return plan_demand(self.policy, req, self.residents(start), self.budgets,
+                               self.memory(), t)
+        order = self.order
+        return planner.plan(req, self.residents(start), self.budgets, self.memory(),
+                            eviction_order=lambda rs: order(rs, t))
+
+    def admit_demand(self, name: str, cost: ModelCost, d: planner.Decision, t: float,
+                     ready_at: float) -> _Slot | None:
+        """Count a demand load the planner decided on (None: rejected) and make its room."""
+        if isinstance(d, planner.Reject):
+            self.r.rejected = (self.r.rejected or 0) + 1
+            return None
+        self._cause = (name, False)
+        self.evict(d.victims if isinstance(d, planner.AdmitAfterEvicting) else (), t)
+        why = None
+        if self.explain:
+            by = self._evicted.get(name)
+            why = Stall(t, name, 0.0, "first" if by is None else "evicted",
+                        *(by or ("", False, math.nan)))
+        slot = self.slots[name] = _Slot(cost.size_bytes, ready_at, used=True, why=why)
+        self.r.cold_loads = (self.r.cold_loads or 0) + 1
+        self.r.bytes_loaded = (self.r.bytes_loaded or 0) + cost.size_bytes
+        self.wait(name, slot, t, why)
+        return slot
+
+    def demand_load(self, i: int, t: float, name: str) -> None:
+        cost = self.cost_of(i, name)
         start = t
         if self.loading is not None and self.loading[1]:  # a preload yields to demand
             other, _, p_start, p_end = self.loading
@@ -253,33 +303,108 @@ class Simulator:
             self.next_pass = min(self.next_pass, t + self.interval_s)  # the pass gave up
         elif self.loading is not None:
             start = self.loading[3]  # one loader: wait for the earlier demand load
-        # the decision is taken now, with what the policy knows now: at ``start`` it would
-        # take the requests queued until then (not observed yet) for silence
-        req = planner.LoadRequest(name, "swap", cost.size_bytes)
-        if self.policy is not None:
-            d = plan_demand(self.policy, req, self.residents(start), self.budgets,
-                            self.memory(), t)
-        else:
-            order = self.order
-            d = planner.plan(req, self.residents(start), self.budgets, self.memory(),
-                             eviction_order=lambda rs: order(rs, t))
-        if isinstance(d, planner.Reject):
-            self.r.rejected = (self.r.rejected or 0) + 1
-            return
-        self._cause = (name, False)
-        self.evict(d.victims if isinstance(d, planner.AdmitAfterEvicting) else (), t)
         end = start + cost.load_s
-        if self.explain:
-            by = self._evicted.get(name)
-            self.stalls.append(Stall(t, name, end - t, "first" if by is None else "evicted",
-                                     *(by or ("", False, math.nan))))
-        self.slots[name] = _Slot(cost.size_bytes, end, used=True,
-                                 why=self.stalls[-1] if self.explain else None)
-        self.loading = (name, False, start, end)
-        self.r.cold_loads = (self.r.cold_loads or 0) + 1
-        self.r.stall_s = (self.r.stall_s or 0.0) + end - t
-        self.busy_s += cost.load_s
-        self.r.bytes_loaded = (self.r.bytes_loaded or 0) + cost.size_bytes
+        if self.admit_demand(name, cost, self.plan(name, cost, start, t), t, end) is not None:
+            self.loading = (name, False, start, end)
+            self.busy_s += cost.load_s
+
+
+class SharedLoaderSimulator(Simulator):
+    """The same rules with loads side by side, as the daemon runs them (``Residency.load``:
+    loads of different models run concurrently, and a demand load cancels a running preload
+    only when it needs the preload's memory, and no preload starts while a demand load runs),
+    sharing one disk: with n loads running each progresses at 1/n of its full speed (processor
+    sharing). The loader's throughput is the single loader's, but a small model's load no
+    longer waits whole behind a long one. The preloader's pass still waits for its own
+    preload. A request's stall is known when the load it waits for completes."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.flight: dict[str, float] = {}  # model -> full-speed seconds of its load left
+        self.waiting: dict[str, list[tuple[float, Stall | None]]] = {}  # arrivals, per model
+        self.clock = -math.inf
+        self.preloading: str | None = None  # the preloader's load (its pass waits for it)
+
+    def progress(self, t: float) -> None:
+        """Run the loads until ``t``, or until a preload completes (the pass that waited for
+        it runs then): each load that completes sets its slot ready and charges the requests
+        waiting for it their wait."""
+        self.clock = t if self.clock == -math.inf else self.clock
+        while self.flight and self.clock < t:
+            n = len(self.flight)
+            step = min(min(self.flight.values()) * n, t - self.clock)
+            self.clock += step
+            self.busy_s += step
+            done = []
+            for name in self.flight:
+                self.flight[name] -= step / n
+                if self.flight[name] <= 1e-9:
+                    done.append(name)
+            if [name for name in done if self.complete(name)]:
+                return  # the preloader's pass was waiting for this one
+        self.clock = max(self.clock, t)
+
+    def complete(self, name: str) -> bool:
+        """``name``'s load is done; True when it was the preloader's."""
+        del self.flight[name]
+        self.slots[name].ready_at = self.clock
+        for arrival, stall in self.waiting.pop(name, []):
+            self.r.stall_s = (self.r.stall_s or 0.0) + self.clock - arrival
+            if stall is not None:
+                stall.stall_s = self.clock - arrival
+        if name != self.preloading:
+            return False
+        self.preloading = None
+        self.next_pass = self.clock + self.interval_s
+        return True
+
+    def advance(self, t: float) -> None:
+        while True:
+            target = min(t, self.next_pass) if self.preload else t
+            self.progress(target)
+            if self.clock < target:  # a preload completed: its pass's next interval starts
+                continue
+            if not (self.preload and self.next_pass <= t):
+                return
+            now = self.next_pass
+            # no preload starts beside a demand load (``Residency.load``): the pass tries
+            # again an interval later
+            if self.preloading is None and not self.flight and self.try_preload(now):
+                self.next_pass = math.inf  # set when the preload completes
+            else:
+                self.next_pass = now + self.interval_s
+
+    def drain(self) -> None:
+        self.next_pass = math.inf
+        while self.flight:
+            self.progress(math.inf)
+
+    def start_preload(self, name: str, cost: ModelCost, now: float) -> None:
+        self.slots[name] = _Slot(cost.size_bytes, math.inf, preloaded=True)
+        self.flight[name] = cost.load_s
+        self.preloading = name
+
+    def wait(self, name: str, slot: _Slot, t: float, stall: Stall | None) -> None:
+        self.waiting.setdefault(name, []).append((t, stall))
+        if stall is not None:
+            self.stalls.append(stall)
+
+    def demand_load(self, i: int, t: float, name: str) -> None:
+        cost = self.cost_of(i, name)
+        d = self.plan(name, cost, t, t)
+        other = self.preloading
+        if isinstance(d, planner.Reject) and other is not None and not self.slots[other].used:
+            # the preload holds memory this load needs: it is cancelled, its part read
+            left = self.flight.pop(other)
+            self.r.bytes_loaded = (self.r.bytes_loaded or 0) - int(
+                self.models[other].size_bytes * left / max(self.models[other].load_s, 1e-9))
+            self._cause = (name, False)
+            self.evict([other], t)
+            self.preloading = None
+            self.next_pass = t + self.interval_s  # the pass gave up
+            d = self.plan(name, cost, t, t)
+        if self.admit_demand(name, cost, d, t, math.inf) is not None:
+            self.flight[name] = cost.load_s
 
 
 class FurthestNextUse:
@@ -434,41 +559,50 @@ def _popcount(a: np.ndarray) -> np.ndarray:
 
 # -- command line ----------------------------------------------------------------------------
 def run_all(trace: Sequence[TraceEntry], models: dict[str, ModelCost], budget: int,
-            policies: Sequence[str] = POLICIES, interval_s: float = 0.5) -> dict[str, object]:
+            policies: Sequence[str] = POLICIES, interval_s: float = 0.5,
+            loader: str = "single") -> dict[str, object]:
     missing = sorted({e.model for e in trace} - set(models))
     if missing:
         raise TraceError(f"models file has no size for: {', '.join(missing)}")
     out: dict[str, dict[str, object]] = {}
     for name in policies:
-        out[name] = asdict(simulate(name, trace, models, budget, interval_s=interval_s))
+        out[name] = asdict(simulate(name, trace, models, budget, interval_s=interval_s,
+                                    loader=loader))
     return {"policies": out, "budget_bytes": budget, "requests": len(trace)}
 
 
+LOADERS: dict[str, type[Simulator]] = {"single": Simulator, "shared": SharedLoaderSimulator}
+
+
 def simulate(policy_name: str, trace: Sequence[TraceEntry], models: dict[str, ModelCost],
-             budget: int, *, preload: bool | None = None, interval_s: float = 0.5) -> Result:
-    """Run one policy (``lru`` | ``lfu`` | ``edged`` | ``furthest`` | ``optimal``)."""
+             budget: int, *, preload: bool | None = None, interval_s: float = 0.5,
+             loader: str = "single") -> Result:
+    """Run one policy (``lru`` | ``lfu`` | ``edged`` | ``furthest`` | ``optimal``); ``loader``:
+    ``single`` (one load at a time) or ``shared`` (side by side, sharing the disk)."""
     if policy_name == "optimal":
         return optimal(trace, models, budget)
+    sim = LOADERS[loader]
     if policy_name == "furthest":
         oracle = FurthestNextUse(trace)
-        return Simulator(models, budget, None, oracle.order, preload=False,
-                         on_request=oracle.at).run(trace)
+        return sim(models, budget, None, oracle.order, preload=False,
+                   on_request=oracle.at).run(trace)
     policy = make_policy(policy_name)
-    return Simulator(models, budget, policy, policy.eviction_order,
-                     preload=(policy_name == "edged") if preload is None else preload,
-                     interval_s=interval_s).run(trace)
+    return sim(models, budget, policy, policy.eviction_order,
+               preload=(policy_name == "edged") if preload is None else preload,
+               interval_s=interval_s).run(trace)
 
 
 def explain(policy_name: str, trace: Sequence[TraceEntry], models: dict[str, ModelCost],
-            budget: int, *, interval_s: float = 0.5) -> tuple[Result, list[Stall]]:
+            budget: int, *, interval_s: float = 0.5, loader: str = "single"
+            ) -> tuple[Result, list[Stall]]:
     """Run one online policy (``lru`` | ``lfu`` | ``edged``) and return every request that
     waited, with why: its model's first load, a preload that came too late, a wait behind
     another load of it, or the load (demand or preload) whose room evicted it."""
     if policy_name not in ("lru", "lfu", "edged"):
         raise ValueError(f"--explain needs an online policy, not {policy_name!r}")
     policy = make_policy(policy_name)
-    sim = Simulator(models, budget, policy, policy.eviction_order,
-                    preload=policy_name == "edged", interval_s=interval_s, explain=True)
+    sim = LOADERS[loader](models, budget, policy, policy.eviction_order,
+                          preload=policy_name == "edged", interval_s=interval_s, explain=True)
     return sim.run(trace), sim.stalls
 
 
@@ -515,6 +649,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--budget", required=True, help="memory for models: 6GiB, 512MiB, bytes")
     p.add_argument("--policies", default=",".join(POLICIES), help="comma-separated subset")
     p.add_argument("--preload-interval", type=float, default=0.5, help="seconds (daemon's)")
+    p.add_argument("--loader", choices=tuple(LOADERS), default="single",
+                   help="single: one load at a time (the default, pessimistic); shared: "
+                        "loads side by side as the daemon runs them, sharing the disk")
     p.add_argument("--json", action="store_true", help="print only JSON")
     p.add_argument("--explain", action="store_true",
                    help="per online policy: which waits cost the stall, and which load's "
@@ -532,12 +669,12 @@ def main(argv: list[str] | None = None) -> int:
                 if name in ("furthest", "optimal"):
                     continue
                 r, stalls = explain(name, trace, models, budget,
-                                    interval_s=args.preload_interval)
+                                    interval_s=args.preload_interval, loader=args.loader)
                 print(f"== {name}: {r.cold_loads} cold loads, {r.stall_s} s stall")
                 print(explain_table(stalls))
             return 0
         report = run_all(read_trace(args.trace), read_models(args.models), budget, policies,
-                         args.preload_interval)
+                         args.preload_interval, args.loader)
     except (OSError, ValueError) as exc:
         print(f"replay: {exc}", file=sys.stderr)
         return 2

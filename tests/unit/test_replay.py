@@ -338,3 +338,43 @@ def test_committed_recorded_traces_read_back_and_edged_beats_lru_and_lfu_on_them
     cold = {p: r["cold_loads"] for p, r in report["policies"].items()}  # type: ignore[attr-defined]
     assert cold["optimal"] <= min(cold["lru"], cold["lfu"])
     assert cold["edged"] <= 0.95 * min(cold["lru"], cold["lfu"]), cold
+
+
+def test_shared_loader_runs_loads_side_by_side_sharing_the_disk(replay: ModuleType) -> None:
+    # a (4 s) starts at 0; b (1 s) at 1: from then on each runs at half speed, so b is ready at
+    # 3.0 and a (1 s done at 1.0, 1 s more by 3.0) at 5.0. Waits: a 5, b 2, a again at 2.0: 3;
+    # b at 3.5 is a hit. One loader would make b wait for a: 4 + 4 + 2 + 1.5
+    models = {"a": ModelCost(10, 4.0), "b": ModelCost(10, 1.0)}
+    trace = [TraceEntry(0.0, "a"), TraceEntry(1.0, "b"), TraceEntry(2.0, "a"),
+             TraceEntry(3.5, "b")]
+    shared = replay.run_all(trace, models, 100, ("lru",), loader="shared")
+    single = replay.run_all(trace, models, 100, ("lru",))
+    r = shared["policies"]["lru"]  # type: ignore[index]
+    assert (r["cold_loads"], r["hit_rate"]) == (2, 0.25)
+    assert r["stall_s"] == pytest.approx(5.0 + 2.0 + 3.0)
+    assert r["loader_busy"] == 1.0  # busy 0.0-5.0, past the trace's last request
+    assert single["policies"]["lru"]["stall_s"] == pytest.approx(11.5)  # type: ignore[index]
+    _, stalls = replay.explain("lru", trace, models, 100, loader="shared")
+    assert [(s.model, s.cause, s.stall_s) for s in stalls] == [
+        ("a", "first", pytest.approx(5.0)), ("b", "first", pytest.approx(2.0)),
+        ("a", "queued, first", pytest.approx(3.0))]
+
+
+def test_shared_loader_cancels_a_preload_only_for_its_memory(replay: ModuleType) -> None:
+    # the pass at 5.0 preloads b (4 s). With room for all, c's demand at 6.0 runs beside it:
+    # c (1 s) is ready at 8.0, b (1 s done by 6.0, 1 s more by 8.0) at 10.0: b at 12 is a hit
+    models = {"a": ModelCost(10, 1.0), "b": ModelCost(40, 4.0), "c": ModelCost(10, 1.0)}
+    trace = [TraceEntry(0.0, "a"), TraceEntry(6.0, "c"), TraceEntry(12.0, "b")]
+    sim = replay.SharedLoaderSimulator(models, 100, PreloadAt("b", 5.0),
+                                       LruPolicy().eviction_order, preload=True)
+    r = sim.run(trace)
+    assert (r.cold_loads, r.preloads, r.wasted_preloads, r.bytes_loaded) == (2, 1, 0, 60)
+    assert r.stall_s == pytest.approx(1.0 + 2.0) and r.hit_rate == pytest.approx(1 / 3, 1e-3)
+    # c of 50 bytes in 60: a's 10 are not enough, b's 40 are only free if its preload goes:
+    # it is cancelled (a quarter read, wasted) and c loads alone, ready at 7.0
+    models["c"] = ModelCost(50, 1.0)
+    sim = replay.SharedLoaderSimulator(models, 60, PreloadAt("b", 5.0),
+                                       LruPolicy().eviction_order, preload=True)
+    r = sim.run(trace[:2])
+    assert (r.cold_loads, r.preloads, r.wasted_preloads) == (2, 1, 1)
+    assert r.bytes_loaded == 10 + 10 + 50 and r.stall_s == pytest.approx(1.0 + 1.0)
