@@ -203,6 +203,35 @@ def _crash_and_reload(pool: WorkerPool, holder: list[Residency],
     assert "worker_crash" in [ev.kind for ev in events.recent()]
 
 
+def test_a_demand_load_cancels_a_running_preload_even_with_room_for_both(
+        pool: WorkerPool, models: dict[str, Path]) -> None:
+    """Preloads yield to demand: loads side by side share the disk, so a running preload no
+    request waits for is ended when a demand load of another model starts, memory or not; the
+    demand load does not wait for it (it fits as things are)."""
+    gated = GatedPool(pool, "b:1")
+    res, events = make(gated, swap_mb=500)  # type: ignore[arg-type]
+    outcome: list[BaseException | None] = []
+
+    def preload() -> None:
+        try:
+            res.load(spec(models, "b"), preload=True)
+            outcome.append(None)
+        except BaseException as exc:  # noqa: BLE001 - the test checks it
+            outcome.append(exc)
+
+    t = threading.Thread(target=preload)
+    t.start()
+    assert gated.entered.wait(60)  # 'b' is loading as a preload, held at the gate
+    res.load(spec(models, "c"))  # returns with 'b' still held: it never waited for it
+    cancelled = [ev for ev in events.recent() if ev.kind == "preload_cancelled"]
+    assert [ev.model for ev in cancelled] == ["b"]
+    gated.gate.set()
+    t.join(60)
+    assert not t.is_alive() and len(outcome) == 1 and isinstance(outcome[0], e.Aborted)
+    assert {v.name for v in res.views()} == {"c"}
+    assert "evict" not in [ev.kind for ev in events.recent()]
+
+
 def test_no_preload_starts_beside_a_running_demand_load(
         pool: WorkerPool, models: dict[str, Path], tmp_path: Path) -> None:
     """Loads of different models run side by side and share the disk: a preload started beside

@@ -5,9 +5,9 @@
 candidates). ``Preloader`` wakes every ``interval_s``, asks the policy what is likely next, and
 loads the best candidate through the residency with ``preload=True`` — which admits it only as
 ``capacity.plan_preload`` allows (fit as things are, or evict strictly less valuable idle models).
-Demand loads never wait behind it: loads of different models run side by side, a demand load
-that needs a running preload's memory cancels it, and no preload starts while a demand load runs
-(they would share the disk; see ``Residency.load``).
+Demand loads never wait behind it, nor share the disk with it: loads of different models run
+side by side, so a demand load cancels a running preload no request waits for, and no preload
+starts while a demand load runs (see ``Residency.load``).
 """
 
 from __future__ import annotations

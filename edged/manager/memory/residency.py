@@ -345,6 +345,8 @@ class Residency:
                                                                         float]:
         """Load ``spec`` if the planner admits it; returns (view, evicted keys, seconds)."""
         with self._lock:
+            if not preload and spec.key not in self._slots:
+                self._yield_preloads(spec)
             existing = self._slots.get(spec.key)
             if existing is not None and existing.state in (SlotState.READY, SlotState.LOADING):
                 wait_for = existing
@@ -389,8 +391,7 @@ class Residency:
         try:
             try:
                 if slot.cancelled:  # cancelled before its worker was asked for
-                    raise e.Aborted(f"preload of {spec.key} cancelled: a demand load needs "
-                                    "the memory")
+                    raise e.Aborted(f"preload of {spec.key} cancelled for a demand load")
                 result = self.pool.load(str(spec.key), spec.artifact, spec.fmt, self._capped(spec),
                                         spec.group, max_concurrency=self._concurrency)
             except BaseException:
@@ -404,11 +405,10 @@ class Residency:
                 raise corrupt
             if slot.cancelled:
                 self.pool.unload(str(spec.key))
-                raise e.Aborted(f"preload of {spec.key} cancelled: a demand load needs the memory")
+                raise e.Aborted(f"preload of {spec.key} cancelled for a demand load")
         except BaseException as exc:
             if slot.cancelled and not isinstance(exc, e.Aborted):  # its worker was killed
-                exc = e.Aborted(f"preload of {spec.key} cancelled: a demand load needs the "
-                                "memory")
+                exc = e.Aborted(f"preload of {spec.key} cancelled for a demand load")
             with self._lock:
                 slot.state, slot.error = SlotState.FAILED, exc
                 self._slots.pop(spec.key, None)
@@ -472,15 +472,7 @@ class Residency:
                 if not isinstance(decision, planner.Reject) or not running:
                     break
                 for victim in running:
-                    if victim.cancelled:
-                        continue
-                    victim.cancelled = True
-                    self.events.publish("preload_cancelled", victim.spec.name,
-                                        victim.spec.version, f"memory needed by {spec.key}")
-                    self._count_wasted(victim)
-                    # end it now: a demand load never waits behind it
-                    self.pool.abort_load(victim.key,
-                                         f"preload cancelled: {spec.key} needs the memory")
+                    self._cancel_preload(victim, f"memory needed by {spec.key}")
 
                 def gone(r: list[Slot] = running) -> bool:
                     return all(self._slots.get(x.key) is not x for x in r)
@@ -490,6 +482,36 @@ class Residency:
             return decision
         finally:
             self._demand_waiting -= 1
+
+    def _yield_preloads(self, spec: LoadSpec) -> None:
+        """Preloads yield to a demand load (lock held): loads run side by side and share the
+        disk, so every running preload no request waits for is ended before ``spec`` is
+        planned. Where ``spec`` does not fit as things are, it waits (``wait_for`` releases the
+        lock) the few ms until their memory is free, rather than evict for room that is about
+        to be there."""
+        running = [s for s in self._slots.values()
+                   if s.preloaded and s.state == SlotState.LOADING and not s.waiting]
+        if not running:
+            return
+        for victim in running:
+            self._cancel_preload(victim, f"{spec.key} is loading on demand")
+        if isinstance(self._plan(spec, False), planner.Admit):
+            return
+        self._demand_waiting += 1  # no new preload starts meanwhile
+        try:
+            self._lock.wait_for(lambda: all(self._slots.get(x.key) is not x for x in running),
+                                timeout=120)
+        finally:
+            self._demand_waiting -= 1
+
+    def _cancel_preload(self, victim: Slot, why: str) -> None:
+        """End a running preload now (lock held): a demand load never waits behind it."""
+        if victim.cancelled:
+            return
+        victim.cancelled = True
+        self.events.publish("preload_cancelled", victim.spec.name, victim.spec.version, why)
+        self._count_wasted(victim)
+        self.pool.abort_load(victim.key, f"preload cancelled: {why}")
 
     def _evict(self, key: str, reason: str) -> None:
         with self._lock:
