@@ -398,9 +398,9 @@ def shared_section(shared: list[Result]) -> list[str]:
            "a small model's reload can wait whole behind the LLM's (pessimistic). The daemon "
            "loads different models side by side (`Residency.load`), and on one disk they share "
            "its bandwidth: `tools/replay.py --loader shared` replays that way (n loads running "
-           "each progress at 1/n of full speed; a demand load cancels a running preload only "
-           "when it needs its memory, no preload starts while a demand load runs, and the "
-           "preloader's pass still waits for its own preload). "
+           "each progress at 1/n of full speed; preloads yield to demand loads: a demand load "
+           "cancels a running preload no request waits for, and no preload starts while a "
+           "demand load runs; the preloader's pass still waits for its own preload). "
            "Same held-out seeds, same policy code.", "",
            "| family | budget | cold loads: edged / LRU / LFU | edged / best simple | stall s: "
            "edged / LRU / LFU | edged stall / best simple | GiB loaded: edged / LRU | wasted "
@@ -556,16 +556,21 @@ worse than before" on 5 of 9 (was 2); stall at most the best simple policy's on 
   one seed of three: the episodes below, not a trend. Over all 72 rows: cold loads 0.62x,
   stall 0.80x the best simple policy's.
 * **Loads side by side** (the section above, added 2026-12-06): replayed as the daemon loads,
-  the single loader's tight-budget stall losses go (bursty 0.86x, idle 0.91x the best simple
-  policy's), stall holds on 27 of 30 rows and cold loads on 29 of 30. Left: saturated tight
-  (1.11x LRU: the 12x slower disk shared with preloads), shifted tight (266.5 s against LFU's
-  265.9) and the 4-minute recording at two thirds (as above). This replay showed a daemon
-  fault: the preloader started preloads beside running demand loads, which then shared the
-  disk with them; on the tuning seeds' saturated traces that cost 1.04-2.0x the stall, with
-  98-406 preloads wasted. Now `Residency.load` turns a preload away while a demand load runs
-  (the preloader tries again at its next pass), as the single loader always did: stall fell
-  on all 12 tuning rows tried (normal, bursty and two saturated seeds, three budgets each;
-  e.g. saturated seed 64 tight 18598 -> 12446 s, normal seed 11 2 GiB 584 -> 476 s).
+  the single loader's tight-budget stall losses go (bursty 0.82x, idle 0.88x the best simple
+  policy's), stall holds on 28 of 30 rows and cold loads on 29 of 30. Left: saturated tight
+  (1.44x LRU: a 12x slower disk, 90 s LLM loads) and the 4-minute recording at two thirds (as
+  above). This replay showed two daemon faults, both fixed in `Residency.load` this round: the
+  preloader started preloads beside running demand loads, and a running preload went on beside
+  a demand load unless the demand needed its memory; either way the two shared the disk. Now
+  no preload starts while a demand load runs (the preloader tries again at its next pass), and
+  a demand load cancels a running preload no request waits for, as the single loader always
+  did. Chosen on the tuning seeds (normal 11, bursty 13, saturated 34 and 64, three budgets
+  each): the first rule cut stall on all 12 rows (saturated 64 tight 18598 -> 12446 s, normal
+  11 2 GiB 584 -> 476 s), the second on 11 of 12 more (normal 11 2 GiB 476 -> 424 s, bursty
+  13 2 GiB 698 -> 609 s). Held out (this table), the second rule cut stall on 20 rows and raised
+  it on 7, saturated tight most (11174 -> 14427 s: a long preload cancelled late is reloaded
+  from scratch); cancelling only a preload less than half done was no better on the tuning
+  seeds (better at tight, worse at 2.5 GiB).
 * **Stall at most the best simple policy's** fails on bursty tight (1.06x LFU), idle tight
   (1.09x LFU, new), unscripted 2.5 GiB (1.04x LRU), saturated tight (1.15x) and recorded two
   thirds. Bursty and idle tight are each one episode at 1.57 GiB, where only ~70 MB sit beside

@@ -29,7 +29,8 @@ the loader spent loading. ``--explain`` lists, per online policy, which waits co
 a model's first load, a preload too late, requests queued behind a load, and the load (demand
 or preload) whose room evicted the model.
 ``--loader shared`` replays instead as the daemon loads (``SharedLoaderSimulator``): loads of
-different models side by side, sharing one disk's speed; one loader is the pessimistic default.
+different models side by side, sharing one disk's speed (preloads yield to demand loads as with
+one loader); one loader is the pessimistic default.
 ``wasted_preloads`` counts preloads cancelled, evicted before their first use,
 or never used; ``bytes_loaded`` counts what was read, a cancelled preload's part included. All
 models are ``swap``-tier, CPU, evictable; the budget is all the memory they may use. ``edged``
@@ -311,8 +312,8 @@ class Simulator:
 
 class SharedLoaderSimulator(Simulator):
     """The same rules with loads side by side, as the daemon runs them (``Residency.load``:
-    loads of different models run concurrently, and a demand load cancels a running preload
-    only when it needs the preload's memory, and no preload starts while a demand load runs),
+    loads of different models run concurrently, a demand load cancels a running preload no
+    request waits for, and no preload starts while a demand load runs),
     sharing one disk: with n loads running each progresses at 1/n of its full speed (processor
     sharing). The loader's throughput is the single loader's, but a small model's load no
     longer waits whole behind a long one. The preloader's pass still waits for its own
@@ -391,10 +392,9 @@ class SharedLoaderSimulator(Simulator):
 
     def demand_load(self, i: int, t: float, name: str) -> None:
         cost = self.cost_of(i, name)
-        d = self.plan(name, cost, t, t)
         other = self.preloading
-        if isinstance(d, planner.Reject) and other is not None and not self.slots[other].used:
-            # the preload holds memory this load needs: it is cancelled, its part read
+        if other is not None and not self.slots[other].used:
+            # preloads yield to demand (``Residency``): it is cancelled, its part read wasted
             left = self.flight.pop(other)
             self.r.bytes_loaded = (self.r.bytes_loaded or 0) - int(
                 self.models[other].size_bytes * left / max(self.models[other].load_s, 1e-9))
@@ -402,8 +402,7 @@ class SharedLoaderSimulator(Simulator):
             self.evict([other], t)
             self.preloading = None
             self.next_pass = t + self.interval_s  # the pass gave up
-            d = self.plan(name, cost, t, t)
-        if self.admit_demand(name, cost, d, t, math.inf) is not None:
+        if self.admit_demand(name, cost, self.plan(name, cost, t, t), t, math.inf) is not None:
             self.flight[name] = cost.load_s
 
 

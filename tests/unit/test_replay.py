@@ -360,21 +360,24 @@ def test_shared_loader_runs_loads_side_by_side_sharing_the_disk(replay: ModuleTy
         ("a", "queued, first", pytest.approx(3.0))]
 
 
-def test_shared_loader_cancels_a_preload_only_for_its_memory(replay: ModuleType) -> None:
-    # the pass at 5.0 preloads b (4 s). With room for all, c's demand at 6.0 runs beside it:
-    # c (1 s) is ready at 8.0, b (1 s done by 6.0, 1 s more by 8.0) at 10.0: b at 12 is a hit
+def test_shared_loader_preloads_yield_to_demand_loads(replay: ModuleType) -> None:
+    # the pass at 5.0 preloads b (4 s); c's demand at 6.0 cancels it, room or not (a quarter
+    # read, wasted: it would share the disk with c), and c loads alone, ready at 7.0; the pass
+    # at 6.5 finds c loading and starts nothing; the one at 7.0 starts b again (ready at 11.0):
+    # b at 12.0 is a hit
     models = {"a": ModelCost(10, 1.0), "b": ModelCost(40, 4.0), "c": ModelCost(10, 1.0)}
     trace = [TraceEntry(0.0, "a"), TraceEntry(6.0, "c"), TraceEntry(12.0, "b")]
     sim = replay.SharedLoaderSimulator(models, 100, PreloadAt("b", 5.0),
                                        LruPolicy().eviction_order, preload=True)
     r = sim.run(trace)
-    assert (r.cold_loads, r.preloads, r.wasted_preloads, r.bytes_loaded) == (2, 1, 0, 60)
-    assert r.stall_s == pytest.approx(1.0 + 2.0) and r.hit_rate == pytest.approx(1 / 3, 1e-3)
-    # c of 50 bytes in 60: a's 10 are not enough, b's 40 are only free if its preload goes:
-    # it is cancelled (a quarter read, wasted) and c loads alone, ready at 7.0
-    models["c"] = ModelCost(50, 1.0)
-    sim = replay.SharedLoaderSimulator(models, 60, PreloadAt("b", 5.0),
+    assert (r.cold_loads, r.preloads, r.wasted_preloads) == (2, 2, 1)
+    assert r.bytes_loaded == 10 + 10 + 10 + 40  # a, a quarter of b, c, b again
+    assert r.stall_s == pytest.approx(1.0 + 1.0) and r.hit_rate == pytest.approx(1 / 3, 1e-3)
+    # a preload a request already waits for is a demand load now: c at 6.5 runs beside it
+    # (b: 2.5 s left, c: 1 s, each at half speed: c ready at 8.5, b at 10.0)
+    trace = [TraceEntry(0.0, "a"), TraceEntry(6.0, "b"), TraceEntry(6.5, "c")]
+    sim = replay.SharedLoaderSimulator(models, 100, PreloadAt("b", 5.0),
                                        LruPolicy().eviction_order, preload=True)
-    r = sim.run(trace[:2])
-    assert (r.cold_loads, r.preloads, r.wasted_preloads) == (2, 1, 1)
-    assert r.bytes_loaded == 10 + 10 + 50 and r.stall_s == pytest.approx(1.0 + 1.0)
+    r = sim.run(trace)
+    assert (r.cold_loads, r.preloads, r.wasted_preloads) == (3, 1, 0)
+    assert r.stall_s == pytest.approx(1.0 + 4.0 + 2.0)
