@@ -135,6 +135,24 @@ def _wait(cond, timeout: float = 60.0) -> None:  # type: ignore[no-untyped-def]
         time.sleep(0.01)
 
 
+def _preload_in_thread(res: Residency, load: LoadSpec
+                       ) -> tuple[threading.Thread, list[BaseException | None]]:
+    """Start ``res.load(load, preload=True)`` in a thread; its outcome (None or the exception)
+    lands in the returned list."""
+    outcome: list[BaseException | None] = []
+
+    def preload() -> None:
+        try:
+            res.load(load, preload=True)
+            outcome.append(None)
+        except BaseException as exc:  # noqa: BLE001 - the test checks it
+            outcome.append(exc)
+
+    t = threading.Thread(target=preload)
+    t.start()
+    return t, outcome
+
+
 def test_preload_does_not_evict_and_demand_cancels_it(pool: WorkerPool,
                                                        models: dict[str, Path]) -> None:
     gated = GatedPool(pool, "b:1")
@@ -149,17 +167,7 @@ def test_preload_does_not_evict_and_demand_cancels_it(pool: WorkerPool,
     # a swap tier with room for one loading 40 MB model (booked at two copies of its
     # weights until ready), not two: 'c' on demand needs the room the preload of 'b' holds
     res, events = make(gated, swap_mb=100)  # type: ignore[arg-type]
-    outcome: list[BaseException | None] = []
-
-    def preload() -> None:
-        try:
-            res.load(spec(models, "b"), preload=True)
-            outcome.append(None)
-        except BaseException as exc:  # noqa: BLE001 - the test checks it
-            outcome.append(exc)
-
-    t = threading.Thread(target=preload)
-    t.start()
+    t, outcome = _preload_in_thread(res, spec(models, "b"))
     assert gated.entered.wait(60)  # 'b' is loading as a preload; 'c' needs its room
     demand = threading.Thread(target=lambda: res.load(spec(models, "c")))
     demand.start()
@@ -210,17 +218,7 @@ def test_a_demand_load_cancels_a_running_preload_even_with_room_for_both(
     demand load does not wait for it (it fits as things are)."""
     gated = GatedPool(pool, "b:1")
     res, events = make(gated, swap_mb=500)  # type: ignore[arg-type]
-    outcome: list[BaseException | None] = []
-
-    def preload() -> None:
-        try:
-            res.load(spec(models, "b"), preload=True)
-            outcome.append(None)
-        except BaseException as exc:  # noqa: BLE001 - the test checks it
-            outcome.append(exc)
-
-    t = threading.Thread(target=preload)
-    t.start()
+    t, outcome = _preload_in_thread(res, spec(models, "b"))
     assert gated.entered.wait(60)  # 'b' is loading as a preload, held at the gate
     res.load(spec(models, "c"))  # returns with 'b' still held: it never waited for it
     cancelled = [ev for ev in events.recent() if ev.kind == "preload_cancelled"]
@@ -233,28 +231,23 @@ def test_a_demand_load_cancels_a_running_preload_even_with_room_for_both(
 
 
 def test_no_preload_starts_beside_a_running_demand_load(
-        pool: WorkerPool, models: dict[str, Path], tmp_path: Path) -> None:
+        pool: WorkerPool, models: dict[str, Path]) -> None:
     """Loads of different models run side by side and share the disk: a preload started beside
     a demand load would slow it, so it is turned away (Aborted: the preloader tries again at
     its next pass) until the demand load is done; a demand load is never turned away."""
-    slow_path = modelgen.slow_model(tmp_path / "slow.onnx", size=1024, repeats=800)
-    slow = LoadSpec(name="slow", version=1, tier="swap", artifact=slow_path, fmt="onnx",
-                    options=EngineOptions(), group=None, bytes=inspect(slow_path).estimate_bytes)
-    res, _ = make(pool, swap_mb=500)
-    th = threading.Thread(target=res.load, args=(slow,))
+    gated = GatedPool(pool, "a:1")
+    res, _ = make(gated, swap_mb=500)  # type: ignore[arg-type]
+    th = threading.Thread(target=res.load, args=(spec(models, "a"),))
     th.start()
-    deadline = time.monotonic() + 10
-    while not any(v.name == "slow" and v.state == "loading" for v in res.views()):
-        assert time.monotonic() < deadline, "the demand load never started"
-        time.sleep(0.01)
+    assert gated.entered.wait(60)  # 'a' is loading on demand, held at the gate
     with pytest.raises(e.Aborted, match="yields to a demand load"):
         res.load(spec(models, "b"), preload=True)
-    still_loading = any(v.name == "slow" and v.state == "loading" for v in res.views())
     res.load(spec(models, "c"))  # another demand load runs beside it
+    gated.gate.set()
     th.join(60)
-    assert still_loading and not th.is_alive()
+    assert not th.is_alive()
     res.load(spec(models, "b"), preload=True)  # the demand loads are done: it starts
-    assert {"slow:1", "b:1", "c:1"} <= res.loaded_keys()
+    assert {"a:1", "b:1", "c:1"} <= res.loaded_keys()
 
 
 def test_demand_load_kills_a_running_preload_instead_of_waiting(

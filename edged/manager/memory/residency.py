@@ -473,11 +473,7 @@ class Residency:
                     break
                 for victim in running:
                     self._cancel_preload(victim, f"memory needed by {spec.key}")
-
-                def gone(r: list[Slot] = running) -> bool:
-                    return all(self._slots.get(x.key) is not x for x in r)
-
-                self._lock.wait_for(gone, timeout=120)
+                self._await_gone(running)
                 decision = self._plan(spec, False)
             return decision
         finally:
@@ -499,10 +495,14 @@ class Residency:
             return
         self._demand_waiting += 1  # no new preload starts meanwhile
         try:
-            self._lock.wait_for(lambda: all(self._slots.get(x.key) is not x for x in running),
-                                timeout=120)
+            self._await_gone(running)
         finally:
             self._demand_waiting -= 1
+
+    def _await_gone(self, slots: list[Slot]) -> None:
+        """Wait (lock held; ``wait_for`` releases it) until cancelled loads' slots are gone."""
+        self._lock.wait_for(lambda: all(self._slots.get(x.key) is not x for x in slots),
+                            timeout=120)
 
     def _cancel_preload(self, victim: Slot, why: str) -> None:
         """End a running preload now (lock held): a demand load never waits behind it."""
