@@ -43,7 +43,12 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from types import MappingProxyType, ModuleType
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from edged.manager.memory.traces import ModelCost, TraceEntry
 
 REPO = Path(__file__).resolve().parent.parent
 GIB = 1 << 30
@@ -148,6 +153,19 @@ def working_set(sizes: dict[str, int], counts: dict[str, int]) -> int:
     return sum(size for name, size in sizes.items() if counts.get(name, 0) >= 3)
 
 
+def budget_for(label: str, trace: Sequence[TraceEntry],
+               models: dict[str, ModelCost]) -> tuple[int, dict[str, float]]:
+    """``label``'s budget in bytes for ``trace``, and what the table says of it: the budget,
+    the working set, the installed bytes (of the models the trace requests) and how many."""
+    counts: dict[str, int] = {}
+    for e in trace:
+        counts[e.model] = counts.get(e.model, 0) + 1
+    sizes = {n: m.size_bytes for n, m in models.items() if n in counts}
+    budget = budget_bytes(label, sizes, counts)
+    return budget, {"budget": float(budget), "working_set": float(working_set(sizes, counts)),
+                    "installed": float(sum(sizes.values())), "distinct": float(len(counts))}
+
+
 Job = tuple[str, str, str, str, tuple[str, ...], str]  # run, budget, trace, models, policies,
 # loader (tools/replay.py's --loader)
 
@@ -158,13 +176,7 @@ def run_one(job: Job) -> Result:
     from edged.manager.memory.traces import read_models, read_trace
 
     trace, models = read_trace(Path(trace_path)), read_models(Path(models_path))
-    counts: dict[str, int] = {}
-    for e in trace:
-        counts[e.model] = counts.get(e.model, 0) + 1
-    sizes = {n: m.size_bytes for n, m in models.items() if n in counts}
-    budget = budget_bytes(budget_name, sizes, counts)
-    info = {"budget": float(budget), "working_set": float(working_set(sizes, counts)),
-            "installed": float(sum(sizes.values())), "distinct": float(len(counts))}
+    budget, info = budget_for(budget_name, trace, models)
     if policies == (NO_TOD,):  # the ablation: edged's policy with its time of day switched off
         from dataclasses import asdict
 
@@ -311,10 +323,9 @@ def verdict(ok: bool | None) -> str:
 def checks(name: str, b: str, pol: dict[str, dict[str, object]],
            info: dict[str, float], tune: bool = False) -> dict[str, bool | None]:
     """The issue's targets on one run and budget (None: not applicable, or not computable)."""
-    e, lru, lfu, opt = pol["edged"], pol["lru"], pol["lfu"], pol["optimal"]
+    e, lru, opt = pol["edged"], pol["lru"], pol["optimal"]
     ec, es = num(e, "cold_loads"), num(e, "stall_s")
-    best_cold = min(num(lru, "cold_loads") or 0.0, num(lfu, "cold_loads") or 0.0)
-    best_stall = min(num(lru, "stall_s") or 0.0, num(lfu, "stall_s") or 0.0)
+    best_cold, best_stall = best_simple(pol)
     assert ec is not None and es is not None
     out: dict[str, bool | None] = {
         "cold": ec <= 0.95 * best_cold, "stall": es <= best_stall + 1e-6}
@@ -330,10 +341,15 @@ def checks(name: str, b: str, pol: dict[str, dict[str, object]],
 
 def ratios(pol: dict[str, dict[str, object]]) -> tuple[float | None, float | None]:
     """Edged's cold loads and stall over the best simple policy's, on one run and budget."""
-    e, lru, lfu = pol["edged"], pol["lru"], pol["lfu"]
-    best_c = min(num(lru, "cold_loads") or 0.0, num(lfu, "cold_loads") or 0.0)
-    best_s = min(num(lru, "stall_s") or 0.0, num(lfu, "stall_s") or 0.0)
-    return div(num(e, "cold_loads"), best_c), div(num(e, "stall_s"), best_s)
+    best_c, best_s = best_simple(pol)
+    return div(num(pol["edged"], "cold_loads"), best_c), div(num(pol["edged"], "stall_s"), best_s)
+
+
+def best_simple(pol: dict[str, dict[str, object]]) -> tuple[float, float]:
+    """The better of LRU's and LFU's cold loads, and of their stall, on one run and budget."""
+    lru, lfu = pol["lru"], pol["lfu"]
+    return (min(num(lru, "cold_loads") or 0.0, num(lfu, "cold_loads") or 0.0),
+            min(num(lru, "stall_s") or 0.0, num(lfu, "stall_s") or 0.0))
 
 
 def seeds_section(results: list[Result], extra: dict[str, tuple[Run, ...]],
@@ -463,8 +479,7 @@ def render(results: list[Result], micro: list[str], seconds: float, tune: bool,
         e, lru, lfu, opt = pol["edged"], pol["lru"], pol["lfu"], pol["optimal"]
         cold = [num(r, "cold_loads") for r in (e, lru, lfu, opt)]
         stall = [num(r, "stall_s") for r in (e, lru, lfu, opt)]
-        best_c = min(c for c in cold[1:3] if c is not None)
-        best_s = min(s_ for s_ in stall[1:3] if s_ is not None)
+        best_c, best_s = best_simple(pol)
         label = b if b.endswith("GiB") else f"{b} ({info['budget'] / GIB:.2f} GiB)" if (
             info["budget"] >= GIB / 4) else f"{b} ({info['budget'] / (1 << 20):.0f} MiB)"
         out.append(

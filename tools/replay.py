@@ -290,18 +290,26 @@ class Simulator:
         self.wait(name, slot, t, why)
         return slot
 
+    def cancel_preload(self, other: str, left_s: float, name: str, t: float) -> None:
+        """``other``'s preload yields to ``name``'s demand load at ``t``: cancelled with
+        ``left_s`` seconds of its load (at full speed) unread, which do not count as bytes
+        loaded; its slot goes, and the preloader's pass, which gave up, comes again an
+        interval later."""
+        m = self.models[other]
+        self.r.bytes_loaded = (self.r.bytes_loaded or 0) - int(
+            m.size_bytes * left_s / max(m.load_s, 1e-9))
+        self._cause = (name, False)
+        self.evict([other], t)
+        self.next_pass = min(self.next_pass, t + self.interval_s)
+
     def demand_load(self, i: int, t: float, name: str) -> None:
         cost = self.cost_of(i, name)
         start = t
         if self.loading is not None and self.loading[1]:  # a preload yields to demand
-            other, _, p_start, p_end = self.loading
-            self.r.bytes_loaded = (self.r.bytes_loaded or 0) - int(
-                self.models[other].size_bytes * (p_end - t) / max(p_end - p_start, 1e-9))
+            other, _, _, p_end = self.loading
             self.busy_s -= p_end - t
-            self._cause = (name, False)
-            self.evict([other], t)
             self.loading = None
-            self.next_pass = min(self.next_pass, t + self.interval_s)  # the pass gave up
+            self.cancel_preload(other, p_end - t, name, t)
         elif self.loading is not None:
             start = self.loading[3]  # one loader: wait for the earlier demand load
         end = start + cost.load_s
@@ -341,7 +349,10 @@ class SharedLoaderSimulator(Simulator):
                 self.flight[name] -= step / n
                 if self.flight[name] <= 1e-9:
                     done.append(name)
-            if [name for name in done if self.complete(name)]:
+            pass_waited = False
+            for name in done:
+                pass_waited |= self.complete(name)
+            if pass_waited:
                 return  # the preloader's pass was waiting for this one
         self.clock = max(self.clock, t)
 
@@ -394,14 +405,9 @@ class SharedLoaderSimulator(Simulator):
         cost = self.cost_of(i, name)
         other = self.preloading
         if other is not None and not self.slots[other].used:
-            # preloads yield to demand (``Residency``): it is cancelled, its part read wasted
-            left = self.flight.pop(other)
-            self.r.bytes_loaded = (self.r.bytes_loaded or 0) - int(
-                self.models[other].size_bytes * left / max(self.models[other].load_s, 1e-9))
-            self._cause = (name, False)
-            self.evict([other], t)
+            # preloads yield to demand (``Residency``)
             self.preloading = None
-            self.next_pass = t + self.interval_s  # the pass gave up
+            self.cancel_preload(other, self.flight.pop(other), name, t)
         if self.admit_demand(name, cost, self.plan(name, cost, t, t), t, math.inf) is not None:
             self.flight[name] = cost.load_s
 

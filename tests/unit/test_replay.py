@@ -323,17 +323,13 @@ def test_committed_recorded_traces_read_back_and_edged_beats_lru_and_lfu_on_them
     simulation is deterministic, so this guards the policy on real traffic)."""
     if str(REPO) not in sys.path:  # bench/ is a package of the checkout, not installed
         sys.path.insert(0, str(REPO))
-    from bench.replay_bench import RECORDED, budget_bytes
+    from bench.replay_bench import RECORDED, budget_for
 
     trace, models = (read_trace(RECORDED[name].with_suffix(".jsonl")),
                      read_models(RECORDED[name].with_suffix(".models.json")))
-    counts: dict[str, int] = {}
-    for e in trace:
-        counts[e.model] = counts.get(e.model, 0) + 1
-    assert len(trace) > 400 and set(counts) <= set(models)
-    sizes = {n: m.size_bytes for n, m in models.items() if n in counts}
-    budget = budget_bytes("half", sizes, counts)
-    assert budget < sum(sizes.values())  # the budget forces evictions
+    assert len(trace) > 400 and {e.model for e in trace} <= set(models)
+    budget, info = budget_for("half", trace, models)
+    assert budget < info["installed"]  # the budget forces evictions
     report = replay.run_all(trace, models, budget, ("lru", "lfu", "edged", "optimal"))
     cold = {p: r["cold_loads"] for p, r in report["policies"].items()}  # type: ignore[attr-defined]
     assert cold["optimal"] <= min(cold["lru"], cold["lfu"])
