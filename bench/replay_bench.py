@@ -3,7 +3,7 @@
 bench/replay_results.md.
 
     .venv/bin/python bench/replay_bench.py [--out bench/replay_results.md] [--jobs 2] [--tune]
-                                           [--tune2] [--extra-seeds K]
+                                           [--tune2] [--extra-seeds K] [--loader shared|single]
 
 Families (seeded, ``tools/gen_trace.py``, 90 minutes each from 09:00): ``normal`` (the default
 robot: half of its activities follow its mission script), ``shifted`` (re-tasked half-way),
@@ -46,7 +46,7 @@ from types import MappingProxyType, ModuleType
 from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     from edged.manager.memory.traces import ModelCost, TraceEntry
 
@@ -85,30 +85,39 @@ RUNS = (
     Run("recorded 15 min", (), 0, 0, 0, ("tight", "half", "two thirds")),
     Run("3 days", ("--start-hour", "6"), 5, 15, 3 * 86400, ("2 GiB",)),
 )
-# today's numbers (bench/replay_results.md before issue 16): edged's cold loads and stall
-BEFORE = MappingProxyType({
-    ("normal", "2 GiB"): (89, 293.587), ("shifted", "2 GiB"): (85, 322.505),
-    ("bursty", "2 GiB"): (156, 691.049), ("unscripted", "2 GiB"): (85, 475.933),
-    ("normal", "2.5 GiB"): (57, 206.709), ("shifted", "2.5 GiB"): (52, 226.703),
-    ("bursty", "2.5 GiB"): (94, 356.454), ("unscripted", "2.5 GiB"): (54, 274.422),
-    ("3 days", "2 GiB"): (3080, 13352.989)})
-# the last round's numbers (bench/replay_results.md at 60bd387, the same held-out seeds):
-# edged's cold loads and stall (s, as rounded there), to show what this round changed
+# the policy before issue 16 replayed by today's simulator (bench/before_policy.py): edged's
+# numbers per run, budget and loader, on the held-out seeds; "not worse than before" compares
+BEFORE_FILE = REPO / "bench" / "before_policy.json"
+# the last round's numbers (bench/replay_results.md at 4ea340d, the same held-out seeds): edged's
+# cold loads and stall (s, as rounded there) per loader, family and budget, to show what this
+# round changed
 LAST_ROUND = MappingProxyType({
-    ("normal", "tight"): (158, 1147), ("normal", "2 GiB"): (95, 312),
-    ("normal", "2.5 GiB"): (51, 196), ("shifted", "tight"): (153, 947),
-    ("shifted", "2 GiB"): (86, 393), ("shifted", "2.5 GiB"): (55, 206),
-    ("bursty", "tight"): (253, 3037), ("bursty", "2 GiB"): (156, 685),
-    ("bursty", "2.5 GiB"): (94, 366), ("unscripted", "tight"): (146, 1872),
-    ("unscripted", "2 GiB"): (84, 488), ("unscripted", "2.5 GiB"): (55, 274),
-    ("regime", "tight"): (104, 730), ("regime", "2 GiB"): (79, 411),
-    ("regime", "2.5 GiB"): (45, 174), ("one-offs", "tight"): (262, 1493),
-    ("one-offs", "2 GiB"): (184, 554), ("one-offs", "2.5 GiB"): (124, 318),
-    ("idle", "tight"): (121, 1254), ("idle", "2 GiB"): (76, 403), ("idle", "2.5 GiB"): (51, 147),
-    ("saturated", "tight"): (232, 4405201), ("saturated", "2 GiB"): (151, 211835),
-    ("saturated", "2.5 GiB"): (89, 38624), ("recorded", "tight"): (41, 17),
-    ("recorded", "half"): (29, 12), ("recorded", "two thirds"): (16, 6),
-    ("3 days", "2 GiB"): (3095, 13514)})
+    "single": {
+        "normal": {"tight": (154, 1142), "2 GiB": (94, 326), "2.5 GiB": (47, 159)},
+        "shifted": {"tight": (149, 979), "2 GiB": (81, 345), "2.5 GiB": (49, 196)},
+        "bursty": {"tight": (249, 3029), "2 GiB": (146, 637), "2.5 GiB": (84, 356)},
+        "unscripted": {"tight": (146, 1863), "2 GiB": (90, 510), "2.5 GiB": (47, 268)},
+        "regime": {"tight": (107, 733), "2 GiB": (73, 401), "2.5 GiB": (42, 161)},
+        "one-offs": {"tight": (251, 1488), "2 GiB": (158, 524), "2.5 GiB": (112, 304)},
+        "idle": {"tight": (116, 1531), "2 GiB": (72, 503), "2.5 GiB": (53, 167)},
+        "saturated": {"tight": (236, 4459764), "2 GiB": (148, 198373), "2.5 GiB": (86, 33498)},
+        "recorded": {"tight": (40, 16), "half": (22, 9), "two thirds": (15, 5)},
+        "recorded 15 min": {"tight": (141, 37), "half": (66, 17), "two thirds": (39, 10)},
+        "3 days": {"2 GiB": (2941, 14332)},
+    },
+    "shared": {
+        "normal": {"tight": (96, 242), "2 GiB": (105, 290), "2.5 GiB": (47, 152)},
+        "shifted": {"tight": (102, 265), "2 GiB": (81, 240), "2.5 GiB": (50, 186)},
+        "bursty": {"tight": (196, 496), "2 GiB": (166, 561), "2.5 GiB": (84, 334)},
+        "unscripted": {"tight": (98, 310), "2 GiB": (93, 357), "2.5 GiB": (49, 216)},
+        "regime": {"tight": (88, 248), "2 GiB": (85, 282), "2.5 GiB": (50, 233)},
+        "one-offs": {"tight": (183, 394), "2 GiB": (169, 467), "2.5 GiB": (113, 288)},
+        "idle": {"tight": (86, 215), "2 GiB": (71, 240), "2.5 GiB": (53, 151)},
+        "saturated": {"tight": (130, 14427), "2 GiB": (148, 16117), "2.5 GiB": (100, 18939)},
+        "recorded": {"tight": (43, 17), "half": (22, 9), "two thirds": (15, 5)},
+        "recorded 15 min": {"tight": (147, 38), "half": (70, 18), "two thirds": (39, 10)},
+    },
+})
 LONG_S = 6 * 3600  # longer runs replay each costly policy in a job of its own
 SEED_STEP = 100  # --extra-seeds k: each family again on seeds +100, +200, ... (never tuned on)
 Result = tuple[str, str, dict[str, object], dict[str, float]]  # run, budget, report, info
@@ -182,8 +191,8 @@ def run_one(job: Job) -> Result:
 
         from edged.manager.memory.policy import EdgedPolicy
         policy = EdgedPolicy(tod_weight=0.0)
-        r = replay.Simulator(models, budget, policy, policy.eviction_order,
-                             preload=True).run(trace)
+        r = replay.LOADERS[loader](models, budget, policy, policy.eviction_order,
+                                   preload=True).run(trace)
         report = {"policies": {NO_TOD: asdict(r)}, "budget_bytes": budget,
                   "requests": len(trace)}
     else:
@@ -202,21 +211,23 @@ def extra_runs(runs: tuple[Run, ...], k: int) -> dict[str, tuple[Run, ...]]:
 
 
 def jobs_for(paths: dict[str, tuple[Path, Path]], runs: tuple[Run, ...],
-             loader: str = "single") -> list[Job]:
-    """One job per run and budget; a long run's edged and optimum get a job each. Longest
-    first, so the pool's workers finish together. With the shared loader only the online
-    policies run (the optimum's loads take no time either way)."""
+             loader: str, full: bool = True) -> list[tuple[float, Job]]:
+    """One job per run and budget, with its weight (run it longest first, so the pool's
+    workers finish together); a long run's costly policies get a job each. ``full``: every
+    policy (the main table); else only LRU, LFU and edged (the other loader's section: the
+    optimum's loads take no time either way)."""
     jobs = []
     for run in runs:
+        long = run.duration_s > LONG_S
         groups = ([("edged",), ("optimal",), (NO_TOD,), ("lru", "lfu", "furthest")]
-                  if run.duration_s > LONG_S else
-                  [POLICIES] if loader == "single" else [("lru", "lfu", "edged")])
+                  if long and full else [("edged",), ("lru", "lfu")] if long
+                  else [POLICIES] if full else [("lru", "lfu", "edged")])
         for b in run.budgets:
             for group in groups:
                 weight = max(run.duration_s, 600) * (0.2 if group[0] == "lru" else 1.0)
                 jobs.append((weight, (run.name, b, str(paths[run.name][0]),
                                       str(paths[run.name][1]), group, loader)))
-    return [job for _, job in sorted(jobs, key=lambda j: -j[0])]
+    return jobs
 
 
 def merge(parts: list[Result], runs: tuple[Run, ...]) -> list[Result]:
@@ -320,9 +331,10 @@ def verdict(ok: bool | None) -> str:
     return "n/a" if ok is None else "pass" if ok else "**FAIL**"
 
 
-def checks(name: str, b: str, pol: dict[str, dict[str, object]],
-           info: dict[str, float], tune: bool = False) -> dict[str, bool | None]:
-    """The issue's targets on one run and budget (None: not applicable, or not computable)."""
+def checks(pol: dict[str, dict[str, object]], info: dict[str, float],
+           before: tuple[float, float] | None) -> dict[str, bool | None]:
+    """The issue's targets on one run and budget (None: not applicable, or not computable);
+    ``before``: the pre-issue-16 policy's cold loads and stall on the same run (None: none)."""
     e, lru, opt = pol["edged"], pol["lru"], pol["optimal"]
     ec, es = num(e, "cold_loads"), num(e, "stall_s")
     best_cold, best_stall = best_simple(pol)
@@ -334,15 +346,29 @@ def checks(name: str, b: str, pol: dict[str, dict[str, object]],
     out["half"] = ec <= 0.5 * lru_cold if half else None
     hit = div(num(e, "hit_rate"), num(opt, "hit_rate"))
     out["hit"] = None if not half or hit is None else hit >= 0.9
-    before = None if tune else BEFORE.get((name, b))  # today's numbers are on held-out seeds
     out["before"] = None if before is None else ec <= before[0] and es <= before[1] * 1.02
     return out
+
+
+def load_before(path: Path = BEFORE_FILE) -> dict[tuple[str, str, str], tuple[float, float]]:
+    """``bench/before_policy.py``'s numbers: (run, budget, loader) -> (cold loads, stall s)."""
+    if not path.exists():
+        return {}
+    rows = json.loads(path.read_text())["rows"]
+    return {(r["run"], r["budget"], r["loader"]): (float(r["cold_loads"]), float(r["stall_s"]))
+            for r in rows if "error" not in r}
 
 
 def ratios(pol: dict[str, dict[str, object]]) -> tuple[float | None, float | None]:
     """Edged's cold loads and stall over the best simple policy's, on one run and budget."""
     best_c, best_s = best_simple(pol)
     return div(num(pol["edged"], "cold_loads"), best_c), div(num(pol["edged"], "stall_s"), best_s)
+
+
+def refused(pol: dict[str, dict[str, object]]) -> str:
+    """Requests the planner turned away (a demand load that did not fit beside loads in
+    flight: the daemon's RESOURCE_EXHAUSTED), edged / LRU / LFU: not stall, so shown beside."""
+    return " / ".join(cell(num(pol[p], "rejected"), ".0f") for p in ("edged", "lru", "lfu"))
 
 
 def best_simple(pol: dict[str, dict[str, object]]) -> tuple[float, float]:
@@ -353,11 +379,12 @@ def best_simple(pol: dict[str, dict[str, object]]) -> tuple[float, float]:
 
 
 def seeds_section(results: list[Result], extra: dict[str, tuple[Run, ...]],
-                  extra_results: list[Result]) -> list[str]:
+                  extra_results: list[Result],
+                  before: Callable[[str, str], tuple[float, float] | None]) -> list[str]:
     """Each family and budget over its held-out seed and ``extra``'s: the spread of edged's
     ratios to the best simple policy, and on how many seeds each target held."""
     by_name = {(n, b): (r, i) for n, b, r, i in (*results, *extra_results)}
-    keys = ("cold", "stall", "half", "hit")
+    keys = ("cold", "stall", "half", "hit", "before")
     k = len(next(iter(extra.values()), ()))
     out = ["## Across more held-out seeds", "",
            f"Each generated family of 90 minutes on {k + 1} held-out seeds: the one above and "
@@ -368,7 +395,7 @@ def seeds_section(results: list[Result], extra: dict[str, tuple[Run, ...]],
            "the seeds each target held.", "",
            "| family | budget | cold loads / best simple | stall / best simple | cold loads "
            "<= 0.95x best simple | stall <= best simple | cold loads <= 0.5x LRU's | hit rate "
-           ">= 0.9x optimum's |", "|---|---|---|---|---|---|---|---|"]
+           ">= 0.9x optimum's | not worse than before |", "|---|---|---|---|---|---|---|---|---|"]
     tally = {key: [0, 0] for key in keys}
     all_c: list[float] = []
     all_s: list[float] = []
@@ -376,15 +403,16 @@ def seeds_section(results: list[Result], extra: dict[str, tuple[Run, ...]],
         if run.name not in extra:
             continue
         for b in run.budgets:
-            rows = [by_name[(n, b)] for n in (run.name, *(x.name for x in extra[run.name]))]
+            names = (run.name, *(x.name for x in extra[run.name]))
             cs, ss, held = [], [], {key: [0, 0] for key in keys}
-            for report, info in rows:
+            for n in names:
+                report, info = by_name[(n, b)]
                 pol = report["policies"]
                 assert isinstance(pol, dict)
                 c, s_ = ratios(pol)
                 cs += [c] if c is not None else []
                 ss += [s_] if s_ is not None else []
-                for key, v in checks(run.name, b, pol, info, tune=True).items():
+                for key, v in checks(pol, info, before(n, b)).items():
                     if key in held and v is not None:
                         held[key][0] += int(v)
                         held[key][1] += 1
@@ -407,47 +435,67 @@ def seeds_section(results: list[Result], extra: dict[str, tuple[Run, ...]],
     return out
 
 
-def shared_section(shared: list[Result]) -> list[str]:
-    """The runs replayed with the loads side by side (``tools/replay.py --loader shared``)."""
-    out = ["## Loads side by side, as the daemon runs them", "",
-           "The tables above replay with one loader: a load waits for the one before it, so "
-           "a small model's reload can wait whole behind the LLM's (pessimistic). The daemon "
-           "loads different models side by side (`Residency.load`), and on one disk they share "
-           "its bandwidth: `tools/replay.py --loader shared` replays that way (n loads running "
-           "each progress at 1/n of full speed; preloads yield to demand loads: a demand load "
-           "cancels a running preload no request waits for, and no preload starts while a "
-           "demand load runs; the preloader's pass still waits for its own preload). "
-           "Same held-out seeds, same policy code.", "",
+LOADER_TEXT = MappingProxyType({
+    "shared": "loads side by side, as the daemon runs them (`Residency.load`), sharing one "
+              "disk's bandwidth: `tools/replay.py --loader shared` (n loads running each "
+              "progress at 1/n of full speed; preloads yield to demand loads: a demand load "
+              "cancels a running preload no request waits for, and no preload starts while a "
+              "demand load runs; the preloader's pass still waits for its own preload)",
+    "single": "one loader: a load waits for the one before it, so a small model's reload can "
+              "wait whole behind the LLM's (`tools/replay.py --loader single`; pessimistic: "
+              "the daemon loads different models side by side)"})
+
+
+def other_section(results: list[Result], loader: str,
+                  before: Callable[[str, str], tuple[float, float] | None]) -> list[str]:
+    """The runs replayed with the other loader than the main table's."""
+    out = [f"## The same runs with {loader.replace('single', 'one')} loader"
+           + ("s side by side" if loader == "shared" else ""), "",
+           f"Replayed with {LOADER_TEXT[loader]}. Same held-out seeds, same policy code.", "",
            "| family | budget | cold loads: edged / LRU / LFU | edged / best simple | stall s: "
-           "edged / LRU / LFU | edged stall / best simple | GiB loaded: edged / LRU | wasted "
-           "/ preloads |", "|---|---|---|---|---|---|---|---|"]
-    held = {"cold": [0, 0], "stall": [0, 0]}
-    for name, b, report, _ in shared:
+           "edged / LRU / LFU | edged stall / best simple | refused: edged / LRU / LFU | GiB "
+           "loaded: edged / LRU | wasted / preloads | cold loads, stall s: before issue 16 |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
+    held = {"cold": [0, 0], "stall": [0, 0], "before": [0, 0]}
+    for name, b, report, _ in results:
         pol = report["policies"]
         assert isinstance(pol, dict)
         e, lru, lfu = pol["edged"], pol["lru"], pol["lfu"]
         c, s_ = ratios(pol)
+        old = before(name, b)
+        ec, es = num(e, "cold_loads") or 0.0, num(e, "stall_s") or 0.0
         for key, ok in (("cold", c is not None and c <= 0.95),
-                        ("stall", s_ is not None and s_ <= 1.0 + 1e-9)):
-            held[key][0] += int(ok)
-            held[key][1] += 1
+                        ("stall", s_ is not None and s_ <= 1.0 + 1e-9),
+                        ("before", None if old is None else
+                         ec <= old[0] and es <= old[1] * 1.02)):
+            if ok is not None:
+                held[key][0] += int(ok)
+                held[key][1] += 1
         out.append(
             f"| {name} | {b} | " + " / ".join(cell(num(r, "cold_loads"), ".0f")
                                               for r in (e, lru, lfu))
             + f" | {cell(c, '.2f')} | " + " / ".join(cell(num(r, "stall_s"), ".0f")
                                                      for r in (e, lru, lfu))
-            + f" | {cell(s_, '.2f')} | {cell(div(num(e, 'bytes_loaded'), GIB), '.1f')} / "
+            + f" | {cell(s_, '.2f')} | {refused(pol)} | "
+            f"{cell(div(num(e, 'bytes_loaded'), GIB), '.1f')} / "
             f"{cell(div(num(lru, 'bytes_loaded'), GIB), '.1f')} | "
-            f"{int(num(e, 'wasted_preloads') or 0)} / {int(num(e, 'preloads') or 0)} |")
-    out += ["", "Held with loads side by side: " + "; ".join(
+            f"{int(num(e, 'wasted_preloads') or 0)} / {int(num(e, 'preloads') or 0)} | "
+            + ("n/a" if old is None else f"{old[0]:.0f}, {old[1]:.0f}") + " |")
+    out += ["", "Held: " + "; ".join(
         f"{key} {v[0]} of {v[1]}" for key, v in held.items()) + ".", ""]
     return out
 
 
 def render(results: list[Result], micro: list[str], seconds: float, tune: bool,
-           extra: dict[str, tuple[Run, ...]] | None = None,
+           loader: str = "shared", extra: dict[str, tuple[Run, ...]] | None = None,
            extra_results: list[Result] | None = None,
-           shared: list[Result] | None = None) -> str:
+           other: list[Result] | None = None) -> str:
+    known = {} if tune else load_before()  # its numbers are on the held-out seeds
+
+    def before_in(ldr: str) -> Callable[[str, str], tuple[float, float] | None]:
+        return lambda name, b: known.get((name, b, ldr))
+
+    before = before_in(loader)
     out = ["# Replay benchmark: edged's cache policy against LRU, LFU and the offline optimum",
            "", "Reproduce: `.venv/bin/python bench/replay_bench.py` (it generates the traces "
            "with `tools/gen_trace.py` and replays them with `tools/replay.py`, which runs the "
@@ -465,13 +513,22 @@ def render(results: list[Result], micro: list[str], seconds: float, tune: bool,
            "floor no online policy reaches); a preloading policy can have fewer cold loads "
            "than it. *Best simple* is the better of LRU and LFU on that run. Loader busy is "
            "the share of the trace's span LRU's loader spent loading. Wasted preloads are "
-           "preloads cancelled, evicted or left before their first use.", "",
+           "preloads cancelled, evicted or left before their first use. Refused are requests "
+           "whose demand load did not fit even after evicting, because the other residents "
+           "were loading or running (the daemon answers RESOURCE_EXHAUSTED with the numbers, "
+           "as SPEC's capacity validation says): they add no stall and no cold load, so "
+           "they are shown beside.", "",
+           f"Loads: the tables up to the next section replay with {LOADER_TEXT[loader]}. "
+           "*Before* is the preloading policy from before issue 16 (`edged/` at "
+           "d58ce7c) replayed by today's simulator on the same traces "
+           "(`bench/before_policy.py`, which writes `bench/before_policy.json`): only the "
+           "policy differs.", "",
            "## Per family and budget", "",
            "| family | budget | of working set | loader busy (LRU) | cold loads: edged / LRU "
            "/ LFU / optimum | edged / best simple | edged / LRU | stall s: edged / LRU / LFU "
-           "/ optimum | edged stall / best simple | hit rate: edged / optimum's | GiB loaded: "
-           "edged / LRU | wasted / preloads |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+           "/ optimum | edged stall / best simple | refused: edged / LRU / LFU | hit rate: "
+           "edged / optimum's | GiB loaded: edged / LRU | wasted / preloads |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     target_rows, tally = [], {k: [0, 0] for k in ("cold", "stall", "half", "hit", "before")}
     for name, b, report, info in results:
         pol = report["policies"]
@@ -488,12 +545,12 @@ def render(results: list[Result], micro: list[str], seconds: float, tune: bool,
             + " / ".join(cell(c, ".0f") for c in cold) + f" | {cell(div(cold[0], best_c), '.2f')}"
             f" | {cell(div(cold[0], cold[1]), '.2f')} | "
             + " / ".join(cell(x, ".0f") for x in stall)
-            + f" | {cell(div(stall[0], best_s), '.2f')} | "
+            + f" | {cell(div(stall[0], best_s), '.2f')} | {refused(pol)} | "
             f"{cell(div(num(e, 'hit_rate'), num(opt, 'hit_rate')), '.1%')} | "
             f"{cell(div(num(e, 'bytes_loaded'), GIB), '.1f')} / "
             f"{cell(div(num(lru, 'bytes_loaded'), GIB), '.1f')} | "
             f"{int(num(e, 'wasted_preloads') or 0)} / {int(num(e, 'preloads') or 0)} |")
-        c = checks(name, b, pol, info, tune)
+        c = checks(pol, info, before(name, b))
         for k, v in c.items():
             if v is not None:
                 tally[k][0] += int(v)
@@ -502,27 +559,29 @@ def render(results: list[Result], micro: list[str], seconds: float, tune: bool,
             "cold", "stall", "half", "hit", "before")) + " |")
     out += ["", "## Targets (issue 16, SPEC: predictive preloading on robot traces)", "",
             "n/a: the budget holds less than half the working set (the stricter targets do not "
-            "apply), or the run has no earlier number.", "",
+            "apply), or the run has no number before issue 16.", "",
             "| family | budget | cold loads <= 0.95x best simple | stall <= best simple "
             "| cold loads <= 0.5x LRU's | hit rate >= 0.9x optimum's | not worse than before |",
             "|---|---|---|---|---|---|---|", *target_rows, "",
             "Held: " + "; ".join(f"{k} {v[0]} of {v[1]}" for k, v in tally.items()) + ".", ""]
     if extra and extra_results:
-        out += seeds_section(results, extra, extra_results)
-    if shared:
-        out += shared_section(shared)
+        out += seeds_section(results, extra, extra_results, before)
+    other_loader = "single" if loader == "shared" else "shared"
+    if other:
+        out += other_section(other, other_loader, before_in(other_loader))
     if not tune:
-        out += ["## Against the last round", "",
-                "Edged's numbers in the previous `bench/replay_results.md` (same held-out seeds) "
-                "and now: what this round's changes did. Stall as rounded there.", "",
-                "| family | budget | cold loads: last round -> now | stall s: last round -> now |"
-                " preloads (wasted) now |", "|---|---|---|---|---|"]
+        out += ["## Before issue 16, the last round, now", "",
+                "Edged's numbers with the main table's loads: the policy before issue 16 "
+                "(replayed by today's simulator), the previous `bench/replay_results.md` (same "
+                "held-out seeds; stall as rounded there) and now.", "",
+                "| family | budget | cold loads: before -> last round -> now | stall s: before "
+                "-> last round -> now | preloads (wasted) now |", "|---|---|---|---|---|"]
         for name, b, report, _ in results:
             e = report["policies"]["edged"]  # type: ignore[index]
-            prev = LAST_ROUND.get((name, b))
-            if prev is None:
-                continue
-            out.append(f"| {name} | {b} | {prev[0]} -> {e['cold_loads']} | {prev[1]} -> "
+            old, prev = before(name, b), LAST_ROUND[loader].get(name, {}).get(b)
+            out.append(f"| {name} | {b} | {cell(old and old[0], '.0f')} -> "
+                       f"{cell(prev and prev[0], '.0f')} -> {e['cold_loads']} | "
+                       f"{cell(old and old[1], '.0f')} -> {cell(prev and prev[1], '.0f')} -> "
                        f"{float(e['stall_s']):.0f} | {e['preloads']} ({e['wasted_preloads']}) |")
         out.append("")
     long_runs = [(n, b, r) for n, b, r, _ in results
@@ -541,6 +600,15 @@ def render(results: list[Result], micro: list[str], seconds: float, tune: bool,
 
 
 NOTES = """## Where edged still loses, and why
+
+**2026-12-06, second part**: the main table now replays loads side by side, as the daemon
+runs them (the one-loader tables moved to their own section), shows refused requests, and
+"not worse than before" compares with the policy from before issue 16 replayed by today's
+simulator on every run (`bench/before_policy.py`), not with 9 numbers published by an older
+simulator. It shows that on six 2 GiB-ish rows (normal 2 GiB cold loads 105 vs 96; stall:
+shifted tight and 2 GiB, unscripted, regime and idle 2 GiB, the 3 days 12510 vs 11715 s) this
+round's policy is worse than the old one with loads side by side. The notes below, from the
+first part of the day, refer to the one-loader tables unless they say otherwise.
 
 (Written by hand after the run above, 2026-12-05, from its numbers and `tools/replay.py
 --explain`; a rerun regenerates the tables but not this section.) Knobs were chosen on the tuning
@@ -639,6 +707,10 @@ def main() -> int:
     p.add_argument("--json", type=Path, help="also write the raw reports here")
     p.add_argument("--extra-seeds", type=int, default=2, metavar="K",
                    help="each generated family again on K more held-out seeds (0: none)")
+    p.add_argument("--loader", choices=("shared", "single"), default="shared",
+                   help="the main table's loads: shared (side by side, as the daemon runs "
+                        "them) or single (one at a time, pessimistic); the other loader gets "
+                        "a section of its own")
     args = p.parse_args()
     # measure the checkout this file is in: run as a script, Python puts bench/ first on the
     # path, and an editable install elsewhere (another worktree's) would answer `import edged`
@@ -653,18 +725,21 @@ def main() -> int:
         RUNS = tuple(r for r in RUNS if r.name not in RECORDED)
     extra = extra_runs(RUNS, 0 if args.tune else args.extra_seeds)
     more = tuple(r for runs in extra.values() for r in runs)
-    side = tuple(r for r in RUNS if r.duration_s <= LONG_S)  # replayed with the shared loader
+    other_loader = "single" if args.loader == "shared" else "shared"
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         paths = {run.name: generate(Path(tmp), run, args.tune) for run in (*RUNS, *more)}
-        jobs = jobs_for(paths, (*RUNS, *more))
+        mains = jobs_for(paths, (*RUNS, *more), args.loader)
+        others = jobs_for(paths, RUNS, other_loader, full=False)
+        todo = [job for _, job in sorted(mains + others, key=lambda wj: -wj[0])]
         with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-            parts = list(pool.map(run_one, jobs + jobs_for(paths, side, "shared")))
-    results, extra_results = merge(parts[:len(jobs)], RUNS), merge(parts[:len(jobs)], more)
-    shared = merge(parts[len(jobs):], side)
+            done = dict(zip(todo, pool.map(run_one, todo), strict=True))
+    mine = [done[job] for _, job in mains]
+    results, extra_results = merge(mine, RUNS), merge(mine, more)
+    other = merge([done[job] for _, job in others], RUNS)
     micro = micro_benchmarks() if not args.only else []
-    text = render(results, micro, time.perf_counter() - started, args.tune, extra,
-                  extra_results, shared)
+    text = render(results, micro, time.perf_counter() - started, args.tune, args.loader,
+                  extra, extra_results, other)
     if args.json:
         args.json.write_text(json.dumps([list(r) for r in (*results, *extra_results)],
                                         indent=1))

@@ -377,3 +377,66 @@ def test_shared_loader_preloads_yield_to_demand_loads(replay: ModuleType) -> Non
     r = sim.run(trace)
     assert (r.cold_loads, r.preloads, r.wasted_preloads) == (3, 1, 0)
     assert r.stall_s == pytest.approx(1.0 + 4.0 + 2.0)
+
+
+def _bench() -> ModuleType:
+    if str(REPO) not in sys.path:  # bench/ is a package of the checkout, not installed
+        sys.path.insert(0, str(REPO))
+    import bench.replay_bench
+
+    return bench.replay_bench
+
+
+def test_before_policy_numbers_cover_every_run_of_the_bench() -> None:
+    """bench/before_policy.json (the pre-issue-16 policy through today's simulator) has a row
+    for every run, budget and loader replay_bench measures, held-out extra seeds included:
+    numbers, or the error the old policy stopped with. A family added to the bench without
+    rerunning bench/before_policy.py fails here."""
+    rb = _bench()
+    from bench.before_policy import COMMIT, LOADERS
+
+    data = json.loads(rb.BEFORE_FILE.read_text())
+    assert data["commit"].startswith(COMMIT)
+    rows = {(r["run"], r["budget"], r["loader"]): r for r in data["rows"]}
+    more = tuple(r for rs in rb.extra_runs(rb.RUNS, 2).values() for r in rs)
+    wanted = {(run.name, b, ldr) for run in (*rb.RUNS, *more) for b in run.budgets
+              for ldr in LOADERS}
+    assert set(rows) == wanted
+    numbers = rb.load_before()
+    for key, r in rows.items():
+        assert (key in numbers) != ("error" in r), r
+    assert numbers[("normal", "2 GiB", "single")] == (89.0, 291.109)  # published: 89, 293.6 s
+    assert ("recorded 15 min", "half", "shared") not in numbers  # the old policy's ZeroDivision
+
+
+def test_before_policy_adapts_todays_replay_to_the_old_tree() -> None:
+    """bench/before_policy.py rewrites today's tools/replay.py for the package layout of the
+    old commit: each line it rewrites must still be there, and no import of today's layout
+    may be left (the old tree has no edged.manager.memory nor edged.values)."""
+    _bench()
+    from bench.before_policy import ADAPT
+
+    text = (REPO / "tools" / "replay.py").read_text()
+    for now, then in ADAPT:
+        assert now in text, now
+        text = text.replace(now, then)
+    imports = [line for line in text.splitlines()
+               if line.startswith(("from edged", "import edged"))]
+    assert imports and not any("edged.manager.memory" in i or "edged.values" in i
+                               for i in imports), imports
+
+
+def test_not_worse_than_before_compares_cold_loads_and_stall_with_2pct_slack() -> None:
+    rb = _bench()
+    info = {"budget": 1.0, "working_set": 4.0}  # under half: the stricter targets do not apply
+
+    def pol(cold: int, stall: float) -> dict[str, dict[str, object]]:
+        r = {"cold_loads": cold, "stall_s": stall, "hit_rate": 0.9}
+        return {"edged": r, "lru": dict(r, cold_loads=50, stall_s=500.0),
+                "lfu": dict(r, cold_loads=60, stall_s=400.0), "optimal": r}
+
+    assert rb.checks(pol(40, 101.0), info, (40.0, 100.0))["before"] is True
+    assert rb.checks(pol(41, 100.0), info, (40.0, 100.0))["before"] is False
+    assert rb.checks(pol(40, 103.0), info, (40.0, 100.0))["before"] is False
+    c = rb.checks(pol(40, 300.0), info, None)
+    assert (c["before"], c["half"], c["cold"], c["stall"]) == (None, None, True, True)
