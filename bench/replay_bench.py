@@ -118,6 +118,9 @@ LAST_ROUND = MappingProxyType({
         "recorded 15 min": {"tight": (147, 38), "half": (70, 18), "two thirds": (39, 10)},
     },
 })
+# requests waiting on one loading model before the daemon refuses more (QUEUE_FULL): its
+# engines.queue_depth (8) + per_model_concurrency (twice the cores, 2-8: 8 on a 6-core Orin)
+QUEUE_LIMIT = 16
 LONG_S = 6 * 3600  # longer runs replay each costly policy in a job of its own
 SEED_STEP = 100  # --extra-seeds k: each family again on seeds +100, +200, ... (never tuned on)
 Result = tuple[str, str, dict[str, object], dict[str, float]]  # run, budget, report, info
@@ -192,11 +195,12 @@ def run_one(job: Job) -> Result:
         from edged.manager.memory.policy import EdgedPolicy
         policy = EdgedPolicy(tod_weight=0.0)
         r = replay.LOADERS[loader](models, budget, policy, policy.eviction_order,
-                                   preload=True).run(trace)
+                                   preload=True, queue_limit=QUEUE_LIMIT).run(trace)
         report = {"policies": {NO_TOD: asdict(r)}, "budget_bytes": budget,
                   "requests": len(trace)}
     else:
-        report = replay.run_all(trace, models, budget, policies, loader=loader)
+        report = replay.run_all(trace, models, budget, policies, loader=loader,
+                                queue_limit=QUEUE_LIMIT)
     return name, budget_name, report, info
 
 
@@ -366,9 +370,11 @@ def ratios(pol: dict[str, dict[str, object]]) -> tuple[float | None, float | Non
 
 
 def refused(pol: dict[str, dict[str, object]]) -> str:
-    """Requests the planner turned away (a demand load that did not fit beside loads in
-    flight: the daemon's RESOURCE_EXHAUSTED), edged / LRU / LFU: not stall, so shown beside."""
-    return " / ".join(cell(num(pol[p], "rejected"), ".0f") for p in ("edged", "lru", "lfu"))
+    """Requests turned away, edged / LRU / LFU: a demand load that did not fit beside loads in
+    flight, or QUEUE_LIMIT already waiting on the load (the daemon's RESOURCE_EXHAUSTED, as
+    CAPACITY or QUEUE_FULL). Not stall, so shown beside."""
+    return " / ".join(cell((num(pol[p], "rejected") or 0.0) + (num(pol[p], "queue_full") or 0.0),
+                           ".0f") for p in ("edged", "lru", "lfu"))
 
 
 def best_simple(pol: dict[str, dict[str, object]]) -> tuple[float, float]:
@@ -514,9 +520,12 @@ def render(results: list[Result], micro: list[str], seconds: float, tune: bool,
            "than it. *Best simple* is the better of LRU and LFU on that run. Loader busy is "
            "the share of the trace's span LRU's loader spent loading. Wasted preloads are "
            "preloads cancelled, evicted or left before their first use. Refused are requests "
-           "whose demand load did not fit even after evicting, because the other residents "
-           "were loading or running (the daemon answers RESOURCE_EXHAUSTED with the numbers, "
-           "as SPEC's capacity validation says): they add no stall and no cold load, so "
+           "the daemon would answer RESOURCE_EXHAUSTED: their demand load did not fit even "
+           "after evicting, because the other residents were loading or running (CAPACITY, "
+           "with the numbers, as SPEC's capacity validation says), or "
+           f"{QUEUE_LIMIT} requests already waited on their model's load (QUEUE_FULL: the "
+           "daemon's default engines.queue_depth 8 + per_model_concurrency 8 on a 6-core "
+           "Orin; `tools/replay.py --queue-limit`). They add no stall and no cold load, so "
            "they are shown beside.", "",
            f"Loads: the tables up to the next section replay with {LOADER_TEXT[loader]}. "
            "*Before* is the preloading policy from before issue 16 (`edged/` at "

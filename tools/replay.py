@@ -31,10 +31,15 @@ or preload) whose room evicted the model.
 ``--loader shared`` replays instead as the daemon loads (``SharedLoaderSimulator``): loads of
 different models side by side, sharing one disk's speed (preloads yield to demand loads as with
 one loader); one loader is the pessimistic default.
-``wasted_preloads`` counts preloads cancelled, evicted before their first use,
-or never used; ``bytes_loaded`` counts what was read, a cancelled preload's part included. All
-models are ``swap``-tier, CPU, evictable; the budget is all the memory they may use. ``edged``
-passes the policy's victim costs to the planner; LRU and LFU evict in order.
+``--queue-limit N`` refuses a request, as the daemon does (``Residency.acquire``: QUEUE_FULL),
+when N requests already wait on its model's load (``queue_full``: not served, no stall); the
+default refuses none. ``rejected`` counts demand loads the planner refused: no room even after
+evicting, the other residents loading or in use (with loads side by side, a model loading
+beside the LLM at a tight budget). ``wasted_preloads`` counts preloads cancelled, evicted
+before their first use, or never used; ``bytes_loaded`` counts what was read, a cancelled
+preload's part included. All models are ``swap``-tier, CPU, evictable; the budget is all the
+memory they may use. ``edged`` passes the policy's victim costs to the planner; LRU and LFU
+evict in order.
 
 ``optimal`` is a search over (request, resident set) states, with dead models (never requested
 again) dropped from a set and a set pruned when another one provably does at least as well
@@ -81,7 +86,8 @@ class Result:
     bytes_loaded: int | None = 0
     wasted_preloads: int | None = 0
     preloads: int | None = 0
-    rejected: int | None = 0
+    rejected: int | None = 0  # demand loads the planner refused (no room beside loads in flight)
+    queue_full: int | None = 0  # requests refused: queue_limit already waiting on the load
     loader_busy: float | None = None  # share of the trace's span the loader was loading
     note: str = ""
 
@@ -106,6 +112,7 @@ class _Slot:
     preloaded: bool = False
     used: bool = False
     why: Stall | None = None  # with ``explain``: why its demand load was needed
+    waiters: int = 0  # requests that waited for this load (one loader: all wait until ready_at)
 
 
 class Simulator:
@@ -116,8 +123,10 @@ class Simulator:
                                                               Sequence[planner.Resident]],
                  *, preload: bool, interval_s: float = 0.5,
                  on_request: Callable[[int], None] | None = None,
-                 explain: bool = False, busy_waits: bool = True) -> None:
+                 explain: bool = False, busy_waits: bool = True,
+                 queue_limit: int = 0) -> None:
         self.models, self.policy, self.order = models, policy, order
+        self.queue_limit = queue_limit  # 0: unbounded
         self.busy_waits = busy_waits
         self.explain = explain
         self.stalls: list[Stall] = []  # with ``explain``: every request that waited
@@ -224,8 +233,14 @@ class Simulator:
         self.loading = (name, True, now, now + cost.load_s)
         self.busy_s += cost.load_s
 
+    def queued(self, name: str, slot: _Slot) -> int:
+        """Requests waiting for ``slot``'s load now (one loader: every one that waited for it
+        so far, since all of them wait until its ``ready_at``)."""
+        return slot.waiters
+
     def wait(self, name: str, slot: _Slot, t: float, stall: Stall | None) -> None:
         """A request at ``t`` waits for ``slot``'s load: its stall is known now (one loader)."""
+        slot.waiters += 1
         self.r.stall_s = (self.r.stall_s or 0.0) + slot.ready_at - t
         if stall is not None:
             stall.stall_s = slot.ready_at - t
@@ -239,6 +254,11 @@ class Simulator:
         if slot is not None and hit:
             self.hits += 1
             slot.used = True
+            return
+        if slot is not None and self.queue_limit and self.queued(name, slot) >= self.queue_limit:
+            # the daemon refuses a request past queue_limit waiting on a loading model
+            # (``Residency.acquire``: RESOURCE_EXHAUSTED, QUEUE_FULL): no stall, not served
+            self.r.queue_full = (self.r.queue_full or 0) + 1
             return
         if slot is not None:  # still loading: wait for the rest of it
             late = slot.preloaded and not slot.used
@@ -395,6 +415,9 @@ class SharedLoaderSimulator(Simulator):
         self.slots[name] = _Slot(cost.size_bytes, math.inf, preloaded=True)
         self.flight[name] = cost.load_s
         self.preloading = name
+
+    def queued(self, name: str, slot: _Slot) -> int:
+        return len(self.waiting.get(name, ()))
 
     def wait(self, name: str, slot: _Slot, t: float, stall: Stall | None) -> None:
         self.waiting.setdefault(name, []).append((t, stall))
@@ -565,14 +588,14 @@ def _popcount(a: np.ndarray) -> np.ndarray:
 # -- command line ----------------------------------------------------------------------------
 def run_all(trace: Sequence[TraceEntry], models: dict[str, ModelCost], budget: int,
             policies: Sequence[str] = POLICIES, interval_s: float = 0.5,
-            loader: str = "single") -> dict[str, object]:
+            loader: str = "single", queue_limit: int = 0) -> dict[str, object]:
     missing = sorted({e.model for e in trace} - set(models))
     if missing:
         raise TraceError(f"models file has no size for: {', '.join(missing)}")
     out: dict[str, dict[str, object]] = {}
     for name in policies:
         out[name] = asdict(simulate(name, trace, models, budget, interval_s=interval_s,
-                                    loader=loader))
+                                    loader=loader, queue_limit=queue_limit))
     return {"policies": out, "budget_bytes": budget, "requests": len(trace)}
 
 
@@ -581,25 +604,27 @@ LOADERS: dict[str, type[Simulator]] = {"single": Simulator, "shared": SharedLoad
 
 def simulate(policy_name: str, trace: Sequence[TraceEntry], models: dict[str, ModelCost],
              budget: int, *, preload: bool | None = None, interval_s: float = 0.5,
-             loader: str = "single") -> Result:
+             loader: str = "single", queue_limit: int = 0) -> Result:
     """Run one policy (``lru`` | ``lfu`` | ``edged`` | ``furthest`` | ``optimal``); ``loader``:
-    ``single`` (one load at a time) or ``shared`` (side by side, sharing the disk)."""
+    ``single`` (one load at a time) or ``shared`` (side by side, sharing the disk);
+    ``queue_limit``: requests refused past that many waiting on one load (0: none refused; the
+    optimum's loads take no time, so none wait)."""
     if policy_name == "optimal":
         return optimal(trace, models, budget)
     sim = LOADERS[loader]
     if policy_name == "furthest":
         oracle = FurthestNextUse(trace)
         return sim(models, budget, None, oracle.order, preload=False,
-                   on_request=oracle.at).run(trace)
+                   on_request=oracle.at, queue_limit=queue_limit).run(trace)
     policy = make_policy(policy_name)
     return sim(models, budget, policy, policy.eviction_order,
                preload=(policy_name == "edged") if preload is None else preload,
-               interval_s=interval_s).run(trace)
+               interval_s=interval_s, queue_limit=queue_limit).run(trace)
 
 
 def explain(policy_name: str, trace: Sequence[TraceEntry], models: dict[str, ModelCost],
-            budget: int, *, interval_s: float = 0.5, loader: str = "single"
-            ) -> tuple[Result, list[Stall]]:
+            budget: int, *, interval_s: float = 0.5, loader: str = "single",
+            queue_limit: int = 0) -> tuple[Result, list[Stall]]:
     """Run one online policy (``lru`` | ``lfu`` | ``edged``) and return every request that
     waited, with why: its model's first load, a preload that came too late, a wait behind
     another load of it, or the load (demand or preload) whose room evicted it."""
@@ -607,7 +632,8 @@ def explain(policy_name: str, trace: Sequence[TraceEntry], models: dict[str, Mod
         raise ValueError(f"--explain needs an online policy, not {policy_name!r}")
     policy = make_policy(policy_name)
     sim = LOADERS[loader](models, budget, policy, policy.eviction_order,
-                          preload=policy_name == "edged", interval_s=interval_s, explain=True)
+                          preload=policy_name == "edged", interval_s=interval_s, explain=True,
+                          queue_limit=queue_limit)
     return sim.run(trace), sim.stalls
 
 
@@ -657,6 +683,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--loader", choices=tuple(LOADERS), default="single",
                    help="single: one load at a time (the default, pessimistic); shared: "
                         "loads side by side as the daemon runs them, sharing the disk")
+    p.add_argument("--queue-limit", type=int, default=0,
+                   help="refuse a request when this many already wait on its model's load, "
+                        "as the daemon does (engines.queue_depth + per_model_concurrency: 16 on "
+                        "a 4+ core device); 0 (the default): refuse none")
     p.add_argument("--json", action="store_true", help="print only JSON")
     p.add_argument("--explain", action="store_true",
                    help="per online policy: which waits cost the stall, and which load's "
@@ -674,12 +704,13 @@ def main(argv: list[str] | None = None) -> int:
                 if name in ("furthest", "optimal"):
                     continue
                 r, stalls = explain(name, trace, models, budget,
-                                    interval_s=args.preload_interval, loader=args.loader)
+                                    interval_s=args.preload_interval, loader=args.loader,
+                                    queue_limit=args.queue_limit)
                 print(f"== {name}: {r.cold_loads} cold loads, {r.stall_s} s stall")
                 print(explain_table(stalls))
             return 0
         report = run_all(read_trace(args.trace), read_models(args.models), budget, policies,
-                         args.preload_interval, args.loader)
+                         args.preload_interval, args.loader, args.queue_limit)
     except (OSError, ValueError) as exc:
         print(f"replay: {exc}", file=sys.stderr)
         return 2

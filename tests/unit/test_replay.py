@@ -440,3 +440,24 @@ def test_not_worse_than_before_compares_cold_loads_and_stall_with_2pct_slack() -
     assert rb.checks(pol(40, 103.0), info, (40.0, 100.0))["before"] is False
     c = rb.checks(pol(40, 300.0), info, None)
     assert (c["before"], c["half"], c["cold"], c["stall"]) == (None, None, True, True)
+
+
+@pytest.mark.parametrize("loader", ["single", "shared"])
+def test_queue_limit_refuses_requests_past_the_limit_waiting_on_a_load(
+        replay: ModuleType, loader: str) -> None:
+    # a loads 0-4 s; with a limit of 2 the request at 1.0 is the second waiting (3 s), the one
+    # at 2.0 finds two waiting and is refused (the daemon's QUEUE_FULL: no stall, not served);
+    # at 5.0 a is ready; b's load (1-2 s after eviction) starts a fresh count of its own
+    models = {"a": ModelCost(10, 4.0), "b": ModelCost(10, 1.0)}
+    trace = [TraceEntry(0.0, "a"), TraceEntry(1.0, "a"), TraceEntry(2.0, "a"),
+             TraceEntry(5.0, "a"), TraceEntry(6.0, "b"), TraceEntry(6.5, "b"),
+             TraceEntry(6.6, "b")]
+    limited = replay.run_all(trace, models, 10, ("lru",), loader=loader, queue_limit=2)
+    r = limited["policies"]["lru"]  # type: ignore[index]
+    assert (r["queue_full"], r["cold_loads"]) == (2, 2)
+    assert r["stall_s"] == pytest.approx(4.0 + 3.0 + 1.0 + 0.5)
+    assert r["hit_rate"] == pytest.approx(1 / 7, abs=1e-4)
+    unlimited = replay.run_all(trace, models, 10, ("lru",), loader=loader)
+    u = unlimited["policies"]["lru"]  # type: ignore[index]
+    assert u["queue_full"] == 0
+    assert u["stall_s"] == pytest.approx(4.0 + 3.0 + 2.0 + 1.0 + 0.5 + 0.4)
