@@ -685,10 +685,15 @@ of earlier rounds, about the one-loader tables, are in git: `bench/replay_bench.
   within +-1.5% of stall, none better in both cold loads and stall. A preload never evicting
   a model requested in the last 15 or 45 s, or in the last 30 s if its load takes over twice
   the preload's (the LLM just before its turn): up to 1.3% less stall, 2-6% more cold loads,
-  13-19 rows worse. The knobs sit on a plateau with the daemon's loading; which of this
-  round's policy commits brought the 2 GiB stall is the next thing to find
-  (`bench/before_policy.py --commit` replays any commit's policy, once `ADAPT` matches its
-  package layout).
+  13-19 rows worse. The knobs sit on a plateau with the daemon's loading. **Where the 2 GiB
+  stall came from**: the first of the issue's policy commits, 879fa81 (LeCaR-style experts, a
+  one-off model on probation, partial preloads), replayed the same way (`bench/before_policy.py
+  --commit 879fa81 --out /tmp/879fa81.json`, the 2 GiB rows with loads side by side), already
+  had 1.02-1.07x the old policy's stall on seven of eight families (shifted 1.07x, normal and
+  one-offs 1.04x, idle 1.04x); later commits lowered it on some (normal 1.04 -> 1.02x) and
+  raised it on others (unscripted 1.03 -> 1.10x, idle 1.04 -> 1.07x). Probation off at today's
+  policy changes nothing (tuning seeds); the experts off take about 1% off. The commits after
+  551acd3 need their own `ADAPT` (the package moved), so the bisection stops there for now.
 * **Half of LRU's cold loads** (12 of 21; 25 of 48 over the seeds) fails where the demand
   optimum itself needs more than half of LRU's (one-offs, idle 2.5 GiB, saturated 2 GiB, the
   recordings at two thirds), on normal and unscripted 2 GiB (0.52x, 0.52x) and on saturated
