@@ -404,6 +404,41 @@ def test_a_preload_does_not_swap_out_a_model_worth_as_much_as_it() -> None:
     assert isinstance(d, planner.AdmitAfterEvicting) and d.victims == ("old:1",)
 
 
+def test_a_preload_does_not_push_out_a_large_model_worth_more_than_half_of_it() -> None:
+    # The LLM (800 MiB, 7.5 s to load) is asked every 20-40 s; c (150 MiB) follows each wake
+    # 3 s later; a (100 MiB) comes every 10-20 s. Just after a wake, a preload of c needs 50 MiB
+    # freed. By value per byte the LLM is the cheapest resident by far (8x c's bytes), but what
+    # keeping it saves (value x bytes) is more than half what keeping c would: the preload
+    # waits, and c's demand load, if it comes, picks its victims. With no admit rule the
+    # LLM would go, and its reload would come back as 7.5 s of stall (the 2 GiB budgets).
+    p = EdgedPolicy()
+    for name, mib, load in (("llm", 800, 7.5), ("wake", 10, 0.1), ("c", 150, 0.8),
+                            ("a", 100, 0.6)):
+        p.set_model(name, mib * MiB, load)
+    rng = random.Random(3)
+    events: list[tuple[str, float]] = []
+    for name, start, lo, hi, follow in (("wake", 0.0, 30.0, 50.0, "c"),
+                                        ("llm", 5.0, 20.0, 40.0, ""),
+                                        ("a", 1.0, 10.0, 20.0, "")):
+        t = start
+        while t < 3000.0:
+            events += [(name, t)] + ([(follow, t + 3.0)] if follow else [])
+            t += rng.uniform(lo, hi)
+    feed(p, sorted(e for e in events if e[1] < 3000.0))
+    feed(p, [("llm", 2990.0), ("wake", 3000.0)])
+    now = 3000.3
+    req = LoadRequest("c:1", "swap", 150 * MiB)
+    residents = [res("llm:1", 800), res("a:1", 100)]
+    assert p.preload_gain("c", now) > 2.0
+    assert p.value("llm", now) < 0.5 * p.value("c", now)  # per byte: the cheapest ...
+    llm_keeps = p.value("llm", now) * 800 * MiB
+    assert llm_keeps >= 0.5 * p.value("c", now) * 150 * MiB  # ... but not as a whole model
+    d = plan_preload(p, req, residents, BUDGETS, mem(900), now)
+    assert isinstance(d, planner.Reject)
+    loose = plan_preload(p, req, residents, BUDGETS, mem(900), now, admit=math.inf)
+    assert isinstance(loose, planner.AdmitAfterEvicting) and loose.victims == ("llm:1",)
+
+
 def partial_setup(delay: float) -> tuple[EdgedPolicy, float]:
     """wake, then llm ``delay`` s later, every 2-5 minutes among unrelated models; the llm
     takes 7.5 s to load: a preload started at wake cannot finish before its request, it can

@@ -58,11 +58,16 @@ def plan_preload(policy: CachePolicy, req: planner.LoadRequest,
     below the preload's gain / (1 + ``margin``): a preload never pushes out what is needed
     before it, nor what is worth as much as it brings; and one worth less than ``min_gain_s``
     (the LLM at night, wanted only by stray requests) evicts nothing. Nor does a preload evict
-    a resident worth ``admit`` x its own value per byte or more (the policy's eviction order):
+    a resident whose keeping is worth ``admit`` x what keeping the candidate would be or more
+    (the policy's value per byte x the model's bytes: the stall each is expected to save):
     that would bet one prediction against another almost as strong, and where they are wrong
     (a conversation's turns have stopped) the preloader swaps such models round, each swap a
-    load (the recorded trace at two thirds: 29 of 32 preloads wasted without this rule). A
-    demand load, if the request does come, takes the cheapest residents instead.
+    load (the recorded trace at two thirds: 29 of 32 preloads wasted without this rule). The
+    rule compares whole models, not bytes: by value per byte the 1.5 GiB LLM is always the
+    cheapest, so a per-byte rule shielded the small models and left the LLM as the one victim
+    a preload could take, and its 7.5 s reload came back as stall (2 GiB, tuning seeds:
+    stall 1.03x the policy before issue 16's, 0.97x with this rule). A demand load, if the
+    request does come, takes the cheapest residents instead.
     The daemon's preloader and the replay tool both call this.
     """
     first = planner.plan(replace(req, preload=True), residents, budgets, memory,
@@ -86,10 +91,11 @@ def plan_preload(policy: CachePolicy, req: planner.LoadRequest,
             if reachable < need:
                 return first
 
-    worth = admit * policy.value(req.key, now)
+    worth = admit * policy.value(req.key, now) * req.bytes
 
     def affordable(rs: Sequence[Resident]) -> list[Resident]:
-        return sorted((r for r in rs if lost(r) < gain and policy.value(r.key, now) < worth),
+        return sorted((r for r in rs
+                       if lost(r) < gain and policy.value(r.key, now) * r.bytes < worth),
                       key=lambda r: (lost(r) / r.bytes, r.key))
 
     second = planner.plan(replace(req, preload=False), residents, budgets, memory,
