@@ -58,9 +58,11 @@ Decisions (tuned on seeded traces, see ``bench/replay_results.md``):
   when the wait it saves beats what its victims are expected to cost.
   ``capacity.plan_preload`` lets one in where memory is free, or where the victims' expected loss —
   P(victim needed again before the candidate, within ``keep_s``) x its (load_s + miss cost),
-  Belady's rule in expectation — is below the gain / (1 + margin), and where no victim is worth
-  half the candidate's value per byte or more (``admit``: not one prediction against another
-  almost as strong, which wasted most preloads where the predictions went stale). That P is
+  Belady's rule in expectation — is below the gain / (1 + margin), and where no victim's
+  keeping is worth half what keeping the candidate would be or more (value per byte x bytes:
+  ``admit``, not one prediction against another almost as strong, which wasted most preloads
+  where the predictions went stale; whole models, so that the large LLM, cheapest per byte,
+  is not the one victim left to every preload). That P is
   *predict*'s, blended with the recency and frequency experts' estimates by how much their
   regret weight exceeds predict's, times ``young_n / (young_n + the victim's requests)`` (the
   less predict has seen of a model, the more the others count): where the trace has shown
