@@ -673,9 +673,16 @@ of earlier rounds, about the one-loader tables, are in git: `bench/replay_bench.
   each detect request after it flushes the LLM; edged has fewer cold loads than LRU (132
   against 156), but the models evicted for the LLM come back behind a 90 s load shared with
   it: segment waits 2924 s in total against LFU's 1676 s, detect 2045 s against 1101 s (seed
-  24). The recorded 4-minute trace at two thirds (13 cold loads against LRU's 12: each new
-  phase starts with models seen once, and the first LLM load pushes out wake and asr instead
-  of the patrol's models) is the only other loss, on a 4-minute trace of 500 requests.
+  24). That seed's loss is one episode: stall per 10 minutes is within 450 s of a run without
+  preloads but for minutes 30-40 (5538 s against 2579 s), where, after a conversation, five to
+  seven loads share the slow disk at once and evict each other's models as they land. edged's
+  eviction with its preloads switched off would have 9424 s there (LRU 9779 s); but over five
+  seeds (24, 124, 224 held out, 34 and 64 tuning) preloads off is better on two and worse on
+  three (34: 9084 against 9908 s; 64: 14140 against 11839 s; 124: 12181 against 12011 s), so
+  no rule "stop preloading on a busy loader" follows from it. The recorded 4-minute trace at
+  two thirds (13 cold loads against LRU's 12: each new phase starts with models seen once,
+  and the first LLM load pushes out wake and asr instead of the patrol's models) is the only
+  other loss, on a 4-minute trace of 500 requests.
 * **Not worse than before: 22 of 28 rows, 50 of 72 over the seeds** (a row within 2% of a
   ratio that moves 10% from seed to seed is a coin toss: the means say more). The means over
   the seeds are still worse than the policy before issue 16 on normal 2 GiB (1.04x cold loads
@@ -703,6 +710,16 @@ of earlier rounds, about the one-loader tables, are in git: `bench/replay_bench.
   Earlier rounds' knobs (`margin`, `regret_rate`, `horizon_s`, `keep_s`, `miss_cost_s`,
   `preload_threshold`, a recency shield for the next turn) sit on a plateau: see this section
   at e4e1ace.
+* **Tried after this run, not adopted** (tuning seeds, all budgets, the geometric means as
+  above: stall and cold loads over the old policy's, stall over the best simple policy's, rows
+  not worse; as run: 0.977, 0.986, 0.773, 13 of 24): `admit` 0.35: 0.981, 0.992, 0.776, 11;
+  `admit` 0.75: 0.981, 0.983, 0.775, 13; `margin` 0.25: 0.977, 0.982, 0.773, 14; `min_gain_s`
+  1.0: 0.978, 0.987, 0.774, 13. A preload's gain times the chance that it is still resident at
+  its request, where a model that cannot fit beside it (the LLM at tight budgets, where 112 of
+  173 wasted preloads on normal 11 were pushed out by the LLM's load) is requested first:
+  0.979, 0.983, 0.774, 16; held out (a full rerun) stall 0.822x the best simple policy's
+  against 0.819x, 68 of 72 rows against 67, not worse than before 48 of 72 against 50: noise,
+  so not worth its code.
 * **Half of LRU's cold loads** (11 of 21; 22 of 48 over the seeds) fails where the demand
   optimum itself needs more than half of LRU's (one-offs, saturated, the recordings at two
   thirds), on normal, bursty, unscripted and idle 2 GiB (0.51-0.53x: the LLM no longer the
