@@ -2,7 +2,7 @@
 """The preloading policy from before issue 16, replayed by today's simulator: the numbers that
 ``bench/replay_bench.py``'s "not worse than before" target compares with.
 
-    .venv/bin/python bench/before_policy.py [--commit d58ce7c] [--jobs 2] [--extra-seeds 2]
+    .venv/bin/python bench/before_policy.py [--commit d58ce7c] [--jobs 2] [--extra-seeds 4]
 
 Issue 16 asks that no family get worse than the numbers ``bench/replay_results.md`` had when it
 was filed. Those were measured with one loader, by that day's simulator, on 9 rows. Today's
@@ -102,7 +102,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--commit", default=COMMIT)
     p.add_argument("--jobs", type=int, default=2)
-    p.add_argument("--extra-seeds", type=int, default=2, metavar="K",
+    p.add_argument("--extra-seeds", type=int, default=rb.EXTRA_SEEDS, metavar="K",
                    help="as replay_bench's: each generated family on K more held-out seeds")
     p.add_argument("--out", type=Path, default=OUT)
     args = p.parse_args()

@@ -398,7 +398,7 @@ def test_before_policy_numbers_cover_every_run_of_the_bench() -> None:
     data = json.loads(rb.BEFORE_FILE.read_text())
     assert data["commit"].startswith(COMMIT)
     rows = {(r["run"], r["budget"], r["loader"]): r for r in data["rows"]}
-    more = tuple(r for rs in rb.extra_runs(rb.RUNS, 2).values() for r in rs)
+    more = tuple(r for rs in rb.extra_runs(rb.RUNS, rb.EXTRA_SEEDS).values() for r in rs)
     wanted = {(run.name, b, ldr) for run in (*rb.RUNS, *more) for b in run.budgets
               for ldr in LOADERS}
     assert set(rows) == wanted
