@@ -734,6 +734,21 @@ This run has five held-out seeds per family, two more than the last: the seeds b
   0.979, 0.983, 0.774, 16; held out (a full rerun, three seeds) stall 0.822x the best simple
   policy's against 0.819x, 68 of 72 runs against 67, not worse than before 48 of 72 against
   50: noise, so not worth its code.
+* **Saturated tight on ten more seeds** (524 to 1424 by 100, neither tuning nor held-out seeds
+  of this table; `tools/gen_trace.py --seed S --load-scale 12 --duration 5400`, then
+  `tools/replay.py --budget <tight> --loader shared --queue-limit 16`): edged's stall is 1.11x
+  the best simple policy's (geometric mean; 3 of 10 seeds at or below it), 1.04x LRU's, 1.10x
+  LFU's, with 0.80x LRU's cold loads; with its preloads off, 1.07x. So most of the loss is the
+  demand eviction's, not the preloader's: there stall comes from requests queuing behind slow
+  loads shared on the disk (segment 22.8 s, clip 33.6 s, up to 16 waiters each), and a miss of
+  a streaming model costs what its waiters feel, not the load and miss cost the policy prices
+  it at. Pricing that (a miss also costs `queue_weight` x w x load / 2, w the requests its
+  session's first `burst_s` bring per second x load, at most 16) takes those seeds to 1.03x,
+  0.97x, 0.95x at weights 1, 2, 4, but saturated 2.5 GiB from 0.70x to 0.83x at 2 (the
+  extrapolated waiters overprice the LLM where it can stay beside others), and capping w at 4
+  or at the burst's own count still costs 2.5 GiB (0.78x, 0.72x) what it gains at tight
+  (1.01x, 1.06x); on the tuning seeds, all budgets, weight 2 gives 0.986, 0.990, 0.780, 15 of
+  24. Not adopted: a trade between budgets of one family, not a gain.
 * **Half of LRU's cold loads** (11 of 21; 36 of 80 over the seeds) asks, on most runs, more
   than any demand policy can do: the exact optimum without preloads needs more than half of
   LRU's cold loads on 39 of the 40 runs at 2 GiB and 17 of 40 at 2.5 GiB (and on the recordings
