@@ -748,7 +748,11 @@ This run has five held-out seeds per family, two more than the last: the seeds b
   extrapolated waiters overprice the LLM where it can stay beside others), and capping w at 4
   or at the burst's own count still costs 2.5 GiB (0.78x, 0.72x) what it gains at tight
   (1.01x, 1.06x); on the tuning seeds, all budgets, weight 2 gives 0.986, 0.990, 0.780, 15 of
-  24. Not adopted: a trade between budgets of one family, not a gain.
+  24. Estimating the waiters from the model's own gaps instead (F / (1 - F), F = P(a gap <
+  the load), at most the load over its mean shorter gap) trades the same way: 0.99x and 0.96x
+  at tight at weights 1 and 2, 0.80x and 0.82x at 2.5 GiB; on the tuning seeds 0.984 and 0.986,
+  with saturated tight there worse (1.08x and 1.13x the old policy's stall against 1.03x). Not
+  adopted: a trade between budgets of one family, and on the tuning seeds not even that.
 * **Half of LRU's cold loads** (11 of 21; 36 of 80 over the seeds) asks, on most runs, more
   than any demand policy can do: the exact optimum without preloads needs more than half of
   LRU's cold loads on 39 of the 40 runs at 2 GiB and 17 of 40 at 2.5 GiB (and on the recordings
