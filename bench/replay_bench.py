@@ -753,6 +753,14 @@ This run has five held-out seeds per family, two more than the last: the seeds b
   at tight at weights 1 and 2, 0.80x and 0.82x at 2.5 GiB; on the tuning seeds 0.984 and 0.986,
   with saturated tight there worse (1.08x and 1.13x the old policy's stall against 1.03x). Not
   adopted: a trade between budgets of one family, and on the tuning seeds not even that.
+* **Load times as the daemon measures them** (`tools/replay.py --measured-load-times`): the
+  daemon's policy learns each load's wall time (every load is measured, the catalog keeps the
+  last, the preloader's pass hands it on), so on a shared disk it sees loads grow with the
+  congestion; these tables give it the models file's `load_s`. The gap is small: tuning seeds,
+  all budgets, 0.977, 0.983, 0.773, 12 of 24 with measured times against 0.977, 0.986, 0.773,
+  13; on the ten saturated seeds above, stall over the best simple policy's at tight 1.08x
+  (1.11x without), 2 GiB 0.94x (0.90x), 2.5 GiB 0.73x (0.70x). So the tables' verdicts hold for
+  what the daemon does, and congestion-grown load times do not stand in for pricing waiters.
 * **Half of LRU's cold loads** (11 of 21; 36 of 80 over the seeds) asks, on most runs, more
   than any demand policy can do: the exact optimum without preloads needs more than half of
   LRU's cold loads on 39 of the 40 runs at 2 GiB and 17 of 40 at 2.5 GiB (and on the recordings

@@ -31,6 +31,12 @@ or preload) whose room evicted the model.
 ``--loader shared`` replays instead as the daemon loads (``SharedLoaderSimulator``): loads of
 different models side by side, sharing one disk's speed (preloads yield to demand loads as with
 one loader); one loader is the pessimistic default.
+``--measured-load-times`` (with ``--loader shared``) tells the policy each load's measured
+time as it completes, as the daemon does (``Residency`` records every load's wall time, the
+catalog keeps the last one, and the preloader's pass gives it to the policy): a load that
+shared the disk measures longer than its ``load_s``. Without it the policy keeps the models
+file's ``load_s``, as the bench's tables do. (One loader runs a load alone: it measures its
+``load_s``.)
 ``--queue-limit N`` refuses a request, as the daemon does (``Residency.acquire``: QUEUE_FULL),
 when N requests already wait on its model's load (``queue_full``: not served, no stall); the
 default refuses none. ``rejected`` counts demand loads the planner refused: no room even after
@@ -124,8 +130,9 @@ class Simulator:
                  *, preload: bool, interval_s: float = 0.5,
                  on_request: Callable[[int], None] | None = None,
                  explain: bool = False, busy_waits: bool = True,
-                 queue_limit: int = 0) -> None:
+                 queue_limit: int = 0, measured_load_times: bool = False) -> None:
         self.models, self.policy, self.order = models, policy, order
+        self.measured_load_times = measured_load_times
         self.queue_limit = queue_limit  # 0: unbounded
         self.busy_waits = busy_waits
         self.explain = explain
@@ -353,6 +360,7 @@ class SharedLoaderSimulator(Simulator):
         self.waiting: dict[str, list[tuple[float, Stall | None]]] = {}  # arrivals, per model
         self.clock = -math.inf
         self.preloading: str | None = None  # the preloader's load (its pass waits for it)
+        self.started: dict[str, float] = {}  # model -> when its load in flight started
 
     def progress(self, t: float) -> None:
         """Run the loads until ``t``, or until a preload completes (the pass that waited for
@@ -380,6 +388,10 @@ class SharedLoaderSimulator(Simulator):
         """``name``'s load is done; True when it was the preloader's."""
         del self.flight[name]
         self.slots[name].ready_at = self.clock
+        started = self.started.pop(name)
+        if self.measured_load_times and self.policy is not None:
+            # the daemon's policy learns the load's wall time, disk sharing included
+            self.policy.set_model(name, self.models[name].size_bytes, self.clock - started)
         for arrival, stall in self.waiting.pop(name, []):
             self.r.stall_s = (self.r.stall_s or 0.0) + self.clock - arrival
             if stall is not None:
@@ -414,6 +426,7 @@ class SharedLoaderSimulator(Simulator):
     def start_preload(self, name: str, cost: ModelCost, now: float) -> None:
         self.slots[name] = _Slot(cost.size_bytes, math.inf, preloaded=True)
         self.flight[name] = cost.load_s
+        self.started[name] = now
         self.preloading = name
 
     def queued(self, name: str, slot: _Slot) -> int:
@@ -430,9 +443,11 @@ class SharedLoaderSimulator(Simulator):
         if other is not None and not self.slots[other].used:
             # preloads yield to demand (``Residency``)
             self.preloading = None
+            del self.started[other]
             self.cancel_preload(other, self.flight.pop(other), name, t)
         if self.admit_demand(name, cost, self.plan(name, cost, t, t), t, math.inf) is not None:
             self.flight[name] = cost.load_s
+            self.started[name] = t
 
 
 class FurthestNextUse:
@@ -588,14 +603,16 @@ def _popcount(a: np.ndarray) -> np.ndarray:
 # -- command line ----------------------------------------------------------------------------
 def run_all(trace: Sequence[TraceEntry], models: dict[str, ModelCost], budget: int,
             policies: Sequence[str] = POLICIES, interval_s: float = 0.5,
-            loader: str = "single", queue_limit: int = 0) -> dict[str, object]:
+            loader: str = "single", queue_limit: int = 0,
+            measured_load_times: bool = False) -> dict[str, object]:
     missing = sorted({e.model for e in trace} - set(models))
     if missing:
         raise TraceError(f"models file has no size for: {', '.join(missing)}")
     out: dict[str, dict[str, object]] = {}
     for name in policies:
         out[name] = asdict(simulate(name, trace, models, budget, interval_s=interval_s,
-                                    loader=loader, queue_limit=queue_limit))
+                                    loader=loader, queue_limit=queue_limit,
+                                    measured_load_times=measured_load_times))
     return {"policies": out, "budget_bytes": budget, "requests": len(trace)}
 
 
@@ -604,7 +621,8 @@ LOADERS: dict[str, type[Simulator]] = {"single": Simulator, "shared": SharedLoad
 
 def simulate(policy_name: str, trace: Sequence[TraceEntry], models: dict[str, ModelCost],
              budget: int, *, preload: bool | None = None, interval_s: float = 0.5,
-             loader: str = "single", queue_limit: int = 0) -> Result:
+             loader: str = "single", queue_limit: int = 0,
+             measured_load_times: bool = False) -> Result:
     """Run one policy (``lru`` | ``lfu`` | ``edged`` | ``furthest`` | ``optimal``); ``loader``:
     ``single`` (one load at a time) or ``shared`` (side by side, sharing the disk);
     ``queue_limit``: requests refused past that many waiting on one load (0: none refused; the
@@ -619,12 +637,14 @@ def simulate(policy_name: str, trace: Sequence[TraceEntry], models: dict[str, Mo
     policy = make_policy(policy_name)
     return sim(models, budget, policy, policy.eviction_order,
                preload=(policy_name == "edged") if preload is None else preload,
-               interval_s=interval_s, queue_limit=queue_limit).run(trace)
+               interval_s=interval_s, queue_limit=queue_limit,
+               measured_load_times=measured_load_times).run(trace)
 
 
 def explain(policy_name: str, trace: Sequence[TraceEntry], models: dict[str, ModelCost],
             budget: int, *, interval_s: float = 0.5, loader: str = "single",
-            queue_limit: int = 0) -> tuple[Result, list[Stall]]:
+            queue_limit: int = 0, measured_load_times: bool = False
+            ) -> tuple[Result, list[Stall]]:
     """Run one online policy (``lru`` | ``lfu`` | ``edged``) and return every request that
     waited, with why: its model's first load, a preload that came too late, a wait behind
     another load of it, or the load (demand or preload) whose room evicted it."""
@@ -633,7 +653,7 @@ def explain(policy_name: str, trace: Sequence[TraceEntry], models: dict[str, Mod
     policy = make_policy(policy_name)
     sim = LOADERS[loader](models, budget, policy, policy.eviction_order,
                           preload=policy_name == "edged", interval_s=interval_s, explain=True,
-                          queue_limit=queue_limit)
+                          queue_limit=queue_limit, measured_load_times=measured_load_times)
     return sim.run(trace), sim.stalls
 
 
@@ -687,6 +707,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="refuse a request when this many already wait on its model's load, "
                         "as the daemon does (engines.queue_depth + per_model_concurrency: 16 on "
                         "a 4+ core device); 0 (the default): refuse none")
+    p.add_argument("--measured-load-times", action="store_true",
+                   help="tell the policy each load's measured time (disk sharing included), as "
+                        "the daemon does; default: the models file's load_s")
     p.add_argument("--json", action="store_true", help="print only JSON")
     p.add_argument("--explain", action="store_true",
                    help="per online policy: which waits cost the stall, and which load's "
@@ -705,12 +728,14 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 r, stalls = explain(name, trace, models, budget,
                                     interval_s=args.preload_interval, loader=args.loader,
-                                    queue_limit=args.queue_limit)
+                                    queue_limit=args.queue_limit,
+                                    measured_load_times=args.measured_load_times)
                 print(f"== {name}: {r.cold_loads} cold loads, {r.stall_s} s stall")
                 print(explain_table(stalls))
             return 0
         report = run_all(read_trace(args.trace), read_models(args.models), budget, policies,
-                         args.preload_interval, args.loader, args.queue_limit)
+                         args.preload_interval, args.loader, args.queue_limit,
+                         args.measured_load_times)
     except (OSError, ValueError) as exc:
         print(f"replay: {exc}", file=sys.stderr)
         return 2

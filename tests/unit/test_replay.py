@@ -356,6 +356,30 @@ def test_shared_loader_runs_loads_side_by_side_sharing_the_disk(replay: ModuleTy
         ("a", "queued, first", pytest.approx(3.0))]
 
 
+def test_measured_load_times_tell_the_policy_what_disk_sharing_cost(replay: ModuleType) -> None:
+    # the loads of the test above: b (1 s alone) shares the disk with a and is ready after 2 s,
+    # a (4 s alone) after 5 s; the daemon's policy learns those wall times, the bench's keeps
+    # the models file's unless asked
+    models = {"a": ModelCost(10, 4.0), "b": ModelCost(10, 1.0)}
+    trace = [TraceEntry(0.0, "a"), TraceEntry(1.0, "b"), TraceEntry(2.0, "a"),
+             TraceEntry(3.5, "b")]
+    seen = {}
+    for measured in (False, True):
+        policy = LruPolicy()
+        sim = replay.SharedLoaderSimulator(models, 100, policy, policy.eviction_order,
+                                           preload=False, measured_load_times=measured)
+        r = sim.run(trace)
+        assert r.stall_s == pytest.approx(10.0)  # LRU's choices do not depend on load times
+        seen[measured] = dict(policy.load_s)
+    assert seen[False] == {"a": 4.0, "b": 1.0}
+    assert seen[True] == {"a": pytest.approx(5.0), "b": pytest.approx(2.0)}
+    # one loader runs each load alone: it measures its load_s
+    policy = LruPolicy()
+    replay.Simulator(models, 100, policy, policy.eviction_order, preload=False,
+                     measured_load_times=True).run(trace)
+    assert policy.load_s == {"a": 4.0, "b": 1.0}
+
+
 def test_shared_loader_preloads_yield_to_demand_loads(replay: ModuleType) -> None:
     # the pass at 5.0 preloads b (4 s); c's demand at 6.0 cancels it, room or not (a quarter
     # read, wasted: it would share the disk with c), and c loads alone, ready at 7.0; the pass
