@@ -753,6 +753,14 @@ This run has five held-out seeds per family, two more than the last: the seeds b
   at tight at weights 1 and 2, 0.80x and 0.82x at 2.5 GiB; on the tuning seeds 0.984 and 0.986,
   with saturated tight there worse (1.08x and 1.13x the old policy's stall against 1.03x). Not
   adopted: a trade between budgets of one family, and on the tuning seeds not even that.
+  Pricing a miss by the stall its load's waiters actually felt (a running mean per model,
+  learned as each load completes, in place of its load time when larger) trades the same way:
+  at weights 0.25, 0.5 and 1, saturated tight 1.08x, 1.05x and 0.99x, 2.5 GiB 0.72x, 0.78x and
+  0.80x. At 2.5 GiB (seed 824) clip's learned cost per miss is 419 s, so it stays; the models
+  beside it reload more often (localize 7 to 19 loads), their loads share the disk with the
+  rest, and clip's own misses then cost 758 s. A miss's felt stall is partly other loads'
+  congestion: pricing it onto one model is not the marginal cost, and that, not the estimate
+  of the waiters, is what is left to solve.
 * **Load times as the daemon measures them** (`tools/replay.py --measured-load-times`): the
   daemon's policy learns each load's wall time (every load is measured, the catalog keeps the
   last, the preloader's pass hands it on), so on a shared disk it sees loads grow with the
