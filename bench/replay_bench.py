@@ -758,9 +758,13 @@ This run has five held-out seeds per family, two more than the last: the seeds b
   at weights 0.25, 0.5 and 1, saturated tight 1.08x, 1.05x and 0.99x, 2.5 GiB 0.72x, 0.78x and
   0.80x. At 2.5 GiB (seed 824) clip's learned cost per miss is 419 s, so it stays; the models
   beside it reload more often (localize 7 to 19 loads), their loads share the disk with the
-  rest, and clip's own misses then cost 758 s. A miss's felt stall is partly other loads'
-  congestion: pricing it onto one model is not the marginal cost, and that, not the estimate
-  of the waiters, is what is left to solve.
+  rest, and clip's own misses then cost 758 s. Adding the marginal part (what each load adds to
+  the waits of the loads sharing the disk with it: per interval, its share of the disk times
+  the other loads' waiters) does not change the trade: 0.98x at tight, 0.82x at 2.5 GiB. With
+  preloads off the felt price takes 2.5 GiB from 0.80x to 0.86x, so the demand eviction loses
+  there too and the preloader adds to it. No price of one model's miss, estimated or measured,
+  separates the budgets: at 2.5 GiB keeping the slow streaming models costs more in the other
+  models' reloads than it saves, at tight the reverse; a rule that knows which is what is left.
 * **Load times as the daemon measures them** (`tools/replay.py --measured-load-times`): the
   daemon's policy learns each load's wall time (every load is measured, the catalog keeps the
   last, the preloader's pass hands it on), so on a shared disk it sees loads grow with the
