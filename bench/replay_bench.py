@@ -765,6 +765,25 @@ This run has five held-out seeds per family, two more than the last: the seeds b
   there too and the preloader adds to it. No price of one model's miss, estimated or measured,
   separates the budgets: at 2.5 GiB keeping the slow streaming models costs more in the other
   models' reloads than it saves, at tight the reverse; a rule that knows which is what is left.
+* **Choosing the eviction rule by stall instead of misses** (the ten saturated seeds above; stall
+  over the best simple policy's at tight, 2 GiB and 2.5 GiB, as run: 1.106x, 0.899x, 0.695x). The
+  experts' regret counted in stall instead of misses (a shadow cache's miss costs its load plus the
+  miss cost, a request that comes while that shadow load still runs the rest of it, in units of the
+  load plus the miss cost) leaves tight at 1.106x and takes 2 GiB and 2.5 GiB to 0.925x and 0.793x:
+  the shadows have no preloads, so the frequency expert gains weight where edged's preloads are what
+  wins. A fourth expert that prices each miss by the waits its shadow loads saw: 1.096x, 0.921x,
+  0.798x. With the shadow loads queued on one virtual loader the saturated disk's queue grows
+  without end (a detect miss 'costs' 263000 s): no signal. The frequency expert alone (faded request
+  counts per byte, preloads on) reaches 1.018x at tight, but 1.007x at 2 GiB and 1.086x at 2.5 GiB;
+  with preloads off 1.001x at tight. Even knowing each run's outcome, taking the better of edged and
+  that rule per run gives tight 1.007x: no switch between these rules brings the row under its
+  target. That target is a per-run minimum of two policies whose order flips from seed to seed: at
+  saturated tight LFU alone is 1.008x the best simple policy and LRU 1.065x (LRU better on 3 of 10
+  seeds), and edged is 1.097x LFU's: what is left there is a 10% loss to LFU, whose counts keep the
+  streaming models that each conversation's 90 s LLM load flushes. A shorter preload horizon
+  (`horizon_s` 20) gives 1.026x, 0.889x, 0.689x on these seeds, but on the tuning seeds, all
+  budgets, stall 1.024x and cold loads 1.073x the current policy's (saturated tight there 1.034x);
+  `horizon_s` 30: 1.021x and 1.024x. Not adopted.
 * **Load times as the daemon measures them** (`tools/replay.py --measured-load-times`): the
   daemon's policy learns each load's wall time (every load is measured, the catalog keeps the
   last, the preloader's pass hands it on), so on a shared disk it sees loads grow with the
