@@ -783,7 +783,17 @@ This run has five held-out seeds per family, two more than the last: the seeds b
   streaming models that each conversation's 90 s LLM load flushes. A shorter preload horizon
   (`horizon_s` 20) gives 1.026x, 0.889x, 0.689x on these seeds, but on the tuning seeds, all
   budgets, stall 1.024x and cold loads 1.073x the current policy's (saturated tight there 1.034x);
-  `horizon_s` 30: 1.021x and 1.024x. Not adopted.
+  `horizon_s` 30: 1.021x and 1.024x. Not adopted. Three more ways to choose between the rules, none
+  adopted: not holding against any expert a shadow miss that predict saw coming (the preloader would
+  have loaded it whatever the eviction rule): 1.021x, 0.999x, 0.809x. Regret from the real cache
+  instead of shadows (the replay tells the policy each eviction and load; an evicted model requested
+  before it is loaded again blames each expert by how low it ranked the victim among the residents,
+  faded over 600 s): 1.031x, 0.960x, 0.799x; at 2.5 GiB (seed 1324) the frequency expert then holds
+  0.4-0.6 of the weight and stall doubles (24022 against 11589 s), because the rule in control takes
+  the whole blame for its evictions and the others a part. A switch that every 10 minutes replays
+  the last 30 (fresh policies, loads side by side, queue limit 16) with the blend and with the
+  frequency expert alone, and adopts the one with less stall: 1.049x, 0.976x, 0.745x, its choice
+  flipping from window to window. Each trades the budgets as the prices above do.
 * **Load times as the daemon measures them** (`tools/replay.py --measured-load-times`): the
   daemon's policy learns each load's wall time (every load is measured, the catalog keeps the
   last, the preloader's pass hands it on), so on a shared disk it sees loads grow with the
