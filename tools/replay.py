@@ -594,10 +594,12 @@ def _prune(states: dict[int, tuple[int, float, int]]) -> dict[int, tuple[int, fl
 
 def _popcount(a: np.ndarray) -> np.ndarray:
     if hasattr(np, "bitwise_count"):  # numpy >= 2
-        return np.bitwise_count(a).astype(np.int32)
+        out: np.ndarray = np.bitwise_count(a).astype(np.int32)
+        return out
     a = a - ((a >> 1) & 0x55555555)  # the classic SWAR popcount, for older numpy
     a = (a & 0x33333333) + ((a >> 2) & 0x33333333)
-    return ((((a + (a >> 4)) & 0x0F0F0F0F) * 0x01010101) >> 24).astype(np.int32)
+    out = ((((a + (a >> 4)) & 0x0F0F0F0F) * 0x01010101) >> 24).astype(np.int32)
+    return out
 
 
 # -- command line ----------------------------------------------------------------------------
