@@ -808,7 +808,11 @@ This run has five held-out seeds per family, two more than the last: the seeds b
   rule 'the largest model fills 90% of the budget or more' would be fit to the one model set all
   generated families share (the held-out seeds too), and issue 16 asks for weights the trace
   decides; so it is left out, and what is left is a regret that sees what the shadows miss: loads
-  that take time, preloads and refusals.
+  that take time, preloads and refusals. The shadows' preload credit (a miss predict saw coming is
+  not held against it) is what keeps predict's weight there: without it the weights spread and the
+  trade comes back (1.056x, 0.988x, 0.733x at tight, 2 GiB, 2.5 GiB; with the blend as a fourth
+  expert 1.027x, 0.939x, 0.733x), and crediting only the misses the real cache held (a preload
+  landed) leaves predict at 97% (1.104x, 0.892x, 0.704x).
 * **Load times as the daemon measures them** (`tools/replay.py --measured-load-times`): the
   daemon's policy learns each load's wall time (every load is measured, the catalog keeps the
   last, the preloader's pass hands it on), so on a shared disk it sees loads grow with the
