@@ -812,7 +812,14 @@ This run has five held-out seeds per family, two more than the last: the seeds b
   not held against it) is what keeps predict's weight there: without it the weights spread and the
   trade comes back (1.056x, 0.988x, 0.733x at tight, 2 GiB, 2.5 GiB; with the blend as a fourth
   expert 1.027x, 0.939x, 0.733x), and crediting only the misses the real cache held (a preload
-  landed) leaves predict at 97% (1.104x, 0.892x, 0.704x).
+  landed) leaves predict at 97% (1.104x, 0.892x, 0.704x). Nor do shadows as faithful as the replay
+  itself settle it: replaying both rules in full beside the real cache (same requests, loads side by
+  side, preloads, refusals) and letting the one whose stall, halved every 30 minutes, is lower drive
+  the real cache from the next minute gives the ten saturated seeds 1.023x, 0.917x, 0.740x, and the
+  tuning seeds 0.967x, 1.034x, 1.035x the current policy's stall at tight, 2 GiB, 2.5 GiB (with a
+  20% margin before a switch, 1.090x, 0.899x, 0.709x on the saturated seeds). A switch costs by
+  itself, since the cache the other rule built is not there: at 2 GiB shifted seed 42 the blend led
+  for 3 of 89 minutes and stall rose 12%.
 * **Load times as the daemon measures them** (`tools/replay.py --measured-load-times`): the
   daemon's policy learns each load's wall time (every load is measured, the catalog keeps the
   last, the preloader's pass hands it on), so on a shared disk it sees loads grow with the
