@@ -743,12 +743,13 @@ This run has five held-out seeds per family, two more than the last: the seeds b
   best simple policy and LRU 1.065x (LRU better on 3 of 10 seeds), so what is left is a 10% loss
   to LFU. Stall there comes from requests queuing behind slow loads shared on the disk (segment
   22.8 s, clip 33.6 s, the LLM 90 s, up to 16 waiters each), and edged has fewer cold loads but
-  more of the large ones: it loads 12-50% more bytes than LFU on every one of the ten seeds
-  (median 29%; seed 524: 55 GB against 40 GB, 155 cold loads against 190, the LLM loaded 12
-  times against LFU's and LRU's 9, segment 15 against 9), and on a saturated disk bytes are what
-  everyone queues behind. Its value per byte prices a miss at its load plus `miss_cost_s` (40
-  s): a 4 MB model's miss (0.84 s of disk) costs a third of the LLM's (90 s), so the large ones
-  go first. The table below is every way tried to close the row, none adopted; each is a
+  loads 12-50% more bytes than LFU on every one of the ten seeds (median 29%; seed 524: 55 GB
+  against 40 GB, 155 cold loads against 190): on a saturated disk bytes are what everyone queues
+  behind. Over the ten seeds its demand loads read about what LFU's do (390 GB against 382 GB),
+  but more of it is the LLM's (182 against 153 GB: it evicts the LLM 110 times against 93, 13
+  of them for a preload, 28 with the LLM's next request under a minute away against 21), and
+  its preloads start 114 GB more (asr 28 GB, segment 25 GB, tts 20 GB; some cancelled part
+  way). The table below is every way tried to close the row, none adopted; each is a
   scratch change to `EdgedPolicy` or to the replay, described precisely enough to redo it.
   Stall is over the best simple policy's on these seeds (geometric means); "tuning" is the
   table's tuning seeds, all budgets, as the footnote says.
@@ -770,6 +771,7 @@ This run has five held-out seeds per family, two more than the last: the seeds b
   | the frequency expert alone (n) | 1.018x | 1.007x | 1.086x | |
   | the better of edged and it, per run (an oracle) | 1.007x | | | |
   | `horizon_s` 20 | 1.026x | 0.889x | 0.689x | (g) |
+  | `keep_s` 180 / 360 (as run 90) | 1.060x / 1.064x | 0.882x / 0.882x | 0.697x / 0.697x | (p) |
   | no shadow miss predict saw coming held against any | 1.021x | 0.999x | 0.809x | |
   | regret from the real cache's evictions (h) | 1.031x | 0.960x | 0.799x | |
   | every 10 min, replay the last 30 with each rule (i) | 1.049x | 0.976x | 0.745x | |
@@ -838,7 +840,10 @@ This run has five held-out seeds per family, two more than the last: the seeds b
   (as in k) had less stall than the current policy's, the difference halved every 30 minutes,
   and towards 0 otherwise (with a 300 s margin: 1.046x, 0.928x, 0.743x). w averages 0.51, 0.40
   and 0.19 at tight, 2 GiB and 2.5 GiB: at 2 GiB the shadows favour the blend for long
-  stretches, though over the run it loses there (0.934x against 0.899x).
+  stretches, though over the run it loses there (0.934x against 0.899x). (p) the horizon of a
+  preload's eviction losses (a victim's reload counts if it is needed within `keep_s`); tuning at
+  180: stall 0.989x the current policy's at tight, 1.029x at 2 GiB, 0.993x at 2.5 GiB (cold
+  loads 1.020x in all; saturated seed 34 at 2 GiB 1.09x); the recorded traces 0.98x-1.03x.
 
   Every form that moves tight does so by giving weight to frequency (or by pricing misses
   nearer their bytes), and that costs 2 GiB and 2.5 GiB, or cold loads everywhere. No price of
