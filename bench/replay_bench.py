@@ -404,6 +404,22 @@ def best_simple(pol: dict[str, dict[str, object]]) -> tuple[float, float]:
             min(num(lru, "stall_s") or 0.0, num(lfu, "stall_s") or 0.0))
 
 
+def better_on_means(runs: Sequence[dict[str, dict[str, object]]]) -> tuple[float, str] | None:
+    """Edged's mean stall over the seeds of one family and budget, over the mean of the
+    simple policy (LRU or LFU) whose mean is lower, and that policy's name (None: no stall to
+    compare). The issue's per-run target takes the lower of two noisy policies on each seed
+    afresh, a bar that neither of them clears on its own where their order flips from seed to
+    seed; this is the bar a user choosing one simple policy for the family would set."""
+    if not runs:
+        return None
+    means = {p: statistics.mean(num(pol[p], "stall_s") or 0.0 for pol in runs)
+             for p in ("edged", "lru", "lfu")}
+    better = min(("lru", "lfu"), key=lambda p: (means[p], p))
+    if means[better] <= 0.0:
+        return None
+    return means["edged"] / means[better], better.upper()
+
+
 def seeds_section(results: list[Result], extra: dict[str, tuple[Run, ...]],
                   extra_results: list[Result],
                   before: Callable[[str, str], tuple[float, float] | None]) -> list[str]:
@@ -421,15 +437,20 @@ def seeds_section(results: list[Result], extra: dict[str, tuple[Run, ...]],
            "mean over the seeds and (in brackets) the lowest and highest, and the same for "
            "edged over the policy before issue 16 (a row-by-row \"not worse\" with 2% slack "
            "is a coin toss where a seed moves a ratio by 10%: the mean over the seeds says "
-           "more); then on how many of the seeds each target held.", "",
+           "more); then edged's mean stall over the seeds against that of the simple policy "
+           "whose mean is lower (named: the one policy a user would pick for the family; the "
+           "per-run best of two is a bar neither clears alone where their order flips from "
+           "seed to seed); then on how many of the seeds each target held.", "",
            "| family | budget | cold loads / best simple | stall / best simple | cold loads / "
-           "before | stall / before | cold loads <= 0.95x best simple | stall <= best simple | "
-           "cold loads <= 0.5x LRU's | hit rate >= 0.9x optimum's | not worse than before |",
-           "|---|---|---|---|---|---|---|---|---|---|---|"]
+           "before | stall / before | mean stall / better simple's | cold loads <= 0.95x "
+           "best simple | stall <= best simple | cold loads <= 0.5x LRU's | hit rate >= 0.9x "
+           "optimum's | not worse than before |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     tally = {key: [0, 0] for key in keys}
     all_c: list[float] = []
     all_s: list[float] = []
     vs_old: dict[str, list[float]] = {"cold": [], "stall": [], "rows": []}
+    on_means: list[float] = []
     for run in RUNS:
         if run.name not in extra:
             continue
@@ -438,10 +459,12 @@ def seeds_section(results: list[Result], extra: dict[str, tuple[Run, ...]],
             cs, ss, held = [], [], {key: [0, 0] for key in keys}
             oc: list[float] = []
             os_: list[float] = []
+            pols = []
             for n in names:
                 report, info = by_name[(n, b)]
                 pol = report["policies"]
                 assert isinstance(pol, dict)
+                pols.append(pol)
                 c, s_ = ratios(pol)
                 cs += [c] if c is not None else []
                 ss += [s_] if s_ is not None else []
@@ -467,8 +490,12 @@ def seeds_section(results: list[Result], extra: dict[str, tuple[Run, ...]],
                 return (f"{statistics.mean(xs):.2f} ({min(xs):.2f}-{max(xs):.2f})" if xs
                         else "n/a")
 
+            means = better_on_means(pols)
+            on_means += [means[0]] if means else []
             out.append(f"| {run.name} | {b} | {spread(cs)} | {spread(ss)} | {spread(oc)} | "
-                       f"{spread(os_)} | " + " | ".join(
+                       f"{spread(os_)} | "
+                       + (f"{means[0]:.2f} ({means[1]})" if means else "n/a") + " | "
+                       + " | ".join(
                 f"{h[0]} of {h[1]}" if h[1] else "n/a" for h in held.values()) + " |")
     out += ["", "Held over every seed: " + "; ".join(
         f"{key} {v[0]} of {v[1]}" for key, v in tally.items())
@@ -479,7 +506,10 @@ def seeds_section(results: list[Result], extra: dict[str, tuple[Run, ...]],
            f"{statistics.mean(vs_old['cold']):.3f}x, stall "
            f"{statistics.mean(vs_old['stall']):.3f}x; its mean over the seeds not worse "
            f"(cold loads <= 1x, stall <= 1.02x) on {int(sum(vs_old['rows']))} of "
-           f"{len(vs_old['rows'])} family and budget rows." if vs_old["rows"] else ""), ""]
+           f"{len(vs_old['rows'])} family and budget rows." if vs_old["rows"] else "")
+        + (f" Mean stall at most the better simple policy's mean on "
+           f"{sum(x <= 1.0 for x in on_means)} of {len(on_means)} rows (the highest "
+           f"{max(on_means):.2f}x)." if on_means else ""), ""]
     return out
 
 

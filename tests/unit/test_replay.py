@@ -466,6 +466,24 @@ def test_not_worse_than_before_compares_cold_loads_and_stall_with_2pct_slack() -
     assert (c["before"], c["half"], c["cold"], c["stall"]) == (None, None, True, True)
 
 
+def test_better_simple_on_means_is_one_policy_over_the_seeds_not_the_best_per_run() -> None:
+    """Two seeds where LRU and LFU trade places: the per-run best of the two is 100 s on each,
+    which edged (110 s on each) misses on both; on means over the seeds LFU (150 s) is the
+    better simple policy, and edged is 110 / 150 of it."""
+    rb = _bench()
+
+    def pol(edged: float, lru: float, lfu: float) -> dict[str, dict[str, object]]:
+        return {"edged": {"stall_s": edged}, "lru": {"stall_s": lru}, "lfu": {"stall_s": lfu}}
+
+    runs = [pol(110.0, 100.0, 200.0), pol(110.0, 300.0, 100.0)]
+    assert [rb.simple_targets(dict(r, edged={"stall_s": 110.0, "cold_loads": 1}))["stall"]
+            for r in runs] == [False, False]
+    ratio, name = rb.better_on_means(runs)
+    assert name == "LFU" and ratio == pytest.approx(110.0 / 150.0)
+    assert rb.better_on_means([pol(10.0, 0.0, 0.0)]) is None
+    assert rb.better_on_means([]) is None
+
+
 @pytest.mark.parametrize("loader", ["single", "shared"])
 def test_queue_limit_refuses_requests_past_the_limit_waiting_on_a_load(
         replay: ModuleType, loader: str) -> None:
