@@ -700,7 +700,8 @@ This run has five held-out seeds per family, two more than the last: the seeds b
 * **The issue's first targets, with the daemon's loading**: cold loads <= 0.95x the best simple
   policy on 120 of 120 runs over five held-out seeds, stall <= the best simple policy's on 110
   of 120 (mean 0.56x and 0.83x); every family and budget's mean stall over the seeds is below
-  the best simple policy's but saturated tight's (1.14x). Six of the ten stall losses are the
+  the best simple policy's but saturated tight's (1.14x; on means over the seeds, 1.11x LFU's,
+  the better simple policy there: the seeds table's column). Six of the ten stall losses are the
   saturated family's (a disk 12x slower, the LLM's load 90 s): tight on 4 of 5 seeds
   (1.02-1.36x), 2 GiB on 2 (1.03x, 1.06x). The other four are one seed each: shifted tight (268
   against LFU's 266 s), idle tight (seed 323, 1.03x), and two where preloads pushed out the LLM
