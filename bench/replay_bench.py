@@ -780,7 +780,8 @@ This run has five held-out seeds per family, two more than the last: the seeds b
   but more of it is the LLM's (182 against 153 GB: it evicts the LLM 110 times against 93, 13
   of them for a preload, 28 with the LLM's next request under a minute away against 21), and
   its preloads start 114 GB more (asr 28 GB, segment 25 GB, tts 20 GB; some cancelled part
-  way). The table below is every way tried to close the row, none adopted; each is a
+  way). Keeping preloads off the LLM changes nothing there (the table): the next demand load
+  pushes it out anyway. The table below is every way tried to close the row, none adopted; each is a
   scratch change to `EdgedPolicy` or to the replay, described precisely enough to redo it.
   Stall is over the best simple policy's on these seeds (geometric means); "tuning" is the
   table's tuning seeds, all budgets, as the footnote says.
@@ -809,6 +810,8 @@ This run has five held-out seeds per family, two more than the last: the seeds b
   | no preload credit in the shadows | 1.056x | 0.988x | 0.733x | |
   | the same, the blend below as a fourth expert | 1.027x | 0.939x | 0.733x | |
   | credit only the misses a landed preload covered | 1.104x | 0.892x | 0.704x | |
+  | no preload evicts a model loading 10x longer than it | 1.106x | 0.892x | 0.695x | |
+  | the same, 3x longer | 1.118x | 0.899x | 0.695x | |
   | fixed blend, half predict, half frequency (j) | 0.994x | 0.934x | 0.831x | (j) |
   | the blend in the preload rule only / demand only | 1.060x / 1.049x | | | |
   | the blend as a fourth expert (regret by misses) | 1.108x | | | |
