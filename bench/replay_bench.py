@@ -71,7 +71,7 @@ class Run(NamedTuple):
 
 
 STD = ("tight", "2 GiB", "2.5 GiB")
-RUNS = (
+RUNS: tuple[Run, ...] = (
     Run("normal", (), 1, 11, 5400, STD),
     Run("shifted", ("--shift",), 2, 12, 5400, STD),
     Run("bursty", ("--bursts-per-hour", "30", "--oneoffs-per-hour", "8", "--noise", "0.05"),
@@ -243,7 +243,9 @@ def merge(parts: list[Result], runs: tuple[Run, ...]) -> list[Result]:
     merged: dict[tuple[str, str], Result] = {}
     for name, b, report, info in parts:
         if (name, b) in merged:
-            merged[(name, b)][2]["policies"].update(report["policies"])  # type: ignore[union-attr]
+            policies, more = merged[(name, b)][2]["policies"], report["policies"]
+            assert isinstance(policies, dict) and isinstance(more, dict)
+            policies.update(more)
         else:
             merged[(name, b)] = (name, b, report, info)
     return [merged[(run.name, b)] for run in runs for b in run.budgets]
@@ -295,7 +297,7 @@ def micro_benchmarks() -> list[str]:
         now = 3000.0 + next(clock) * 1e-3
         return plan_demand(policy, r, rs, budgets, memory, now)
 
-    cases = {
+    cases: dict[str, Callable[[], object]] = {
         "capacity check, 200 residents, fits as is": lambda: planner.plan(
             small, residents, budgets, memory),
         "capacity check, 200 residents, LRU evictions": lambda: planner.plan(
