@@ -896,6 +896,19 @@ This run has five held-out seeds per family, two more than the last: the seeds b
   trace decides; so it is left out. Learning the blend's weight slowly from those shadows
   instead of switching (o) trades the same way: no weighting of these rules, chosen from the
   trace as it comes, was found that gains at tight without losing at 2 GiB and 2.5 GiB.
+* **The loader's order moves the stall more than any policy does** (the ten saturated seeds
+  above, a scratch change to `SharedLoaderSimulator.progress`, not committed). The daemon runs
+  concurrent loads side by side, and the replay shares the disk equally among them. Giving the
+  whole disk to one load at a time, re-chosen at each request, cuts the mean stall of every
+  policy: by the least time left (SRPT), edged's falls 24% at tight, 13% at 2 GiB and 33% at 2.5
+  GiB (12899, 20081, 16664 s to 9741, 17485, 11168 s); by the most waiting requests per second
+  left, 32%, 26% and 39% (to 8718, 14920, 10201 s), and LRU's and LFU's by 27-45%. The ratios
+  barely move (tight 1.094x and 1.096x the best simple policy; 2 GiB 0.867x and 0.916x; 2.5 GiB
+  0.649x and 0.721x), so it does not close the row; but for a robot on a slow disk it is worth
+  more than the row. The daemon could order its loads this way (a load slot granted to the load
+  with the most waiters per second left, preloads last). Whether it pays on a device depends on
+  how much of a load is disk and how much is session building on other cores, which the replay
+  does not model: it needs a measurement on a Jetson before it is built.
 * **Load times as the daemon measures them** (`tools/replay.py --measured-load-times`): the
   daemon's policy learns each load's wall time (every load is measured, the catalog keeps the
   last, the preloader's pass hands it on), so on a shared disk it sees loads grow with the
