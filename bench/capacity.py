@@ -138,7 +138,7 @@ def safety(sec: Section, quick: bool) -> None:
     rng = random.Random(20261201)
     counts = {"requests": 0, "ok": 0, "rejected": 0}
     unclean: list[str] = []
-    tier_of: dict[str, int] = {}
+    tier_of: dict[str, str] = {}  # model -> its tier (RAM, SWAP)
     t_start = time.perf_counter()
     try:
         with tempfile.TemporaryDirectory(dir="/tmp") as tmp, d.client() as c, \
@@ -302,8 +302,8 @@ def scale(sec: Section, quick: bool) -> None:
 
             threads = [threading.Thread(target=client, args=(k,), daemon=True)
                        for k in range(clients)]
-            for t in threads:
-                t.start()
+            for th in threads:
+                th.start()
             time.sleep(1.0)  # warm-up: channels connected, server thread pool grown
             daemon = psutil.Process(pid)
             rss0, wrk0 = daemon.memory_info().rss, worker_memory(pid)
@@ -324,8 +324,8 @@ def scale(sec: Section, quick: bool) -> None:
             measure.clear()
             paced = [v for per in lat for v in per]
             stop.set()
-            for t in threads:
-                t.join(60)
+            for th in threads:
+                th.join(60)
             st = c.status()
     finally:
         d.stop()

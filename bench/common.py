@@ -8,12 +8,15 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))  # daemon_harness, modelgen
+
+K = TypeVar("K", bound=Hashable)
 
 
 @dataclass
@@ -74,15 +77,15 @@ def time_calls(fn: Callable[[], object], n: int, warmup: int = 20) -> list[float
     return out
 
 
-def time_alternating(fns: dict[str, Callable[[], object]], n: int, block: int = 5,
-                     warmup: int = 5) -> dict[str, list[float]]:
+def time_alternating(fns: Mapping[K, Callable[[], object]], n: int, block: int = 5,
+                     warmup: int = 5) -> dict[K, list[float]]:
     """``n`` timed calls of each function, in alternating blocks of ``block``: a slow spell of
     the machine hits every path alike (sequential runs of a 100+ ms model differ by more
     than the few ms of overhead they are meant to show)."""
     for fn in fns.values():
         for _ in range(warmup):
             fn()
-    out: dict[str, list[float]] = {k: [] for k in fns}
+    out: dict[K, list[float]] = {k: [] for k in fns}
     while len(next(iter(out.values()))) < n:
         for k, fn in fns.items():
             for _ in range(block):

@@ -31,7 +31,7 @@ def _run(env: dict[str, str], n: int, clients: int) -> tuple[float, float, float
 
     d = DaemonProcess({"telemetry": {"interval_s": 1.0}}, env=env).start()
     try:
-        proc = psutil.Process(d.proc.pid)  # type: ignore[union-attr]
+        proc = psutil.Process(d.proc.pid)
         with tempfile.TemporaryDirectory() as tmp, d.client(shm_threshold=None) as c:
             c.install("det-shaped", det_shaped_model(Path(tmp) / "det-shaped.onnx"))
             c.load("det-shaped")

@@ -277,7 +277,7 @@ def corrupt(sec: Section, d: Any, state: Path, everyone: list[str]) -> Any:
 
     def blob(c: Any, name: str) -> Path:
         m = c.get_model(name)
-        sha = next(v.sha256 for v in m.versions if v.version == m.active_version)
+        sha: str = next(v.sha256 for v in m.versions if v.version == m.active_version)
         return state / "store" / sha / "model.onnx"
 
     def probe(c: Any, name: str, what: str) -> None:

@@ -15,7 +15,9 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -47,8 +49,15 @@ def concurrency(quick: bool, model: str = "ppocr-cls") -> list[str]:
                 c.install(model, path, warmup_shapes=shapes)
                 c.load(model)
             clients = [d.client(lanes=False) for _ in range(8)]
+            calls: list[Callable[[], object]] = []
+            for cl in clients:
+
+                def call(cl: Any = cl) -> object:
+                    return cl.infer(model, feeds)
+
+                calls.append(call)
             try:
-                t, s = _throughput([lambda cl=cl: cl.infer(model, feeds) for cl in clients], secs)
+                t, s = _throughput(calls, secs)
             finally:
                 for cl in clients:
                     cl.close()
@@ -80,8 +89,14 @@ def crossover(quick: bool) -> list[str]:
                 for kb in SIZES_KB:
                     x = {"x": np.random.default_rng(0).random(kb * 256, dtype=np.float32)}
                     n = 60 if quick else (300 if kb <= 1024 else 100)
-                    got = time_alternating({"plain": lambda x=x: plain.infer("id", x),
-                                            "shm": lambda x=x: shm.infer("id", x)}, n, block=10)
+
+                    def plain_call(x: dict[str, np.ndarray] = x) -> object:
+                        return plain.infer("id", x)
+
+                    def shm_call(x: dict[str, np.ndarray] = x) -> object:
+                        return shm.infer("id", x)
+
+                    got = time_alternating({"plain": plain_call, "shm": shm_call}, n, block=10)
                     p, q = percentiles(got["plain"]), percentiles(got["shm"])
                     rows.append(f"| {kb} KB | {ms(p[0])} / {ms(p[1])} | {ms(q[0])} / "
                                 f"{ms(q[1])} | {q[0] / p[0]:.2f} |")

@@ -18,7 +18,7 @@ def run(quick: bool) -> Section:
                          "window; Status called sequentially from one client.")
     d = DaemonProcess({"telemetry": {"interval_s": 2.0}}).start()
     try:
-        proc = psutil.Process(d.proc.pid)  # type: ignore[union-attr]
+        proc = psutil.Process(d.proc.pid)
         time.sleep(1.5 if quick else 3)
         rss = proc.memory_info().rss
         window = 3 if quick else 20

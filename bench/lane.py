@@ -171,10 +171,22 @@ def run(quick: bool, cuda: bool = False) -> Section:
                 feeds = det_feeds if name == DET_SHAPED else demo_inputs()[name][0]
                 sess = _cuda_session(models[name]) if cuda else session(models[name])
                 zc, zc_close = _zero_copy(c, name, feeds)
-                fns = {"in": lambda s=sess, f=feeds: s.run(None, f), "zc": zc,
-                       "lane": lambda m=name, f=feeds: c.infer(m, f),
-                       "grpc": lambda m=name, f=feeds: plain.infer(m, f),
-                       "shm": lambda m=name, f=feeds: shm.infer(m, f)}
+
+                def in_process(s: Any = sess, f: dict[str, np.ndarray] = feeds) -> object:
+                    return s.run(None, f)
+
+                def lane_call(m: str = name, f: dict[str, np.ndarray] = feeds) -> object:
+                    return c.infer(m, f)
+
+                def grpc_call(m: str = name, f: dict[str, np.ndarray] = feeds) -> object:
+                    return plain.infer(m, f)
+
+                def shm_call(m: str = name, f: dict[str, np.ndarray] = feeds) -> object:
+                    return shm.infer(m, f)
+
+                fns: dict[str, Callable[[], object]] = {
+                    "in": in_process, "zc": zc, "lane": lane_call, "grpc": grpc_call,
+                    "shm": shm_call}
                 if name == DET_SHAPED:  # in-process, the frame written into its buffer
                     fns["in_w"] = _written(sess, feeds)  # each call, as the lane path does
                 block = {"ppocr-rec": 5, "ppocr-det": 5, DET_SHAPED: 10}.get(name, 50)
@@ -185,11 +197,16 @@ def run(quick: bool, cuda: bool = False) -> Section:
                     continue
                 secs = 3.0 if quick else 8.0
                 clients = [d.client() for _ in range(8)]
+                client_calls: list[Callable[[], object]] = []
+                for cl in clients:
+
+                    def client_call(cl: Any = cl, m: str = name,
+                                    f: dict[str, np.ndarray] = feeds) -> object:
+                        return cl.infer(m, f)
+
+                    client_calls.append(client_call)
                 try:
-                    (tin, sin), (tl, sl) = _paired(
-                        [lambda s=sess, f=feeds: s.run(None, f)] * 8,
-                        [lambda cl=cl, m=name, f=feeds: cl.infer(m, f) for cl in clients],
-                        secs)
+                    (tin, sin), (tl, sl) = _paired([in_process] * 8, client_calls, secs)
                 finally:
                     for cl in clients:
                         cl.close()

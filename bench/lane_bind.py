@@ -108,7 +108,7 @@ def main() -> None:
                 fns = {v: _caller(lanes[f"{name}:{v}"][0], feeds) for v in (2, 1)}
                 times = time_alternating(fns, n, block=50 if n > 100 else 5)
                 (u50, u99), (b50, b99) = percentiles(times[2]), percentiles(times[1])
-                tput = {}
+                tput: dict[int, float] = {}
                 for v in (2, 1, 2, 1):  # (twice each, interleaved: the best of two)
                     calls = [_caller(ln, feeds) for ln in lanes[f"{name}:{v}"][1:][:args.threads]]
                     tput[v] = max(tput.get(v, 0.0), _throughput(calls, args.seconds)[0])

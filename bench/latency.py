@@ -99,7 +99,9 @@ def floor(n: int) -> list[float]:
 
 def triton_child(url: str, model: str, feeds: dict[str, np.ndarray], n: int) -> list[float]:
     with tempfile.TemporaryDirectory() as tmp:
-        np.savez(f"{tmp}/in.npz", **feeds)
+        # numpy 2's stub checks **feeds against allow_pickle (a bool); the keys are input names.
+        # Passing allow_pickle=True would satisfy it, but numpy 1.x would save it as an array.
+        np.savez(f"{tmp}/in.npz", **feeds)  # type: ignore[arg-type]
         out = subprocess.run([sys.executable, str(BENCH / "triton_client_child.py"), url, model,
                               f"{tmp}/in.npz", str(n)], capture_output=True, text=True,
                              timeout=600, check=True)
@@ -155,19 +157,28 @@ def run(quick: bool) -> Section:
                 if quick and name == "ppocr-rec":
                     continue  # --quick: the small models and the large-tensor one only
                 n = n_for(name, quick)
+
+                def edged_call(f: dict[str, np.ndarray] = feeds, m: str = name) -> object:
+                    return c.infer(m, f)
+
                 if name == "ppocr-det":  # 100+ ms a call: side by side, in alternating blocks
                     sess = session(models[name])
-                    got = time_alternating({
-                        "in": lambda s=sess, f=feeds: s.run(None, f),
-                        "edged": lambda f=feeds, m=name: c.infer(m, f)}, n)
+
+                    def in_process(s: Any = sess, f: dict[str, np.ndarray] = feeds) -> object:
+                        return s.run(None, f)
+
+                    got = time_alternating({"in": in_process, "edged": edged_call}, n)
                     (ip50, ip99), (e50, e99) = percentiles(got["in"]), percentiles(got["edged"])
                 else:
                     ip50, ip99 = percentiles(inprocess(models[name], feeds, n))
-                    e50, e99 = percentiles(time_calls(lambda f=feeds, m=name: c.infer(m, f), n))
+                    e50, e99 = percentiles(time_calls(edged_call, n))
                 if name == "ppocr-det":  # the same call with shared memory turned off
                     with d.client(lanes=False, shm_threshold=None) as plain:
-                        p50, p99 = percentiles(time_calls(
-                            lambda f=feeds, m=name: plain.infer(m, f), n))
+
+                        def edged_plain(f: dict[str, np.ndarray] = feeds, m: str = name) -> object:
+                            return plain.infer(m, f)
+
+                        p50, p99 = percentiles(time_calls(edged_plain, n))
                     sec.add("ppocr-det through edged.client without shared memory", "info",
                             f"p50 {ms(p50)}, p99 {ms(p99)}, overhead {ms(p50 - ip50)}", None)
                 t50, t99 = (math.nan, math.nan) if quick and name == "ppocr-det" else \
@@ -298,15 +309,27 @@ def breakdown(quick: bool) -> str:
             path = REPO / "models" / f"{name}.onnx"
             req = infer_request(name, feeds, None)
             wire = req.SerializeToString()
-            enc = percentiles(time_calls(lambda f=feeds, m=name: infer_request(m, f, None).
-                                         SerializeToString(), n))[0]
-            dec = percentiles(time_calls(lambda w=wire: tensors.decode(
-                oip.ModelInferRequest.FromString(w)), n))[0]
+
+            def encode_request(f: dict[str, np.ndarray] = feeds, m: str = name) -> object:
+                return infer_request(m, f, None).SerializeToString()
+
+            def decode_request(w: bytes = wire) -> object:
+                return tensors.decode(oip.ModelInferRequest.FromString(w))
+
+            enc = percentiles(time_calls(encode_request, n))[0]
+            dec = percentiles(time_calls(decode_request, n))[0]
             pool.load(name, path, "onnx", EngineOptions(warmup_shapes=warm))
             outs = pool.infer(name, feeds)
-            renc = percentiles(time_calls(lambda o=outs, r=req, m=name: tensors.encode(
-                r, m, 1, o).SerializeToString(), n))[0]
-            hop = percentiles(time_calls(lambda f=feeds, m=name: pool.infer(m, f), n))[0]
+
+            def encode_response(o: dict[str, Any] = outs, r: Any = req,
+                                m: str = name) -> object:
+                return tensors.encode(r, m, 1, o).SerializeToString()
+
+            def worker_hop(f: dict[str, np.ndarray] = feeds, m: str = name) -> object:
+                return pool.infer(m, f)
+
+            renc = percentiles(time_calls(encode_response, n))[0]
+            hop = percentiles(time_calls(worker_hop, n))[0]
             run = percentiles(inprocess(path, feeds, n))[0]
             rows.append(f"| {name} | {ms(enc)} | {ms(dec)} | {ms(renc)} | {ms(hop - run)} |")
             pool.unload(name)
