@@ -484,6 +484,33 @@ def test_better_simple_on_means_is_one_policy_over_the_seeds_not_the_best_per_ru
     assert rb.better_on_means([]) is None
 
 
+def test_belady_knows_the_future_but_minimizes_misses_not_stall(replay: ModuleType) -> None:
+    """The bench's reference column: Belady's eviction (``furthest``) against the simple
+    policies. Where the model needed furthest away is the slow one, it has fewer misses than
+    LFU and twice the stall, which is why the column is a reference, not a bound."""
+    models = {"s1": ModelCost(2, 0.1), "s2": ModelCost(2, 0.1), "big": ModelCost(8, 10.0),
+              "t": ModelCost(4, 0.1)}
+    trace = [TraceEntry(0.0, "s1"), TraceEntry(0.5, "s2"), TraceEntry(1.0, "big"),
+             TraceEntry(12.0, "big"), TraceEntry(13.0, "big"), TraceEntry(20.0, "t"),
+             TraceEntry(30.0, "s1"), TraceEntry(31.0, "s2"), TraceEntry(40.0, "big")]
+    pol = replay.run_all(trace, models, 12, ("lru", "lfu", "furthest"))["policies"]
+    lfu, belady = pol["lfu"], pol["furthest"]  # type: ignore[index]
+    # t needs 4 bytes: LFU evicts s1 and s2 (used once; reloads 0.1 s each, and t makes way
+    # for s2), Belady big, needed last (its reload 10 s)
+    assert (belady["cold_loads"], lfu["cold_loads"]) == (5, 6)
+    assert lfu["stall_s"] == pytest.approx(0.1 + 0.1 + 10.0 + 0.1 + 0.1 + 0.1)
+    assert belady["stall_s"] == pytest.approx(0.1 + 0.1 + 10.0 + 0.1 + 10.0)
+    rb = _bench()
+    ratio, held, runs = rb.clairvoyant([pol, pol])
+    best = min(pol["lru"]["stall_s"], lfu["stall_s"])  # type: ignore[index]
+    assert (held, runs) == (0, 2) and ratio == pytest.approx(belady["stall_s"] / best)
+    hand = [{"furthest": {"stall_s": 90.0}, "lru": {"stall_s": 100.0}, "lfu": {"stall_s": 80.0}},
+            {"furthest": {"stall_s": 90.0}, "lru": {"stall_s": 100.0}, "lfu": {"stall_s": 120.0}}]
+    ratio, held, runs = rb.clairvoyant(hand)
+    assert (held, runs) == (1, 2) and ratio == pytest.approx(90.0 / 100.0)
+    assert rb.clairvoyant([{"lru": {"stall_s": 1.0}, "lfu": {"stall_s": 1.0}}]) is None
+
+
 @pytest.mark.parametrize("loader", ["single", "shared"])
 def test_queue_limit_refuses_requests_past_the_limit_waiting_on_a_load(
         replay: ModuleType, loader: str) -> None:
