@@ -479,57 +479,56 @@ def seeds_section(results: list[Result], extra: dict[str, tuple[Run, ...]],
     vs_old: dict[str, list[float]] = {"cold": [], "stall": [], "rows": []}
     on_means: list[float] = []
     belady = [0, 0]  # Belady's runs with stall at most the best simple policy's, and runs
-    for run in RUNS:
-        if run.name not in extra:
+    for run_name, b, _, _ in results:  # in the runs' order, each budget in turn
+        if run_name not in extra:
             continue
-        for b in run.budgets:
-            names = (run.name, *(x.name for x in extra[run.name]))
-            cs, ss, held = [], [], {key: [0, 0] for key in keys}
-            oc: list[float] = []
-            os_: list[float] = []
-            pols = []
-            for n in names:
-                report, info = by_name[(n, b)]
-                pol = report["policies"]
-                assert isinstance(pol, dict)
-                pols.append(pol)
-                c, s_ = ratios(pol)
-                cs += [c] if c is not None else []
-                ss += [s_] if s_ is not None else []
-                old = before(n, b)
-                if old is not None and old[0] > 0 and old[1] > 0:
-                    oc.append((num(pol["edged"], "cold_loads") or 0.0) / old[0])
-                    os_.append((num(pol["edged"], "stall_s") or 0.0) / old[1])
-                for key, v in checks(pol, info, old).items():
-                    if key in held and v is not None:
-                        held[key][0] += int(v)
-                        held[key][1] += 1
-                        tally[key][0] += int(v)
-                        tally[key][1] += 1
-            all_c += cs
-            all_s += ss
-            vs_old["cold"] += oc
-            vs_old["stall"] += os_
-            if oc and os_:
-                vs_old["rows"].append(float(statistics.mean(oc) <= 1.0
-                                            and statistics.mean(os_) <= BEFORE_SLACK))
+        names = (run_name, *(x.name for x in extra[run_name]))
+        cs, ss, held = [], [], {key: [0, 0] for key in keys}
+        oc: list[float] = []
+        os_: list[float] = []
+        pols = []
+        for n in names:
+            report, info = by_name[(n, b)]
+            pol = report["policies"]
+            assert isinstance(pol, dict)
+            pols.append(pol)
+            c, s_ = ratios(pol)
+            cs += [c] if c is not None else []
+            ss += [s_] if s_ is not None else []
+            old = before(n, b)
+            if old is not None and old[0] > 0 and old[1] > 0:
+                oc.append((num(pol["edged"], "cold_loads") or 0.0) / old[0])
+                os_.append((num(pol["edged"], "stall_s") or 0.0) / old[1])
+            for key, v in checks(pol, info, old).items():
+                if key in held and v is not None:
+                    held[key][0] += int(v)
+                    held[key][1] += 1
+                    tally[key][0] += int(v)
+                    tally[key][1] += 1
+        all_c += cs
+        all_s += ss
+        vs_old["cold"] += oc
+        vs_old["stall"] += os_
+        if oc and os_:
+            vs_old["rows"].append(float(statistics.mean(oc) <= 1.0
+                                        and statistics.mean(os_) <= BEFORE_SLACK))
 
-            def spread(xs: list[float]) -> str:
-                return (f"{statistics.mean(xs):.2f} ({min(xs):.2f}-{max(xs):.2f})" if xs
-                        else "n/a")
+        def spread(xs: list[float]) -> str:
+            return (f"{statistics.mean(xs):.2f} ({min(xs):.2f}-{max(xs):.2f})" if xs
+                    else "n/a")
 
-            means = better_on_means(pols)
-            on_means += [means[0]] if means else []
-            bel = clairvoyant(pols)
-            if bel is not None:
-                belady[0] += bel[1]
-                belady[1] += bel[2]
-            out.append(f"| {run.name} | {b} | {spread(cs)} | {spread(ss)} | {spread(oc)} | "
-                       f"{spread(os_)} | "
-                       + (f"{means[0]:.2f} ({means[1]})" if means else "n/a") + " | "
-                       + " | ".join(
-                f"{h[0]} of {h[1]}" if h[1] else "n/a" for h in held.values()) + " | "
-                       + (f"{bel[0]:.2f}; {bel[1]} of {bel[2]}" if bel else "n/a") + " |")
+        means = better_on_means(pols)
+        on_means += [means[0]] if means else []
+        bel = clairvoyant(pols)
+        if bel is not None:
+            belady[0] += bel[1]
+            belady[1] += bel[2]
+        out.append(f"| {run_name} | {b} | {spread(cs)} | {spread(ss)} | {spread(oc)} | "
+                   f"{spread(os_)} | "
+                   + (f"{means[0]:.2f} ({means[1]})" if means else "n/a") + " | "
+                   + " | ".join(
+            f"{h[0]} of {h[1]}" if h[1] else "n/a" for h in held.values()) + " | "
+                   + (f"{bel[0]:.2f}; {bel[1]} of {bel[2]}" if bel else "n/a") + " |")
     out += ["", "Held over every seed: " + "; ".join(
         f"{key} {v[0]} of {v[1]}" for key, v in tally.items())
         + (f". Mean over those rows: cold loads {statistics.mean(all_c):.3f}x, stall "
@@ -697,9 +696,7 @@ def render(results: list[Result], micro: list[str], seconds: float, tune: bool,
                        f"{cell(old and old[1], '.0f')} -> {cell(prev and prev[1], '.0f')} -> "
                        f"{float(e['stall_s']):.0f} | {e['preloads']} ({e['wasted_preloads']}) |")
         out.append("")
-    long_runs = [(n, b, r) for n, b, r, _ in results
-                 if next(x for x in RUNS if x.name == n).duration_s > LONG_S]
-    for n, b, r in long_runs:
+    for n, b, r, _ in results:  # only the long runs replay the ablation (jobs_for)
         pol = r["policies"]
         assert isinstance(pol, dict)
         e, nt = pol["edged"], pol.get(NO_TOD)
@@ -1014,28 +1011,28 @@ def main() -> int:
     # measure the checkout this file is in: run as a script, Python puts bench/ first on the
     # path, and an editable install elsewhere (another worktree's) would answer `import edged`
     sys.path.insert(0, str(REPO))
-    global RUNS
+    runs = RUNS
     if args.only:
-        RUNS = tuple(r for r in RUNS if r.name in args.only)
+        runs = tuple(r for r in runs if r.name in args.only)
     if args.tune2:
-        RUNS = tuple(r._replace(tune_seed=r.seed + 40) for r in RUNS)
+        runs = tuple(r._replace(tune_seed=r.seed + 40) for r in runs)
         args.tune = True
     if args.tune:  # the recorded traces have no seeds: they are never tuned on
-        RUNS = tuple(r for r in RUNS if r.name not in RECORDED)
-    extra = extra_runs(RUNS, 0 if args.tune else args.extra_seeds)
+        runs = tuple(r for r in runs if r.name not in RECORDED)
+    extra = extra_runs(runs, 0 if args.tune else args.extra_seeds)
     more = tuple(r for runs in extra.values() for r in runs)
     other_loader = "single" if args.loader == "shared" else "shared"
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        paths = {run.name: generate(Path(tmp), run, args.tune) for run in (*RUNS, *more)}
-        mains = jobs_for(paths, (*RUNS, *more), args.loader)
-        others = jobs_for(paths, RUNS, other_loader, full=False)
+        paths = {run.name: generate(Path(tmp), run, args.tune) for run in (*runs, *more)}
+        mains = jobs_for(paths, (*runs, *more), args.loader)
+        others = jobs_for(paths, runs, other_loader, full=False)
         todo = [job for _, job in sorted(mains + others, key=lambda wj: -wj[0])]
         with ProcessPoolExecutor(max_workers=args.jobs) as pool:
             done = dict(zip(todo, pool.map(run_one, todo), strict=True))
     mine = [done[job] for _, job in mains]
-    results, extra_results = merge(mine, RUNS), merge(mine, more)
-    other = merge([done[job] for _, job in others], RUNS)
+    results, extra_results = merge(mine, runs), merge(mine, more)
+    other = merge([done[job] for _, job in others], runs)
     micro = micro_benchmarks() if not args.only else []
     text = render(results, micro, time.perf_counter() - started, args.tune, args.loader,
                   extra, extra_results, other)
