@@ -259,6 +259,26 @@ def test_eviction_loss_counts_victims_needed_before_the_preload() -> None:
     assert p.eviction_loss("loc", 1000.0, at_least=1.0)(res("fast:1")) >= 1.0  # a bound
 
 
+def test_eviction_loss_horizon_stretches_with_the_victims_own_load() -> None:
+    # at 10000: "clip" and "cam" are due in ~140 s (every 300 s), the preload "loc" in ~300 s.
+    # The loss horizon is keep_s (90 s), or 5 of the victim's own loads if longer: clip's
+    # 30 s loads stretch it to 150 s (on a slow disk each wrong eviction costs a 30 s
+    # reload), cam's 2 s loads do not, and without keep_loads neither does clip's. (predict
+    # spreads gaps this long wide: P(clip within 90 s) is already about 0.4, within 150 s 0.6)
+    events = [(m, float(t)) for m in ("clip", "cam") for t in range(240, 10000, 300)]
+    events += [("loc", float(t)) for t in range(100, 10000, 600)]
+    policies = {k: EdgedPolicy(keep_loads=k) for k in (5.0, 0.0)}
+    for p in policies.values():
+        feed(p, sorted(events, key=lambda e: (e[1], e[0])))
+        p.set_model("clip", 600 * MiB, 30.0)
+        p.set_model("cam", 600 * MiB, 2.0)
+        p.set_model("loc", 100 * MiB, 1.0)
+    stretched, fixed = (policies[k].eviction_loss("loc", 10000.0) for k in (5.0, 0.0))
+    assert stretched(res("clip:1")) > 1.25 * fixed(res("clip:1")) > 0.0
+    assert stretched(res("cam:1")) == fixed(res("cam:1")) > 0.0
+    assert policies[5.0].eviction_loss("loc", 10000.0, at_least=1.0)(res("clip:1")) >= 1.0
+
+
 def test_plan_preload_evicts_nothing_for_a_small_gain() -> None:
     p = EdgedPolicy()
     for name in ("llm", "cold"):

@@ -57,8 +57,9 @@ Decisions (tuned on seeded traces, see ``bench/replay_results.md``):
   over the predicted arrival — so a load that cannot finish before its request still starts
   when the wait it saves beats what its victims are expected to cost.
   ``capacity.plan_preload`` lets one in where memory is free, or where the victims' expected loss —
-  P(victim needed again before the candidate, within ``keep_s``) x its (load_s + miss cost),
-  Belady's rule in expectation — is below the gain / (1 + margin), and where no victim's
+  P(victim needed again before the candidate, within ``keep_s`` or ``keep_loads`` of its own
+  load times if longer: on a slow disk a reload outlasts a fixed horizon) x its (load_s + miss
+  cost), Belady's rule in expectation — is below the gain / (1 + margin), and where no victim's
   keeping is worth half what keeping the candidate would be or more (value per byte x bytes:
   ``admit``, not one prediction against another almost as strong, which wasted most preloads
   where the predictions went stale; whole models, so that the large LLM, cheapest per byte,
@@ -89,7 +90,7 @@ _B0, _R, _NB = 0.05, 1.5, 21  # short-gap bins: [0, 0.05), then x1.5 each ...
 _SPLIT = _B0 * _R ** (_NB - 1)  # ... up to ~166 s; longer gaps are "between sessions"
 _JITTER = 0.25  # a bin's gaps are spread +-25% around their mean
 _HORIZONS = (1.0, 4.0, 16.0, 64.0, 256.0, 1024.0)  # for value
-_GRID = (1.0, 3.0, 8.0, 20.0, 50.0)  # for eviction losses, up to keep_s
+_GRID = (1.0, 3.0, 8.0, 20.0, 50.0)  # for eviction losses, up to keep_s (or longer: _grid_to)
 _MAX_FOLLOWERS = 12
 _BASE_ALPHA = 0.01
 _DAY = 86400.0
@@ -97,6 +98,10 @@ _SQRT2 = math.sqrt(2.0)
 EXPERTS = ("predict", "recency", "frequency")
 _PARTIAL = (1 / 64, 1 / 16, 1 / 8, 1 / 4, 1 / 2, 3 / 4, 1.0)  # of a load: the partial grid
 
+
+def _grid_to(h: float) -> tuple[float, ...]:
+    """The horizons an eviction loss is integrated over, up to ``h``."""
+    return (*(g for g in _GRID if g < h), h)
 
 
 def model_name(key: str) -> str:
@@ -217,7 +222,8 @@ class EdgedPolicy(_Base):
     def __init__(self, *, window_s: float = 30.0, horizon_s: float = 40.0,
                  preload_threshold: float = 0.05, memory_s: float = 1800.0,
                  follow_alpha: float = 0.2, onset_s: float = 5.0, prior_n: float = 1.0,
-                 miss_cost_s: float = 40.0, keep_s: float = 90.0, prior_gap_s: float = 600.0,
+                 miss_cost_s: float = 40.0, keep_s: float = 90.0, keep_loads: float = 5.0,
+                 prior_gap_s: float = 600.0,
                  tail: float = 0.5, lift: float = 2.0, cost_aware: bool = True,
                  tz_offset_s: float = 0.0, tod_weight: float = 0.5,
                  tod_min_s: float = 600.0, probation: float = 1.0,
@@ -234,11 +240,11 @@ class EdgedPolicy(_Base):
         self.window_s, self.horizon_s = window_s, horizon_s
         self.preload_threshold, self.memory_s = preload_threshold, memory_s
         self.follow_alpha, self.onset_s, self.prior_n = follow_alpha, onset_s, prior_n
-        self.miss_cost_s, self.keep_s = miss_cost_s, keep_s
+        self.miss_cost_s, self.keep_s, self.keep_loads = miss_cost_s, keep_s, keep_loads
         self.prior_gap_s, self.tail, self.tz_offset_s = prior_gap_s, tail, tz_offset_s
         self.lift, self.cost_aware = lift, cost_aware
         self.tod_weight, self.tod_min_s = tod_weight, tod_min_s
-        self._grid_hs = (*(h for h in _GRID if h < keep_s), keep_s)
+        self._grid_hs = _grid_to(keep_s)
         self.stats: dict[str, _Stats] = {}
         self._exposure_today = [0.0] * 24
         self._exposure_past = [0.0] * 24
@@ -246,7 +252,7 @@ class EdgedPolicy(_Base):
         self._day: int | None = None
         self._ctx: tuple[float, _Context] | None = None  # caches for one instant
         self._values: tuple[float, dict[str, float]] = (math.nan, {})
-        self._grid: tuple[float, dict[tuple[str, int], list[float]]] = (math.nan, {})
+        self._grid: tuple[float, dict[tuple[str, int, float], list[float]]] = (math.nan, {})
         self._base: dict[str, float] = {}  # P(b within window_s of any onset)
         self._closed = 0
         self.probation = probation
@@ -660,7 +666,7 @@ class EdgedPolicy(_Base):
             return 1.0
         if self._demand[0] != now:
             ctx = self._context(now)
-            self._demand = (now, {n: self._cached((n, 1), now, self._grid_hs, ctx)
+            self._demand = (now, {n: self._cached((n, 1, self.keep_s), now, self._grid_hs, ctx)
                                   for n in self.stats if n not in self._resident})
         hs, load = self._grid_hs, self.load_s.get(name, 1.0)
         k = bisect.bisect_left(hs, load)
@@ -682,7 +688,7 @@ class EdgedPolicy(_Base):
         load = self.load_s.get(name, 1.0)
         ld = min(load, self.horizon_s)
         hs = [f * ld for f in _PARTIAL] + [self.horizon_s]
-        fs = self._cached((name, 2), now, hs, ctx)
+        fs = self._cached((name, 2, self.horizon_s), now, hs, ctx)
         p_load, p_h = fs[-2], fs[-1]
         # a request at s < ld waits ld - s instead of load: it saves s (half a load is half a
         # stall): E[s; s < ld] = ld F(ld) - integral of F over [0, ld] (trapezoids on a grid
@@ -694,10 +700,10 @@ class EdgedPolicy(_Base):
         partial = max(0.0, ld * p_load - area)
         return (self.miss_cost_s + load) * max(0.0, p_h - p_load) + partial, p_h
 
-    def _cached(self, key: tuple[str, int], now: float, hs: Sequence[float],
+    def _cached(self, key: tuple[str, int, float], now: float, hs: Sequence[float],
                 ctx: _Context) -> list[float]:
         """``_soon`` remembered for one instant: a preloader pass asks for the same models
-        once per candidate."""
+        once per candidate. ``key`` is (model, which grid, the grid's last horizon)."""
         if self._grid[0] != now:
             self._grid = (now, {})
         got = self._grid[1].get(key)
@@ -708,26 +714,38 @@ class EdgedPolicy(_Base):
     def eviction_loss(self, name: str, now: float,
                       at_least: float = math.inf) -> Callable[[Resident], float]:
         """Expected stall (miss cost included) that evicting a resident to preload ``name``
-        causes: P(the victim is needed again before ``name``, within ``keep_s``) x its cost.
+        causes: P(the victim is needed again before ``name``, within its horizon) x its cost.
 
         A victim needed before the preloaded model must come back first and push something
         out in turn (Belady's rule); one needed after it would go at that demand load anyway.
+        The horizon is ``keep_s``, or ``keep_loads`` x the victim's own load time if that is
+        longer: the robot's pace does not slow down with the disk, so on a disk slow enough
+        that a reload takes a good part of ``keep_s`` (the 600 MB clip model at 34 s, where
+        preloads pushed it out a minute or two before its next stream and each reload cost
+        its queued requests 34-90 s) a horizon in fixed seconds prices such an eviction at
+        nothing. Where every load is shorter than ``keep_s / keep_loads`` nothing changes.
         A loss of ``at_least`` or more may come back as a bound (at least ``at_least``): the
         caller only compares it, and the bound costs one horizon instead of the whole grid.
         """
         ctx = self._context(now)
-        hs = self._grid_hs
-        alive_c = [1.0 - p for p in self._cached((name, 1), now, hs, ctx)]
         memo: dict[str, float] = {}
         weights = self.weights() if len(self.experts) > 1 else {}
+
+        def alive(hs: tuple[float, ...]) -> list[float]:
+            """P(``name`` not yet requested) at each of ``hs``."""
+            return [1.0 - p for p in self._cached((name, 1, hs[-1]), now, hs, ctx)]
 
         def lost(r: Resident) -> float:
             n = model_name(r.key)
             got = memo.get(n)
             if got is not None:
                 return got
-            cost = self.miss_cost_s + self.load_s.get(n, 1.0)
-            # alive_c only falls, so the loss is at least cost x F_v(keep) x alive_c(keep)
+            load = self.load_s.get(n, 1.0)
+            hs = self._grid_hs if self.keep_loads * load <= self.keep_s else _grid_to(
+                self.keep_loads * load)
+            alive_c = alive(hs)
+            cost = self.miss_cost_s + load
+            # alive_c only falls, so the loss is at least cost x F_v(h) x alive_c(h), h its last
             bound = cost * self._victim_soon(n, now, hs[-1:], ctx, weights, 0)[0] * alive_c[-1]
             if bound >= at_least:
                 memo[n] = bound
@@ -753,7 +771,7 @@ class EdgedPolicy(_Base):
         evictions then answer to the same regret as the demand victims: where the trace
         showed that recency predicts better (a new phase, a short trace, models seen once or
         twice), a model just used is not written off because its few gaps say it is done."""
-        fs = self._cached((name, key), now, hs, ctx)
+        fs = self._cached((name, key, hs[-1]), now, hs, ctx)
         w_p = weights.get("predict", 1.0)
         young = self.young_n / (self.young_n + self.counts.get(name, 0))
         w_rec = young * max(0.0, weights.get("recency", 0.0) - w_p)
