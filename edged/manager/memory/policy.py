@@ -720,8 +720,8 @@ class EdgedPolicy(_Base):
         out in turn (Belady's rule); one needed after it would go at that demand load anyway.
         The horizon is ``keep_s``, or ``keep_loads`` x the victim's own load time if that is
         longer: the robot's pace does not slow down with the disk, so on a disk slow enough
-        that a reload takes a good part of ``keep_s`` (the 600 MB clip model at 34 s, where
-        preloads pushed it out a minute or two before its next stream and each reload cost
+        that a reload takes a good part of ``keep_s`` (the 600 MB clip model at 34 s, which
+        preloads pushed out 1.5 to 18 minutes before its next stream, each reload costing
         its queued requests 34-90 s) a horizon in fixed seconds prices such an eviction at
         nothing. Where every load is shorter than ``keep_s / keep_loads`` nothing changes.
         A loss of ``at_least`` or more may come back as a bound (at least ``at_least``): the
