@@ -279,6 +279,24 @@ def test_eviction_loss_horizon_stretches_with_the_victims_own_load() -> None:
     assert policies[5.0].eviction_loss("loc", 10000.0, at_least=1.0)(res("clip:1")) >= 1.0
 
 
+def test_preload_horizon_stretches_with_the_candidates_own_load() -> None:
+    # at 10000 "slow" (a 30 s load) and "fast" (2 s) are due in ~140 s (every 300 s). The
+    # preload's horizon is horizon_s (40 s), or 3 of the candidate's own loads if longer: a
+    # load that takes most of 40 s could only save requests in the seconds left after it
+    # lands, so without the stretch the slow model was worth less than the fast one
+    events = [(m, float(t)) for m in ("slow", "fast") for t in range(240, 10000, 300)]
+    policies = {k: EdgedPolicy(horizon_loads=k) for k in (3.0, 0.0)}
+    for p in policies.values():
+        feed(p, sorted(events, key=lambda e: (e[1], e[0])))
+        p.set_model("slow", 300 * MiB, 30.0)
+        p.set_model("fast", 300 * MiB, 2.0)
+    stretched, fixed = policies[3.0], policies[0.0]
+    assert stretched.preload_gain("slow", 10000.0) > 2.0 * fixed.preload_gain("slow", 10000.0)
+    assert stretched.preload_gain("fast", 10000.0) == fixed.preload_gain("fast", 10000.0) > 0.0
+    assert stretched.preload_candidates(set(), 10000.0) == ["slow", "fast"]
+    assert fixed.preload_candidates(set(), 10000.0) == ["fast", "slow"]
+
+
 def test_plan_preload_evicts_nothing_for_a_small_gain() -> None:
     p = EdgedPolicy()
     for name in ("llm", "cold"):

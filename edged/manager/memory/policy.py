@@ -50,12 +50,13 @@ Decisions (tuned on seeded traces, see ``bench/replay_results.md``):
   another's holds it is that expert's regret (discounted by ``regret_decay``), and the value
   used is the experts' weighted geometric mean with weights ``exp(-regret_rate x regret)``
   (at least 1% each): the trace decides how much recency and frequency count.
-* **preloads**: candidates are the non-resident models with P(within ``horizon_s``) >=
-  ``preload_threshold``, by :meth:`EdgedPolicy.preload_gain`: the cold load and stall saved if
-  the request comes after the load is done, plus, for a request at ``s`` while it loads, the
-  ``s`` seconds it waits less (a *partial* preload: half a load is half a stall), integrated
-  over the predicted arrival — so a load that cannot finish before its request still starts
-  when the wait it saves beats what its victims are expected to cost.
+* **preloads**: candidates are the non-resident models with P(within ``horizon_s``, or
+  ``horizon_loads`` of their own load times if longer: a slow load must land with time to
+  spare) >= ``preload_threshold``, by :meth:`EdgedPolicy.preload_gain`: the cold load and
+  stall saved if the request comes after the load is done, plus, for a request at ``s``
+  while it loads, the ``s`` seconds it waits less (a *partial* preload: half a load is half a
+  stall), integrated over the predicted arrival — so a load that cannot finish before its
+  request still starts when the wait it saves beats what its victims are expected to cost.
   ``capacity.plan_preload`` lets one in where memory is free, or where the victims' expected loss —
   P(victim needed again before the candidate, within ``keep_s`` or ``keep_loads`` of its own
   load times if longer: on a slow disk a reload outlasts a fixed horizon) x its (load_s + miss
@@ -220,6 +221,7 @@ class EdgedPolicy(_Base):
     """The predictive policy; the module docstring says what each knob does."""
 
     def __init__(self, *, window_s: float = 30.0, horizon_s: float = 40.0,
+                 horizon_loads: float = 3.0,
                  preload_threshold: float = 0.05, memory_s: float = 1800.0,
                  follow_alpha: float = 0.2, onset_s: float = 5.0, prior_n: float = 1.0,
                  miss_cost_s: float = 40.0, keep_s: float = 90.0, keep_loads: float = 5.0,
@@ -237,7 +239,7 @@ class EdgedPolicy(_Base):
         self.pool_fade = pool_fade
         self._pool = _Stats(long_n=1.0, long_sum=prior_gap_s)
         self._pool_total = 1.0
-        self.window_s, self.horizon_s = window_s, horizon_s
+        self.window_s, self.horizon_s, self.horizon_loads = window_s, horizon_s, horizon_loads
         self.preload_threshold, self.memory_s = preload_threshold, memory_s
         self.follow_alpha, self.onset_s, self.prior_n = follow_alpha, onset_s, prior_n
         self.miss_cost_s, self.keep_s, self.keep_loads = miss_cost_s, keep_s, keep_loads
@@ -684,11 +686,17 @@ class EdgedPolicy(_Base):
         return out
 
     def _gain(self, name: str, now: float, ctx: _Context) -> tuple[float, float]:
-        """(preload_gain, P(within horizon_s)), remembered for one instant."""
+        """(preload_gain, P(within its horizon)), remembered for one instant. The horizon is
+        ``horizon_s``, or ``horizon_loads`` x ``name``'s load time if that is longer: a load
+        that takes most of ``horizon_s`` (on a slow disk the 380 MB segment model takes 23 s,
+        the LLM 90 s) could save a request only in the seconds left after it lands, so in
+        fixed seconds a slow model was almost never worth preloading, and its requests waited
+        its whole load."""
         load = self.load_s.get(name, 1.0)
-        ld = min(load, self.horizon_s)
-        hs = [f * ld for f in _PARTIAL] + [self.horizon_s]
-        fs = self._cached((name, 2, self.horizon_s), now, hs, ctx)
+        horizon = max(self.horizon_s, self.horizon_loads * load)
+        ld = min(load, horizon)
+        hs = [f * ld for f in _PARTIAL] + [horizon]
+        fs = self._cached((name, 2, horizon), now, hs, ctx)
         p_load, p_h = fs[-2], fs[-1]
         # a request at s < ld waits ld - s instead of load: it saves s (half a load is half a
         # stall): E[s; s < ld] = ld F(ld) - integral of F over [0, ld] (trapezoids on a grid
@@ -787,7 +795,7 @@ class EdgedPolicy(_Base):
                 + w_freq * (1.0 - math.exp(-h * rate)) for p, h in zip(fs, hs, strict=True)]
 
     def preload_candidates(self, resident_keys: Collection[str], now: float) -> list[str]:
-        """The models worth preloading now (P(within ``horizon_s``) at least
+        """The models worth preloading now (P(within their horizon, see ``_gain``) at least
         ``preload_threshold``), the largest expected saving first: the gain times the chance
         that no demand load cancels the preload (:meth:`completes`), so that a busy loader's
         few gaps go to the short loads that will finish."""
