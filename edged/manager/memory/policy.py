@@ -739,9 +739,16 @@ class EdgedPolicy(_Base):
         memo: dict[str, float] = {}
         weights = self.weights() if len(self.experts) > 1 else {}
 
+        alive_to: dict[float, list[float]] = {}  # a grid's last horizon -> alive on it
+
         def alive(hs: tuple[float, ...]) -> list[float]:
-            """P(``name`` not yet requested) at each of ``hs``."""
-            return [1.0 - p for p in self._cached((name, 1, hs[-1]), now, hs, ctx)]
+            """P(``name`` not yet requested) at each of ``hs``, once per grid (most victims
+            share ``keep_s``'s)."""
+            got = alive_to.get(hs[-1])
+            if got is None:
+                got = alive_to[hs[-1]] = [
+                    1.0 - p for p in self._cached((name, 1, hs[-1]), now, hs, ctx)]
+            return got
 
         def lost(r: Resident) -> float:
             n = model_name(r.key)
