@@ -466,6 +466,24 @@ def test_not_worse_than_before_compares_cold_loads_and_stall_with_2pct_slack() -
     assert (c["before"], c["half"], c["cold"], c["stall"]) == (None, None, True, True)
 
 
+def test_a_family_is_judged_over_all_its_budgets_and_seeds_each_run_weighing_the_same() -> None:
+    """The issue says "no family gets worse": a family's runs of every budget and seed are
+    pooled, each run's ratio weighing the same (a saturated run's 20000 s of stall must not
+    drown a 200 s one), and a family passes with cold loads at most 1x and stall within 2%."""
+    rb = _bench()
+    fams = rb.families_vs_before({
+        "normal": [(0.9, 1.1), (1.05, 0.92)],  # a tight budget's gain pays a generous one's loss
+        "regime": [(1.1, 0.9), (0.96, 0.9)],  # cold loads 1.03x on the mean: worse
+        "idle": [(1.0, 1.02)],  # at the slack: not worse
+        "none": []})
+    assert [(f, round(c, 3), round(s, 3), ok) for f, c, s, ok in fams] == [
+        ("normal", 0.975, 1.01, True), ("regime", 1.03, 0.9, False), ("idle", 1.0, 1.02, True)]
+    line = rb.family_line(fams)
+    assert "not worse on 2 of 3 families" in line
+    assert "worse: regime (1.030x cold loads, 0.900x stall)" in line
+    assert rb.family_line([]) == ""
+
+
 def test_better_simple_on_means_is_one_policy_over_the_seeds_not_the_best_per_run() -> None:
     """Two seeds where LRU and LFU trade places: the per-run best of the two is 100 s on each,
     which edged (110 s on each) misses on both; on means over the seeds LFU (150 s) is the
