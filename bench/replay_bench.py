@@ -416,11 +416,11 @@ def best_simple(pol: dict[str, dict[str, object]]) -> tuple[float, float]:
 def better_on_means(runs: Sequence[dict[str, dict[str, object]]],
                     policy: str = "edged") -> tuple[float, str] | None:
     """``policy``'s mean stall over the seeds of one family and budget, over the mean of the
-    simple policy (LRU or LFU) whose mean is lower, and that policy's name (None: no stall to
-    compare, or ``policy`` not replayed). The issue's per-run target takes the lower of two
-    noisy policies on each seed afresh, a bar that neither of them clears on its own where
-    their order flips from seed to seed; this is the bar a user choosing one simple policy for
-    the family would set."""
+    simple policy (LRU or LFU) whose mean is lower, and that policy's key in the report ("lru"
+    or "lfu"; None: no stall to compare, or ``policy`` not replayed). The issue's per-run
+    target takes the lower of two noisy policies on each seed afresh, a bar that neither of
+    them clears on its own where their order flips from seed to seed; this is the bar a user
+    choosing one simple policy for the family would set."""
     if not runs or any(policy not in pol for pol in runs):
         return None
     means = {p: statistics.mean(num(pol[p], "stall_s") or 0.0 for pol in runs)
@@ -428,7 +428,7 @@ def better_on_means(runs: Sequence[dict[str, dict[str, object]]],
     better = min(("lru", "lfu"), key=lambda p: (means[p], p))
     if means[better] <= 0.0:
         return None
-    return means[policy] / means[better], better.upper()
+    return means[policy] / means[better], better
 
 
 def clairvoyant(runs: Sequence[dict[str, dict[str, object]]]) -> tuple[float, int, int] | None:
@@ -547,7 +547,7 @@ def seeds_section(results: list[Result], extra: dict[str, tuple[Run, ...]],
         means = better_on_means(pols)
         on_means += [means[0]] if means else []
         if means:
-            simple[0] += sum(stall_held(pol, means[1].lower()) for pol in pols)
+            simple[0] += sum(stall_held(pol, means[1]) for pol in pols)
             simple[1] += len(pols)
         bel = clairvoyant(pols)
         if bel is not None:
@@ -555,7 +555,7 @@ def seeds_section(results: list[Result], extra: dict[str, tuple[Run, ...]],
             belady[1] += bel[2]
         out.append(f"| {run_name} | {b} | {spread(cs)} | {spread(ss)} | {spread(oc)} | "
                    f"{spread(os_)} | "
-                   + (f"{means[0]:.2f} ({means[1]})" if means else "n/a") + " | "
+                   + (f"{means[0]:.2f} ({means[1].upper()})" if means else "n/a") + " | "
                    + " | ".join(
             f"{h[0]} of {h[1]}" if h[1] else "n/a" for h in held.values()) + " | "
                    + (f"{bel[0]:.2f}; {bel[1]} of {bel[2]}" if bel else "n/a") + " |")

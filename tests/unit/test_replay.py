@@ -497,7 +497,7 @@ def test_better_simple_on_means_is_one_policy_over_the_seeds_not_the_best_per_ru
     assert [rb.simple_targets(dict(r, edged={"stall_s": 110.0, "cold_loads": 1}))["stall"]
             for r in runs] == [False, False]
     ratio, name = rb.better_on_means(runs)
-    assert name == "LFU" and ratio == pytest.approx(110.0 / 150.0)
+    assert name == "lfu" and ratio == pytest.approx(110.0 / 150.0)
     assert rb.better_on_means([pol(10.0, 0.0, 0.0)]) is None
     assert rb.better_on_means([]) is None
 
