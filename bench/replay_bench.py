@@ -124,6 +124,9 @@ LAST_ROUND = MappingProxyType({
 # engines.queue_depth (8) + per_model_concurrency (twice the cores, 2-8: 8 on a 6-core Orin)
 QUEUE_LIMIT = 16
 LONG_S = 6 * 3600  # longer runs replay each costly policy in a job of its own
+# families replayed again with the disk ordered (``tools/replay.py --loader ordered``, a
+# what-if): one whose loads rarely overlap and the one whose disk is busy most of the time
+ORDER_FAMILIES = ("normal", "saturated")
 SEED_STEP = 100  # --extra-seeds k: each family again on seeds +100, +200, ... (never tuned on)
 EXTRA_SEEDS = 4  # the default k: five held-out seeds per family (a seed moves a ratio ~10%)
 Result = tuple[str, str, dict[str, object], dict[str, float]]  # run, budget, report, info
@@ -640,10 +643,56 @@ def other_section(results: list[Result], loader: str,
     return out
 
 
+def family_of(run_name: str) -> str:
+    """``normal, seed 101`` -> ``normal``: the family a run (held-out extra seeds too) is of."""
+    return run_name.split(",")[0]
+
+
+def order_section(shared: Sequence[Result], ordered: Sequence[Result]) -> list[str]:
+    """The same runs with the disk ordered against shared: per family and budget, each
+    policy's mean stall over the seeds both ways, and edged's over the better simple
+    policy's on means each way (does ordering move the comparison, or every policy alike?)."""
+    def by_row(rs: Sequence[Result]) -> dict[tuple[str, str], list[dict[str, dict[str, object]]]]:
+        rows: dict[tuple[str, str], list[dict[str, dict[str, object]]]] = {}
+        for name, b, report, _ in rs:
+            pol = report["policies"]
+            assert isinstance(pol, dict)
+            rows.setdefault((family_of(name), b), []).append(pol)
+        return rows
+
+    before, after = by_row(shared), by_row(ordered)
+    out = ["## The disk's order (a what-if, not what the daemon does)", "",
+           "The daemon runs loads side by side, and the tables above share the disk's speed "
+           "among them. `tools/replay.py --loader ordered` gives the disk whole to one load "
+           "at a time instead, the one with the most requests waiting per second of it left "
+           "(a preload no request waits for last), chosen again at each request and each "
+           "completion: the same loads and bytes, in another order. Mean stall over the "
+           "family's held-out seeds, shared -> ordered (the change), for each policy; then "
+           "edged's mean over the better simple policy's, shared -> ordered.", "",
+           "| family | budget | seeds | edged stall s | LRU stall s | LFU stall s | edged / "
+           "better simple, on means |", "|---|---|---|---|---|---|---|"]
+    for key, pols in after.items():
+        olds = [p for p in before.get(key, []) if "edged" in p]
+        if len(olds) != len(pols):
+            continue
+
+        def mean(rs: list[dict[str, dict[str, object]]], policy: str) -> float:
+            return statistics.mean(num(r[policy], "stall_s") or 0.0 for r in rs)
+        cells = []
+        for policy in ("edged", "lru", "lfu"):
+            a, b_ = mean(olds, policy), mean(pols, policy)
+            cells.append(f"{a:.0f} -> {b_:.0f} ({div(b_ - a, a) or 0.0:+.0%})")
+        m0, m1 = better_on_means(olds), better_on_means(pols)
+        out.append(f"| {key[0]} | {key[1]} | {len(pols)} | " + " | ".join(cells) + " | "
+                   + (f"{m0[0]:.2f} ({m0[1].upper()}) -> {m1[0]:.2f} ({m1[1].upper()})"
+                      if m0 and m1 else "n/a") + " |")
+    return [*out, ""]
+
+
 def render(results: list[Result], micro: list[str], seconds: float, tune: bool,
            loader: str = "shared", extra: dict[str, tuple[Run, ...]] | None = None,
            extra_results: list[Result] | None = None,
-           other: list[Result] | None = None) -> str:
+           other: list[Result] | None = None, ordered: list[Result] | None = None) -> str:
     known = {} if tune else load_before()  # its numbers are on the held-out seeds
 
     def before_in(ldr: str) -> Callable[[str, str], tuple[float, float] | None]:
@@ -726,6 +775,8 @@ def render(results: list[Result], micro: list[str], seconds: float, tune: bool,
     other_loader = "single" if loader == "shared" else "shared"
     if other:
         out += other_section(other, other_loader, before_in(other_loader))
+    if ordered and loader == "shared":
+        out += order_section([*results, *(extra_results or [])], ordered)
     if not tune:
         out += ["## Before issue 16, the last round, now", "",
                 "Edged's numbers with the main table's loads: the policy before issue 16 "
@@ -1085,23 +1136,30 @@ This run has five held-out seeds per family, two more than the last: the seeds b
   trace decides; so it is left out. Learning the blend's weight slowly from those shadows
   instead of switching (o) trades the same way: no weighting of these rules, chosen from the
   trace as it comes, was found that gains at tight without losing at 2 GiB and 2.5 GiB.
-* **The loader's order moves the stall more than any policy does** (the ten saturated seeds
-  above, a scratch change to `SharedLoaderSimulator.progress`, not committed). The daemon runs
-  concurrent loads side by side, and the replay shares the disk equally among them. Giving the
-  whole disk to one load at a time, re-chosen at each request, cuts the mean stall of every
-  policy: by the least time left (SRPT), edged's falls 24% at tight, 13% at 2 GiB and 33% at 2.5
-  GiB (12899, 20081, 16664 s to 9741, 17485, 11168 s); by the most waiting requests per second
-  left, 32%, 26% and 39% (to 8718, 14920, 10201 s), and LRU's and LFU's by 27-45%. The ratios
-  barely move (tight 1.094x and 1.096x the best simple policy; 2 GiB 0.867x and 0.916x; 2.5 GiB
-  0.649x and 0.721x), so it does not close the row; but for a robot on a slow disk it is worth
-  more than the row. The daemon could order its loads this way (a load slot granted to the load
-  with the most waiters per second left, preloads last). Whether it pays on a device depends on
-  how much of a load is disk and how much is session building on other cores, which the replay
-  does not model. Here (2 cores, the files in the page cache, so no disk) the four real models'
-  sessions build in 0.077 s side by side against 0.116 s one at a time, and complete on average
-  at 0.057 s against 0.091 s (medians of five): building parallelizes, so a one-at-a-time gate
-  would cost where loads are CPU-bound. It needs a measurement on a Jetson's own storage (the
-  reads ordered, the building left parallel) before it is built.
+* **The disk's order moves the stall more than any policy does** (the section "The disk's
+  order" above, `tools/replay.py --loader ordered`, committed 2026-12-07; it was a scratch change
+  before). The daemon runs concurrent loads side by side, and the replay shares the disk equally
+  among them. Giving the whole disk to the load with the most requests waiting per second of it
+  left, re-chosen at each request and completion, cuts every policy's mean stall on the saturated
+  family's five held-out seeds by 26-48% (edged's by 35%, 29% and 36% at tight, 2 GiB and 2.5
+  GiB), and by 2-12% on the normal family, whose loads rarely overlap. The comparison between
+  policies barely moves (saturated tight 0.99x -> 1.00x LFU's on means, 2 GiB 0.97x -> 0.92x),
+  except at saturated 2.5 GiB, where LRU and LFU gain more than edged (0.74x -> 0.85x): ordering
+  and edged's preloads both shorten the waits on the streaming models, so they overlap. On the
+  ten tuning seeds of "Saturated tight on ten more seeds", with this round's policy, edged's mean
+  stall falls 33%, 25% and 40% (11764, 19941, 17169 s to 7930, 15051, 10263 s), LRU's 31%, 27%,
+  42%, LFU's 33%, 28%, 45%; the last round measured the same with its policy and the scratch
+  change (32%, 26%, 39%; shortest time left first: 24%, 13%, 33%). So it does not close a target
+  row, but for a robot on a slow disk it is worth more than any row. The daemon could order its
+  loads this way (the disk's reads granted to the load with the most waiters per second left,
+  preloads last). Whether it pays on a device depends on how much of a load is disk and how much
+  is session building on other cores, which the replay does not model, and on whether the
+  storage reads faster with several requests in flight (an NVMe drive's queues) than with one.
+  Here (2 cores, the files in the page cache, so no disk) the four real models' sessions build in
+  0.077 s side by side against 0.116 s one at a time, and complete on average at 0.057 s against
+  0.091 s (medians of five): building parallelizes, so a one-at-a-time gate would cost where
+  loads are CPU-bound. It needs a measurement on a Jetson's own storage (the reads ordered, the
+  building left parallel) before it is built.
 * **Load times as the daemon measures them** (`tools/replay.py --measured-load-times`): the
   daemon's policy learns each load's wall time (every load is measured, the catalog keeps the
   last, the preloader's pass hands it on), so on a shared disk it sees loads grow with the
@@ -1165,15 +1223,19 @@ def main() -> int:
         paths = {run.name: generate(Path(tmp), run, args.tune) for run in (*runs, *more)}
         mains = jobs_for(paths, (*runs, *more), args.loader)
         others = jobs_for(paths, runs, other_loader, full=False)
-        todo = [job for _, job in sorted(mains + others, key=lambda wj: -wj[0])]
+        order_runs = tuple(r for r in (*runs, *more) if family_of(r.name) in ORDER_FAMILIES)
+        orders = (jobs_for(paths, order_runs, "ordered", full=False)
+                  if args.loader == "shared" else [])
+        todo = [job for _, job in sorted(mains + others + orders, key=lambda wj: -wj[0])]
         with ProcessPoolExecutor(max_workers=args.jobs) as pool:
             done = dict(zip(todo, pool.map(run_one, todo), strict=True))
     mine = [done[job] for _, job in mains]
     results, extra_results = merge(mine, runs), merge(mine, more)
     other = merge([done[job] for _, job in others], runs)
+    ordered = merge([done[job] for _, job in orders], order_runs) if orders else None
     micro = micro_benchmarks() if not args.only else []
     text = render(results, micro, time.perf_counter() - started, args.tune, args.loader,
-                  extra, extra_results, other)
+                  extra, extra_results, other, ordered)
     if args.json:
         args.json.write_text(json.dumps([list(r) for r in (*results, *extra_results)],
                                         indent=1))

@@ -356,6 +356,28 @@ def test_shared_loader_runs_loads_side_by_side_sharing_the_disk(replay: ModuleTy
         ("a", "queued, first", pytest.approx(3.0))]
 
 
+def test_ordered_loader_gives_the_disk_to_the_load_most_waited_on_per_second_left(
+        replay: ModuleType) -> None:
+    # a (8 s, one waiter) starts at 0; at 1.0 three requests wait on b (1 s). Shared, b runs at
+    # half speed until 3.0 (three waits of 2 s) and a ends at 9.0; ordered, b (3 waiters / 1 s
+    # left) takes the disk from a (1 / 7 s) and is ready at 2.0 (three waits of 1 s), and a,
+    # resumed, still ends at 9.0: the same work, 3 s less waiting
+    models = {"a": ModelCost(10, 8.0), "b": ModelCost(10, 1.0)}
+    trace = [TraceEntry(0.0, "a"), *(TraceEntry(1.0, "b") for _ in range(3))]
+    shared = replay.run_all(trace, models, 100, ("lru",), loader="shared")
+    ordered = replay.run_all(trace, models, 100, ("lru",), loader="ordered")
+    r = shared["policies"]["lru"]  # type: ignore[index]
+    assert r["stall_s"] == pytest.approx(9.0 + 3 * 2.0)
+    r = ordered["policies"]["lru"]  # type: ignore[index]
+    assert r["stall_s"] == pytest.approx(9.0 + 3 * 1.0)
+    assert (r["cold_loads"], r["bytes_loaded"]) == (2, 20)
+    # equally waited on, the shorter goes first: b arrives while a has 7 s left
+    one_each = [TraceEntry(0.0, "a"), TraceEntry(1.0, "b")]
+    ordered = replay.run_all(one_each, models, 100, ("lru",), loader="ordered")
+    r = ordered["policies"]["lru"]  # type: ignore[index]
+    assert r["stall_s"] == pytest.approx(9.0 + 1.0)
+
+
 def test_measured_load_times_tell_the_policy_what_disk_sharing_cost(replay: ModuleType) -> None:
     # the loads of the test above: b (1 s alone) shares the disk with a and is ready after 2 s,
     # a (4 s alone) after 5 s; the daemon's policy learns those wall times, the bench's keeps
@@ -465,6 +487,26 @@ def test_not_worse_than_before_compares_cold_loads_and_stall_with_2pct_slack() -
     c = rb.checks(pol(40, 300.0), info, None)
     assert (c["before"], c["half"], c["cold"], c["stall"]) == (None, None, True, True)
 
+
+def test_order_section_compares_each_policy_with_the_disk_shared_and_ordered() -> None:
+    """Two seeds of one family: each policy's mean stall shared -> ordered with the change,
+    and edged against the better simple policy on means both ways."""
+    rb = _bench()
+
+    def res(run: str, *stall: float) -> tuple[str, str, dict[str, object], dict[str, float]]:
+        pols = {p: {"stall_s": s} for p, s in zip(("edged", "lru", "lfu"), stall, strict=True)}
+        return run, "tight", {"policies": pols}, {}
+
+    seed = "saturated, seed 124"
+    shared = [res("saturated", 100.0, 120.0, 110.0), res(seed, 300.0, 280.0, 330.0)]
+    ordered = [res("saturated", 60.0, 80.0, 70.0), res(seed, 200.0, 180.0, 230.0)]
+    lines = rb.order_section(shared, ordered)
+    row = next(line for line in lines if line.startswith("| saturated | tight |"))
+    # edged 200 -> 130 (-35%), LRU 200 -> 130, LFU 220 -> 150 (-32%); on means edged / LRU
+    # 1.00 both ways: the order helps every policy alike
+    assert row == ("| saturated | tight | 2 | 200 -> 130 (-35%) | 200 -> 130 (-35%) | "
+                   "220 -> 150 (-32%) | 1.00 (LRU) -> 1.00 (LRU) |")
+    assert rb.family_of("saturated, seed 124") == "saturated"
 
 def test_a_family_is_judged_over_all_its_budgets_and_seeds_each_run_weighing_the_same() -> None:
     """The issue says "no family gets worse": a family's runs of every budget and seed are
