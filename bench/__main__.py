@@ -15,7 +15,7 @@ import time
 from bench.common import REPO, environment
 
 SECTIONS = ["idle", "daemon_rss", "latency", "lane", "grpc_path", "install", "control", "engines",
-            "switch", "capacity", "faults", "variants"]
+            "switch", "capacity", "faults", "variants", "disk_order"]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1159,7 +1159,14 @@ This run has five held-out seeds per family, two more than the last: the seeds b
   0.077 s side by side against 0.116 s one at a time, and complete on average at 0.057 s against
   0.091 s (medians of five): building parallelizes, so a one-at-a-time gate would cost where
   loads are CPU-bound. It needs a measurement on a Jetson's own storage (the reads ordered, the
-  building left parallel) before it is built.
+  building left parallel) before it is built: `python -m bench.disk_order --dir <the state
+  directory>` (added 2026-12-07) is that measurement's read part. On this machine (a virtual
+  disk cached on its host; the drop from the page cache works, a cold read 4x a cached one) the
+  trace generator's seven largest models, 1785 MB, read in 0.85 s side by side (2.1 GB/s) and
+  1.64 s one at a time (1.1 GB/s), and the mean completion one at a time, smallest first, is
+  1.02x side by side's: storage that reads faster with several requests in flight takes back
+  what the order gains, and the replay's what-if assumes it does not. At a quarter of the sizes
+  it was 0.88x (2.6 against 1.7 GB/s). eMMC's answer is the one that decides.
 * **Load times as the daemon measures them** (`tools/replay.py --measured-load-times`): the
   daemon's policy learns each load's wall time (every load is measured, the catalog keeps the
   last, the preloader's pass hands it on), so on a shared disk it sees loads grow with the
