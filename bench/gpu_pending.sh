@@ -16,5 +16,8 @@ timeout 150 python3 bench/lane_bind.py --n 500 --seconds 2 --out "$OUT/lane_bind
     2>&1 | tail -8
 echo "== 3. the lane benchmark on the CUDA EP (det-shaped row, alternating 8-client rounds)"
 timeout 240 python3 -m bench.lane --cuda --quick --out "$OUT/lane_gpu.md" 2>&1 | tail -30
+echo "== 4. the disk's order on this machine's own storage (bench/disk_order.py: 1785 MB of"
+echo "   model-sized files read side by side against one at a time; stdlib only)"
+timeout 120 python3 -m bench.disk_order --repeats 3 2>&1 | tee "$OUT/disk_order.md" | tail -8
 echo "== done: $OUT"
 ls -l "$OUT"
