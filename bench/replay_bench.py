@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import math
 import re
 import statistics
 import subprocess
@@ -184,12 +185,12 @@ def budget_for(label: str, trace: Sequence[TraceEntry],
                     "installed": float(sum(sizes.values())), "distinct": float(len(counts))}
 
 
-Job = tuple[str, str, str, str, tuple[str, ...], str]  # run, budget, trace, models, policies,
-# loader (tools/replay.py's --loader)
+Job = tuple[str, str, str, str, tuple[str, ...], str, float]  # run, budget, trace, models,
+# policies, loader (tools/replay.py's --loader), retry_s (its --retry-refused)
 
 
 def run_one(job: Job) -> Result:
-    name, budget_name, trace_path, models_path, policies, loader = job
+    name, budget_name, trace_path, models_path, policies, loader, retry_s = job
     replay = load_replay()
     from edged.manager.memory.traces import read_models, read_trace
 
@@ -201,12 +202,13 @@ def run_one(job: Job) -> Result:
         from edged.manager.memory.policy import EdgedPolicy
         policy = EdgedPolicy(tod_weight=0.0)
         r = replay.LOADERS[loader](models, budget, policy, policy.eviction_order,
-                                   preload=True, queue_limit=QUEUE_LIMIT).run(trace)
+                                   preload=True, queue_limit=QUEUE_LIMIT,
+                                   retry_s=retry_s).run(trace)
         report = {"policies": {NO_TOD: asdict(r)}, "budget_bytes": budget,
                   "requests": len(trace)}
     else:
         report = replay.run_all(trace, models, budget, policies, loader=loader,
-                                queue_limit=QUEUE_LIMIT)
+                                queue_limit=QUEUE_LIMIT, retry_s=retry_s)
     return name, budget_name, report, info
 
 
@@ -221,11 +223,11 @@ def extra_runs(runs: tuple[Run, ...], k: int) -> dict[str, tuple[Run, ...]]:
 
 
 def jobs_for(paths: dict[str, tuple[Path, Path]], runs: tuple[Run, ...],
-             loader: str, full: bool = True) -> list[tuple[float, Job]]:
+             loader: str, full: bool = True, retry_s: float = 0.0) -> list[tuple[float, Job]]:
     """One job per run and budget, with its weight (run it longest first, so the pool's
     workers finish together); a long run's costly policies get a job each. ``full``: every
     policy (the main table); else only LRU, LFU and edged (the other loader's section: the
-    optimum's loads take no time either way)."""
+    optimum's loads take no time either way). ``retry_s``: refused requests sent again."""
     jobs = []
     for run in runs:
         long = run.duration_s > LONG_S
@@ -236,7 +238,7 @@ def jobs_for(paths: dict[str, tuple[Path, Path]], runs: tuple[Run, ...],
             for group in groups:
                 weight = max(run.duration_s, 600) * (0.2 if group[0] == "lru" else 1.0)
                 jobs.append((weight, (run.name, b, str(paths[run.name][0]),
-                                      str(paths[run.name][1]), group, loader)))
+                                      str(paths[run.name][1]), group, loader, retry_s)))
     return jobs
 
 
@@ -692,8 +694,10 @@ def order_section(shared: Sequence[Result], ordered: Sequence[Result]) -> list[s
 def render(results: list[Result], micro: list[str], seconds: float, tune: bool,
            loader: str = "shared", extra: dict[str, tuple[Run, ...]] | None = None,
            extra_results: list[Result] | None = None,
-           other: list[Result] | None = None, ordered: list[Result] | None = None) -> str:
-    known = {} if tune else load_before()  # its numbers are on the held-out seeds
+           other: list[Result] | None = None, ordered: list[Result] | None = None,
+           retry_s: float = 0.0) -> str:
+    # the policy before's numbers are on the held-out seeds, refused requests not retried
+    known = {} if tune or retry_s else load_before()
 
     def before_in(ldr: str) -> Callable[[str, str], tuple[float, float] | None]:
         return lambda name, b: known.get((name, b, ldr))
@@ -704,7 +708,11 @@ def render(results: list[Result], micro: list[str], seconds: float, tune: bool,
            "with `tools/gen_trace.py` and replays them with `tools/replay.py`, which runs the "
            "policy code the daemon runs; about "
            f"{seconds:.0f} s on the 2-core dev machine). Generated; do not edit by hand."
-           + (" **Tuning seeds** (`--tune`), not the held-out ones." if tune else ""), "",
+           + (" **Tuning seeds** (`--tune`), not the held-out ones." if tune else "")
+           + (f" **Refused requests sent again every {retry_s:g} s** (`--retry-refused`, a "
+              "what-if: `tools/replay.py --retry-refused`), until served, their stall counted "
+              "from the first try; the comparisons with the policy before issue 16 and the "
+              "last round are left out (theirs were not retried)." if retry_s else ""), "",
            __doc__.split("\n\n", 2)[2].split("\n\n")[0].replace("\n", " "), "",
            __doc__.split("\n\n", 3)[3].split("\n\n")[0].replace("\n", " "), "",
            __doc__.split("\n\n", 4)[4].split("\n\n")[0].replace("\n", " "), "",
@@ -777,7 +785,7 @@ def render(results: list[Result], micro: list[str], seconds: float, tune: bool,
         out += other_section(other, other_loader, before_in(other_loader))
     if ordered and loader == "shared":
         out += order_section([*results, *(extra_results or [])], ordered)
-    if not tune:
+    if not tune and not retry_s:
         out += ["## Before issue 16, the last round, now", "",
                 "Edged's numbers with the main table's loads: the policy before issue 16 "
                 "(replayed by today's simulator), the previous `bench/replay_results.md` (same "
@@ -1206,11 +1214,16 @@ def main() -> int:
     p.add_argument("--json", type=Path, help="also write the raw reports here")
     p.add_argument("--extra-seeds", type=int, default=EXTRA_SEEDS, metavar="K",
                    help="each generated family again on K more held-out seeds (0: none)")
+    p.add_argument("--retry-refused", type=float, default=0.0, metavar="S",
+                   help="a what-if: every table with refused requests sent again every S "
+                        "seconds until served (tools/replay.py --retry-refused)")
     p.add_argument("--loader", choices=("shared", "single"), default="shared",
                    help="the main table's loads: shared (side by side, as the daemon runs "
                         "them) or single (one at a time, pessimistic); the other loader gets "
                         "a section of its own")
     args = p.parse_args()
+    if not 0.0 <= args.retry_refused < math.inf:
+        p.error("--retry-refused must be 0 or more seconds")
     # measure the checkout this file is in: run as a script, Python puts bench/ first on the
     # path, and an editable install elsewhere (another worktree's) would answer `import edged`
     sys.path.insert(0, str(REPO))
@@ -1228,10 +1241,11 @@ def main() -> int:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         paths = {run.name: generate(Path(tmp), run, args.tune) for run in (*runs, *more)}
-        mains = jobs_for(paths, (*runs, *more), args.loader)
-        others = jobs_for(paths, runs, other_loader, full=False)
+        retry = args.retry_refused
+        mains = jobs_for(paths, (*runs, *more), args.loader, retry_s=retry)
+        others = jobs_for(paths, runs, other_loader, full=False, retry_s=retry)
         order_runs = tuple(r for r in (*runs, *more) if family_of(r.name) in ORDER_FAMILIES)
-        orders = (jobs_for(paths, order_runs, "ordered", full=False)
+        orders = (jobs_for(paths, order_runs, "ordered", full=False, retry_s=retry)
                   if args.loader == "shared" else [])
         todo = [job for _, job in sorted(mains + others + orders, key=lambda wj: -wj[0])]
         with ProcessPoolExecutor(max_workers=args.jobs) as pool:
@@ -1242,7 +1256,7 @@ def main() -> int:
     ordered = merge([done[job] for _, job in orders], order_runs) if orders else None
     micro = micro_benchmarks() if not args.only else []
     text = render(results, micro, time.perf_counter() - started, args.tune, args.loader,
-                  extra, extra_results, other, ordered)
+                  extra, extra_results, other, ordered, retry)
     if args.json:
         args.json.write_text(json.dumps([list(r) for r in (*results, *extra_results)],
                                         indent=1))

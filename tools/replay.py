@@ -48,6 +48,11 @@ before their first use, or never used; ``bytes_loaded`` counts what was read, a 
 preload's part included. All models are ``swap``-tier, CPU, evictable; the budget is all the
 memory they may use. ``edged`` passes the policy's victim costs to the planner; LRU and LFU
 evict in order.
+``--retry-refused S`` is a what-if for the robot: a refused request (either kind) is sent again
+every S seconds until it is served, its stall counted from its first try (``retries``: the
+tries sent again; a request still refused ``RETRY_FOR_S`` after its first try is given up,
+its wait counted, ``gave_up``). Each try is a request the policy observes, as the daemon
+observes a request on arrival; ``rejected`` and ``queue_full`` count requests, not tries.
 
 ``optimal`` is a search over (request, resident set) states, with dead models (never requested
 again) dropped from a set and a set pruned when another one provably does at least as well
@@ -64,6 +69,7 @@ from __future__ import annotations
 
 import argparse
 import bisect
+import heapq
 import json
 import math
 import sys
@@ -83,6 +89,7 @@ from edged.values import Budgets
 
 MAX_EXACT_MODELS = 24
 MAX_STATES = 20_000
+RETRY_FOR_S = 600.0  # with retry_s: a robot gives a refused request up after this long
 POLICIES = ("lru", "lfu", "edged", "furthest", "optimal")
 
 
@@ -96,6 +103,8 @@ class Result:
     preloads: int | None = 0
     rejected: int | None = 0  # demand loads the planner refused (no room beside loads in flight)
     queue_full: int | None = 0  # requests refused: queue_limit already waiting on the load
+    retries: int | None = 0  # with retry_s: refused tries sent again
+    gave_up: int | None = 0  # with retry_s: requests still refused RETRY_FOR_S after the first
     loader_busy: float | None = None  # share of the trace's span the loader was loading
     note: str = ""
 
@@ -132,8 +141,10 @@ class Simulator:
                  *, preload: bool, interval_s: float = 0.5,
                  on_request: Callable[[int], None] | None = None,
                  explain: bool = False, busy_waits: bool = True,
-                 queue_limit: int = 0, measured_load_times: bool = False) -> None:
+                 queue_limit: int = 0, measured_load_times: bool = False,
+                 retry_s: float = 0.0) -> None:
         self.models, self.policy, self.order = models, policy, order
+        self.retry_s = retry_s  # 0: a refused request is not sent again
         self.measured_load_times = measured_load_times
         self.queue_limit = queue_limit  # 0: unbounded
         self.busy_waits = busy_waits
@@ -176,13 +187,37 @@ class Simulator:
     # -- the loop ----------------------------------------------------------------------------
     def run(self, trace: Sequence[TraceEntry]) -> Result:
         self.next_pass = trace[0].t if trace else 0.0
-        for i, entry in enumerate(trace):
+        retries: list[tuple[float, int, str, float]] = []  # when, order, model, first try
+        i = sent = 0
+        while i < len(trace) or retries:
+            if retries and (i == len(trace) or retries[0][0] < trace[i].t):
+                t, _, model, first = heapq.heappop(retries)
+                index, entry = -1, TraceEntry(t, model)  # a try sent again
+                self.r.retries = (self.r.retries or 0) + 1
+            else:
+                index, entry, first = i, trace[i], trace[i].t
+                i += 1
             self.advance(entry.t)
             if self.policy is not None:
                 self.policy.observe(entry.model, entry.t)
-            if self.on_request is not None:
-                self.on_request(i)
-            self.serve(i, entry)
+            if index >= 0 and self.on_request is not None:
+                self.on_request(index)
+            refused = (self.r.rejected, self.r.queue_full)
+            self.serve(index, entry)
+            if not self.retry_s:
+                continue
+            if (self.r.rejected, self.r.queue_full) == refused:  # served
+                if index < 0:
+                    self._waited(entry, first, "refused, retried")
+                continue
+            if index < 0:  # a request refused again counts once
+                self.r.rejected, self.r.queue_full = refused
+            if entry.t + self.retry_s - first <= RETRY_FOR_S:
+                sent += 1
+                heapq.heappush(retries, (entry.t + self.retry_s, sent, entry.model, first))
+            else:
+                self.r.gave_up = (self.r.gave_up or 0) + 1
+                self._waited(entry, first, "refused, given up")
         self.drain()
         self.evict([k for k, s in self.slots.items() if s.preloaded and not s.used])
         n = len(trace)
@@ -191,6 +226,12 @@ class Simulator:
         span = trace[-1].t - trace[0].t if n else 0.0
         self.r.loader_busy = round(min(1.0, self.busy_s / span), 3) if span > 0 else None
         return self.r
+
+    def _waited(self, entry: TraceEntry, first: float, cause: str) -> None:
+        """A refused request's wait from its first try to ``entry``'s (``retry_s``)."""
+        self.r.stall_s = (self.r.stall_s or 0.0) + entry.t - first
+        if self.explain:
+            self.stalls.append(Stall(first, entry.model, entry.t - first, cause))
 
     def advance(self, t: float) -> None:
         """The preloader's passes until ``t``, timed as the daemon's preloader thread runs
@@ -635,7 +676,7 @@ def _popcount(a: np.ndarray) -> np.ndarray:
 def run_all(trace: Sequence[TraceEntry], models: dict[str, ModelCost], budget: int,
             policies: Sequence[str] = POLICIES, interval_s: float = 0.5,
             loader: str = "single", queue_limit: int = 0,
-            measured_load_times: bool = False) -> dict[str, object]:
+            measured_load_times: bool = False, retry_s: float = 0.0) -> dict[str, object]:
     missing = sorted({e.model for e in trace} - set(models))
     if missing:
         raise TraceError(f"models file has no size for: {', '.join(missing)}")
@@ -643,7 +684,7 @@ def run_all(trace: Sequence[TraceEntry], models: dict[str, ModelCost], budget: i
     for name in policies:
         out[name] = asdict(simulate(name, trace, models, budget, interval_s=interval_s,
                                     loader=loader, queue_limit=queue_limit,
-                                    measured_load_times=measured_load_times))
+                                    measured_load_times=measured_load_times, retry_s=retry_s))
     return {"policies": out, "budget_bytes": budget, "requests": len(trace)}
 
 
@@ -654,28 +695,29 @@ LOADERS: dict[str, type[Simulator]] = {"single": Simulator, "shared": SharedLoad
 def simulate(policy_name: str, trace: Sequence[TraceEntry], models: dict[str, ModelCost],
              budget: int, *, preload: bool | None = None, interval_s: float = 0.5,
              loader: str = "single", queue_limit: int = 0,
-             measured_load_times: bool = False) -> Result:
+             measured_load_times: bool = False, retry_s: float = 0.0) -> Result:
     """Run one policy (``lru`` | ``lfu`` | ``edged`` | ``furthest`` | ``optimal``); ``loader``:
     ``single`` (one load at a time) or ``shared`` (side by side, sharing the disk);
     ``queue_limit``: requests refused past that many waiting on one load (0: none refused; the
-    optimum's loads take no time, so none wait)."""
+    optimum's loads take no time, so none wait); ``retry_s``: a refused request sent again
+    every that many seconds (0: not sent again; the optimum refuses none)."""
     if policy_name == "optimal":
         return optimal(trace, models, budget)
     sim = LOADERS[loader]
     if policy_name == "furthest":
         oracle = FurthestNextUse(trace)
         return sim(models, budget, None, oracle.order, preload=False,
-                   on_request=oracle.at, queue_limit=queue_limit).run(trace)
+                   on_request=oracle.at, queue_limit=queue_limit, retry_s=retry_s).run(trace)
     policy = make_policy(policy_name)
     return sim(models, budget, policy, policy.eviction_order,
                preload=(policy_name == "edged") if preload is None else preload,
                interval_s=interval_s, queue_limit=queue_limit,
-               measured_load_times=measured_load_times).run(trace)
+               measured_load_times=measured_load_times, retry_s=retry_s).run(trace)
 
 
 def explain(policy_name: str, trace: Sequence[TraceEntry], models: dict[str, ModelCost],
             budget: int, *, interval_s: float = 0.5, loader: str = "single",
-            queue_limit: int = 0, measured_load_times: bool = False
+            queue_limit: int = 0, measured_load_times: bool = False, retry_s: float = 0.0
             ) -> tuple[Result, list[Stall]]:
     """Run one online policy (``lru`` | ``lfu`` | ``edged``) and return every request that
     waited, with why: its model's first load, a preload that came too late, a wait behind
@@ -685,7 +727,8 @@ def explain(policy_name: str, trace: Sequence[TraceEntry], models: dict[str, Mod
     policy = make_policy(policy_name)
     sim = LOADERS[loader](models, budget, policy, policy.eviction_order,
                           preload=policy_name == "edged", interval_s=interval_s, explain=True,
-                          queue_limit=queue_limit, measured_load_times=measured_load_times)
+                          queue_limit=queue_limit, measured_load_times=measured_load_times,
+                          retry_s=retry_s)
     return sim.run(trace), sim.stalls
 
 
@@ -744,6 +787,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--measured-load-times", action="store_true",
                    help="tell the policy each load's measured time (disk sharing included), as "
                         "the daemon does; default: the models file's load_s")
+    p.add_argument("--retry-refused", type=float, default=0.0, metavar="S",
+                   help="a what-if: send a refused request again every S seconds until it is "
+                        "served (its stall from its first try); 0 (the default): not again")
     p.add_argument("--json", action="store_true", help="print only JSON")
     p.add_argument("--explain", action="store_true",
                    help="per online policy: which waits cost the stall, and which load's "
@@ -755,6 +801,8 @@ def main(argv: list[str] | None = None) -> int:
         unknown = set(policies) - set(POLICIES)
         if unknown:
             raise ValueError(f"unknown policies: {', '.join(sorted(unknown))}")
+        if not 0.0 <= args.retry_refused < math.inf:
+            raise ValueError(f"--retry-refused must be 0 or more seconds, not {args.retry_refused}")
         if args.explain:
             trace, models = read_trace(args.trace), read_models(args.models)
             for name in policies:
@@ -763,13 +811,14 @@ def main(argv: list[str] | None = None) -> int:
                 r, stalls = explain(name, trace, models, budget,
                                     interval_s=args.preload_interval, loader=args.loader,
                                     queue_limit=args.queue_limit,
-                                    measured_load_times=args.measured_load_times)
+                                    measured_load_times=args.measured_load_times,
+                                    retry_s=args.retry_refused)
                 print(f"== {name}: {r.cold_loads} cold loads, {r.stall_s} s stall")
                 print(explain_table(stalls))
             return 0
         report = run_all(read_trace(args.trace), read_models(args.models), budget, policies,
                          args.preload_interval, args.loader, args.queue_limit,
-                         args.measured_load_times)
+                         args.measured_load_times, args.retry_refused)
     except (OSError, ValueError) as exc:
         print(f"replay: {exc}", file=sys.stderr)
         return 2

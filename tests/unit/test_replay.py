@@ -590,3 +590,54 @@ def test_queue_limit_refuses_requests_past_the_limit_waiting_on_a_load(
     u = unlimited["policies"]["lru"]  # type: ignore[index]
     assert u["queue_full"] == 0
     assert u["stall_s"] == pytest.approx(4.0 + 3.0 + 2.0 + 1.0 + 0.5 + 0.4)
+
+
+@pytest.mark.parametrize("loader", ["single", "shared", "ordered"])
+def test_a_refused_request_retried_waits_from_its_first_try(
+        replay: ModuleType, loader: str) -> None:
+    # a loads 0-4 s; with a limit of 1 the request at 1.0 is refused (QUEUE_FULL). Sent again
+    # every 2 s: at 3.0 still refused (it counts once), at 5.0 a is ready: it waited 5 - 1 s
+    models = {"a": ModelCost(10, 4.0)}
+    trace = [TraceEntry(0.0, "a"), TraceEntry(1.0, "a")]
+    r = replay.simulate("lru", trace, models, 10, loader=loader, queue_limit=1, retry_s=2.0)
+    assert (r.queue_full, r.retries, r.gave_up, r.cold_loads) == (1, 2, 0, 1)
+    assert r.stall_s == pytest.approx(4.0 + 4.0)
+    once = replay.simulate("lru", trace, models, 10, loader=loader, queue_limit=1)
+    assert (once.queue_full, once.retries, once.stall_s) == (1, 0, pytest.approx(4.0))
+    _, stalls = replay.explain("lru", trace, models, 10, loader=loader, queue_limit=1,
+                               retry_s=2.0)
+    assert [(s.t, s.cause, s.stall_s) for s in stalls] == [
+        (0.0, "first", pytest.approx(4.0)), (1.0, "refused, retried", pytest.approx(4.0))]
+
+
+def test_a_request_that_can_never_fit_is_given_up_after_retry_for_s(replay: ModuleType) -> None:
+    # h is larger than the budget: refused on every try, at 0, 100, ..., 600 s; the try after
+    # would be past RETRY_FOR_S, so the robot gives it up, its 600 s of waiting counted
+    trace, models = trace_of("H"), costs(h=100)
+    r = replay.simulate("lru", trace, models, 10, retry_s=100.0)
+    assert replay.RETRY_FOR_S == 600.0
+    assert (r.rejected, r.retries, r.gave_up) == (1, 6, 1)
+    assert r.stall_s == pytest.approx(600.0)
+
+
+def test_cli_refuses_a_negative_retry(tmp_path: Path) -> None:
+    trace, models = generated(tmp_path, duration="60")
+    proc = run_cli("--trace", str(trace), "--models", str(models), "--budget", "2GiB",
+                   "--retry-refused", "-1")
+    assert proc.returncode == 2 and "--retry-refused" in proc.stderr
+
+
+def test_bench_replays_every_table_with_retries_when_asked(tmp_path: Path) -> None:
+    """`bench/replay_bench.py --retry-refused S` hands S to every job (its tools/replay.py
+    runs), and refuses a negative S before generating anything."""
+    rb = _bench()
+    run = rb.RUNS[0]
+    paths = {run.name: (tmp_path / "t.jsonl", tmp_path / "m.json")}
+    jobs = [job for _, job in rb.jobs_for(paths, (run,), "shared", retry_s=2.0)]
+    assert jobs and {job[-1] for job in jobs} == {2.0}
+    assert {job[-1] for _, job in rb.jobs_for(paths, (run,), "shared")} == {0.0}
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "replay_bench.py"),
+                           "--retry-refused", "-2", "--out", str(tmp_path / "r.md")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "--retry-refused" in proc.stderr
+    assert not (tmp_path / "r.md").exists()
