@@ -202,12 +202,13 @@ class Simulator:
                 self.policy.observe(entry.model, entry.t)
             if index >= 0 and self.on_request is not None:
                 self.on_request(index)
-            refused = (self.r.rejected, self.r.queue_full)
+            refused, hits = (self.r.rejected, self.r.queue_full), self.hits
             self.serve(index, entry)
             if not self.retry_s:
                 continue
             if (self.r.rejected, self.r.queue_full) == refused:  # served
-                if index < 0:
+                if index < 0:  # after waiting since its first try: not a hit
+                    self.hits = hits
                     self._waited(entry, first, "refused, retried")
                 continue
             if index < 0:  # a request refused again counts once

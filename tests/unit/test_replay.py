@@ -602,6 +602,7 @@ def test_a_refused_request_retried_waits_from_its_first_try(
     r = replay.simulate("lru", trace, models, 10, loader=loader, queue_limit=1, retry_s=2.0)
     assert (r.queue_full, r.retries, r.gave_up, r.cold_loads) == (1, 2, 0, 1)
     assert r.stall_s == pytest.approx(4.0 + 4.0)
+    assert r.hit_rate == 0.0  # the retry found a ready, but after waiting 4 s: not a hit
     once = replay.simulate("lru", trace, models, 10, loader=loader, queue_limit=1)
     assert (once.queue_full, once.retries, once.stall_s) == (1, 0, pytest.approx(4.0))
     _, stalls = replay.explain("lru", trace, models, 10, loader=loader, queue_limit=1,
